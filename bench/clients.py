@@ -1,0 +1,113 @@
+"""Lean clients of the public API that timestamp every token as it arrives.
+
+They look at the framing only (the gateway writes `event: <type>` in SSE and
+puts `"type"` first in WebSocket frames), so the bench process spends little
+CPU per event and the gateway, not the client, is what gets measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+
+from bench.stats import StreamTiming
+
+__all__ = ["ANSWER_TIMEOUT", "MODEL", "sse_answer", "ws_answer"]
+
+MODEL = "demo"
+ANSWER_TIMEOUT = 30.0  # seconds for one whole answer; a stuck stream fails, never hangs
+
+_EVENT = b"event: "
+_WS_TOKEN = '{"type":"token"'
+_WS_DONE = '{"type":"done"'
+_WS_ERROR = '{"type":"error"'
+
+
+def _sse_type(frame: bytes) -> bytes | None:
+    for line in frame.split(b"\n"):
+        if line.startswith(_EVENT):
+            return line[len(_EVENT) :].strip()
+    return None
+
+
+class _Clock:
+    """Token arrival offsets relative to the first token."""
+
+    __slots__ = ("first", "sent", "timing")
+
+    def __init__(self, timing: StreamTiming) -> None:
+        self.timing = timing
+        self.sent = time.perf_counter()
+        self.first: float | None = None
+
+    def token(self, now: float) -> None:
+        if self.first is None:
+            self.first = now
+            self.timing.ttft = now - self.sent
+        self.timing.offsets.append(now - self.first)
+
+
+async def sse_answer(client: httpx.AsyncClient, conversation_id: str, text: str) -> StreamTiming:
+    """POST a message with `Accept: text/event-stream` and read until `done`."""
+    timing = StreamTiming("sse", text)
+    body = {"content": text, "model": MODEL}
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            clock = _Clock(timing)
+            async with client.stream(
+                "POST",
+                f"/v1/conversations/{conversation_id}/messages",
+                json=body,
+                headers={"Accept": "text/event-stream"},
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    timing.error = f"HTTP {response.status_code}"
+                    return timing
+                buffer = b""
+                async for chunk in response.aiter_raw():
+                    now = time.perf_counter()
+                    buffer += chunk
+                    *frames, buffer = buffer.split(b"\n\n")
+                    for frame in frames:
+                        kind = _sse_type(frame)
+                        if kind == b"token":
+                            clock.token(now)
+                        elif kind == b"done":
+                            return timing
+                        elif kind == b"error":
+                            timing.error = "error event"
+                            return timing
+        timing.error = "stream ended before done"
+    except (TimeoutError, httpx.HTTPError) as exc:
+        timing.error = type(exc).__name__
+    return timing
+
+
+async def ws_answer(ws: ClientConnection, conversation_id: str, text: str) -> StreamTiming:
+    """Send a `message` frame on an open socket and read until the reply's `done`."""
+    timing = StreamTiming("ws", text)
+    frame = {"type": "message", "conversation_id": conversation_id, "content": text, "model": MODEL}
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            clock = _Clock(timing)
+            await ws.send(json.dumps(frame))
+            while True:
+                data = await ws.recv()
+                now = time.perf_counter()
+                if not isinstance(data, str):
+                    continue
+                if data.startswith(_WS_TOKEN):
+                    clock.token(now)
+                elif data.startswith(_WS_DONE):
+                    return timing
+                elif data.startswith(_WS_ERROR):
+                    timing.error = "error frame"
+                    return timing
+    except Exception as exc:  # a closed socket or a timeout ends this answer only
+        timing.error = type(exc).__name__
+    return timing

@@ -1,0 +1,115 @@
+"""The command line of `python -m bench`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["THROUGHPUT_ANSWER_TOKENS", "Options", "parse_args"]
+
+# The throughput run streams whole demo answers (~150 tokens): token relay, not
+# per-message work, is what it measures.
+THROUGHPUT_ANSWER_TOKENS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    # Latency: realistic pace, the same for the direct run and the system.
+    conversations: int = 50
+    rounds: int = 4  # messages each conversation sends, one after the other
+    pace_tps: float = 100.0  # tokens per second of one answer
+    ttft_ms: float = 50.0
+    tokens: int = 100  # the demo answer's length cap (it ends at ~150 words anyway)
+    # Throughput: a pace the system cannot keep up with, so it shows its ceiling.
+    throughput_conversations: int = 100
+    throughput_tps: float = 2000.0
+    throughput_seconds: float = 10.0
+    # Memory: idle WebSocket connections held open at once.
+    idle_connections: int = 1000
+    quick: bool = False
+
+    @property
+    def answer_seconds(self) -> float:
+        return self.ttft_ms / 1000 + self.tokens / self.pace_tps
+
+
+_QUICK: dict[str, Any] = {
+    "conversations": 4,
+    "rounds": 2,
+    "pace_tps": 200.0,
+    "ttft_ms": 20.0,
+    "tokens": 20,
+    "throughput_conversations": 4,
+    "throughput_tps": 1000.0,
+    "throughput_seconds": 1.5,
+    "idle_connections": 20,
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    d = Options()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "The offline demo provider consumed directly versus through gateway, NATS and "
+            "inference worker (SSE and WebSocket), in one run; prints a markdown table."
+        ),
+    )
+    add = parser.add_argument
+    add("--conversations", type=_positive_int, help=f"concurrent conversations ({d.conversations})")
+    add("--rounds", type=_positive_int, help=f"messages per conversation ({d.rounds})")
+    add("--pace-tps", type=_positive_float, help=f"tokens/s of one answer ({d.pace_tps:g})")
+    add("--ttft-ms", type=_non_negative_float, help=f"provider TTFT in ms ({d.ttft_ms:g})")
+    add("--tokens", type=_positive_int, help=f"tokens per answer, at most ~150 ({d.tokens})")
+    add(
+        "--throughput-conversations",
+        type=_positive_int,
+        help=f"concurrent conversations of the throughput run ({d.throughput_conversations})",
+    )
+    add(
+        "--throughput-tps",
+        type=_positive_float,
+        help=f"tokens/s of one answer in the throughput run ({d.throughput_tps:g})",
+    )
+    add(
+        "--throughput-seconds",
+        type=_positive_float,
+        help=f"length of the throughput run ({d.throughput_seconds:g})",
+    )
+    add(
+        "--idle-connections",
+        type=int,
+        help=f"idle WebSockets for the memory figure, 0 to skip ({d.idle_connections})",
+    )
+    add("--quick", action="store_true", help="a small run, as a smoke check")
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = dict(_QUICK) if args.quick else {}
+    for name, value in vars(args).items():
+        if value is not None and name != "quick":
+            values[name] = value
+    if values.get("idle_connections", 0) < 0:
+        parser.error("--idle-connections must be 0 or more")
+    return Options(**values, quick=args.quick)

@@ -1,0 +1,283 @@
+"""Event models carried over NATS. Frozen, versioned, and the only wire schema.
+
+Two families:
+
+* chat/work/usage events between services (`UserMessageAccepted`,
+  `GenerationRequested`, `GenerationFinished`, `GenerationFailed`,
+  `UsageReported`, `UsageRecorded`);
+* conversation events published on a conversation's events subject and relayed
+  verbatim to clients (`StartEvent`, `TokenEvent`, `StatusEvent`, `DoneEvent`,
+  `ErrorEvent`, `MessageEvent`). Their public `event_id` is the JetStream
+  sequence of the events stream, assigned by NATS, so it is not a field here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.ids import ID_PATTERN
+
+__all__ = [
+    "CHAT_EVENT",
+    "CONVERSATION_EVENT",
+    "SCHEMA_VERSION",
+    "ChatEvent",
+    "ContextMessage",
+    "ConversationEvent",
+    "DoneEvent",
+    "ErrorEvent",
+    "Event",
+    "FinishReason",
+    "GenerationFailed",
+    "GenerationFinished",
+    "GenerationOptions",
+    "GenerationRequested",
+    "MessageEvent",
+    "MessageStatus",
+    "Outcome",
+    "Role",
+    "StartEvent",
+    "StatusEvent",
+    "TokenEvent",
+    "Usage",
+    "UsageRecorded",
+    "UsageReported",
+    "UserMessageAccepted",
+]
+
+SCHEMA_VERSION = 1
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Role = Literal["user", "assistant", "system"]
+MessageStatus = Literal["complete", "streaming", "cancelled", "failed", "interrupted"]
+FinishReason = Literal["stop", "length", "cancelled", "content_filter"]
+Outcome = Literal["completed", "cancelled", "failed", "interrupted", "switched"]
+
+
+class Event(BaseModel):
+    """Base of every event: immutable, strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+class GenerationOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class ContextMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    content: str
+
+
+# --- chat history (stream LIVECHAT_CHAT) ---------------------------------------
+
+
+class UserMessageAccepted(Event):
+    """A user message the gateway validated and accepted."""
+
+    kind: Literal["user_message"] = "user_message"
+    message_id: Id
+    conversation_id: Id
+    user_id: str
+    content: str
+    created_at: datetime
+    system_prompt: str | None = None
+
+
+class GenerationFinished(Event):
+    """An assistant message that reached an end: complete, cancelled or interrupted."""
+
+    kind: Literal["generation_finished"] = "generation_finished"
+    message_id: Id
+    conversation_id: Id
+    user_id: str
+    reply_to: Id
+    content: str
+    status: MessageStatus
+    finish_reason: FinishReason
+    model: str
+    provider: str
+    usage: Usage
+    created_at: datetime
+    finished_at: datetime
+
+
+class GenerationFailed(Event):
+    """An assistant message that could not be produced; partial content kept."""
+
+    kind: Literal["generation_failed"] = "generation_failed"
+    message_id: Id
+    conversation_id: Id
+    user_id: str
+    reply_to: Id
+    content: str = ""
+    code: str
+    message: str
+    retryable: bool
+    model: str | None = None
+    provider: str | None = None
+    created_at: datetime
+    finished_at: datetime
+
+
+ChatEvent: TypeAlias = Annotated[
+    UserMessageAccepted | GenerationFinished | GenerationFailed,
+    Field(discriminator="kind"),
+]
+CHAT_EVENT: TypeAdapter[ChatEvent] = TypeAdapter(ChatEvent)
+
+
+# --- work queue (stream LIVECHAT_WORK) -------------------------------------------
+
+
+class GenerationRequested(Event):
+    """Ask the inference workers to answer a user message.
+
+    Carries the user message itself so that a worker does not depend on memory
+    having stored it yet. `history` is set for stateless requests (the
+    OpenAI-compatible endpoint); when it is None the worker asks memory for the
+    conversation's context.
+    """
+
+    kind: Literal["generation_requested"] = "generation_requested"
+    message_id: Id  # the assistant message to produce
+    conversation_id: Id
+    user_id: str
+    user_message_id: Id
+    content: str
+    options: GenerationOptions = GenerationOptions()
+    history: tuple[ContextMessage, ...] | None = None
+    persist: bool = True
+    requested_at: datetime
+
+
+# --- usage (stream LIVECHAT_USAGE) -------------------------------------------------
+
+
+class UsageReported(Event):
+    """The usage of one generation attempt, reported once by the worker."""
+
+    kind: Literal["usage_reported"] = "usage_reported"
+    attempt_id: str
+    message_id: Id
+    conversation_id: Id
+    user_id: str
+    model: str  # the alias the request used
+    provider: str
+    provider_model: str
+    usage: Usage
+    estimated: bool = False
+    outcome: Outcome
+    time_to_first_token_ms: float | None = None
+    duration_ms: float
+    occurred_at: datetime
+
+
+class UsageRecorded(Event):
+    """A ledger entry, republished for analytics consumers."""
+
+    kind: Literal["usage_recorded"] = "usage_recorded"
+    attempt_id: str
+    message_id: Id
+    conversation_id: Id
+    user_id: str
+    model: str
+    provider: str
+    provider_model: str
+    usage: Usage
+    estimated: bool
+    outcome: Outcome
+    time_to_first_token_ms: float | None
+    duration_ms: float
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+# --- conversation events (stream LIVECHAT_EVENTS; relayed to clients) -------------
+
+
+class StartEvent(Event):
+    type: Literal["start"] = "start"
+    message_id: Id
+    conversation_id: Id
+    model: str
+    provider: str
+
+
+class TokenEvent(Event):
+    type: Literal["token"] = "token"
+    message_id: Id
+    content: str
+
+
+class StatusEvent(Event):
+    type: Literal["status"] = "status"
+    message_id: Id
+    state: Literal["queued", "generating", "retrying", "provider_switched"]
+    position: int | None = None
+    provider: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+
+
+class DoneEvent(Event):
+    type: Literal["done"] = "done"
+    message_id: Id
+    finish_reason: FinishReason
+    usage: Usage
+    model: str
+    provider: str
+
+
+class ErrorEvent(Event):
+    type: Literal["error"] = "error"
+    message_id: Id | None = None
+    code: str
+    message: str
+    retryable: bool
+
+
+class MessageEvent(Event):
+    """A user message, echoed so that every client of the conversation shows it."""
+
+    type: Literal["message"] = "message"
+    message_id: Id
+    role: Literal["user"] = "user"
+    content: str
+    created_at: datetime
+    client_id: str | None = None
+
+
+ConversationEvent: TypeAlias = Annotated[
+    StartEvent | TokenEvent | StatusEvent | DoneEvent | ErrorEvent | MessageEvent,
+    Field(discriminator="type"),
+]
+CONVERSATION_EVENT: TypeAdapter[ConversationEvent] = TypeAdapter(ConversationEvent)

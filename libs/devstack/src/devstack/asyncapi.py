@@ -1,0 +1,66 @@
+"""`python -m devstack.asyncapi [out.yaml]`: the AsyncAPI document of the whole system.
+
+Every service defines its NATS side on a router; here they are all included in
+one broker so the document shows every subject, who publishes and who consumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
+from sqlalchemy.ext.asyncio import create_async_engine
+
+__all__ = ["system_document"]
+
+
+def system_document() -> str:
+    # Imported here: devstack itself does not depend on the services.
+    import gateway.nats_router
+    import inference.router
+    import inference.settings
+    import memory.repository
+    import memory.router
+    import memory.settings
+    import usage.ledger
+    import usage.router
+    import usage.settings
+
+    # Engines are never connected: building the routers needs only their collaborators.
+    engine = create_async_engine("sqlite+aiosqlite://")
+    broker = NatsBroker()
+    broker.include_router(gateway.nats_router.create_router())
+    broker.include_router(inference.router.create_router(inference.settings.InferenceSettings()))
+    broker.include_router(
+        memory.router.create_router(
+            memory.settings.MemorySettings(), memory.repository.SqlConversationRepository(engine)
+        )
+    )
+    broker.include_router(
+        usage.router.create_router(usage.ledger.Ledger(engine), usage.settings.UsageSettings())
+    )
+    spec = AsyncAPI(
+        broker,
+        title="livechat",
+        version="0.1.0",
+        description=(
+            "Streaming AI live chat on NATS JetStream. Subjects and payloads of every "
+            "service; the models live in libs/contracts."
+        ),
+    )
+    return spec.to_specification().to_yaml()
+
+
+def main() -> int:
+    text = system_document()
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

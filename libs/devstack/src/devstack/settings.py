@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from contracts.settings import LivechatSettings
+from pydantic import Field
+
+__all__ = ["DevSettings"]
+
+
+class DevSettings(LivechatSettings):
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    # How long the services get to drain on Ctrl-C before they are killed.
+    stop_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A service that dies is restarted this many times before the stack gives up.
+    max_restarts: int = 5

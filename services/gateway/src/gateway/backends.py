@@ -1,0 +1,72 @@
+"""Request-reply with the backend services (memory, usage, ping) over core NATS."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+from contracts import rpc, subjects
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["BACKEND_SERVICES", "BackendUnavailable", "Backends"]
+
+log = logging.getLogger(__name__)
+
+BACKEND_SERVICES: tuple[str, ...] = ("inference", "memory", "usage")
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class BackendUnavailable(Exception):
+    """A backend did not answer in time, or answered something unreadable."""
+
+
+class Backends:
+    def __init__(self, nc: Client, *, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+
+    async def _call(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
+        try:
+            reply = await self._nc.request(
+                subject, request.model_dump_json().encode(), timeout=self._timeout
+            )
+        except (NatsError, TimeoutError) as exc:
+            raise BackendUnavailable(type(exc).__name__) from exc
+        try:
+            return reply_type.model_validate_json(reply.data)
+        except ValidationError as exc:
+            log.warning("unreadable reply on %s", subject)
+            raise BackendUnavailable("unreadable reply") from exc
+
+    async def list_conversations(
+        self, user_id: str, q: str | None = None
+    ) -> rpc.ConversationListReply:
+        return await self._call(
+            subjects.MEMORY_CONVERSATION_LIST,
+            rpc.ConversationListRequest(user_id=user_id, q=q),
+            rpc.ConversationListReply,
+        )
+
+    async def get_conversation(
+        self, user_id: str, conversation_id: str
+    ) -> rpc.ConversationGetReply:
+        return await self._call(
+            subjects.MEMORY_CONVERSATION_GET,
+            rpc.ConversationGetRequest(user_id=user_id, conversation_id=conversation_id),
+            rpc.ConversationGetReply,
+        )
+
+    async def usage_totals(self, user_id: str) -> rpc.UsageTotalsReply:
+        return await self._call(
+            subjects.USAGE_TOTALS, rpc.UsageTotalsRequest(user_id=user_id), rpc.UsageTotalsReply
+        )
+
+    async def ping(self, service: str) -> bool:
+        try:
+            await self._nc.request(subjects.ping(service), b"", timeout=self._timeout)
+        except (NatsError, TimeoutError):
+            return False
+        return True

@@ -1,0 +1,38 @@
+"""The gateway's NATS side as FastStream declarations (for the system's AsyncAPI document).
+
+The hot path publishes through the broker's nats-py connection directly; these
+publishers document what the gateway sends where.
+"""
+
+from __future__ import annotations
+
+from contracts import subjects
+from contracts.events import GenerationRequested, MessageEvent, UserMessageAccepted
+from faststream.nats import NatsRouter
+
+__all__ = ["create_router"]
+
+_CONV = "{conversation_id}"
+
+
+def create_router() -> NatsRouter:
+    router = NatsRouter()
+    router.publisher(
+        subjects.events(_CONV),
+        title="gateway.message_echo",
+        description="A user message echoed to every client of the conversation.",
+        schema=MessageEvent,
+    )
+    router.publisher(
+        subjects.chat_user(_CONV),
+        title="gateway.user_message_accepted",
+        description="A validated user message, for memory to store.",
+        schema=UserMessageAccepted,
+    )
+    router.publisher(
+        subjects.GENERATE,
+        title="gateway.generation_requested",
+        description="Ask the inference workers to answer a user message.",
+        schema=GenerationRequested,
+    )
+    return router

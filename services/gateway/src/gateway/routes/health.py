@@ -1,0 +1,44 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.backends import BACKEND_SERVICES
+from gateway.errors import error_body
+from gateway.runtime import gateway_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    gateway = gateway_of(request)
+    if not gateway.nc.is_connected or not gateway.hub.running:
+        body = error_body("not_ready", "not connected to NATS")
+        body["checks"] = {"nats": False}
+        return JSONResponse(body, status_code=503)
+    answers = await asyncio.gather(*(gateway.backends.ping(s) for s in BACKEND_SERVICES))
+    checks = {"nats": True, **dict(zip(BACKEND_SERVICES, answers, strict=True))}
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        body = error_body("not_ready", f"not answering: {', '.join(failed)}")
+        body["checks"] = checks
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""Bodies and frames clients send, and the shapes the gateway answers with."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeAlias
+
+from contracts import rpc
+from contracts.ids import ID_PATTERN
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "WS_FRAME",
+    "MessageIn",
+    "WsFrame",
+    "WsMessage",
+    "WsPing",
+    "WsSubscribe",
+    "public",
+]
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class MessageIn(BaseModel):
+    """The body of POST /v1/conversations/{id}/messages."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: str = Field(min_length=1)
+    id: Id | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class WsMessage(MessageIn):
+    type: Literal["message"]
+    conversation_id: Id
+
+
+class WsPing(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["ping"]
+
+
+class WsSubscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["subscribe"]
+    conversation_id: Id
+    last_event_id: int | None = Field(default=None, ge=0)
+
+
+WsFrame: TypeAlias = Annotated[WsMessage | WsPing | WsSubscribe, Field(discriminator="type")]
+WS_FRAME: TypeAdapter[WsFrame] = TypeAdapter(WsFrame)
+
+
+def public(model: rpc.Rpc) -> dict[str, Any]:
+    """An RPC model as clients see it: without the wire version."""
+    return model.model_dump(mode="json", exclude={"schema_version"}, exclude_none=True)

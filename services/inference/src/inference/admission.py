@@ -1,0 +1,166 @@
+"""Admission of work messages into a bounded number of concurrent generations.
+
+The FastStream handler runs one message at a time and only waits for a free
+slot; the generation then runs in a task of its own, which holds the slot and
+acks. So the subscriber fetches the next message only once a slot was taken:
+at most one message waits for a slot, and it is heartbeated meanwhile. (Letting
+FastStream run `max_concurrency` handlers fetches one more message that nobody
+heartbeats: once its ack wait runs out it is redelivered, and two workers would
+generate the same reply.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from contracts.events import GenerationRequested, StatusEvent
+from faststream.nats import NatsBroker
+from faststream.nats.message import NatsMessage
+from nats.errors import NotJSMessageError
+
+from inference.heartbeat import heartbeat
+from inference.outbox import Outbox
+from inference.settings import InferenceSettings
+
+__all__ = ["Admission", "Generator"]
+
+log = logging.getLogger("inference")
+
+
+class Generator(Protocol):
+    async def generate(
+        self, request: GenerationRequested, delivery: int, broker: NatsBroker
+    ) -> bool:
+        """Run one delivery of a request; False when it should be tried again later."""
+        ...
+
+
+class Admission:
+    def __init__(self, settings: InferenceSettings, generator: Generator) -> None:
+        self._settings = settings
+        self._generator = generator
+        self._slots = settings.max_concurrency
+        self._busy = 0
+        self._waiting = 0
+        self._closing = False
+        self._changed = asyncio.Condition()
+        self._running: set[asyncio.Task[None]] = set()
+        self._stop_intake: Callable[[], Awaitable[None]] | None = None
+
+    def set_intake(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """How to stop fetching work messages (the subscriber's `stop`), for `close`."""
+        self._stop_intake = stop
+
+    async def admit(
+        self, request: GenerationRequested, message: NatsMessage, broker: NatsBroker
+    ) -> None:
+        """The handler: returns once the request has a slot and its generation started."""
+        try:
+            async with heartbeat(message, self._settings.heartbeat_seconds):
+                admitted = await self._take_slot(request, broker)
+        except asyncio.CancelledError:
+            await _release(message)
+            raise
+        if not admitted:
+            # Stopping: nothing was generated, so another worker may take it at once.
+            await _release(message)
+            return
+        task = asyncio.create_task(self._run(request, message, broker))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def close(self) -> None:
+        """Stop taking work; let generations finish within the grace, hand over the rest."""
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        if self._stop_intake is not None:
+            try:
+                await self._stop_intake()
+            except Exception as exc:
+                log.warning("could not stop fetching work (%s)", type(exc).__name__)
+        running = set(self._running)
+        if not running:
+            return
+        _, unfinished = await asyncio.wait(running, timeout=self._settings.shutdown_grace_seconds)
+        if unfinished:
+            log.info("handing over %d unfinished generations", len(unfinished))
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _take_slot(self, request: GenerationRequested, broker: NatsBroker) -> bool:
+        if self._busy >= self._slots and not self._closing:
+            await self._announce_queued(request, broker, position=self._waiting)
+        self._waiting += 1
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._closing or self._busy < self._slots)
+                if self._closing:
+                    return False
+                self._busy += 1
+                return True
+        finally:
+            self._waiting -= 1
+
+    async def _free_slot(self) -> None:
+        async with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
+
+    async def _announce_queued(
+        self, request: GenerationRequested, broker: NatsBroker, *, position: int
+    ) -> None:
+        queued = StatusEvent(message_id=request.message_id, state="queued", position=position)
+        try:
+            await Outbox(broker).event(request.conversation_id, queued)
+        except Exception as exc:  # only informative: the request still waits for its slot
+            log.warning("could not announce a queued reply (%s)", type(exc).__name__)
+
+    async def _run(
+        self, request: GenerationRequested, message: NatsMessage, broker: NatsBroker
+    ) -> None:
+        """Holds the slot: ack once every outcome is published; otherwise hand it over."""
+        reply = request.message_id
+        try:
+            async with heartbeat(message, self._settings.heartbeat_seconds):
+                finished = await self._generator.generate(request, _delivery(message), broker)
+            if finished:
+                await message.ack()
+            else:
+                await message.nack(delay=self._settings.retry_delay_seconds)
+        except asyncio.CancelledError:
+            log.info("reply %s stopped unfinished; another worker continues it", reply)
+            await self._hand_over(message, broker)
+            raise
+        except Exception as exc:
+            # E.g. a publish failed: not acked, so it is generated again, after what was sent.
+            log.error("reply %s failed (%s); it will be tried again", reply, type(exc).__name__)
+            log.debug("reply %s failure", reply, exc_info=True)
+            await self._hand_over(message, broker)
+        finally:
+            await self._free_slot()
+
+    async def _hand_over(self, message: NatsMessage, broker: NatsBroker) -> None:
+        with contextlib.suppress(Exception):
+            # The tokens sent so far (core publishes) reach the server before the next
+            # delivery reads them to continue after them; the nak delay lets them be stored.
+            await broker.connection.flush(timeout=max(int(self._settings.heartbeat_seconds), 1))
+        await _release(message, delay=self._settings.retry_delay_seconds)
+
+
+async def _release(message: NatsMessage, *, delay: float | None = None) -> None:
+    """Give the message back to JetStream, for any worker (on failure: the ack wait)."""
+    with contextlib.suppress(Exception):
+        await message.nack(delay=delay)
+
+
+def _delivery(message: NatsMessage) -> int:
+    try:
+        return int(message.raw_message.metadata.num_delivered)
+    except NotJSMessageError:  # an in-memory test broker's message
+        return 1

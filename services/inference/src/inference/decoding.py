@@ -1,0 +1,30 @@
+"""Decoding of work requests; an undecodable one is terminated, never redelivered forever."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from contracts.events import GenerationRequested
+from faststream.message import StreamMessage
+from pydantic import ValidationError
+
+__all__ = ["UndecodableRequest", "decode_request"]
+
+log = logging.getLogger("inference")
+
+
+class UndecodableRequest(ValueError):
+    """A work message that is not a `GenerationRequested`; names error types, never input."""
+
+
+async def decode_request(message: StreamMessage[Any]) -> GenerationRequested:
+    try:
+        return GenerationRequested.model_validate_json(message.body)
+    except ValidationError as error:
+        problems = sorted({f"{'.'.join(map(str, e['loc']))}: {e['type']}" for e in error.errors()})
+        # Manual acks: nobody would settle it, and it would fail on every redelivery.
+        await message.reject()
+        log.error("terminated an invalid work request (%s)", "; ".join(problems))
+        # `from None`: the pydantic error would print the payload with the traceback.
+        raise UndecodableRequest("invalid generation request") from None

@@ -1,0 +1,77 @@
+"""An OpenAI-compatible server (Ollama, vLLM, llama.cpp, OpenAI) through the `openai` SDK."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import cast
+
+import httpx2
+from openai import AsyncOpenAI, AsyncStream, omit
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from inference.openai_wire import ChatMessage, UsageCounts, relay
+from inference.provider import Completion, ProviderRequest
+
+__all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
+
+# Local engines ignore the key, but the SDK insists on one; a placeholder also keeps
+# it from sending a real OpenAI key found in `OPENAI_API_KEY` to a local server.
+_NO_KEY = "no-key"
+
+
+class OpenAICompatibleProvider:
+    def __init__(
+        self, client: AsyncOpenAI, *, name: str = "openai", include_usage: bool = True
+    ) -> None:
+        self._client = client
+        self._name = name
+        self._include_usage = include_usage
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
+        return relay(self._name, request, self._open, _usage)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _open(
+        self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
+    ) -> AsyncStream[ChatCompletionChunk]:
+        return await self._client.chat.completions.create(
+            model=request.model,
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            stream=True,
+            # The usage arrives in a last chunk with no choices.
+            stream_options={"include_usage": True} if self._include_usage else omit,
+            # `max_tokens`, not `max_completion_tokens`: the one local engines know.
+            max_tokens=omit if max_tokens is None else max_tokens,
+            temperature=omit if request.temperature is None else request.temperature,
+        )
+
+
+def _usage(chunk: ChatCompletionChunk) -> UsageCounts | None:
+    return chunk.usage
+
+
+def create_openai_compatible_provider(
+    base_url: str,
+    api_key: str | None = None,
+    timeout: float = 60.0,
+    *,
+    connect_timeout: float = 5.0,
+    name: str = "openai",
+    include_usage: bool = True,
+) -> OpenAICompatibleProvider:
+    """`base_url` includes the API prefix (`http://localhost:11434/v1` for Ollama).
+    `include_usage=False` for an engine that rejects `stream_options` (usage is then
+    estimated). Retries are the router's, so the SDK's are off."""
+    client = AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key or _NO_KEY,
+        timeout=httpx2.Timeout(timeout, connect=min(connect_timeout, timeout)),
+        max_retries=0,
+    )
+    return OpenAICompatibleProvider(client, name=name, include_usage=include_usage)

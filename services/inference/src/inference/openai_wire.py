@@ -1,0 +1,399 @@
+"""OpenAI-style chat completion streams: shared by the Groq and OpenAI-compatible providers.
+
+The request conversion, the stream relay (deltas, finish reason, usage, prompt close)
+and the mapping of both SDKs' failures to `ProviderError` live here once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Protocol, TypeVar
+
+import groq
+import httpx
+import httpx2
+import openai
+from contracts.events import FinishReason, Usage
+
+from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.tokens import estimate_prompt_tokens, estimate_tokens
+
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "ChatMessage",
+    "ChunkStream",
+    "OpenStream",
+    "UsageCounts",
+    "chat_messages",
+    "frame_error",
+    "provider_error",
+    "relay",
+    "remaining_tokens",
+    "retry_after_seconds",
+]
+
+log = logging.getLogger("inference.providers")
+
+# A continuation is asked for as a new turn, not as an assistant prefill: OpenAI and
+# most compatible engines start a fresh assistant message after a trailing assistant
+# one, so the partial answer goes in as the assistant's turn and this instruction
+# follows as the user's. `_RestartGuard` drops a restart the model may still make.
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, "
+    "mid-sentence or mid-word if need be. Do not repeat any of it and do not comment "
+    "on the interruption: output only the rest of the answer."
+)
+
+ChatMessage = dict[str, str]
+
+
+class UsageCounts(Protocol):
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+
+
+class _Delta(Protocol):
+    @property
+    def content(self) -> str | None: ...
+
+
+class _Choice(Protocol):
+    @property
+    def delta(self) -> _Delta: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
+class _Chunk(Protocol):
+    @property
+    def choices(self) -> Sequence[_Choice]: ...
+
+
+C = TypeVar("C", bound=_Chunk)
+C_co = TypeVar("C_co", bound=_Chunk, covariant=True)
+
+
+class ChunkStream(Protocol[C_co]):
+    """The SDKs' `AsyncStream`: chunks, and `close()` to drop the HTTP response."""
+
+    def __aiter__(self) -> AsyncIterator[C_co]: ...
+    async def close(self) -> None: ...
+
+
+OpenStream = Callable[[ProviderRequest, list[ChatMessage], int | None], Awaitable[ChunkStream[C]]]
+
+
+def chat_messages(request: ProviderRequest) -> list[ChatMessage]:
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.continuation:
+        messages.append({"role": "assistant", "content": request.continuation})
+        messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
+    return messages
+
+
+def remaining_tokens(request: ProviderRequest) -> int | None:
+    """The answer's token budget left after the part already streamed."""
+    if request.max_tokens is None:
+        return None
+    return max(request.max_tokens - estimate_tokens(request.continuation), 0)
+
+
+_FINISH: dict[str, FinishReason] = {"length": "length", "content_filter": "content_filter"}
+
+
+async def relay(
+    name: str,
+    request: ProviderRequest,
+    open_stream: OpenStream[C],
+    usage_of: Callable[[C], UsageCounts | None],
+) -> AsyncGenerator[str | Completion, None]:
+    """Yield the text deltas of one chat completion stream, then its `Completion`."""
+    messages = chat_messages(request)
+    budget = remaining_tokens(request)
+    if budget == 0:  # the earlier attempt used the whole budget
+        yield Completion(usage=Usage.of(0, 0), finish_reason="length", estimated=True)
+        return
+    try:
+        chunks = await open_stream(request, messages, budget)
+    except _SDK_ERRORS as exc:
+        if _is_safety_block(name, exc):
+            yield _completion(messages, "", None, "content_filter")
+            return
+        raise provider_error(name, exc) from None
+
+    guard = _RestartGuard(request.continuation)
+    received: list[str] = []
+    usage: UsageCounts | None = None
+    finish: str | None = None
+    try:
+        async for chunk in chunks:
+            usage = usage_of(chunk) or usage
+            for choice in chunk.choices or ():
+                finish = choice.finish_reason or finish
+                content = choice.delta.content if choice.delta else None
+                if content:
+                    received.append(content)
+                    if delta := guard.feed(content):
+                        yield delta
+    except _SDK_ERRORS as exc:
+        if not _is_safety_block(name, exc):
+            raise provider_error(name, exc, streamed=len(received)) from None
+        finish = "content_filter"
+    finally:
+        # Also on aclose() or cancellation: the HTTP response is dropped now, so the
+        # provider stops generating (and billing) at once.
+        await chunks.close()
+    if finish is None:
+        # A server that closes the stream cleanly but early: the answer is cut off.
+        log.warning("%s stream ended without a finish reason after %d deltas", name, len(received))
+        raise ProviderError(_MESSAGES["provider_unavailable"], code="provider_unavailable")
+    if rest := guard.flush():
+        yield rest
+    yield _completion(messages, "".join(received), usage, _FINISH.get(finish, "stop"))
+
+
+def _completion(
+    messages: list[ChatMessage], text: str, usage: UsageCounts | None, finish: FinishReason
+) -> Completion:
+    if usage is not None:
+        counts = Usage.of(usage.prompt_tokens, usage.completion_tokens)
+        return Completion(usage=counts, finish_reason=finish)
+    prompt = estimate_prompt_tokens(m["content"] for m in messages)
+    return Completion(
+        usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
+    )
+
+
+class _RestartGuard:
+    """Drops a continuation's restart: an answer that begins with the whole partial one.
+
+    Text is held back only while it could still be such a repeat, so a continuation
+    that does not repeat streams with no delay beyond its first differing delta.
+    """
+
+    def __init__(self, partial: str) -> None:
+        self._partial = partial.strip()
+        self._held = ""
+        self._open = bool(self._partial)
+
+    def feed(self, delta: str) -> str:
+        if not self._open:
+            return delta
+        self._held += delta
+        probe = self._held.lstrip()
+        if self._partial.startswith(probe):
+            return ""
+        self._open = False
+        held, self._held = self._held, ""
+        if probe.startswith(self._partial):
+            return probe[len(self._partial) :]
+        return held
+
+    def flush(self) -> str:
+        """What is still held back when the stream ends."""
+        held, self._held = self._held, ""
+        return "" if held.strip() == self._partial else held
+
+
+# --- failures ------------------------------------------------------------------------
+
+_STATUS_ERRORS = (groq.APIStatusError, openai.APIStatusError)
+_TIMEOUTS = (groq.APITimeoutError, openai.APITimeoutError, httpx.TimeoutException)
+_TIMEOUTS2 = (httpx2.TimeoutException,)
+_CONNECTION_ERRORS = (groq.APIConnectionError, openai.APIConnectionError, httpx.TransportError)
+_CONNECTION_ERRORS2 = (httpx2.TransportError,)
+# An error frame inside the stream: the SDKs raise their bare `APIError` with its body.
+_FRAME_ERRORS = (groq.APIError, openai.APIError)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx2.ConnectError, httpx2.ConnectTimeout)
+# Groq's SDK lets the HTTP library's errors through when a stream breaks mid-way.
+_SDK_ERRORS = (
+    groq.GroqError,
+    openai.OpenAIError,
+    httpx.HTTPError,
+    httpx2.HTTPError,
+    json.JSONDecodeError,
+)
+
+_MESSAGES = {
+    "provider_unavailable": "The model provider is unavailable right now.",
+    "misconfigured": "The service is misconfigured.",
+    "bad_request": "The model provider refused the request.",
+}
+_MISCONFIGURED = frozenset(
+    {
+        "invalid_api_key",
+        "authentication_error",
+        "permission_denied",
+        "permission_error",
+        "model_not_found",
+        "model_decommissioned",
+        "not_found_error",
+        "insufficient_quota",
+    }
+)
+_RATE_LIMITED = frozenset({"rate_limit_exceeded", "rate_limit_error", "tokens", "requests"})
+_BAD_REQUEST = frozenset({"invalid_request_error", "context_length_exceeded", "bad_request"})
+_SAFETY = frozenset({"content_filter", "content_policy_violation"})
+_SAFE_LABEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def provider_error(name: str, exc: BaseException, *, streamed: int = 0) -> ProviderError:
+    """The `ProviderError` for an SDK or HTTP failure, logged for ops without secrets."""
+    if isinstance(exc, _STATUS_ERRORS):
+        labels = _labels(exc.body)
+        code, retryable = _classify(exc.status_code, labels)
+        retry_after = retry_after_seconds(exc.response.headers) if code == "rate_limited" else None
+        return _fail(
+            name,
+            code,
+            retryable,
+            labels or [type(exc).__name__],
+            streamed,
+            status=exc.status_code,
+            retry_after=retry_after,
+        )
+    if isinstance(exc, _TIMEOUTS + _TIMEOUTS2 + _CONNECTION_ERRORS + _CONNECTION_ERRORS2):
+        kind = type(exc.__cause__ or exc).__name__
+        return _fail(name, "provider_unavailable", True, [kind], streamed, reached=_sent(exc))
+    if isinstance(exc, _FRAME_ERRORS):
+        return frame_error(name, exc.body, streamed=streamed)
+    return _fail(name, "provider_unavailable", True, [type(exc).__name__], streamed)
+
+
+def frame_error(name: str, body: object, *, streamed: int = 0) -> ProviderError:
+    """The `ProviderError` for an `{"error": ...}` frame a provider sent mid-stream."""
+    labels = _labels(body)
+    status = _status_in(body)
+    code, retryable = _classify(status, labels)
+    return _fail(name, code, retryable, labels or ["error_frame"], streamed, status=status)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The provider's wait hint: `retry-after-ms`, or `Retry-After` in seconds or a date."""
+    if millis := headers.get("retry-after-ms"):
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _classify(status: int | None, labels: list[str]) -> tuple[str, bool]:
+    """(code, retryable): the body's error code/type first, where it is telling."""
+    found = {label.lower() for label in labels}
+    if found & _MISCONFIGURED:
+        return "misconfigured", False
+    if status == 429 or any("rate_limit" in label for label in found) or found & _RATE_LIMITED:
+        return "rate_limited", True
+    if status in (401, 403, 404):
+        return "misconfigured", False
+    if status in (408, 409, 425) or (status is not None and status >= 498):
+        return "provider_unavailable", True
+    if (status is not None and 400 <= status < 498) or found & (_BAD_REQUEST | _SAFETY):
+        return "bad_request", False
+    return "provider_unavailable", True
+
+
+def _fail(
+    name: str,
+    code: str,
+    retryable: bool,
+    labels: list[str],
+    streamed: int,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    reached: bool = True,
+) -> ProviderError:
+    level = logging.ERROR if code == "misconfigured" else logging.WARNING
+    log.log(
+        level,
+        "%s call failed: code=%s status=%s kind=%s retryable=%s retry_after=%s "
+        "reached=%s after_deltas=%d",
+        name,
+        code,
+        status,
+        "/".join(labels),
+        retryable,
+        retry_after,
+        reached,
+        streamed,
+    )
+    if code == "rate_limited":
+        wait = f"in {math.ceil(retry_after)} s" if retry_after else "shortly"
+        message = f"The model provider is busy; try again {wait}."
+    else:
+        message = _MESSAGES[code]
+    return ProviderError(
+        message,
+        code=code,
+        retryable=retryable,
+        reached=reached,
+        retry_after=retry_after,
+        status=status,
+    )
+
+
+def _labels(body: object) -> list[str]:
+    """The error's `code` and `type` identifiers; never its free-text message."""
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        body = body["error"]
+    if not isinstance(body, Mapping):
+        return []
+    labels = (body.get("code"), body.get("type"))
+    return [v for v in labels if isinstance(v, str) and _SAFE_LABEL.fullmatch(v)]
+
+
+def _status_in(body: object) -> int | None:
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        body = body["error"]
+    if isinstance(body, Mapping):
+        for key in ("status", "code"):
+            value = body.get(key)
+            if isinstance(value, int) and 100 <= value < 600:
+                return value
+    return None
+
+
+def _sent(exc: BaseException) -> bool:
+    """False when the connection failed before the request could be sent."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _NOT_SENT):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
+
+
+def _is_safety_block(name: str, exc: BaseException) -> bool:
+    """A refusal by the provider's safety system (a 400 or an error frame with a content
+    filter code): the answer ends with `content_filter`, it is not a failure."""
+    if isinstance(exc, _STATUS_ERRORS) and exc.status_code != 400:
+        return False
+    if not isinstance(exc, _FRAME_ERRORS):
+        return False
+    blocked = bool({label.lower() for label in _labels(exc.body)} & _SAFETY)
+    if blocked:
+        log.info("%s safety system blocked the answer", name)
+    return blocked

@@ -1,0 +1,78 @@
+"""Everything a worker publishes, with the right stream and Nats-Msg-Id."""
+
+from __future__ import annotations
+
+from contracts import ids, subjects, topology
+from contracts.events import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationFailed,
+    GenerationFinished,
+    StartEvent,
+    StatusEvent,
+    TokenEvent,
+    UsageReported,
+)
+from faststream.nats import NatsBroker
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    def __init__(self, broker: NatsBroker, *, timeout: float = 5.0) -> None:
+        self._broker = broker
+        self._timeout = timeout
+
+    async def token(self, conversation_id: str, event: TokenEvent) -> None:
+        # Core publish: the events stream captures it, and one connection keeps the order.
+        await self._broker.publish(event, subjects.events(conversation_id))
+
+    async def flush(self) -> None:
+        await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))
+
+    async def event(
+        self,
+        conversation_id: str,
+        event: StartEvent | StatusEvent | DoneEvent | ErrorEvent,
+        *,
+        msg_id: str | None = None,
+    ) -> None:
+        await self._broker.publish(
+            event,
+            subjects.events(conversation_id),
+            stream=topology.EVENTS_STREAM,
+            headers={"Nats-Msg-Id": msg_id} if msg_id else None,
+            timeout=self._timeout,
+        )
+
+    async def terminal(self, conversation_id: str, event: DoneEvent | ErrorEvent) -> None:
+        # One msg id for done and error: a generation ends with exactly one of them.
+        reply = event.message_id or ""
+        await self.event(conversation_id, event, msg_id=ids.msg_id("done", conversation_id, reply))
+
+    async def finished(self, event: GenerationFinished) -> None:
+        await self._broker.publish(
+            event,
+            subjects.chat_finished(event.conversation_id),
+            stream=topology.CHAT_STREAM,
+            headers={"Nats-Msg-Id": ids.msg_id("fin", event.conversation_id, event.message_id)},
+            timeout=self._timeout,
+        )
+
+    async def failed(self, event: GenerationFailed) -> None:
+        await self._broker.publish(
+            event,
+            subjects.chat_failed(event.conversation_id),
+            stream=topology.CHAT_STREAM,
+            headers={"Nats-Msg-Id": ids.msg_id("failed", event.conversation_id, event.message_id)},
+            timeout=self._timeout,
+        )
+
+    async def usage(self, event: UsageReported) -> None:
+        await self._broker.publish(
+            event,
+            subjects.USAGE_REPORTED,
+            stream=topology.USAGE_STREAM,
+            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+            timeout=self._timeout,
+        )

@@ -1,0 +1,102 @@
+"""What earlier deliveries of a request already published in the events stream."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from contracts import subjects, topology
+from contracts.events import (
+    CONVERSATION_EVENT,
+    DoneEvent,
+    ErrorEvent,
+    StartEvent,
+    StatusEvent,
+    TokenEvent,
+)
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
+__all__ = ["ReplyLog", "read_reply_log"]
+
+_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLog:
+    started: bool = False
+    finished: bool = False  # a done or error event is already out
+    text: str = ""  # the tokens already streamed, joined
+    tokens: int = 0
+    # The delivery that streamed last, its last provider call (counted from 0 within
+    # the delivery), and how many tokens that call streamed (for its usage).
+    last_delivery: int = 0
+    last_delivery_tokens: int = 0
+    last_call: int = 0
+    provider: str | None = None  # of that call
+
+
+async def read_reply_log(
+    js: JetStreamContext, conversation_id: str, reply_id: str, *, fetch_timeout: float = 5.0
+) -> ReplyLog:
+    """Read the reply's events, up to the stream's last sequence at this moment."""
+    config = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.ALL,
+        inactive_threshold=60.0,
+        mem_storage=True,
+    )
+    sub = await js.pull_subscribe(
+        subjects.events(conversation_id), stream=topology.EVENTS_STREAM, config=config
+    )
+    started = finished = False
+    parts: list[str] = []
+    last_delivery = last_tokens = last_call = 0
+    provider: str | None = None
+    consumer: str | None = None
+    try:
+        info = await sub.consumer_info()
+        consumer, pending = info.name, info.num_pending or 0
+        while pending > 0:
+            for msg in await sub.fetch(batch=min(pending, _BATCH), timeout=fetch_timeout):
+                pending = msg.metadata.num_pending or 0
+                try:
+                    event = CONVERSATION_EVENT.validate_json(msg.data)
+                except ValidationError:
+                    continue
+                if getattr(event, "message_id", None) != reply_id:
+                    continue
+                match event:
+                    case StartEvent():
+                        started, provider = True, event.provider
+                        last_delivery, last_tokens, last_call = 1, 0, 0
+                    case StatusEvent(state="retrying", provider=None):  # a redelivery
+                        last_delivery, last_tokens = event.attempt or last_delivery + 1, 0
+                        last_call = 0
+                    case StatusEvent(state="retrying" | "provider_switched"):
+                        # A further provider call of the same delivery; the calls before
+                        # it reported their usage already.
+                        provider = event.provider or provider
+                        last_call, last_tokens = last_call + 1, 0
+                    case TokenEvent():
+                        parts.append(event.content)
+                        last_tokens += 1
+                    case DoneEvent() | ErrorEvent():
+                        finished = True
+    finally:
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(topology.EVENTS_STREAM, consumer)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return ReplyLog(
+        started=started,
+        finished=finished,
+        text="".join(parts),
+        tokens=len(parts),
+        last_delivery=last_delivery,
+        last_delivery_tokens=last_tokens,
+        last_call=last_call,
+        provider=provider,
+    )

@@ -1,0 +1,130 @@
+"""The NATS handlers of an inference worker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, cast
+
+from contracts import subjects, topology
+from contracts.events import (
+    ConversationEvent,
+    GenerationFailed,
+    GenerationFinished,
+    GenerationRequested,
+    UsageReported,
+)
+from contracts.rpc import Pong
+from faststream import Context
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
+
+from inference.admission import Admission
+from inference.clock import Clock
+from inference.consumer import consumer_config
+from inference.decoding import decode_request
+from inference.provider import Provider
+from inference.providers import default_providers
+from inference.replay import read_reply_log
+from inference.settings import InferenceSettings
+from inference.worker import ReadReplyLog, Worker
+
+__all__ = ["create_admission", "create_router"]
+
+# How long one pull request waits for work; bounds how long a stop takes.
+_FETCH_TIMEOUT = 2.0
+
+
+def create_admission(
+    settings: InferenceSettings,
+    *,
+    providers: Mapping[str, Provider] | None = None,
+    clock: Clock | None = None,
+    read_log: ReadReplyLog = read_reply_log,
+) -> Admission:
+    clock = clock or Clock()
+    if providers is None:
+        providers = default_providers(settings, clock)
+    return Admission(settings, Worker(settings, providers, clock=clock, read_log=read_log))
+
+
+def create_router(
+    settings: InferenceSettings,
+    *,
+    providers: Mapping[str, Provider] | None = None,
+    clock: Clock | None = None,
+    read_log: ReadReplyLog = read_reply_log,
+    admission: Admission | None = None,
+) -> NatsRouter:
+    """`admission` (else built from the rest) is what the app's shutdown closes."""
+    if admission is None:
+        admission = create_admission(settings, providers=providers, clock=clock, read_log=read_log)
+    router = NatsRouter()
+
+    # One message at a time, and no more than one fetched ahead: the handler only
+    # waits for a slot, and the generation runs on in the admission's own task.
+    work = router.subscriber(
+        subjects.GENERATE,
+        stream=JStream(topology.WORK_STREAM, declare=False),
+        durable=topology.INFERENCE_CONSUMER,
+        config=consumer_config(settings),
+        pull_sub=PullSub(batch_size=1, timeout=_FETCH_TIMEOUT),
+        ack_policy=AckPolicy.MANUAL,
+        decoder=decode_request,
+        title="inference.generate",
+        description="Answer a user message: stream token events, then store and account it.",
+    )
+
+    @work
+    async def generate(
+        request: GenerationRequested,
+        message: NatsMessage,
+        # Not `faststream.nats.annotations.NatsBroker`: FastStream 0.7.8's AsyncAPI
+        # generation rejects that annotation (the handler itself accepts it).
+        broker: Annotated[Any, Context("broker")],
+    ) -> None:
+        await admission.admit(request, message, cast(NatsBroker, broker))
+
+    admission.set_intake(work.stop)
+
+    _document_publishers(router)
+
+    @router.subscriber(subjects.ping("inference"), title="inference.ping")
+    async def ping() -> Pong:
+        return Pong(service="inference")
+
+    return router
+
+
+_CONV = "{conversation_id}"
+
+
+def _document_publishers(router: NatsRouter) -> None:
+    """What a worker publishes, declared for the AsyncAPI document.
+
+    The worker publishes through the broker directly (token events at full rate).
+    """
+    router.publisher(
+        subjects.events(_CONV),
+        title="inference.conversation_events",
+        description="start, status, token, done and error events of a generation.",
+        schema=ConversationEvent,
+    )
+    router.publisher(
+        subjects.chat_finished(_CONV),
+        title="inference.generation_finished",
+        description="The stored answer: complete, cancelled or interrupted.",
+        schema=GenerationFinished,
+    )
+    router.publisher(
+        subjects.chat_failed(_CONV),
+        title="inference.generation_failed",
+        description="A generation that could not be produced; partial content kept.",
+        schema=GenerationFailed,
+    )
+    router.publisher(
+        subjects.USAGE_REPORTED,
+        title="inference.usage_reported",
+        description="The usage of one generation attempt, reported once.",
+        schema=UsageReported,
+    )

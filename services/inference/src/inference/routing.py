@@ -1,0 +1,365 @@
+"""The provider chain of one generation: retries, failover, stalls, circuit breakers.
+
+`Chain.run` calls the routes of an alias in order and yields what the worker has to
+publish, as steps: `Using` (a provider is about to be called: `start` for the first,
+`provider_switched` after), `Retrying`, `Token`, `Spent` (the usage of a call that is
+over), and finally exactly one `Finished` or `Failed`.
+
+- Before a call's first token, a retryable failure (429, 5xx, timeout, connection) is
+  tried again on the same provider after an exponential backoff with jitter, never
+  sooner than the provider's Retry-After, while the provider has tries left
+  (`provider_max_attempts`) and the wait still ends within the request's retry budget
+  (`provider_retry_budget_seconds`, counted from its first call). Then the next route.
+- A non-retryable failure (bad key, bad request) goes to the next route at once.
+- A failure after tokens, or a stall (no chunk for `provider_stall_seconds`), goes to
+  the next route, which continues the answer from the text streamed so far.
+- The circuit breaker skips providers that keep failing (see `breaker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from contracts.events import FinishReason, Outcome, Usage
+
+from inference.breaker import CircuitBreaker
+from inference.clock import Clock
+from inference.models import Route
+from inference.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
+from inference.provider import Completion, Provider, ProviderError, ProviderRequest
+from inference.tokens import estimate_prompt_tokens, estimate_tokens
+
+__all__ = [
+    "Call",
+    "Chain",
+    "ChainPolicy",
+    "Failed",
+    "Finished",
+    "Retrying",
+    "Spent",
+    "Step",
+    "Token",
+    "Using",
+]
+
+log = logging.getLogger("inference")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPolicy:
+    max_attempts: int = 2
+    retry_budget: float = 5.0
+    backoff_base: float = 0.5
+    stall: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One provider call, for its usage report."""
+
+    route: Route
+    index: int  # the calls of one delivery, counted from 0
+    started: float  # monotonic
+    ended: float
+    first_token: float | None
+    tokens: int  # text deltas it streamed
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Using:
+    route: Route
+    first: bool  # the first provider called for this request
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    route: Route
+    attempt: int  # the number of the call about to be made on this provider
+    delay: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    call: Call
+    usage: Usage
+    estimated: bool
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    spent: Spent
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    spent: Spent | None  # the last call, when it reached its provider
+    error: PublicError
+    provider: str | None  # the last provider called
+
+
+Step = Token | Using | Retrying | Spent | Finished | Failed
+
+
+class _Attempt:
+    """What one call streamed, and how it ended."""
+
+    __slots__ = ("completion", "error", "first_token", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.first_token: float | None = None
+        self.completion: Completion | None = None
+        self.error: ProviderError | None = None
+
+
+_STALLED = "The model provider stopped responding."
+
+
+class _Stalled(Exception):
+    pass
+
+
+class _Watchdog:
+    """Gives up waiting for a provider's next chunk after `stall` seconds.
+
+    One timer per call, re-armed lazily, instead of a timeout per chunk (a timer per
+    token is a visible cost at thousands of tokens per second). Only the waits count:
+    the time the worker spends publishing a token is not the provider's silence.
+    """
+
+    def __init__(self, stall: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._stall = stall
+        self._since = self._loop.time()
+        self._waiting = False
+        self._fired = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
+            self._since + stall, self._check
+        )
+
+    async def wait(self, stream: AsyncIterator[str | Completion]) -> str | Completion:
+        self._since, self._waiting = self._loop.time(), True
+        if self._fired:  # the provider swallowed our cancellation and went on
+            self._fired = False
+            self._task.uncancel()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._stall, self._check)
+        try:
+            return await anext(stream)
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                # Ours only if no one else cancelled the task meanwhile.
+                if self._task.uncancel() == 0:
+                    raise _Stalled from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = self._since + self._stall
+        if self._waiting and now >= due:
+            self._fired, self._timer = True, None
+            self._task.cancel()
+        else:
+            self._timer = self._loop.call_at(
+                due if self._waiting else now + self._stall, self._check
+            )
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fired:  # the provider turned our cancellation into something else
+            self._fired = False
+            self._task.uncancel()
+
+
+_BROKEN = "The model provider failed to answer."
+
+
+class Chain:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        *,
+        breaker: CircuitBreaker,
+        policy: ChainPolicy,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._providers = providers
+        self._breaker = breaker
+        self._policy = policy
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    async def run(
+        self, routes: Sequence[Route], request: ProviderRequest
+    ) -> AsyncGenerator[Step, None]:
+        """`request.continuation`: the answer already streamed (by an earlier delivery)."""
+        parts = [request.continuation]  # the answer so far
+        began = self._clock.monotonic()
+        errors: list[ProviderError] = []  # the last failure of each provider called
+        skipped_for: float | None = None
+        pending: Spent | None = None  # a failed call, reported once we know what follows
+        last: Route | None = None
+        index = 0
+        for route in routes:
+            if not self._breaker.acquire(route.provider):
+                wait = self._breaker.retry_in(route.provider)
+                skipped_for = wait if skipped_for is None else min(skipped_for, wait)
+                log.info("provider %s is cooling down; skipped", route.provider)
+                continue
+            if pending is not None:
+                yield replace(pending, outcome="switched")
+                pending = None
+            yield Using(route, first=last is None)
+            last = route
+            text = "".join(parts)
+            parts = [text]
+            call_request = replace(request, model=route.model, continuation=text)
+            tries = 0
+            while True:
+                tries += 1
+                started = self._clock.monotonic()
+                attempt = _Attempt()
+                async with contextlib.aclosing(self._call(route, call_request, attempt)) as deltas:
+                    async for delta in deltas:
+                        parts.append(delta)
+                        yield Token(delta)
+                call = Call(
+                    route=route,
+                    index=index,
+                    started=started,
+                    ended=self._clock.monotonic(),
+                    first_token=attempt.first_token,
+                    tokens=attempt.tokens,
+                )
+                index += 1
+                if attempt.completion is not None:
+                    self._breaker.success(route.provider)
+                    completion = attempt.completion
+                    if completion.finish_reason == "content_filter" and not any(parts):
+                        # The stored answer is what clients saw: say why there is none.
+                        yield Token(REFUSAL)
+                    spent = Spent(call, completion.usage, completion.estimated, "completed")
+                    yield Finished(spent, completion.finish_reason)
+                    return
+                error = attempt.error or ProviderError(_BROKEN)
+                self._note_failure(route, error, attempt.tokens)
+                spent_call = self._estimate(call, call_request, "failed") if error.reached else None
+                delay = self._retry_delay(route, error, attempt.tokens, tries, began)
+                if delay is None:
+                    errors.append(error)
+                    pending = spent_call
+                    break
+                if spent_call is not None:
+                    yield spent_call
+                yield Retrying(route, tries + 1, delay, retry_detail(error, delay))
+                await self._clock.sleep(delay)
+        outcome = final_outcome(errors, skipped_for)
+        yield Failed(pending, outcome, last.provider if last else None)
+
+    async def _call(
+        self, route: Route, request: ProviderRequest, attempt: _Attempt
+    ) -> AsyncGenerator[str, None]:
+        """The call's text deltas; how it ended is left in `attempt`."""
+        stream = self._providers[route.provider].stream(request)
+        stall = self._policy.stall
+        watchdog = _Watchdog(stall)
+        try:
+            while True:
+                try:
+                    item = await watchdog.wait(stream)
+                except StopAsyncIteration:
+                    attempt.error = ProviderError(_BROKEN, reached=attempt.tokens > 0)
+                    return
+                except _Stalled:
+                    log.warning("provider %s stalled (no chunk for %.1f s)", route.provider, stall)
+                    attempt.error = ProviderError(_STALLED)
+                    return
+                except ProviderError as exc:
+                    attempt.error = exc
+                    return
+                except Exception as exc:
+                    # Only the type: a provider's error text may carry its URL, key included.
+                    log.warning("provider %s failed (%s)", route.provider, type(exc).__name__)
+                    attempt.error = ProviderError(_BROKEN, reached=attempt.tokens > 0)
+                    return
+                if isinstance(item, Completion):
+                    attempt.completion = item
+                    return
+                if not item:
+                    continue
+                if attempt.first_token is None:
+                    attempt.first_token = self._clock.monotonic()
+                attempt.tokens += 1
+                yield item
+        finally:
+            watchdog.close()
+            # Ends the provider call (an HTTP stream): after a failure or stall, and when
+            # the worker stops early (a publish failed, the generation was cancelled).
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def _note_failure(self, route: Route, error: ProviderError, tokens: int) -> None:
+        provider, status = route.provider, error.status
+        if error.code != "bad_request":  # the request's fault, not the provider's
+            self._breaker.failure(provider)
+        if error.code == "misconfigured":
+            log.error(
+                "provider %s refused the call as misconfigured (HTTP %s): check its API key, "
+                "base URL and model id %r",
+                provider,
+                status,
+                route.model,
+            )
+        elif not error.retryable:
+            log.warning("provider %s refused the call (%s, HTTP %s)", provider, error.code, status)
+        else:
+            when = f"after {tokens} tokens" if tokens else "before any token"
+            log.warning("provider %s failed %s (%s, HTTP %s)", provider, when, error.code, status)
+
+    def _retry_delay(
+        self, route: Route, error: ProviderError, tokens: int, tries: int, began: float
+    ) -> float | None:
+        """How long to wait before calling the same provider again; None: move on."""
+        policy = self._policy
+        if tokens or not error.retryable or tries >= policy.max_attempts:
+            return None
+        if self._breaker.is_open(route.provider):
+            return None
+        step = policy.backoff_base * 2.0 ** (tries - 1)
+        delay = step / 2 + self._rng.random() * step / 2  # "equal jitter"
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        elapsed = self._clock.monotonic() - began
+        if elapsed + delay > policy.retry_budget:
+            return None
+        return delay
+
+    def _estimate(self, call: Call, request: ProviderRequest, outcome: Outcome) -> Spent:
+        """The usage of a call that ended without the provider's own count."""
+        prompt = estimate_prompt_tokens(m.content for m in request.messages)
+        prompt += estimate_tokens(request.continuation)
+        return Spent(call, Usage.of(prompt, call.tokens), True, outcome)

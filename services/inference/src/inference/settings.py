@@ -1,0 +1,90 @@
+"""Typed settings of an inference worker (environment, prefix LIVECHAT_)."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from contracts import LivechatSettings
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+__all__ = ["InferenceSettings"]
+
+
+class InferenceSettings(LivechatSettings):
+    # Fields with a validation alias read the SDKs' own variables (no LIVECHAT_ prefix);
+    # in code they may be passed by field name too.
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    default_model: str = "auto"
+    context_messages: int = Field(default=20, ge=0)
+    # Pace and length of the built-in offline `demo` model.
+    demo_ttft_ms: float = Field(default=250.0, ge=0)
+    demo_tokens_per_second: float = Field(default=40.0, gt=0)
+    demo_max_tokens: int = Field(default=120, ge=1)
+    # A work message not acked (nor marked in progress) within this is redelivered.
+    ack_wait_seconds: float = Field(default=30.0, gt=0)
+    # How often a generation, or a request waiting for a slot, tells NATS it is still
+    # in progress; well under ack_wait.
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # Generations one worker runs at once; one more request waits for a slot.
+    max_concurrency: int = Field(default=64, ge=1)
+    memory_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Delay before a request is tried again: memory did not answer, or the worker
+    # stopped mid-generation (the tokens it sent reach the events stream meanwhile).
+    retry_delay_seconds: float = Field(default=2.0, ge=0)
+    # On stop, how long running generations may still finish; the rest are handed
+    # over unfinished, and another worker continues them.
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+
+    # Providers. Groq and Gemini are on when their key is set; the OpenAI-compatible
+    # one (Ollama, vLLM, a llama.cpp server) when its base URL is.
+    groq_api_key: SecretStr | None = Field(default=None, validation_alias="GROQ_API_KEY")
+    groq_base_url: str | None = Field(default=None, validation_alias="GROQ_BASE_URL")
+    gemini_api_key: SecretStr | None = Field(default=None, validation_alias="GEMINI_API_KEY")
+    google_api_key: SecretStr | None = Field(default=None, validation_alias="GOOGLE_API_KEY")
+    gemini_base_url: str | None = Field(default=None, validation_alias="GOOGLE_GEMINI_BASE_URL")
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    # One provider call's HTTP timeout (connect, and each read).
+    provider_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # The router. Before a provider's first token, a retryable failure is tried again
+    # (at most max_attempts calls per provider) after an exponential backoff with
+    # jitter, or the provider's Retry-After, while the request stays within its retry
+    # budget (time since its first call); then the next provider of the chain.
+    provider_max_attempts: int = Field(default=2, ge=1)
+    provider_retry_budget_seconds: float = Field(default=5.0, ge=0)
+    provider_backoff_base_seconds: float = Field(default=0.5, ge=0)
+    # No chunk for this long: the call has stalled, and is given up like a failure.
+    provider_stall_seconds: float = Field(default=15.0, gt=0)
+    # A provider failing this many calls in a row is skipped for the cooldown; then one
+    # probe call decides whether it is used again.
+    breaker_failure_threshold: int = Field(default=3, ge=1)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator(
+        "groq_api_key",
+        "groq_base_url",
+        "gemini_api_key",
+        "google_api_key",
+        "gemini_base_url",
+        "openai_base_url",
+        "openai_api_key",
+        "openai_model",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def gemini_key(self) -> SecretStr | None:
+        """Like the google-genai SDK: GOOGLE_API_KEY wins when both are set."""
+        return self.google_api_key or self.gemini_api_key
+
+    @model_validator(mode="after")
+    def _heartbeat_within_ack_wait(self) -> Self:
+        if self.heartbeat_seconds >= self.ack_wait_seconds:
+            raise ValueError("heartbeat_seconds must be less than ack_wait_seconds")
+        return self

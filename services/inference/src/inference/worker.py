@@ -1,0 +1,338 @@
+"""One generation request, start to finish (docs/architecture.md, step 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from contracts import ids, subjects
+from contracts.events import (
+    ContextMessage,
+    DoneEvent,
+    ErrorEvent,
+    GenerationFailed,
+    GenerationFinished,
+    GenerationRequested,
+    StartEvent,
+    StatusEvent,
+    TokenEvent,
+    Usage,
+    UsageReported,
+)
+from contracts.rpc import ContextReply, ContextRequest
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+
+from inference.breaker import CircuitBreaker
+from inference.clock import Clock
+from inference.models import Route, UnknownModelError, default_models, resolve
+from inference.outbox import Outbox
+from inference.outcomes import PublicError
+from inference.provider import Provider, ProviderRequest
+from inference.replay import ReplyLog, read_reply_log
+from inference.routing import (
+    Call,
+    Chain,
+    ChainPolicy,
+    Failed,
+    Finished,
+    Retrying,
+    Spent,
+    Token,
+    Using,
+)
+from inference.settings import InferenceSettings
+from inference.tokens import estimate_prompt_tokens
+
+__all__ = ["ReadReplyLog", "Worker", "chain_policy"]
+
+log = logging.getLogger("inference")
+
+ReadReplyLog = Callable[[JetStreamContext, str, str], Awaitable[ReplyLog]]
+
+
+def chain_policy(settings: InferenceSettings) -> ChainPolicy:
+    return ChainPolicy(
+        max_attempts=settings.provider_max_attempts,
+        retry_budget=settings.provider_retry_budget_seconds,
+        backoff_base=settings.provider_backoff_base_seconds,
+        stall=settings.provider_stall_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One delivery of a request, with what every publish needs."""
+
+    request: GenerationRequested
+    outbox: Outbox
+    alias: str
+    delivery: int
+    messages: tuple[ContextMessage, ...]
+    created_at: datetime
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        providers: Mapping[str, Provider],
+        *,
+        clock: Clock,
+        read_log: ReadReplyLog = read_reply_log,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._clock = clock
+        self._read_log = read_log
+        self._table = settings.model_table()
+        self._default_models = default_models(settings)
+        # One per worker process: what one generation learns about a provider, the
+        # next ones use.
+        breaker = breaker or CircuitBreaker(
+            threshold=settings.breaker_failure_threshold,
+            cooldown=settings.breaker_cooldown_seconds,
+            clock=clock,
+        )
+        self._chain = Chain(
+            providers, breaker=breaker, policy=chain_policy(settings), clock=clock, rng=rng
+        )
+
+    async def generate(
+        self, request: GenerationRequested, delivery: int, broker: NatsBroker
+    ) -> bool:
+        """Run one delivery; False when it should be tried again later (memory is away).
+
+        Publishes every outcome; raises when NATS fails, leaving the request unfinished.
+        """
+        conv, reply = request.conversation_id, request.message_id
+        messages = await self._prompt(request, broker)
+        if messages is None:
+            return False
+        if not messages:
+            log.info("reply %s already stored; not generating again", reply)
+            return True
+        alias = request.options.model or self._settings.default_model
+        created_at = max(self._clock.now(), request.requested_at)
+        run = _Run(request, Outbox(broker), alias, delivery, messages, created_at)
+        try:
+            routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
+        except UnknownModelError:
+            message = f"Model {alias!r} is not available."
+            await self._fail(run, None, "", PublicError("unknown_model", message, False))
+            return True
+
+        prior = ReplyLog()
+        if delivery > 1:
+            prior = await self._read_log(broker.config.connection_state.stream, conv, reply)
+            if prior.finished:
+                log.info("reply %s already ended on an earlier delivery", reply)
+                return True
+        if prior.started:
+            retrying = StatusEvent(message_id=reply, state="retrying", attempt=delivery)
+            await run.outbox.event(conv, retrying)
+            await self._report_interrupted(run, prior, routes)
+
+        call = ProviderRequest(
+            model="",  # each route's own
+            messages=messages,
+            max_tokens=request.options.max_tokens,
+            temperature=request.options.temperature,
+            continuation=prior.text,
+        )
+        text = prior.text
+        async with contextlib.aclosing(self._chain.run(routes, call)) as steps:
+            async for step in steps:
+                if isinstance(step, Token):
+                    text += step.text
+                    token = TokenEvent(message_id=reply, content=step.text)
+                    await run.outbox.token(conv, token)
+                elif isinstance(step, Finished):
+                    await self._finish(run, step, text, prior.tokens)
+                    return True
+                elif isinstance(step, Failed):
+                    await self._fail(run, step.provider, text, step.error, step.spent)
+                    return True
+                else:
+                    await self._progress(run, step, announce_start=not prior.started)
+        raise AssertionError("unreachable: a chain ends with Finished or Failed")
+
+    async def _progress(
+        self, run: _Run, step: Using | Retrying | Spent, *, announce_start: bool
+    ) -> None:
+        conv, reply = run.request.conversation_id, run.request.message_id
+        if isinstance(step, Spent):
+            await run.outbox.flush()
+            await self._usage(run, step)
+        elif isinstance(step, Retrying):
+            retrying = StatusEvent(
+                message_id=reply,
+                state="retrying",
+                provider=step.route.provider,
+                attempt=step.attempt,
+                detail=step.detail,
+            )
+            await run.outbox.event(conv, retrying)
+        elif step.first:
+            if announce_start:
+                # The provider about to be called first; `done` names the one that finished.
+                start = StartEvent(
+                    message_id=reply,
+                    conversation_id=conv,
+                    model=run.alias,
+                    provider=step.route.provider,
+                )
+                await run.outbox.event(conv, start)
+                await run.outbox.event(conv, StatusEvent(message_id=reply, state="generating"))
+        else:
+            # The tokens so far reach the stream before the switch is announced.
+            await run.outbox.flush()
+            switched = StatusEvent(
+                message_id=reply, state="provider_switched", provider=step.route.provider
+            )
+            await run.outbox.event(conv, switched)
+
+    async def _prompt(
+        self, request: GenerationRequested, broker: NatsBroker
+    ) -> tuple[ContextMessage, ...] | None:
+        """The model's messages; () when the reply is already final; None if memory is away."""
+        user = ContextMessage(role="user", content=request.content)
+        system = request.options.system_prompt
+        if request.history is not None:
+            context = request.history
+        else:
+            ask = ContextRequest(
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                reply_id=request.message_id,
+                user_message_id=request.user_message_id,
+                limit=self._settings.context_messages,
+            )
+            try:
+                answer = await broker.request(
+                    ask, subjects.MEMORY_CONTEXT, timeout=self._settings.memory_timeout_seconds
+                )
+                reply = ContextReply.model_validate_json(answer.body)
+            except Exception as exc:
+                log.warning("memory did not give context (%s); retrying later", type(exc).__name__)
+                return None
+            if reply.existing_reply is not None and reply.existing_reply.status != "streaming":
+                return ()
+            context, system = reply.messages, system or reply.system_prompt
+        head = (ContextMessage(role="system", content=system),) if system else ()
+        return (*head, *context, user)
+
+    async def _finish(self, run: _Run, step: Finished, text: str, prior_tokens: int) -> None:
+        request, spent = run.request, step.spent
+        provider = spent.call.route.provider
+        await run.outbox.flush()
+        # The message's usage covers its whole text, earlier deliveries' tokens included.
+        usage = Usage.of(spent.usage.prompt_tokens, prior_tokens + spent.usage.completion_tokens)
+        if request.persist:
+            finished = GenerationFinished(
+                message_id=request.message_id,
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                reply_to=request.user_message_id,
+                content=text,
+                status="complete",
+                finish_reason=step.finish_reason,
+                model=run.alias,
+                provider=provider,
+                usage=usage,
+                created_at=run.created_at,
+                finished_at=max(self._clock.now(), run.created_at),
+            )
+            await run.outbox.finished(finished)
+        await self._usage(run, spent)
+        done = DoneEvent(
+            message_id=request.message_id,
+            finish_reason=step.finish_reason,
+            usage=usage,
+            model=run.alias,
+            provider=provider,
+        )
+        await run.outbox.terminal(request.conversation_id, done)
+
+    async def _fail(
+        self,
+        run: _Run,
+        provider: str | None,
+        text: str,
+        error: PublicError,
+        spent: Spent | None = None,
+    ) -> None:
+        request = run.request
+        await run.outbox.flush()
+        if request.persist:
+            failed = GenerationFailed(
+                message_id=request.message_id,
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                reply_to=request.user_message_id,
+                content=text,
+                code=error.code,
+                message=error.message,
+                retryable=error.retryable,
+                model=run.alias,
+                provider=provider,
+                created_at=run.created_at,
+                finished_at=max(self._clock.now(), run.created_at),
+            )
+            await run.outbox.failed(failed)
+        if spent is not None:
+            await self._usage(run, spent)
+        event = ErrorEvent(
+            message_id=request.message_id,
+            code=error.code,
+            message=error.message,
+            retryable=error.retryable,
+        )
+        await run.outbox.terminal(request.conversation_id, event)
+
+    async def _report_interrupted(
+        self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]
+    ) -> None:
+        """Account the tokens of an earlier delivery's call that crashed before reporting."""
+        if prior.last_delivery_tokens == 0:
+            return
+        route = next((r for r in routes if r.provider == prior.provider), routes[0])
+        now = self._clock.monotonic()
+        call = Call(
+            route=route,
+            index=prior.last_call,
+            started=now,
+            ended=now,
+            first_token=None,
+            tokens=prior.last_delivery_tokens,
+        )
+        prompt_tokens = estimate_prompt_tokens(m.content for m in run.messages)
+        usage = Usage.of(prompt_tokens, prior.last_delivery_tokens)
+        earlier = replace(run, delivery=prior.last_delivery)
+        await self._usage(earlier, Spent(call, usage, True, "interrupted"))
+
+    async def _usage(self, run: _Run, spent: Spent) -> None:
+        request, call = run.request, spent.call
+        ttft = call.first_token
+        reported = UsageReported(
+            attempt_id=ids.attempt_id(request.message_id, run.delivery, call.index),
+            message_id=request.message_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            model=run.alias,
+            provider=call.route.provider,
+            provider_model=call.route.model,
+            usage=spent.usage,
+            estimated=spent.estimated,
+            outcome=spent.outcome,
+            time_to_first_token_ms=None if ttft is None else (ttft - call.started) * 1000,
+            duration_ms=(call.ended - call.started) * 1000,
+            occurred_at=self._clock.now(),
+        )
+        await run.outbox.usage(reported)

@@ -1,0 +1,167 @@
+"""The SQL of the hot paths, built once with bound parameters.
+
+Building a SQLAlchemy statement (an alias's columns, coercions, a cache key) costs
+more CPU than SQLite takes to run it; these are built once per repository and run
+with a dict of values, so each execution is a compiled-cache hit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Executable,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from memory.models import Conversation, Message, UtcDateTime
+
+__all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements"]
+
+FINAL_STATUSES = ("complete", "cancelled", "interrupted", "failed")
+# The columns of an already final reply in a context row carry this prefix.
+REPLY_PREFIX = "reply_"
+
+_conversations: Table = Conversation.__table__  # type: ignore[assignment]
+_messages: Table = Message.__table__  # type: ignore[assignment]
+_MESSAGE_KEY = ["conversation_id", "id"]
+# An assistant message may replace a stored one only while that one is not final.
+_REPLACEABLE = (
+    "content",
+    "status",
+    "created_at",
+    "model",
+    "provider",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "reply_to",
+)
+
+
+class Statements:
+    """Parameters are named after the columns; see each attribute for the extra ones."""
+
+    def __init__(self, insert: Any) -> None:
+        c, m = _conversations.c, _messages.c
+        # conversations rows -> each created unless it exists.
+        self.claim: Executable = insert(_conversations).on_conflict_do_nothing(
+            index_elements=["id"]
+        )
+        # ids (a list) -> (id, user_id) of those that exist.
+        self.owners: Executable = select(c.id, c.user_id).where(
+            c.id.in_(bindparam("ids", expanding=True))
+        )
+        written = (m.conversation_id, m.id)
+        # messages rows -> the keys of the user messages inserted (not already held).
+        self.insert_users: Executable = (
+            insert(_messages)
+            .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+            .returning(*written)
+        )
+        upsert = insert(_messages)
+        # messages rows -> the keys of the assistant messages written (none replaces a
+        # final one).
+        self.upsert_assistants: Executable = upsert.on_conflict_do_update(
+            index_elements=_MESSAGE_KEY,
+            set_={column: upsert.excluded[column] for column in _REPLACEABLE},
+            # Constants in the SQL text: an executemany takes no list parameter.
+            where=m.status.not_in([literal_column(f"'{status}'") for status in FINAL_STATUSES]),
+        ).returning(*written)
+        at = bindparam("at", type_=UtcDateTime())
+        title: Any = bindparam("title", type_=String())
+        # conversation_id, at, title, system_prompt (rows) -> updated_at moved forward to
+        # `at` (never back); an empty title filled with `title` unless NULL; the system
+        # prompt replaced unless NULL.
+        self.touch: Executable = (
+            update(_conversations)
+            .where(c.id == bindparam("conversation_id"))
+            .values(
+                updated_at=case((c.updated_at < at, at), else_=c.updated_at),
+                title=case((c.title == "", func.coalesce(title, c.title)), else_=c.title),
+                system_prompt=func.coalesce(
+                    bindparam("system_prompt", type_=Text()), c.system_prompt
+                ),
+            )
+        )
+        self.context: Executable = _context()
+        self.context_without_history: Executable = _context(with_history=False)
+
+
+def _context(*, with_history: bool = True) -> Executable:
+    """conversation_id, user_id, reply_id, user_message_id, limit -> one row per message of
+    the history (oldest first; one row with NULLs if none), each with the conversation's
+    system prompt and the reply's columns if it is already final; no row when the
+    conversation is unknown or another user's."""
+    c = _conversations.c
+    reply = _messages.alias("reply")
+    r = reply.c
+    source = _conversations.outerjoin(
+        reply,
+        and_(
+            r.conversation_id == c.id,
+            r.id == bindparam("reply_id"),
+            r.role == "assistant",
+            r.status.in_(FINAL_STATUSES),
+        ),
+    )
+    columns: list[Any] = [c.system_prompt, *(col.label(REPLY_PREFIX + col.key) for col in r)]
+    order: list[Any] = []
+    if with_history:
+        history = _history()
+        source = source.outerjoin(history, true())
+        columns += [history.c.role, history.c.content]
+        order = [history.c.created_at, history.c.id]
+    return (
+        select(*columns)
+        .select_from(source)
+        .where(c.id == bindparam("conversation_id"), c.user_id == bindparam("user_id"))
+        .order_by(*order)
+    )
+
+
+def _history() -> Any:
+    """The newest `limit` messages before the user message: the context of its reply."""
+    m = _messages.c
+    user_message_id: Any = bindparam("user_message_id")
+    # The user message's time; NULL when memory has not stored it yet (it lags the
+    # worker): then the message is the newest, and the latest ones are the history.
+    anchor_row = _messages.alias("anchor")
+    anchor = (
+        select(anchor_row.c.created_at)
+        .where(
+            anchor_row.c.conversation_id == bindparam("conversation_id"),
+            anchor_row.c.id == user_message_id,
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(m.role, m.content, m.created_at, m.id)
+        .where(
+            m.conversation_id == bindparam("conversation_id"),
+            m.id != user_message_id,
+            m.id != bindparam("reply_id"),
+            not_(and_(m.role == "assistant", or_(m.status == "failed", m.content == ""))),
+            or_(
+                anchor.is_(None),
+                m.created_at < anchor,
+                and_(m.created_at == anchor, m.id < user_message_id),
+            ),
+        )
+        .order_by(m.created_at.desc(), m.id.desc())
+        .limit(bindparam("limit", type_=Integer()))
+        .subquery("history")
+    )

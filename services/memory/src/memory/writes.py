@@ -1,0 +1,187 @@
+"""Storing a batch of chat events with a handful of set-based statements.
+
+The outcome is the one of storing the events one after the other: each message
+is kept once (keyed by conversation and message id), a final assistant message is
+never replaced, an event into another user's conversation is ignored, and a
+conversation's activity time only moves forward. Events that repeat a message key
+already in the batch go into a later round, so that order still decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from memory.statements import Statements
+from memory.store import StoreOutcome
+from memory.titles import derive_title
+
+__all__ = ["write_events"]
+
+log = logging.getLogger("memory.repository")
+
+
+async def write_events(
+    conn: AsyncConnection, sql: Statements, events: Sequence[ChatEvent]
+) -> list[StoreOutcome]:
+    """Store `events` in order on `conn` (inside the caller's transaction)."""
+    outcomes: list[StoreOutcome] = []
+    for round_ in _rounds(events):
+        outcomes += await _write_round(conn, sql, round_)
+    return outcomes
+
+
+def _rounds(events: Sequence[ChatEvent]) -> list[list[ChatEvent]]:
+    rounds: list[list[ChatEvent]] = [[]]
+    keys: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event.conversation_id, event.message_id)
+        if key in keys:
+            rounds.append([])
+            keys = set()
+        keys.add(key)
+        rounds[-1].append(event)
+    return rounds
+
+
+@dataclass(slots=True)
+class _Touch:
+    """What the stored events of a round change in one conversation."""
+
+    at: datetime
+    title: str | None = None
+    system_prompt: str | None = None
+
+    def add(self, at: datetime, title: str | None, system_prompt: str | None) -> None:
+        self.at = max(self.at, at)
+        # The first title fills an empty one; a later system prompt replaces an earlier.
+        if self.title is None:
+            self.title = title
+        if system_prompt is not None:
+            self.system_prompt = system_prompt
+
+
+async def _write_round(
+    conn: AsyncConnection, sql: Statements, events: list[ChatEvent]
+) -> list[StoreOutcome]:
+    # 1. Create the conversations that do not exist yet, each from its first event here
+    #    (a write first: on SQLite it takes the write lock at once, where a read first
+    #    could fail on a concurrent writer's commit instead of waiting).
+    claims: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event.conversation_id not in claims:
+            claims[event.conversation_id] = _conversation_row(event)
+    await conn.execute(sql.claim, list(claims.values()))
+    rows = await conn.execute(sql.owners, {"ids": list(claims)})
+    owners: dict[str, str] = {row.id: row.user_id for row in rows}
+
+    # 2. The messages, unless held (user) or already final (assistant).
+    allowed = [event for event in events if owners.get(event.conversation_id) == event.user_id]
+    users = [_message_row(e) for e in allowed if isinstance(e, UserMessageAccepted)]
+    replies = [_message_row(e) for e in allowed if not isinstance(e, UserMessageAccepted)]
+    written: set[tuple[str, str]] = set()
+    if users:
+        rows = await conn.execute(sql.insert_users, users)
+        written.update((row.conversation_id, row.id) for row in rows)
+    if replies:
+        rows = await conn.execute(sql.upsert_assistants, replies)
+        written.update((row.conversation_id, row.id) for row in rows)
+
+    # 3. Move each touched conversation's activity forward (once per conversation).
+    touches: dict[str, _Touch] = {}
+    outcomes: list[StoreOutcome] = []
+    for event in events:
+        if owners.get(event.conversation_id) != event.user_id:
+            log.warning(
+                "%s %s ignored: conversation %s belongs to another user",
+                event.kind,
+                event.message_id,
+                event.conversation_id,
+            )
+            outcomes.append(StoreOutcome.FORBIDDEN)
+            continue
+        if (event.conversation_id, event.message_id) not in written:
+            outcomes.append(StoreOutcome.DUPLICATE)
+            continue
+        outcomes.append(StoreOutcome.STORED)
+        if isinstance(event, UserMessageAccepted):
+            at, title, prompt = event.created_at, _title(event), _prompt(event)
+        else:
+            at, title, prompt = event.finished_at, None, None
+        touch = touches.get(event.conversation_id)
+        if touch is None:
+            touches[event.conversation_id] = _Touch(at, title, prompt)
+        else:
+            touch.add(at, title, prompt)
+    if touches:
+        await conn.execute(
+            sql.touch,
+            [
+                {
+                    "conversation_id": conversation_id,
+                    "at": touch.at,
+                    "title": touch.title,
+                    "system_prompt": touch.system_prompt,
+                }
+                for conversation_id, touch in touches.items()
+            ],
+        )
+    return outcomes
+
+
+def _conversation_row(event: ChatEvent) -> dict[str, Any]:
+    # Normally a user message creates it; a reply first covers a reordered redelivery.
+    return {
+        "id": event.conversation_id,
+        "user_id": event.user_id,
+        "title": _title(event) if isinstance(event, UserMessageAccepted) else "",
+        "system_prompt": _prompt(event) if isinstance(event, UserMessageAccepted) else None,
+        "created_at": event.created_at,
+        "updated_at": event.created_at,
+    }
+
+
+def _message_row(event: ChatEvent) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "conversation_id": event.conversation_id,
+        "id": event.message_id,
+        "content": _text(event.content),
+        "created_at": event.created_at,
+    }
+    if isinstance(event, UserMessageAccepted):
+        row.update(role="user", status="complete")
+        return row
+    row.update(
+        role="assistant", model=event.model, provider=event.provider, reply_to=event.reply_to
+    )
+    if isinstance(event, GenerationFinished):
+        row.update(
+            status=event.status,
+            prompt_tokens=event.usage.prompt_tokens,
+            completion_tokens=event.usage.completion_tokens,
+            total_tokens=event.usage.total_tokens,
+        )
+    else:
+        assert isinstance(event, GenerationFailed)
+        # The same keys either way: one compiled form of the statement.
+        row.update(status="failed", prompt_tokens=None, completion_tokens=None, total_tokens=None)
+    return row
+
+
+def _title(event: UserMessageAccepted) -> str:
+    return derive_title(_text(event.content))
+
+
+def _prompt(event: UserMessageAccepted) -> str | None:
+    return None if event.system_prompt is None else _text(event.system_prompt)
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; drop it everywhere so both backends agree.
+    return value.replace("\x00", "")

@@ -1,0 +1,3 @@
+from usage.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Typed settings of the usage service (environment, prefix LIVECHAT_)."""
+
+from __future__ import annotations
+
+from contracts import LivechatSettings
+from pydantic import Field
+
+__all__ = ["UsageSettings"]
+
+
+class UsageSettings(LivechatSettings):
+    # Unset: SQLite file `usage.db` in the data dir; else e.g. postgresql+asyncpg://…
+    database_url: str | None = None
+    # How long JetStream waits for our ack before redelivering a usage event
+    # (e.g. after a crash between fetch and ack).
+    usage_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    # Back-off before a usage event whose commit or republish failed is redelivered.
+    usage_retry_delay_seconds: float = Field(default=2.0, ge=0)
+    # Usage events fetched per pull request, committed in one transaction.
+    usage_fetch_batch: int = Field(default=32, ge=1)
+
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'usage.db'}"

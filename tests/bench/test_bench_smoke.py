@@ -1,0 +1,44 @@
+"""`python -m bench --quick` runs the whole benchmark end to end and prints its table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+ROWS = (
+    "| time to first token p50 |",
+    "| time to first token p99 |",
+    "| time to first token, SSE p50 |",
+    "| time to first token, WebSocket p50 |",
+    "| per-token delay p50 |",
+    "| per-token delay p99 |",
+    "| token events/s delivered (throughput run) |",
+    "| token events/s per gateway core |",
+    "| gateway RSS per idle WebSocket (",
+    "| gateway |",
+    "| inference |",
+    "| bench client |",
+)
+
+
+@pytest.mark.timeout(120)
+def test_quick_bench_completes_and_prints_the_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--idle-connections", "10"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = done.stdout
+    for row in ROWS:
+        assert row in table, f"missing row {row!r} in:\n{table}"
+    assert "0 failed" in table, table
+    assert "Failed answers" not in table, table

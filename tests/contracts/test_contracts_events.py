@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import ast
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from contracts import ids, subjects
+from contracts.events import (
+    CHAT_EVENT,
+    CONVERSATION_EVENT,
+    GenerationFinished,
+    TokenEvent,
+    Usage,
+    UserMessageAccepted,
+)
+from pydantic import ValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_events_are_frozen_versioned_and_strict() -> None:
+    event = TokenEvent(message_id="m1", content="hi")
+    assert event.schema_version == 1
+    with pytest.raises(ValidationError):
+        event.content = "changed"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        TokenEvent.model_validate({"message_id": "m1", "content": "x", "surprise": 1})
+
+
+def test_unions_decode_by_discriminator() -> None:
+    now = datetime.now(UTC)
+    user = UserMessageAccepted(
+        message_id="m1", conversation_id="c1", user_id="u", content="hello", created_at=now
+    )
+    decoded = CHAT_EVENT.validate_json(user.model_dump_json())
+    assert decoded == user
+    finished = GenerationFinished(
+        message_id="a1",
+        conversation_id="c1",
+        user_id="u",
+        reply_to="m1",
+        content="x",
+        status="complete",
+        finish_reason="stop",
+        model="demo",
+        provider="demo",
+        usage=Usage.of(3, 4),
+        created_at=now,
+        finished_at=now,
+    )
+    assert CHAT_EVENT.validate_json(finished.model_dump_json()) == finished
+    assert finished.usage.total_tokens == 7
+    token = CONVERSATION_EVENT.validate_json(
+        TokenEvent(message_id="a1", content="x").model_dump_json()
+    )
+    assert isinstance(token, TokenEvent)
+
+
+def test_ids_are_validated_and_replies_are_deterministic() -> None:
+    assert ids.is_valid_id("abc_DEF-123")
+    assert not ids.is_valid_id("")
+    assert not ids.is_valid_id("a.b")
+    assert not ids.is_valid_id("x" * 65)
+    assert ids.reply_id("c", "m") == ids.reply_id("c", "m")
+    assert ids.reply_id("c", "m") != ids.reply_id("c2", "m")
+    assert ids.is_valid_id(ids.reply_id("c", "m"))
+    with pytest.raises(ValidationError):
+        TokenEvent(message_id="bad.id", content="x")
+
+
+def test_conversation_subjects_round_trip() -> None:
+    assert subjects.conversation_of_events_subject(subjects.events("abc")) == "abc"
+
+
+def _subject_literals(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith((f"{subjects.PREFIX}.", "$JS."))
+        ):
+            found.append(node.value)
+    return found
+
+
+def test_no_service_writes_a_subject_literal() -> None:
+    offenders = {}
+    for path in (ROOT / "services").rglob("*.py"):
+        literals = _subject_literals(path)
+        if literals:
+            offenders[str(path.relative_to(ROOT))] = literals
+    assert offenders == {}

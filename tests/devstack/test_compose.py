@@ -1,0 +1,75 @@
+"""docker-compose.yml cannot be started here (no Docker engine): check that it is
+well-formed and that everything it runs exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from devstack.natsserver import nats_server_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _python_modules(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, part in enumerate(command[:-1]) if part == "-m"]
+
+
+def test_compose_runs_the_whole_system_with_healthchecks() -> None:
+    services = _compose()["services"]
+    assert set(services) >= {"nats", "postgres", "redis", "gateway", "inference", "memory", "usage"}
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+    assert services["inference"]["deploy"]["replicas"] >= 2
+    assert "-c" in services["nats"]["command"]
+
+
+def test_every_python_command_of_compose_exists_in_the_code() -> None:
+    services = _compose()["services"]
+    seen = set()
+    for name, service in services.items():
+        commands = [service.get("command") or []]
+        commands.append(service["healthcheck"]["test"][1:])
+        for command in commands:
+            if command[:1] != ["python"]:
+                continue
+            for module in _python_modules(command):
+                spec = importlib.util.find_spec(module)
+                assert spec is not None, f"{name}: module {module} does not exist"
+                if spec.submodule_search_locations is not None:  # a package: needs __main__
+                    assert importlib.util.find_spec(f"{module}.__main__") is not None, module
+                seen.add(module)
+    assert {"gateway", "inference", "memory", "usage"} <= seen
+
+
+def test_services_are_built_from_one_dockerfile_that_installs_them() -> None:
+    services = _compose()["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in ("gateway", "inference", "memory", "usage"):
+        assert services[name]["build"] == ".", name
+        assert f"./services/{name}" in dockerfile
+    for source in re.findall(r"^COPY (\S+) ", dockerfile, flags=re.MULTILINE):
+        assert (ROOT / source).exists(), source
+
+
+def test_mounted_nats_config_is_accepted_by_nats_server() -> None:
+    volumes = _compose()["services"]["nats"]["volumes"]
+    config = next(v.split(":")[0] for v in volumes if v.startswith("./"))
+    path = ROOT / config
+    assert path.exists()
+    text = path.read_text()
+    assert "sync_interval: always" in text
+    result = subprocess.run(
+        [nats_server_binary(), "-c", str(path), "-t"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

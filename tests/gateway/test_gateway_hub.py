@@ -1,0 +1,79 @@
+"""The event hub and the replay join, on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from contracts import subjects
+from contracts.events import TokenEvent
+from gateway.feed import EventFeed
+from gateway.hub import EventHub
+from nats.js import JetStreamContext
+
+
+async def publish_tokens(js: JetStreamContext, conv: str, start: int, count: int) -> list[int]:
+    seqs = []
+    for i in range(start, start + count):
+        event = TokenEvent(message_id="r1", content=f"t{i}")
+        ack = await js.publish(subjects.events(conv), event.model_dump_json().encode())
+        seqs.append(ack.seq)
+    return seqs
+
+
+@pytest.fixture
+async def hub(js: JetStreamContext) -> AsyncIterator[EventHub]:
+    events_hub = EventHub(js, listener_queue_size=32)
+    await events_hub.start()
+    try:
+        yield events_hub
+    finally:
+        await events_hub.stop()
+
+
+async def collect(feed: EventFeed, count: int) -> list[tuple[int, str]]:
+    got: list[tuple[int, str]] = []
+    while len(got) < count:
+        batch = await asyncio.wait_for(feed.next(5), 20)
+        got.extend((e.seq, e.event.content) for e in batch)  # type: ignore[union-attr]
+    return got
+
+
+async def test_replay_join_has_no_gap_and_no_duplicate(js, hub):
+    before = await publish_tokens(js, "j1", 0, 300)
+    await publish_tokens(js, "other", 0, 50)  # another conversation is not mixed in
+    feed = EventFeed(hub, js, "j1")
+    feed.replay_after(before[99])
+    # Events published while the replay runs must come exactly once, in order.
+    during = asyncio.create_task(publish_tokens(js, "j1", 300, 200))
+    try:
+        got = await collect(feed, 200 + 200)
+        after_seqs = await during
+    finally:
+        await feed.close()
+    assert [s for s, _ in got] == before[100:] + after_seqs
+    assert [c for _, c in got] == [f"t{i}" for i in range(100, 500)]
+
+
+async def test_lagging_listener_catches_up_from_the_stream(js, hub):
+    feed = EventFeed(hub, js, "j2")
+    try:
+        # Nobody reads while 200 events arrive: far more than the 32 a listener holds.
+        seqs = await publish_tokens(js, "j2", 0, 200)
+        got = await collect(feed, 200)
+    finally:
+        await feed.close()
+    assert [s for s, _ in got] == seqs
+    assert hub.listener_count() == 0
+
+
+async def test_live_only_feed_sees_events_after_attach(js, hub):
+    await publish_tokens(js, "j3", 0, 5)
+    feed = EventFeed(hub, js, "j3")
+    try:
+        seqs = await publish_tokens(js, "j3", 5, 3)
+        got = await collect(feed, 3)
+    finally:
+        await feed.close()
+    assert [s for s, _ in got] == seqs

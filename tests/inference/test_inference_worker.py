@@ -1,0 +1,258 @@
+"""Inference workers against a real nats-server, with a stand-in memory service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from contracts import ids, subjects, topology
+from contracts.events import (
+    ContextMessage,
+    DoneEvent,
+    ErrorEvent,
+    GenerationOptions,
+    StartEvent,
+    StatusEvent,
+    TokenEvent,
+)
+from contracts.rpc import ContextReply, StoredMessage
+from inference import Completion, DemoProvider, ProviderError, ProviderRequest
+from inference.clock import InstantClock
+from inference.demo import demo_answer
+
+
+def kinds(events: list[Any]) -> list[str]:
+    return [e.type if not isinstance(e, StatusEvent) else f"status:{e.state}" for e in events]
+
+
+def joined(events: list[Any]) -> str:
+    return "".join(e.content for e in events if isinstance(e, TokenEvent))
+
+
+async def test_a_request_streams_start_tokens_done_and_is_stored_and_accounted(
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    memory.default = ContextReply(
+        system_prompt="Answer briefly.",
+        messages=(
+            ContextMessage(role="user", content="Hello"),
+            ContextMessage(role="assistant", content="Hi! How can I help?"),
+        ),
+    )
+    await start_worker()
+    request = make_request("How do I size a PostgreSQL connection pool?")
+    await bus.publish(request)
+    await bus.wait_ended(request)
+
+    events = await bus.events(request)
+    names = kinds(events)
+    assert names[:2] == ["start", "status:generating"]
+    assert names[-1] == "done" and names.count("done") == 1 and "error" not in names
+    assert set(names[2:-1]) == {"token"}
+    start, done = events[0], events[-1]
+    assert isinstance(start, StartEvent) and isinstance(done, DoneEvent)
+    assert (start.model, start.provider) == ("auto", "demo")
+    assert start.conversation_id == request.conversation_id
+    assert done.finish_reason == "stop"
+    assert joined(events) == "".join(demo_answer(request.content, settings.demo_max_tokens))
+
+    [finished] = await bus.finished(request)
+    assert finished.content == joined(events)
+    assert finished.status == "complete" and finished.reply_to == request.user_message_id
+    assert finished.created_at >= request.requested_at
+    assert finished.usage == done.usage
+    [usage] = await bus.usage(request)
+    assert usage.outcome == "completed"
+    assert usage.attempt_id == ids.attempt_id(request.message_id, 1, 0)
+    assert usage.usage.completion_tokens == len([e for e in events if e.type == "token"])
+    assert (usage.model, usage.provider, usage.provider_model) == ("auto", "demo", "demo")
+
+    [asked] = memory.asked
+    assert asked.reply_id == request.message_id and asked.limit == settings.context_messages
+    await bus.wait_idle()
+
+
+async def test_max_tokens_ends_with_length(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    await start_worker()
+    request = make_request(options=GenerationOptions(model="demo", max_tokens=5))
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    events = await bus.events(request)
+    assert len([e for e in events if isinstance(e, TokenEvent)]) == 5
+    assert events[-1].finish_reason == "length"
+    [finished] = await bus.finished(request)
+    assert finished.finish_reason == "length" and finished.content == joined(events)
+
+
+async def test_a_reply_memory_already_holds_is_acked_without_generating(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
+) -> None:
+    request = make_request()
+    memory.replies[request.message_id] = ContextReply(
+        existing_reply=StoredMessage(
+            id=request.message_id,
+            role="assistant",
+            content="Already answered.",
+            status="complete",
+            created_at=request.requested_at,
+        )
+    )
+    fresh = make_request("Something else")
+    await start_worker()
+    await bus.publish(request)
+    await bus.publish(fresh)
+    await bus.wait_ended(fresh)
+    await bus.wait_idle()
+    assert await bus.events(request) == []
+    assert await bus.finished(request) == []
+    assert await bus.usage(request) == []
+    assert {a.reply_id for a in memory.asked} == {request.message_id, fresh.message_id}
+
+
+async def test_a_stateless_request_uses_its_history_and_is_not_stored(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    request = make_request(
+        "And in French?",
+        history=(ContextMessage(role="user", content="Say hello"),),
+        persist=False,
+    )
+    await start_worker()
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    assert kinds(await bus.events(request))[-1] == "done"
+    assert await bus.finished(request) == []
+    [usage] = await bus.usage(request)
+    assert usage.outcome == "completed"
+    assert memory.asked == []
+
+
+async def test_an_unknown_model_gets_one_error_and_no_usage(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    request = make_request(options=GenerationOptions(model="gpt-nonexistent"))
+    await start_worker()
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    [error] = await bus.events(request)
+    assert isinstance(error, ErrorEvent)
+    assert error.code == "unknown_model" and not error.retryable
+    [failed] = await bus.failed(request)
+    assert failed.code == "unknown_model"
+    assert await bus.usage(request) == []
+
+
+class BreaksAfter:
+    """A provider that streams a few tokens, then fails like a dropped connection."""
+
+    name = "demo"
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
+        for i in range(self.tokens):
+            yield f"part{i} "
+        raise ProviderError("The model provider is unavailable.", code="provider_unavailable")
+
+
+async def test_a_provider_error_ends_with_failed_usage_and_one_error(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    await start_worker(providers={"demo": BreaksAfter(3)})
+    request = make_request()
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    events = await bus.events(request)
+    assert kinds(events) == ["start", "status:generating", "token", "token", "token", "error"]
+    error = events[-1]
+    assert error.code == "provider_unavailable" and error.retryable
+    assert "Traceback" not in error.message
+    [failed] = await bus.failed(request)
+    assert failed.content == "part0 part1 part2 "
+    [usage] = await bus.usage(request)
+    assert usage.outcome == "failed" and usage.estimated
+    assert usage.usage.completion_tokens == 3
+    await bus.wait_idle()
+
+
+class Counting:
+    """Counts the generations one worker ran."""
+
+    name = "demo"
+
+    def __init__(self, inner: DemoProvider) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
+        self.calls += 1
+        async for item in self.inner.stream(request):
+            yield item
+
+
+async def test_two_workers_share_the_work_and_answer_each_request_once(
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    # Real pacing, so that one worker cannot drain the queue alone.
+    pace = {"ttft_seconds": 0.02, "tokens_per_second": 400, "answer_tokens": 20}
+    narrow = settings.model_copy(update={"max_concurrency": 2})
+    counters = [Counting(DemoProvider(**pace)) for _ in range(2)]  # type: ignore[arg-type]
+    for counter in counters:
+        await start_worker(narrow, providers={"demo": counter})
+    requests = [make_request(f"Question number {i}", conversation_id=f"c{i}") for i in range(12)]
+    for request in requests:
+        await bus.publish(request)
+    await bus.wait_ended(*requests, within=60)
+
+    assert all(c.calls > 0 for c in counters), [c.calls for c in counters]
+    assert sum(c.calls for c in counters) == len(requests)
+    for request in requests:
+        events = await bus.events(request)
+        assert kinds(events).count("start") == 1 and kinds(events).count("done") == 1
+        assert len(await bus.finished(request)) == 1
+        assert len(await bus.usage(request)) == 1
+    await bus.wait_idle()
+
+
+async def test_a_request_waits_for_memory_instead_of_answering_without_context(
+    nc: Any, bus: Any, make_request: Any, start_worker: Any, poll: Any
+) -> None:
+    answered: list[bool] = []
+
+    async def late_memory(msg: Any) -> None:
+        answered.append(True)
+        await msg.respond(ContextReply().model_dump_json().encode())
+
+    await start_worker(clock=InstantClock())
+    request = make_request()
+    await bus.publish(request)
+
+    # No memory yet: the request is tried again later, and nothing is streamed meanwhile.
+    async def retried() -> bool:
+        info = await bus.js.consumer_info(topology.WORK_STREAM, topology.INFERENCE_CONSUMER)
+        return bool(info.num_redelivered)
+
+    await poll(retried)
+    assert await bus.events(request) == []
+    await nc.subscribe(subjects.MEMORY_CONTEXT, cb=late_memory)
+    await bus.wait_ended(request)
+    assert answered
+    assert kinds(await bus.events(request))[-1] == "done"
+    assert len(await bus.finished(request)) == 1
+
+
+async def test_an_invalid_work_request_is_terminated_and_does_not_block_the_next(
+    memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    await bus.js.publish(subjects.GENERATE, b'{"kind": "generation_requested", "oops": 1}')
+    await bus.js.publish(subjects.GENERATE, b"not json at all")
+    await start_worker()
+    request = make_request("After the garbage")
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    # Terminated, not left for redelivery: nothing pending, nothing in flight.
+    await bus.wait_idle()
+    assert [e.type for e in await bus.events(request)][-1] == "done"

@@ -1,0 +1,96 @@
+"""Reports committed in batches: one transaction for many, a refused one fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import nats
+import pytest
+from contracts import ids, subjects, topology
+from contracts.events import UsageReported
+from contracts.rpc import UsageTotalsReply, UsageTotalsRequest
+from nats.aio.client import Client
+from sqlalchemy.exc import DataError
+from usage import Ledger, Recorded, UsageSettings, create_app, create_engine, migrate
+
+Report = Callable[..., UsageReported]
+
+
+async def test_a_batch_records_each_attempt_once(ledger: Ledger, report: Report) -> None:
+    first, second = report(prompt=1), report(prompt=2)
+    earlier = await ledger.record(first)
+
+    results = await ledger.record_many([first, second, second])
+
+    assert [r.inserted for r in results] == [False, True, False]
+    assert results[0].entry == earlier.entry  # the entry first stored, unchanged
+    assert results[1].entry == results[2].entry
+    assert (await ledger.totals("alice")).totals.total_tokens == 1 + 20 + 2 + 20
+
+
+class RefusingLedger(Ledger):
+    """The real ledger, except that the database refuses one attempt."""
+
+    def __init__(self, *args: object, refused: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.refused = refused
+        self.batch_sizes: list[int] = []
+
+    async def record_many(self, events: Sequence[UsageReported]) -> list[Recorded]:
+        self.batch_sizes.append(len(events))
+        if any(event.attempt_id == self.refused for event in events):
+            raise DataError("INSERT", {}, Exception("value too long"))
+        return await super().record_many(events)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.drain()
+
+
+async def test_a_refused_report_in_a_batch_does_not_hold_up_the_others(
+    nc: Client, nats_url: str, sqlite_url: str, tmp_path: Path, report: Report
+) -> None:
+    settings = UsageSettings(
+        nats_url=nats_url,
+        data_dir=tmp_path / "data",
+        database_url=sqlite_url,
+        usage_ack_wait_seconds=2,
+        usage_retry_delay_seconds=0.2,
+    )
+    js = nc.jetstream()
+    await topology.ensure_streams(js, settings)
+    events = [report(prompt=n, completion=0) for n in range(1, 21)]
+    # Published before usage starts: it finds them all waiting and takes them in batches.
+    for event in events:
+        await js.publish(
+            subjects.USAGE_REPORTED,
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+        )
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    ledger = RefusingLedger(engine, refused=events[4].attempt_id)
+    app = create_app(settings, ledger=ledger)
+    await app.start()
+    try:
+        expected = sum(n for n in range(1, 21) if n != 5)
+        request = UsageTotalsRequest(user_id="alice").model_dump_json().encode()
+        async with asyncio.timeout(30):
+            while True:
+                answer = await nc.request(subjects.USAGE_TOTALS, request, timeout=5)
+                reply = UsageTotalsReply.model_validate_json(answer.data)
+                if reply.totals.prompt_tokens == expected:
+                    break
+                await asyncio.sleep(0.1)
+        assert reply.totals.requests == 19
+        assert max(ledger.batch_sizes) > 1
+    finally:
+        await app.stop()
+        await engine.dispose()

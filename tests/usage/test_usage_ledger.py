@@ -1,0 +1,108 @@
+"""The ledger on SQLite and PostgreSQL: one row per attempt, exact totals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from contracts import ids
+from contracts.events import UsageReported
+from sqlalchemy import func, inspect, select
+from usage import Ledger, migrate
+from usage.database import VERSION_TABLE
+from usage.models import LedgerRow
+
+Report = Callable[..., UsageReported]
+
+
+async def _rows(ledger: Ledger) -> int:
+    async with ledger.engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(LedgerRow))).one()[0])
+
+
+async def test_migrations_are_idempotent_and_use_their_own_version_table(ledger: Ledger) -> None:
+    await migrate(ledger.engine)  # a second start changes nothing
+
+    async with ledger.engine.connect() as connection:
+        tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert {"usage_ledger", VERSION_TABLE} <= tables
+    assert "alembic_version" not in tables
+
+
+async def test_record_stores_the_attempt_once(ledger: Ledger, report: Report) -> None:
+    event = report(prompt=7, completion=11)
+
+    first = await ledger.record(event)
+    again = await ledger.record(event)
+
+    assert first.inserted and not again.inserted
+    assert again.entry == first.entry  # the same analytics event on a redelivery
+    entry = first.entry
+    assert (entry.attempt_id, entry.user_id, entry.model) == (event.attempt_id, "alice", "demo")
+    assert entry.usage == event.usage
+    assert entry.occurred_at == event.occurred_at
+    assert entry.recorded_at.tzinfo is not None
+    assert await _rows(ledger) == 1
+
+
+async def test_a_different_report_for_a_recorded_attempt_does_not_change_it(
+    ledger: Ledger, report: Report
+) -> None:
+    event = report(prompt=1, completion=2)
+    await ledger.record(event)
+
+    later = await ledger.record(event.model_copy(update={"duration_ms": 999.0}))
+
+    assert not later.inserted
+    assert later.entry.duration_ms == 250.0
+
+
+async def test_totals_sum_every_attempt_and_count_each_generation_once(
+    ledger: Ledger, report: Report
+) -> None:
+    # One generation that switched provider: two attempts, one request.
+    switched = report(model="auto", prompt=5, completion=0, outcome="switched")
+    await ledger.record(switched)
+    await ledger.record(
+        report(
+            model="auto",
+            prompt=5,
+            completion=8,
+            message_id=switched.message_id,
+            attempt_id=ids.attempt_id(switched.message_id, 1, 1),
+        )
+    )
+    await ledger.record(report(model="demo", prompt=3, completion=4))
+    await ledger.record(report(model="demo", prompt=2, completion=6, outcome="cancelled"))
+    await ledger.record(report(user_id="bob", model="demo", prompt=100, completion=100))
+
+    reply = await ledger.totals("alice")
+
+    assert reply.totals.requests == 3
+    assert reply.totals.prompt_tokens == 5 + 5 + 3 + 2
+    assert reply.totals.completion_tokens == 8 + 4 + 6
+    assert reply.totals.total_tokens == 15 + 18
+    assert set(reply.by_model) == {"auto", "demo"}
+    assert reply.by_model["auto"].requests == 1
+    assert reply.by_model["auto"].total_tokens == 18
+    assert reply.by_model["demo"].requests == 2
+    assert reply.by_model["demo"].total_tokens == 15
+
+
+async def test_totals_of_a_user_without_usage_are_zero(ledger: Ledger) -> None:
+    reply = await ledger.totals("nobody")
+
+    assert reply.totals.requests == 0
+    assert reply.totals.total_tokens == 0
+    assert reply.by_model == {}
+
+
+async def test_totals_since_a_time(ledger: Ledger, report: Report) -> None:
+    now = datetime.now(UTC)
+    await ledger.record(report(prompt=1, completion=1, occurred_at=now - timedelta(days=2)))
+    await ledger.record(report(prompt=2, completion=2, occurred_at=now))
+
+    reply = await ledger.totals("alice", since=now - timedelta(hours=1))
+
+    assert reply.totals.requests == 1
+    assert reply.totals.total_tokens == 4
