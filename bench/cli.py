@@ -10,8 +10,6 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from devstack.runner import DevStack
-
 from bench.cpu import CpuMeter
 from bench.direct import direct_latency, direct_throughput
 from bench.idle import idle_connections
@@ -21,6 +19,7 @@ from bench.results import IdleResult, LatencyResult, ThroughputResult
 from bench.stats import StreamTiming, failures
 from bench.system import processes, running_stack, ws_url
 from bench.through import Conversations, run_conversations, run_until
+from devstack.runner import DevStack
 
 __all__ = ["main", "run"]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from contracts.events import ContextMessage
-from inference.demo import DemoProvider
-from inference.provider import Completion, ProviderRequest
-
 from bench.options import THROUGHPUT_ANSWER_TOKENS, Options
 from bench.stats import StreamTiming
 from bench.workload import prompt, stagger
+from contracts.events import ContextMessage
+from inference.demo import DemoProvider
+from inference.provider import Completion, ProviderRequest
 
 __all__ = ["direct_latency", "direct_throughput"]
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psutil
+
 from devstack.ports import free_port
 from devstack.runner import SERVICES, DevStack
 from devstack.settings import DevSettings

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import httpx
-from devstack.runner import DevStack
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.clients import ANSWER_TIMEOUT, sse_answer, ws_answer
 from bench.stats import StreamTiming
 from bench.system import ws_url
 from bench.workload import prompt, stagger
+from devstack.runner import DevStack
 
 __all__ = ["Answer", "Conversations", "run_conversations", "run_until"]
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from devstack.natsserver import NatsServer
 
 REQUIRE_SERVICES = os.environ.get("LIVECHAT_TEST_REQUIRE_SERVICES") == "1"

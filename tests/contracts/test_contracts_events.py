@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from contracts import ids, subjects
 from contracts.events import (
     CHAT_EVENT,
@@ -14,7 +16,6 @@ from contracts.events import (
     Usage,
     UserMessageAccepted,
 )
-from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 

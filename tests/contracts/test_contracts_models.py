@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from contracts import LivechatSettings
 from contracts.models import DEFAULT_ALIASES, ModelRoute, alias_table, parse_route
-from pydantic import ValidationError
 
 
 def test_the_default_aliases() -> None:

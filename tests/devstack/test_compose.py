@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from devstack.natsserver import nats_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
 from devstack.ports import free_port
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from devstack.ports import free_port
 from devstack.runner import DevStack
 from devstack.settings import DevSettings

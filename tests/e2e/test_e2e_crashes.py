@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 from apiclients import get_conversation, joined_tokens
-from devstack.runner import DevStack
 from httpx_sse import aconnect_sse
+
+from devstack.runner import DevStack
 
 
 async def _wait_for_history(base_url: str, conversation: str, count: int) -> list[dict[str, Any]]:

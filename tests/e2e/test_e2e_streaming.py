@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from apiclients import get_conversation, joined_tokens, sse_message, ws_message
+
 from devstack.runner import DevStack
 
 

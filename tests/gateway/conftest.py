@@ -11,6 +11,12 @@ from datetime import UTC, datetime
 import nats
 import pytest
 import uvicorn
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel
+
 from contracts import ids, rpc, subjects, topology
 from contracts.events import (
     DoneEvent,
@@ -24,11 +30,6 @@ from contracts.events import (
 from devstack.ports import free_port
 from gateway import GatewaySettings
 from gateway.server import uvicorn_config
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
-from pydantic import BaseModel
 
 
 def reply_tokens(content: str) -> list[str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from gateway.acks import stream_sequence
 from nats.aio.msg import Msg
+
+from gateway.acks import stream_sequence
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import httpx
+
 from contracts import rpc
 from devstack.ports import free_port
 

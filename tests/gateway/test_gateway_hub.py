@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.js import JetStreamContext
+
 from contracts import subjects
 from contracts.events import TokenEvent
 from gateway.feed import EventFeed
 from gateway.hub import EventHub
-from nats.js import JetStreamContext
 
 
 async def publish_tokens(js: JetStreamContext, conv: str, start: int, count: int) -> list[int]:

@@ -7,8 +7,9 @@ import json
 
 import httpx
 import pytest
-from contracts import ids, rpc, subjects, topology
 from httpx_sse import aconnect_sse
+
+from contracts import ids, rpc, subjects, topology
 
 SSE = {"Accept": "text/event-stream"}
 

@@ -12,6 +12,11 @@ from datetime import UTC, datetime
 
 import nats
 import pytest
+from faststream import FastStream
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from contracts import ids, subjects, topology
 from contracts.events import (
     CONVERSATION_EVENT,
@@ -26,12 +31,8 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest
-from faststream import FastStream
 from inference import InferenceSettings, Provider, create_app
 from inference.clock import Clock, InstantClock
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 
 @pytest.fixture

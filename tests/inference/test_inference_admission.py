@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from contracts import ids, subjects
 from contracts.events import StatusEvent, TokenEvent
 from inference import Completion, DemoProvider, ProviderRequest

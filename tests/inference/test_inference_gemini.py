@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Literal
 
 import pytest
-from contracts.events import ContextMessage
 from fake_gemini import (
     FakeGemini,
     GeminiUsage,
@@ -26,6 +25,8 @@ from fake_gemini import (
     unauthenticated,
     unavailable,
 )
+
+from contracts.events import ContextMessage
 from inference.gemini_provider import (
     CONTINUE_INSTRUCTION,
     GeminiProvider,

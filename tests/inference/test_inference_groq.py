@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from contracts.events import ContextMessage
 from fake_openai import (
     GROQ_PATH,
     RAW_PROVIDER_TEXT,
@@ -22,6 +21,8 @@ from fake_openai import (
     stall_after,
     status,
 )
+
+from contracts.events import ContextMessage
 from inference.groq_provider import GroqProvider, create_groq_provider
 from inference.openai_wire import CONTINUE_INSTRUCTION, retry_after_seconds
 from inference.provider import Completion, ProviderError, ProviderRequest

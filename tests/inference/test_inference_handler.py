@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from faststream.nats import NatsBroker, TestNatsBroker
+
 from contracts import subjects, topology
 from contracts.events import (
     ConversationEvent,
@@ -12,7 +14,6 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest, Pong
-from faststream.nats import NatsBroker, TestNatsBroker
 from inference import InferenceSettings, create_router
 from inference.clock import InstantClock
 from inference.demo import demo_answer

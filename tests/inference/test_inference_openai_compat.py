@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from contracts.events import ContextMessage
 from fake_openai import (
     OPENAI_PATH,
     RAW_PROVIDER_TEXT,
@@ -19,6 +18,8 @@ from fake_openai import (
     stall_after,
     status,
 )
+
+from contracts.events import ContextMessage
 from inference.openai_compat import OpenAICompatibleProvider, create_openai_compatible_provider
 from inference.openai_wire import CONTINUE_INSTRUCTION
 from inference.provider import Completion, ProviderError, ProviderRequest

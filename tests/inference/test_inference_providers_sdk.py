@@ -13,16 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from contracts.events import (
-    ContextMessage,
-    DoneEvent,
-    ErrorEvent,
-    GenerationOptions,
-    StartEvent,
-    StatusEvent,
-    TokenEvent,
-)
-from contracts.rpc import ContextReply
 from fake_gemini import FakeGemini
 from fake_gemini import error_after as gemini_error_after
 from fake_gemini import ok as gemini_ok
@@ -37,6 +27,17 @@ from fake_openai import (
     stall_after,
     status,
 )
+
+from contracts.events import (
+    ContextMessage,
+    DoneEvent,
+    ErrorEvent,
+    GenerationOptions,
+    StartEvent,
+    StatusEvent,
+    TokenEvent,
+)
+from contracts.rpc import ContextReply
 from inference import InferenceSettings
 from inference.clock import Clock
 from inference.outcomes import REFUSAL

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from contracts import ids
 from contracts.events import (
     ContextMessage,

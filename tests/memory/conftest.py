@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from memory import MemorySettings, SqlConversationRepository
 from memory.database import create_engine, migrate
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 # The test modules import their helpers from memory_testing.py beside this file
 # (pytest runs with --import-mode=importlib, which puts no test directory on the path).

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import anyio
+
 from contracts.events import (
     GenerationFailed,
     GenerationFinished,

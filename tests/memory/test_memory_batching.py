@@ -7,6 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import nats
 import pytest
+from memory_testing import eventually, running, user_message
+from nats.aio.client import Client
+from sqlalchemy.exc import DataError, OperationalError
+
 from contracts import ids, subjects, topology
 from contracts.events import ChatEvent, UserMessageAccepted
 from contracts.rpc import ConversationGetReply, ConversationGetRequest
@@ -14,9 +18,6 @@ from memory import MemorySettings, SqlConversationRepository
 from memory.batching import GroupCommit
 from memory.database import create_engine, migrate
 from memory.store import StoreOutcome
-from memory_testing import eventually, running, user_message
-from nats.aio.client import Client
-from sqlalchemy.exc import DataError, OperationalError
 
 
 class Refused(Exception):

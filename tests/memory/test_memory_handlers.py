@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from faststream.nats import NatsBroker, TestNatsBroker
+from memory_testing import failed, finished, user_message
+
 from contracts import subjects, topology
 from contracts.rpc import (
     ContextReply,
@@ -14,11 +17,9 @@ from contracts.rpc import (
     ConversationGetRequest,
     Pong,
 )
-from faststream.nats import NatsBroker, TestNatsBroker
 from memory import MemorySettings, SqlConversationRepository, create_router
 from memory.database import create_engine, migrate
 from memory.decoding import UndecodableEvent
-from memory_testing import failed, finished, user_message
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ import asyncio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from memory_testing import at, failed, finished, user_message
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from contracts.rpc import (
     ContextRequest,
     ConversationGetReply,
@@ -16,9 +20,6 @@ from contracts.rpc import (
 from memory import SqlConversationRepository, StoreOutcome
 from memory.database import VERSION_TABLE, create_engine, migrate
 from memory.models import Base
-from memory_testing import at, failed, finished, user_message
-from sqlalchemy import Connection, inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 async def get(

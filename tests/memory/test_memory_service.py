@@ -11,6 +11,12 @@ from typing import TypeVar
 import anyio
 import nats
 import pytest
+from memory_testing import eventually, finished, running, user_message
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+from sqlalchemy import text
+
 from contracts import ids, subjects, topology
 from contracts.events import GenerationFailed, GenerationFinished, UserMessageAccepted
 from contracts.rpc import (
@@ -24,11 +30,6 @@ from contracts.rpc import (
 )
 from memory import MemorySettings
 from memory.database import create_engine
-from memory_testing import eventually, finished, running, user_message
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-from pydantic import BaseModel
-from sqlalchemy import text
 
 R = TypeVar("R", bound=BaseModel)
 ChatEvent = UserMessageAccepted | GenerationFinished | GenerationFailed

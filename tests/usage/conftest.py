@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pytest
+
 from contracts import ids
 from contracts.events import Outcome, Usage, UsageReported
 from usage import Ledger, create_engine, migrate

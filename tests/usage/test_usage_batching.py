@@ -8,11 +8,12 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
+from sqlalchemy.exc import DataError
+
 from contracts import ids, subjects, topology
 from contracts.events import UsageReported
 from contracts.rpc import UsageTotalsReply, UsageTotalsRequest
-from nats.aio.client import Client
-from sqlalchemy.exc import DataError
 from usage import Ledger, Recorded, UsageSettings, create_app, create_engine, migrate
 
 Report = Callable[..., UsageReported]

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from contracts import ids, subjects, topology
-from contracts.events import UsageRecorded, UsageReported
-from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from faststream.nats import NatsBroker, TestNatsBroker
 from faststream.nats.annotations import NatsMessage
 from pydantic import ValidationError
+
+from contracts import ids, subjects, topology
+from contracts.events import UsageRecorded, UsageReported
+from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from usage import Ledger, UsageSettings, create_router
 
 Report = Callable[..., UsageReported]

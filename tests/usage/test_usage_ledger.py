@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, inspect, select
+
 from contracts import ids
 from contracts.events import UsageReported
-from sqlalchemy import func, inspect, select
 from usage import Ledger, migrate
 from usage.database import VERSION_TABLE
 from usage.models import LedgerRow

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import nats
 import pytest
-from contracts import ids, subjects, topology
-from contracts.events import UsageRecorded, UsageReported
-from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+
+from contracts import ids, subjects, topology
+from contracts.events import UsageRecorded, UsageReported
+from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from usage import Ledger, UsageSettings, create_app, create_engine
 
 Report = Callable[..., UsageReported]

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import nats
+
 from contracts import subjects
 from contracts.rpc import Pong
 from contracts.settings import LivechatSettings

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from contracts.settings import LivechatSettings
 from pydantic import Field
+
+from contracts.settings import LivechatSettings
 
 __all__ = ["DevSettings"]
 

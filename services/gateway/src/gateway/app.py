@@ -6,10 +6,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from contracts.topology import ensure_streams
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 
+from contracts.topology import ensure_streams
 from gateway.backends import Backends
 from gateway.chat import ChatPublisher
 from gateway.errors import install_error_handlers

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-from contracts import rpc, subjects
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from pydantic import BaseModel, ValidationError
+
+from contracts import rpc, subjects
 
 __all__ = ["BACKEND_SERVICES", "BackendUnavailable", "Backends"]
 

@@ -7,6 +7,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+
 from contracts import ids, subjects
 from contracts.events import (
     GenerationOptions,
@@ -14,10 +18,6 @@ from contracts.events import (
     MessageEvent,
     UserMessageAccepted,
 )
-from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
-from pydantic import BaseModel
-
 from gateway.errors import ApiError
 from gateway.schemas import MessageIn
 from gateway.settings import GatewaySettings

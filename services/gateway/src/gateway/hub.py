@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from contracts import subjects, topology
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from contracts import subjects, topology
 from gateway.acks import stream_sequence
 from gateway.frames import RelayedEvent, parse_event
 from gateway.listener import Listener

@@ -6,9 +6,10 @@ publishers document what the gateway sends where.
 
 from __future__ import annotations
 
+from faststream.nats import NatsRouter
+
 from contracts import subjects
 from contracts.events import GenerationRequested, MessageEvent, UserMessageAccepted
-from faststream.nats import NatsRouter
 
 __all__ = ["create_router"]
 

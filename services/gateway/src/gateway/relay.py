@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from contracts import rpc
-from contracts.events import DoneEvent, ErrorEvent, StartEvent, TokenEvent
 from pydantic_core import to_json
 
+from contracts import rpc
+from contracts.events import DoneEvent, ErrorEvent, StartEvent, TokenEvent
 from gateway.backends import BackendUnavailable
 from gateway.chat import Submission
 from gateway.errors import ApiError

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from contracts import subjects, topology
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from contracts import subjects, topology
 from gateway.frames import RelayedEvent, parse_event
 
 __all__ = ["StreamReplay", "last_sequence"]

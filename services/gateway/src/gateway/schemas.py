@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
 from contracts import rpc
 from contracts.ids import ID_PATTERN
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "WS_FRAME",

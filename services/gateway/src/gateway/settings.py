@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Self
 
+from pydantic import Field, model_validator
+
 from contracts import LivechatSettings
 from contracts.models import DEFAULT_ALIASES
-from pydantic import Field, model_validator
 
 __all__ = ["MODEL_ALIASES", "GatewaySettings"]
 

@@ -17,11 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from contracts.events import GenerationRequested, StatusEvent
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
 from nats.errors import NotJSMessageError
 
+from contracts.events import GenerationRequested, StatusEvent
 from inference.heartbeat import heartbeat
 from inference.outbox import Outbox
 from inference.settings import InferenceSettings

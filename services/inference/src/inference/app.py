@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from contracts.topology import ensure_streams
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
+from contracts.topology import ensure_streams
 from inference.clock import Clock
 from inference.consumer import ensure_consumer
 from inference.provider import Provider

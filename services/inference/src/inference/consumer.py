@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from contracts import subjects, topology
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
 
+from contracts import subjects, topology
 from inference.settings import InferenceSettings
 
 __all__ = ["consumer_config", "ensure_consumer"]

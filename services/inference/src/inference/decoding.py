@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from contracts.events import GenerationRequested
 from faststream.message import StreamMessage
 from pydantic import ValidationError
+
+from contracts.events import GenerationRequested
 
 __all__ = ["UndecodableRequest", "decode_request"]
 

@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator
 
 from contracts.events import FinishReason, Usage
-
 from inference.clock import Clock
 from inference.provider import Completion, ProviderRequest
 from inference.tokens import estimate_prompt_tokens, estimate_tokens

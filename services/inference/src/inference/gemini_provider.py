@@ -23,11 +23,11 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
-from contracts.events import ContextMessage, FinishReason, Usage
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from contracts.events import ContextMessage, FinishReason, Usage
 from inference.provider import Completion, ProviderError, ProviderRequest
 from inference.tokens import estimate_prompt_tokens, estimate_tokens
 

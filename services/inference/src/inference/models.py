@@ -6,7 +6,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from contracts.models import AUTO, DEMO, ModelRoute
-
 from inference.settings import InferenceSettings
 
 __all__ = [

@@ -19,8 +19,8 @@ import groq
 import httpx
 import httpx2
 import openai
-from contracts.events import FinishReason, Usage
 
+from contracts.events import FinishReason, Usage
 from inference.provider import Completion, ProviderError, ProviderRequest
 from inference.tokens import estimate_prompt_tokens, estimate_tokens
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from faststream.nats import NatsBroker
+
 from contracts import ids, subjects, topology
 from contracts.events import (
     DoneEvent,
@@ -13,7 +15,6 @@ from contracts.events import (
     TokenEvent,
     UsageReported,
 )
-from faststream.nats import NatsBroker
 
 __all__ = ["Outbox"]
 

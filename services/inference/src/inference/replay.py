@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+
 from contracts import subjects, topology
 from contracts.events import (
     CONVERSATION_EVENT,
@@ -14,9 +18,6 @@ from contracts.events import (
     StatusEvent,
     TokenEvent,
 )
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import ValidationError
 
 __all__ = ["ReplyLog", "read_reply_log"]
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, cast
 
+from faststream import Context
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
+
 from contracts import subjects, topology
 from contracts.events import (
     ConversationEvent,
@@ -14,11 +19,6 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.rpc import Pong
-from faststream import Context
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
-from faststream.nats.annotations import NatsMessage
-
 from inference.admission import Admission
 from inference.clock import Clock
 from inference.consumer import consumer_config

@@ -26,7 +26,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from contracts.events import FinishReason, Outcome, Usage
-
 from inference.breaker import CircuitBreaker
 from inference.clock import Clock
 from inference.models import Route

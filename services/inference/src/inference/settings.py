@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Self
 
-from contracts import LivechatSettings
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+
+from contracts import LivechatSettings
 
 __all__ = ["InferenceSettings"]
 

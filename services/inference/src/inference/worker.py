@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+
 from contracts import ids, subjects
 from contracts.events import (
     ContextMessage,
@@ -24,9 +27,6 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest
-from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
-
 from inference.breaker import CircuitBreaker
 from inference.clock import Clock
 from inference.models import Route, UnknownModelError, default_models, resolve

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from contracts.topology import CHAT_STREAM, ensure_streams
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.topology import CHAT_STREAM, ensure_streams
 from memory.database import create_engine, migrate
 from memory.logs import BROKER_LOGGER
 from memory.repository import SqlConversationRepository

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.events import CHAT_EVENT, ChatEvent
 from faststream.message import StreamMessage
 from pydantic import ValidationError
+
+from contracts.events import CHAT_EVENT, ChatEvent
 
 __all__ = ["UndecodableEvent", "decode_chat_event"]
 

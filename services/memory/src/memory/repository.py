@@ -6,6 +6,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import Table, exists, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from contracts.events import (
     ChatEvent,
     ContextMessage,
@@ -24,10 +28,6 @@ from contracts.rpc import (
     ConversationSummary,
     StoredMessage,
 )
-from sqlalchemy import Table, exists, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from memory.models import Conversation, Message
 from memory.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
 from memory.store import StoreOutcome

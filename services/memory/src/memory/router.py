@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from faststream.exceptions import NackMessage, RejectMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsRouter, PullSub
+from nats.js.api import AckPolicy as ConsumerAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+
 from contracts import subjects, topology
 from contracts.events import ChatEvent
 from contracts.rpc import (
@@ -15,13 +22,6 @@ from contracts.rpc import (
     ConversationListRequest,
     Pong,
 )
-from faststream.exceptions import NackMessage, RejectMessage
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsRouter, PullSub
-from nats.js.api import AckPolicy as ConsumerAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
-
 from memory.batching import GroupCommit
 from memory.decoding import decode_chat_event
 from memory.settings import MemorySettings

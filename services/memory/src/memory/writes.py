@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 from memory.statements import Statements
 from memory.store import StoreOutcome
 from memory.titles import derive_title

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from contracts import topology
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
+from contracts import topology
 from usage.database import create_engine, migrate
 from usage.ledger import Ledger
 from usage.router import consumer_config, create_router

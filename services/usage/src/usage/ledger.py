@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from contracts.events import Usage, UsageRecorded, UsageReported
-from contracts.rpc import UsageTotals, UsageTotalsReply
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.events import Usage, UsageRecorded, UsageReported
+from contracts.rpc import UsageTotals, UsageTotalsReply
 from usage.models import LedgerRow
 
 __all__ = ["Clock", "Ledger", "Recorded", "utc_now"]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from contracts import ids, subjects, topology
-from contracts.events import UsageRecorded, UsageReported
-from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from faststream.exceptions import NackMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsRouter, PullSub
@@ -14,6 +11,9 @@ from nats.js.api import AckPolicy as AckPolicyJS
 from nats.js.api import ConsumerConfig
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from contracts import ids, subjects, topology
+from contracts.events import UsageRecorded, UsageReported
+from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from usage.batching import GroupCommit
 from usage.ledger import Ledger, Recorded
 from usage.settings import UsageSettings

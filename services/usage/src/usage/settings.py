@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from contracts import LivechatSettings
 from pydantic import Field
+
+from contracts import LivechatSettings
 
 __all__ = ["UsageSettings"]
 

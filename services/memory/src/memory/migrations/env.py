@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from memory.database import VERSION_TABLE
-from memory.models import Base
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from memory.database import VERSION_TABLE
+from memory.models import Base
 
 config = context.config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from usage.database import VERSION_TABLE
 from usage.models import Base
 
