@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PACKAGES := libs/contracts libs/devstack services/memory services/usage services/inference services/gateway
 PYPROJECTS := pyproject.toml requirements-dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
+# The npm `ai` package, for the AI SDK tests (tests/gateway/test_gateway_aisdk.py).
+NODE_DIR := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 
-.PHONY: dev test bench lint asyncapi token clean install
+.PHONY: dev test bench lint asyncapi token clean install chromium
 
 install: $(STAMP)
 
@@ -23,8 +26,25 @@ $(STAMP): $(PYPROJECTS)
 dev: $(STAMP)
 	$(BIN)/python -m devstack
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Reinstall only when the lockfile changes (npm ci: exactly the locked versions).
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 \
+		|| { echo "the tests need Node.js 18+ and npm (for $(NODE_DIR)): install nodejs and npm" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's chromium for the browser tests (tests/browser, Playwright drives it):
+# installed with apt when missing and we are root, so those tests never skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "the browser tests need Debian's chromium: apt-get install -y chromium (as root)" >&2; exit 1; \
+		fi; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -36,6 +56,10 @@ lint: $(STAMP)
 
 asyncapi: $(STAMP)
 	$(BIN)/python -m devstack.asyncapi docs/asyncapi.yaml
+
+# A development token for USER (default: your login name), signed with LIVECHAT_JWT_SECRET.
+token: $(STAMP)
+	@$(BIN)/python -m gateway.tokens "$(USER)"
 
 clean:
 	rm -rf $(VENV) .livechat

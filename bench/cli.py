@@ -12,8 +12,10 @@ from types import FrameType
 
 from bench.cpu import CpuMeter
 from bench.direct import direct_latency, direct_throughput
+from bench.fanout import FanoutResult, fanout_table, run_fanout
 from bench.idle import idle_connections
 from bench.options import THROUGHPUT_ANSWER_TOKENS, Options, parse_args
+from bench.persistence import persistence_table, run_persistence
 from bench.report import render
 from bench.results import IdleResult, LatencyResult, ThroughputResult
 from bench.stats import StreamTiming, failures
@@ -93,8 +95,13 @@ def run(options: Options) -> str:
 
     env = _pace_env(options.ttft_ms, options.pace_tps, options.tokens, options.conversations)
     _say("starting the system at the latency pace")
+    fanout: FanoutResult | None = None
     with running_stack(env) as stack:
         latency, idle = asyncio.run(_latency(stack, options, direct))
+        if options.fanout_clients:
+            n = options.fanout_clients
+            _say(f"fan-out run: one generation to {n} WebSockets, then {n} resuming it at once")
+            fanout = asyncio.run(run_fanout(ws_url(stack), n))
 
     env = _pace_env(
         0.0, options.throughput_tps, THROUGHPUT_ANSWER_TOKENS, options.throughput_conversations
@@ -102,12 +109,24 @@ def run(options: Options) -> str:
     _say("starting the system at the throughput pace")
     with running_stack(env) as stack:
         throughput = asyncio.run(_throughput(stack, options, direct_tokens, direct_wall))
-    return render(options, latency, throughput, idle)
+    _say("persistence run: usage events and memory writes, acked after commit")
+    persisted = asyncio.run(
+        run_persistence(
+            options.database_url,
+            events=options.persist_events,
+            rate=options.persist_rate,
+            seconds=options.persist_seconds,
+        )
+    )
+    tables = [render(options, latency, throughput, idle), persistence_table(persisted)]
+    if fanout is not None:
+        tables.append(fanout_table(fanout))
+    return "\n\n".join(tables)
 
 
 def _raise_fd_limit(options: Options) -> None:
     # The services inherit it: the gateway holds one socket per client as well.
-    needed = options.idle_connections + 2 * options.conversations
+    needed = options.idle_connections + 2 * options.conversations + 4 * options.fanout_clients
     needed += 2 * options.throughput_conversations + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,13 @@ class Options:
     throughput_seconds: float = 10.0
     # Memory: idle WebSocket connections held open at once.
     idle_connections: int = 1000
+    # One generation fanned out to this many WebSockets, then as many resuming it at once.
+    fanout_clients: int = 100
+    # Persistence: usage events and memory writes into this database (SQLite when None).
+    database_url: str | None = None
+    persist_events: int = 20000  # the burst of the throughput figure
+    persist_rate: float = 1000.0  # events/s of the lag figure (under the ceiling)
+    persist_seconds: float = 5.0
     quick: bool = False
 
     @property
@@ -45,6 +53,10 @@ _QUICK: dict[str, Any] = {
     "throughput_tps": 1000.0,
     "throughput_seconds": 1.5,
     "idle_connections": 20,
+    "fanout_clients": 10,
+    "persist_events": 300,
+    "persist_rate": 200.0,
+    "persist_seconds": 1.0,
 }
 
 
@@ -104,6 +116,26 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=int,
         help=f"idle WebSockets for the memory figure, 0 to skip ({d.idle_connections})",
     )
+    add(
+        "--fanout-clients",
+        type=int,
+        help=f"WebSockets of the fan-out and resume storm run, 0 to skip ({d.fanout_clients})",
+    )
+    add(
+        "--database-url",
+        help="database of the persistence run (default: $LIVECHAT_BENCH_DATABASE_URL, "
+        "$LIVECHAT_TEST_DATABASE_URL, else SQLite); PostgreSQL gets a scratch database",
+    )
+    add(
+        "--persist-events",
+        type=_positive_int,
+        help=f"events of the persistence throughput burst ({d.persist_events})",
+    )
+    add(
+        "--persist-rate",
+        type=_positive_float,
+        help=f"events/s of the persistence lag run ({d.persist_rate:g})",
+    )
     add("--quick", action="store_true", help="a small run, as a smoke check")
     args = parser.parse_args(argv)
     values: dict[str, Any] = dict(_QUICK) if args.quick else {}
@@ -112,4 +144,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
             values[name] = value
     if values.get("idle_connections", 0) < 0:
         parser.error("--idle-connections must be 0 or more")
+    if values.get("fanout_clients", 0) < 0:
+        parser.error("--fanout-clients must be 0 or more")
+    if not values.get("database_url"):
+        env = os.environ
+        values["database_url"] = (
+            env.get("LIVECHAT_BENCH_DATABASE_URL") or env.get("LIVECHAT_TEST_DATABASE_URL") or None
+        )
     return Options(**values, quick=args.quick)

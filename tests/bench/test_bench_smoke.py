@@ -23,6 +23,14 @@ ROWS = (
     "| gateway |",
     "| inference |",
     "| bench client |",
+    "| usage events/s into ",
+    "| usage events lag p99 at ",
+    "| memory writes/s into ",
+    "| memory writes lag p99 at ",
+    "| fan-out: first token at 10 clients, p50 / p99 |",
+    "| fan-out: done at 10 clients, p50 / p99 |",
+    "| resume storm: 10 clients replay to done, p50 / p99 |",
+    "| resume storm: all 10 replayed within |",
 )
 
 
@@ -42,3 +50,7 @@ def test_quick_bench_completes_and_prints_the_table() -> None:
         assert row in table, f"missing row {row!r} in:\n{table}"
     assert "0 failed" in table, table
     assert "Failed answers" not in table, table
+    # Every fanned-out and every resumed socket got the whole reply.
+    complete = [line for line in table.splitlines() if "clients with the whole reply" in line]
+    assert len(complete) == 2, table
+    assert all(line.endswith("| 10 of 10 |") for line in complete), table

@@ -4,6 +4,7 @@ well-formed and that everything it runs exists."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -70,7 +71,13 @@ def test_mounted_nats_config_is_accepted_by_nats_server() -> None:
     assert path.exists()
     text = path.read_text()
     assert "sync_interval: always" in text
+    # The service users' passwords come from the environment compose gives the server.
+    passwords = {name: "test" for name in _compose()["services"]["nats"].get("environment", {})}
     result = subprocess.run(
-        [nats_server_binary(), "-c", str(path), "-t"], capture_output=True, text=True, timeout=30
+        [nats_server_binary(), "-c", str(path), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **passwords},
     )
     assert result.returncode == 0, result.stdout + result.stderr

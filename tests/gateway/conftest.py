@@ -56,7 +56,7 @@ def settings(nats_url: str) -> GatewaySettings:
     return GatewaySettings(
         nats_url=nats_url,
         http_port=free_port(),
-        rpc_timeout_seconds=1.0,
+        rpc_timeout_seconds=5.0,
         generation_timeout_seconds=20.0,
         sse_ping_seconds=0.5,
         max_message_chars=100,
@@ -80,7 +80,7 @@ def js(nc: Client) -> JetStreamContext:
     return nc.jetstream()
 
 
-async def _serve(settings: GatewaySettings) -> AsyncIterator[str]:
+async def serve(settings: GatewaySettings) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn_config(settings))
     server.config.log_level = "warning"
     task = asyncio.create_task(server.serve())
@@ -100,8 +100,11 @@ async def _serve(settings: GatewaySettings) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def gateway_url(settings: GatewaySettings, nc: Client) -> AsyncIterator[str]:
-    async for url in _serve(settings):
+    async for url in serve(settings):
         yield url
+
+
+_FETCH_SECONDS = 0.25  # how long a stopped fake worker may still wait for work
 
 
 @dataclass
@@ -112,21 +115,28 @@ class FakeWorker:
     requests: list[GenerationRequested] = field(default_factory=list)
     # Set to hold generations between their start and their tokens.
     hold: asyncio.Event | None = None
+    # Checked between fetches: a cancellation that lands inside nats-py's fetch can be
+    # swallowed (turned into a fetch timeout), so cancelling alone may never end `run`.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         psub = await self.js.pull_subscribe(
             subjects.GENERATE, durable=topology.INFERENCE_CONSUMER, stream=topology.WORK_STREAM
         )
-        while True:
-            try:
-                msgs = await psub.fetch(1, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            for msg in msgs:
-                request = GenerationRequested.model_validate_json(msg.data)
-                self.requests.append(request)
-                await self.generate(request)
-                await msg.ack()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    msgs = await psub.fetch(1, timeout=_FETCH_SECONDS)
+                except nats.errors.TimeoutError:
+                    continue
+                for msg in msgs:
+                    request = GenerationRequested.model_validate_json(msg.data)
+                    self.requests.append(request)
+                    await self.generate(request)
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(nats.errors.Error):  # the connection may be closed
+                await psub.unsubscribe()
 
     async def publish(self, conv: str, event: BaseModel, msg_id: str | None = None) -> None:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -162,16 +172,59 @@ class FakeWorker:
         await self.publish(conv, done, ids.msg_id("done", conv, reply))
 
 
-@pytest.fixture
-async def worker(js: JetStreamContext) -> AsyncIterator[FakeWorker]:
-    fake = FakeWorker(js)
-    task = asyncio.create_task(fake.run())
+WorkerStarter = Callable[[], FakeWorker]
+
+
+@contextlib.asynccontextmanager
+async def fake_workers(js: JetStreamContext) -> AsyncIterator[WorkerStarter]:
+    """Fake workers started inside the block, each stopped (and unsubscribed) at its end."""
+    started: list[tuple[FakeWorker, asyncio.Task[None]]] = []
+
+    def start() -> FakeWorker:
+        fake = FakeWorker(js)
+        started.append((fake, asyncio.create_task(fake.run())))
+        return fake
+
     try:
-        yield fake
+        yield start
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for fake, task in started:
+            fake.stopping.set()  # ends the fetch loop even if the cancel is swallowed
+            task.cancel()  # ends a generation held or in the middle of publishing
+        for _, task in started:
+            await asyncio.wait({task}, timeout=_FETCH_SECONDS + 10)
+            assert task.done(), "a fake worker did not stop"
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+
+
+@pytest.fixture
+async def start_worker(js: JetStreamContext) -> AsyncIterator[WorkerStarter]:
+    """Start a fake worker mid-test (e.g. once its stream exists again)."""
+    async with fake_workers(js) as start:
+        yield start
+
+
+@pytest.fixture
+async def worker(start_worker: WorkerStarter) -> FakeWorker:
+    return start_worker()
+
+
+GatewayServer = Callable[..., contextlib.AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+def gateway_server(settings: GatewaySettings, nc: Client) -> GatewayServer:
+    """Another gateway on the same NATS: `async with gateway_server(**overrides) as url`."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: object) -> AsyncIterator[str]:
+        own = settings.model_copy(update={"http_port": free_port(), **overrides})
+        async for url in serve(own):
+            yield url
+
+    return start
 
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -183,7 +236,11 @@ class FakeBackends:
 
     nc: Client
     conversations: dict[str, rpc.ConversationGetReply] = field(default_factory=dict)
+    # conversation -> its user; a conversation without one is everybody's.
+    owners: dict[str, str] = field(default_factory=dict)
     list_requests: list[rpc.ConversationListRequest] = field(default_factory=list)
+    create_requests: list[rpc.ConversationCreateRequest] = field(default_factory=list)
+    get_requests: list[rpc.ConversationGetRequest] = field(default_factory=list)
 
     async def start(self, services: tuple[str, ...] = ("inference", "memory", "usage")) -> None:
         for service in services:
@@ -191,6 +248,8 @@ class FakeBackends:
         if "memory" in services:
             await self.nc.subscribe(subjects.MEMORY_CONVERSATION_LIST, cb=self._list)
             await self.nc.subscribe(subjects.MEMORY_CONVERSATION_GET, cb=self._get)
+            await self.nc.subscribe(subjects.MEMORY_CONVERSATION_CREATE, cb=self._create)
+            await self.nc.subscribe(subjects.MEMORY_CONVERSATION_DELETE, cb=self._delete)
         if "usage" in services:
             await self.nc.subscribe(subjects.USAGE_TOTALS, cb=self._usage)
         await self.nc.flush()
@@ -211,9 +270,44 @@ class FakeBackends:
 
     async def _get(self, msg: Msg) -> None:
         request = rpc.ConversationGetRequest.model_validate_json(msg.data)
-        reply = self.conversations.get(request.conversation_id) or rpc.ConversationGetReply(
-            conversation=None
-        )
+        owner = self.owners.get(request.conversation_id, request.user_id)
+        found = self.conversations.get(request.conversation_id)
+        if found is None or owner != request.user_id:
+            found = rpc.ConversationGetReply(conversation=None)
+        self.get_requests.append(request)
+        # As memory: only the messages asked for, the newest `limit` of them.
+        messages = found.messages
+        if request.message_ids is not None:
+            messages = tuple(m for m in messages if m.id in request.message_ids)
+        has_more = False
+        if request.limit is not None:
+            has_more = len(messages) > request.limit
+            messages = messages[-request.limit :]
+        reply = found.model_copy(update={"messages": messages, "has_more": has_more})
+        # Like any NATS answer, one over max_payload is never delivered.
+        await msg.respond(reply.model_dump_json().encode())
+
+    async def _create(self, msg: Msg) -> None:
+        # As memory: idempotent for its owner, None for another user's, else created.
+        request = rpc.ConversationCreateRequest.model_validate_json(msg.data)
+        self.create_requests.append(request)
+        conv, user = request.conversation_id, request.user_id
+        created = conv not in self.conversations
+        if created:
+            self.add_conversation(conv, owner=user)
+        found = self.conversations[conv].conversation
+        if self.owners.get(conv, user) != user:
+            found = None
+        reply = rpc.ConversationWriteReply(conversation=found, created=created)
+        await msg.respond(reply.model_dump_json().encode())
+
+    async def _delete(self, msg: Msg) -> None:
+        request = rpc.ConversationDeleteRequest.model_validate_json(msg.data)
+        conv = request.conversation_id
+        deleted = conv in self.conversations and self.owners.get(conv) == request.user_id
+        if deleted:
+            del self.conversations[conv], self.owners[conv]
+        reply = rpc.ConversationDeleteReply(deleted=deleted)
         await msg.respond(reply.model_dump_json().encode())
 
     async def _usage(self, msg: Msg) -> None:
@@ -222,7 +316,11 @@ class FakeBackends:
         reply = rpc.UsageTotalsReply(totals=totals, by_model={"demo": totals})
         await msg.respond(reply.model_dump_json().encode())
 
-    def add_conversation(self, conv: str, messages: tuple[rpc.StoredMessage, ...] = ()) -> None:
+    def add_conversation(
+        self, conv: str, messages: tuple[rpc.StoredMessage, ...] = (), owner: str | None = None
+    ) -> None:
+        if owner is not None:
+            self.owners[conv] = owner
         summary = rpc.ConversationSummary(
             id=conv,
             title="hello",

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from contracts import rpc
+from contracts import rpc, topology
 from devstack.ports import free_port
 
 
@@ -27,7 +27,13 @@ async def test_readyz_is_503_without_backends_and_200_with(gateway_url, start_ba
         body = response.json()
         assert body["error"]["code"] == "not_ready"
         assert "inference" in body["error"]["message"]
-        assert body["checks"] == {"nats": True, "inference": False, "memory": False, "usage": False}
+        assert body["checks"] == {
+            "nats": True,
+            "events_stream": True,
+            "inference": False,
+            "memory": False,
+            "usage": False,
+        }
         await start_backends(("inference", "usage"))
         response = await client.get("/readyz")
         assert response.status_code == 503
@@ -36,6 +42,17 @@ async def test_readyz_is_503_without_backends_and_200_with(gateway_url, start_ba
         response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "ready"
+
+
+async def test_readyz_is_503_while_the_events_stream_is_missing(gateway_url, backends, js):
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        # As after a NATS restart, before any service recreated the memory stream.
+        await js.delete_stream(topology.EVENTS_STREAM)
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["events_stream"] is False
+    assert response.json()["error"]["message"] == "not answering: events_stream"
 
 
 async def test_history_and_usage_from_the_backends(gateway_url, backends):

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 
 import httpx
+import nats
 import pytest
+from fastapi import FastAPI
 from httpx_sse import aconnect_sse
 
 from contracts import ids, rpc, subjects, topology
+from gateway.errors import install_error_handlers
 
 SSE = {"Accept": "text/event-stream"}
 
 
-async def read_sse(client: httpx.AsyncClient, url: str, body: dict[str, object]):
+async def read_sse(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, object],
+    first: asyncio.Event | None = None,
+):
+    """The events of the answer; `first` is set once its first event came."""
     events = []
     async with aconnect_sse(client, "POST", url, json=body, headers=SSE) as source:
         assert source.response.status_code == 200
@@ -22,6 +33,8 @@ async def read_sse(client: httpx.AsyncClient, url: str, body: dict[str, object])
         async for sse in source.aiter_sse():
             if sse.data:  # the `retry:` hint alone dispatches nothing in a browser
                 events.append(sse)
+                if first is not None:
+                    first.set()
     return events
 
 
@@ -151,6 +164,11 @@ BAD_BODIES = [
     pytest.param(b'{"content": "hi", "id": "bad id!"}', 422, "validation_error", id="bad-msg-id"),
     pytest.param(b'{"content": "hi", "max_tokens": 0}', 422, "validation_error", id="max-tokens"),
     pytest.param(b'{"content": "hi", "temperature": 9}', 422, "validation_error", id="temp"),
+    pytest.param(b'{"content": "hi", "temperature": -0.1}', 422, "validation_error", id="temp-lo"),
+    pytest.param(b'{"content": "hi", "temperature": NaN}', 422, "validation_error", id="temp-nan"),
+    pytest.param(
+        b'{"content": "hi", "max_tokens": 32769}', 422, "validation_error", id="max-tokens-hi"
+    ),
     pytest.param(b'{"content": "hi", "model": "gpt-9"}', 400, "unknown_model", id="model"),
     pytest.param(
         json.dumps({"content": "y" * 101}).encode(), 413, "message_too_long", id="too-long"
@@ -224,3 +242,259 @@ async def test_client_disconnect_stops_only_the_relay(gateway_url, worker, js):
             break
         await asyncio.sleep(0.05)
     assert json.loads(last.data)["type"] == "done"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_a_body_that_is_not_json_is_415_and_publishes_nothing(
+    gateway_url, counts, content_type
+):
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post(
+            "/v1/conversations/ct/messages",
+            content=b'{"content": "hi"}',
+            headers={"Content-Type": content_type},
+        )
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
+
+
+async def test_json_with_a_charset_is_accepted(gateway_url, worker):
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post(
+            "/v1/conversations/cs/messages",
+            content=b'{"content": "hi", "max_tokens": 32768, "temperature": 2}',
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+    assert response.status_code == 200
+    assert worker.requests[0].options.max_tokens == 32768
+
+
+async def test_when_nats_refuses_a_publish_the_503_names_the_id_to_retry_with(
+    gateway_url, js, settings, counts, start_worker
+):
+    # The work stream is gone: the echo and the user message are stored, the
+    # generation request cannot be (published in this order, one after the other).
+    await js.delete_stream(topology.WORK_STREAM)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        failed = await client.post("/v1/conversations/na/messages", json={"content": "retry me"})
+        assert failed.status_code == 503
+        error = failed.json()["error"]
+        assert error["code"] == "service_unavailable"
+        message_id = error["message_id"]
+        assert failed.headers["X-Message-Id"] == message_id
+        await topology.ensure_streams(js, settings)
+        fake = start_worker()
+        retried = await client.post(
+            "/v1/conversations/na/messages", json={"content": "retry me", "id": message_id}
+        )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["message"]["id"] == ids.reply_id("na", message_id)
+    assert retried.json()["message"]["content"] == "echo: retry me"
+    # The retry completed the message; nothing of it was stored twice.
+    counted = await counts()
+    assert counted["LIVECHAT_CHAT"] == 1
+    assert len(fake.requests) == 1
+    echoes = await events_of(js, "na")
+    assert [e["type"] for e in echoes].count("message") == 1
+
+
+async def events_of(js, conv: str) -> list[dict[str, object]]:
+    sub = await js.subscribe(
+        subjects.events(conv), stream=topology.EVENTS_STREAM, ordered_consumer=True
+    )
+    found = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                return found
+            found.append(json.loads(msg.data))
+    finally:
+        await sub.unsubscribe()
+
+
+def stored(
+    reply: str, status: str = "complete", content: str = "stored answer"
+) -> rpc.StoredMessage:
+    return rpc.StoredMessage(
+        id=reply,
+        role="assistant",
+        content=content,
+        status=status,
+        created_at="2025-01-01T00:00:00Z",
+        model="demo",
+        provider="fake",
+        usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+    )
+
+
+def user_message(message_id: str, content: str = "again") -> rpc.StoredMessage:
+    return rpc.StoredMessage(
+        id=message_id,
+        role="user",
+        content=content,
+        status="complete",
+        created_at="2025-01-01T00:00:00Z",
+    )
+
+
+@pytest.mark.parametrize("status", ["complete", "interrupted", "cancelled"])
+async def test_a_final_reply_in_memory_is_answered_without_publishing(
+    gateway_url, backends, counts, worker, status
+):
+    reply = ids.reply_id("mem", "m-1")
+    backends.add_conversation("mem", (user_message("m-1"), stored(reply, status)))
+    body = {"content": "again", "id": "m-1"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post("/v1/conversations/mem/messages", json=body)
+        events = await read_sse(client, "/v1/conversations/mem/messages", body)
+    assert response.status_code == 200
+    message = response.json()["message"]
+    assert message["content"] == "stored answer"
+    assert message["status"] == status
+    assert message["created_at"] == "2025-01-01T00:00:00Z"
+    assert response.json()["usage"]["total_tokens"] == 5
+    # SSE: the stored answer as events, each with an id like every other event.
+    assert [e.event for e in events][-1] == "done"
+    datas = [json.loads(e.data) for e in events]
+    assert all(e.id == str(d["event_id"]) for e, d in zip(events, datas, strict=True))
+    assert [int(e.id) for e in events] == sorted({int(e.id) for e in events})
+    assert "".join(d["content"] for d in datas if d["type"] == "token") == "stored answer"
+    assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
+    assert worker.requests == []
+
+
+def huge_history(count: int = 9000) -> tuple[rpc.StoredMessage, ...]:
+    """More than the NATS max_payload (8 MB here, 1 MiB by default) when sent whole."""
+    return tuple(user_message(f"old-{i}", "x" * 1000) for i in range(count))
+
+
+async def test_a_repeat_in_a_conversation_over_a_mib_is_answered_from_memory(
+    gateway_url, backends, counts, worker
+):
+    reply = ids.reply_id("big", "m-1")
+    history = (*huge_history(), user_message("m-1"), stored(reply, "complete"))
+    backends.add_conversation("big", history)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post(
+            "/v1/conversations/big/messages", json={"content": "again", "id": "m-1"}
+        )
+        page = await client.get("/v1/conversations/big")
+    assert response.status_code == 200
+    assert response.json()["message"]["content"] == "stored answer"
+    assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
+    assert worker.requests == []
+    # History without a limit: the newest page, not every message.
+    assert page.status_code == 200
+    assert len(page.json()["messages"]) == 200
+    assert page.json()["messages"][-1]["id"] == reply
+    assert page.json()["has_more"] is True
+
+
+async def published(js) -> list[int]:
+    """How many messages the chat and work streams ever took (the work queue forgets)."""
+    names = (topology.CHAT_STREAM, topology.WORK_STREAM)
+    return [(await js.stream_info(name)).state.last_seq for name in names]
+
+
+async def test_a_repeat_of_a_message_in_flight_follows_it_instead_of_asking_again(
+    gateway_url, backends, worker, js, settings
+):
+    # A dedupe window so short that the repeat comes after it, as after a long wait.
+    await topology.ensure_streams(js, settings.model_copy(update={"dedupe_window_seconds": 0.2}))
+    worker.hold = asyncio.Event()
+    body = {"content": "slow", "id": "m-2"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        first = asyncio.create_task(read_sse(client, "/v1/conversations/fl/messages", body))
+        await wait_for(lambda: bool(worker.requests))
+        # Memory holds the user message (as it would past the dedupe window), no reply yet.
+        backends.add_conversation("fl", (user_message("m-2", "slow"),))
+        before = await published(js)
+        await asyncio.sleep(0.5)  # past the window
+        replayed = asyncio.Event()
+        second = asyncio.create_task(
+            read_sse(client, "/v1/conversations/fl/messages", body, replayed)
+        )
+        # Released once the repeat follows the generation (its replayed start came).
+        await asyncio.wait_for(replayed.wait(), 20)
+        worker.hold.set()
+        first_events, second_events = await asyncio.gather(first, second)
+    assert [e.id for e in second_events] == [e.id for e in first_events]
+    assert second_events[-1].event == "done"
+    assert len(worker.requests) == 1
+    assert await published(js) == before
+
+
+async def test_json_wait_that_times_out_is_503_timeout_and_detaches(gateway_server, worker):
+    worker.hold = asyncio.Event()
+    async with (
+        gateway_server(generation_timeout_seconds=1.0) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        response = await client.post("/v1/conversations/to/messages", json={"content": "x"})
+        metrics = (await client.get("/metrics")).text
+    worker.hold.set()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "timeout"
+    assert "livechat_gateway_listeners 0.0" in metrics
+
+
+async def test_a_json_client_that_leaves_detaches_its_listener(gateway_url, worker):
+    worker.hold = asyncio.Event()
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        waiting = asyncio.create_task(
+            client.post("/v1/conversations/gone/messages", json={"content": "x"})
+        )
+        async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as probe:
+
+            async def listeners() -> str:
+                return (await probe.get("/metrics")).text
+
+            await wait_for_async(lambda: listeners(), "livechat_gateway_listeners 1.0")
+            waiting.cancel()  # the client closes its connection
+            text = await wait_for_async(lambda: listeners(), "livechat_gateway_listeners 0.0")
+    worker.hold.set()
+    assert "livechat_gateway_listeners 0.0" in text
+
+
+async def wait_for(check: Callable[[], bool]) -> None:
+    for _ in range(400):
+        if check():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the condition never held")
+
+
+async def wait_for_async(read: Callable[[], Awaitable[str]], wanted: str) -> str:
+    text = ""
+    for _ in range(400):
+        text = await read()
+        if wanted in text:
+            return text
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"never saw {wanted!r}")
+
+
+async def test_an_unexpected_error_logs_its_class_never_its_text(caplog):
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("the user wrote: my secret plans")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.INFO, logger="gateway.errors"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    [record] = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert record.levelno == logging.ERROR
+    assert "RuntimeError" in record.getMessage()
+    assert "secret" not in record.getMessage()
+    assert record.exc_info is None

@@ -81,6 +81,13 @@ async def test_one_socket_follows_several_conversations(gateway_url, worker):
             json.dumps({"type": "message", "conversation_id": "w2", "content": "y" * 101}),
             "message_too_long",
         ),
+        ("[1, 2]", "validation_error"),
+        (b"\x00\xff not text", "invalid_json"),
+        ('{"type": "typing", "conversation_id": "w2"}', "validation_error"),
+        ('{"type": "typing", "conversation_id": "w2", "is_typing": []}', "validation_error"),
+        ('{"type": "read", "conversation_id": "w2", "event_id": -1}', "validation_error"),
+        ('{"type": "read", "event_id": 3}', "validation_error"),
+        ('{"type": "typing", "conversation_id": "w2", "is_typing": true}', "not_subscribed"),
     ],
 )
 async def test_bad_frame_gets_an_error_frame_and_the_socket_stays_open(

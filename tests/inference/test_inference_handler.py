@@ -10,7 +10,6 @@ from contracts import subjects, topology
 from contracts.events import (
     ConversationEvent,
     GenerationFinished,
-    TokenEvent,
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest, Pong
@@ -57,10 +56,10 @@ async def test_handler_streams_then_stores_accounts_and_ends(make_request: Any, 
         await poll(ended)
         pong = await br.request(None, subjects.ping("inference"))
 
-    assert [e.type for e in events][:2] == ["start", "status"]
-    assert events[-1].type == "done"
-    tokens = [e.content for e in events if isinstance(e, TokenEvent)]
-    assert tokens == demo_answer(request.content, 12)
+    # Tokens go out as raw core publishes on the connection, which the in-memory broker
+    # does not route (the real-server tests read them from the stream).
+    assert [e.type for e in events] == ["start", "status", "done"]
+    tokens = demo_answer(request.content, 12)
     [stored] = finished
     assert stored.content == "".join(tokens) and stored.message_id == request.message_id
     [reported] = usage

@@ -240,6 +240,10 @@ async def test_an_error_after_some_chunks_is_continued_by_gemini(
         ("gemini", "completed"),
     ]
     assert usage[0].estimated and usage[0].usage.completion_tokens == 2
+    # The message's usage covers its whole text: Groq's part and Gemini's.
+    [finished] = await bus.finished(request)
+    assert finished.usage.completion_tokens == 2 + usage[1].usage.completion_tokens
+    assert events[-1].usage == finished.usage
 
 
 async def test_a_stalled_groq_stream_is_dropped_and_continued_by_gemini(

@@ -41,9 +41,11 @@ from inference.routing import (
     Retrying,
     Spent,
     Step,
+    Stopped,
     Token,
     Using,
 )
+from inference.stop import Stop
 
 GROQ = Route("groq", "llama-3.3-70b-versatile")
 GEMINI = Route("gemini", "gemini-2.5-flash")
@@ -546,3 +548,68 @@ async def test_worker_answers_a_safety_block_with_a_stored_refusal(
     assert finished.content == REFUSAL and finished.finish_reason == "content_filter"
     [usage] = await bus.usage(request)
     assert usage.outcome == "completed" and usage.provider_model == "llama-3.3-70b-versatile"
+
+
+async def test_a_stop_aborts_a_silent_call_at_once_and_goes_nowhere_else() -> None:
+    groq = Scripted("groq", ["Hello", " there", STALL])
+    gemini = Scripted("gemini", ["never", done()])
+    h = Harness(groq, gemini, stall=600.0)
+    stop = Stop("conv", "local", 1)
+    steps: list[Step] = []
+
+    async def consume() -> None:
+        async for step in h.chain.run((GROQ, GEMINI), REQUEST, stop):
+            steps.append(step)
+            if len([s for s in steps if isinstance(s, Token)]) == 2:
+                # Pressed while the provider is silent: the wait for its chunk ends.
+                asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    await asyncio.wait_for(consume(), 10)  # the stall timer (600 s) never fires
+    assert kinds(steps) == ["using:groq", "token", "token", "stopped"]
+    stopped = steps[-1]
+    assert isinstance(stopped, Stopped) and stopped.provider == "groq"
+    assert stopped.spent is not None and stopped.spent.outcome == "cancelled"
+    assert stopped.spent.estimated and stopped.spent.usage.completion_tokens == 2
+    assert groq.closed == 1  # the provider's stream was closed
+    assert gemini.calls == []
+
+
+async def test_a_stop_before_the_first_call_calls_no_provider() -> None:
+    groq = Scripted("groq", ["never", done()])
+    h = Harness(groq)
+    stop = Stop("conv", "local", 1)
+    stop.set()
+    steps = [step async for step in h.chain.run((GROQ,), REQUEST, stop)]
+    assert kinds(steps) == ["stopped"]
+    assert groq.calls == []
+
+
+async def test_a_stop_during_a_backoff_ends_it_early() -> None:
+    groq = Scripted("groq", [rate_limited(3.0)], ["late", done()])
+    h = Harness(groq)
+    stop = Stop("conv", "local", 1)
+    h.clock.sleep = lambda seconds: asyncio.sleep(3600)  # type: ignore[method-assign]
+    steps: list[Step] = []
+
+    async def consume() -> None:
+        async for step in h.chain.run((GROQ,), REQUEST, stop):
+            steps.append(step)
+            if isinstance(step, Retrying):
+                asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    await asyncio.wait_for(consume(), 10)
+    assert kinds(steps) == ["using:groq", "spent:failed", "retrying", "stopped"]
+    assert len(groq.calls) == 1
+
+
+async def test_a_stop_between_two_chunks_asks_for_no_further_chunk() -> None:
+    groq = Scripted("groq", ["One", " two", " three", done()])
+    h = Harness(groq)
+    stop = Stop("conv", "local", 1)
+    steps: list[Step] = []
+    async for step in h.chain.run((GROQ,), REQUEST, stop):
+        steps.append(step)
+        if isinstance(step, Token):
+            stop.set()  # while the worker publishes the first token
+    assert kinds(steps) == ["using:groq", "token", "stopped"]
+    assert text(steps) == "One" and groq.closed == 1

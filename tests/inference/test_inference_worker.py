@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from contracts import ids, subjects, topology
 from contracts.events import (
     ContextMessage,
@@ -14,6 +16,7 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    Usage,
 )
 from contracts.rpc import ContextReply, StoredMessage
 from inference import Completion, DemoProvider, ProviderError, ProviderRequest
@@ -86,17 +89,23 @@ async def test_max_tokens_ends_with_length(
     assert finished.finish_reason == "length" and finished.content == joined(events)
 
 
-async def test_a_reply_memory_already_holds_is_acked_without_generating(
-    memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
+@pytest.mark.parametrize("status", ["complete", "cancelled", "failed", "interrupted"])
+async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_again(
+    status: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
 ) -> None:
+    """A redelivered request already answered: a client still waiting gets its end."""
     request = make_request()
+    stored_usage = Usage.of(12, 3)
     memory.replies[request.message_id] = ContextReply(
         existing_reply=StoredMessage(
             id=request.message_id,
             role="assistant",
             content="Already answered.",
-            status="complete",
+            status=status,
             created_at=request.requested_at,
+            model="groq-llama-70b",
+            provider="groq",
+            usage=stored_usage,
         )
     )
     fresh = make_request("Something else")
@@ -105,9 +114,78 @@ async def test_a_reply_memory_already_holds_is_acked_without_generating(
     await bus.publish(fresh)
     await bus.wait_ended(fresh)
     await bus.wait_idle()
-    assert await bus.events(request) == []
+    [end] = await bus.events(request)
+    if status == "failed":
+        assert isinstance(end, ErrorEvent) and not end.retryable
+        assert end.code == "generation_failed"
+    elif status == "interrupted":
+        # Cut short for good: an error the user may act on by sending again.
+        assert isinstance(end, ErrorEvent) and end.retryable
+        assert end.code == "generation_interrupted"
+    else:
+        assert isinstance(end, DoneEvent)
+        assert end.finish_reason == ("cancelled" if status == "cancelled" else "stop")
+        assert (end.usage, end.model, end.provider) == (stored_usage, "groq-llama-70b", "groq")
+    # The same Nats-Msg-Id as a first end: another delivery within the dedupe window
+    # adds nothing.
+    again = request.model_dump_json().encode()
+    await bus.js.publish(subjects.GENERATE, again, headers={"Nats-Msg-Id": "again"})
+    await bus.wait_idle()
+    assert len(await bus.events(request)) == 1
     assert await bus.finished(request) == []
+    assert await bus.failed(request) == []
     assert await bus.usage(request) == []
+    assert {a.reply_id for a in memory.asked} == {request.message_id, fresh.message_id}
+
+
+@pytest.mark.parametrize("first_end", ["done", "error"])
+async def test_a_stored_reply_whose_end_is_still_in_the_stream_gets_no_second_end(
+    first_end: str, memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    """Past the dedupe window a repeat is not deduplicated by NATS: the stream is read."""
+    request = make_request()
+    stored_usage = Usage.of(12, 3)
+    memory.replies[request.message_id] = ContextReply(
+        existing_reply=StoredMessage(
+            id=request.message_id,
+            role="assistant",
+            content="Already answered.",
+            status="complete" if first_end == "done" else "failed",
+            created_at=request.requested_at,
+            model="groq-llama-70b",
+            provider="groq",
+            usage=stored_usage,
+        )
+    )
+    # The first delivery's end, long ago: its Nats-Msg-Id is no longer remembered.
+    end: DoneEvent | ErrorEvent
+    if first_end == "done":
+        end = DoneEvent(
+            message_id=request.message_id,
+            finish_reason="length",
+            usage=stored_usage,
+            model="groq-llama-70b",
+            provider="groq",
+        )
+    else:
+        end = ErrorEvent(
+            message_id=request.message_id,
+            code="rate_limited",
+            message="The assistant is busy, try again in 3 s.",
+            retryable=True,
+        )
+    await bus.js.publish(
+        subjects.events(request.conversation_id),
+        end.model_dump_json().encode(),
+        stream=topology.EVENTS_STREAM,
+    )
+    fresh = make_request("Something else")
+    await start_worker()
+    await bus.publish(request)
+    await bus.publish(fresh)
+    await bus.wait_ended(fresh)
+    await bus.wait_idle()
+    assert await bus.events(request) == [end]
     assert {a.reply_id for a in memory.asked} == {request.message_id, fresh.message_id}
 
 

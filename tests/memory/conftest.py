@@ -38,5 +38,5 @@ def memory_settings(nats_url: str, sqlite_url: str, tmp_path: Path) -> MemorySet
         nats_url=nats_url,
         database_url=sqlite_url,
         data_dir=tmp_path / "data",
-        ack_wait_seconds=2.0,
+        memory_ack_wait_seconds=2.0,
     )

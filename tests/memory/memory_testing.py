@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import anyio
+import nats
 
+from contracts import subjects
 from contracts.events import (
     GenerationFailed,
     GenerationFinished,
@@ -112,6 +114,22 @@ async def running(settings: MemorySettings, **collaborators: object) -> AsyncIte
     app = create_app(settings, **collaborators)  # type: ignore[arg-type]
     await app.start()
     try:
+        await _answering(settings)
         yield
     finally:
         await app.stop()
+
+
+async def _answering(settings: MemorySettings) -> None:
+    """Until memory answers its ping: its subscriptions reach the server after start."""
+    client = await nats.connect(settings.nats_url)
+    try:
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await client.request(subjects.ping("memory"), b"", timeout=1)
+                    return
+                except nats.errors.Error:
+                    await anyio.sleep(0.05)
+    finally:
+        await client.close()

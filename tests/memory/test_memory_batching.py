@@ -16,6 +16,7 @@ from contracts.events import ChatEvent, UserMessageAccepted
 from contracts.rpc import ConversationGetReply, ConversationGetRequest
 from memory import MemorySettings, SqlConversationRepository
 from memory.batching import GroupCommit
+from memory.consumer import DeadLetters
 from memory.database import create_engine, migrate
 from memory.store import StoreOutcome
 
@@ -115,8 +116,9 @@ async def test_a_refused_event_in_a_batch_does_not_hold_up_the_others(
     engine = create_engine(memory_settings.resolved_database_url())
     await migrate(engine)
     store = RefusingStore(engine, refused="m07")
+    dead = DeadLetters()
     try:
-        async with running(memory_settings, engine=engine, store=store):
+        async with running(memory_settings, engine=engine, store=store, dead_letters=dead):
 
             async def stored() -> list[str] | None:
                 answer = await nc.request(
@@ -140,5 +142,23 @@ async def test_a_refused_event_in_a_batch_does_not_hold_up_the_others(
 
             await eventually(all_settled)  # the refused one is terminated, not redelivered
         assert max(store.batch_sizes) > 1
+        assert (dead.count, dead.last) == (1, ["c1/m07"])
     finally:
         await engine.dispose()
+
+
+async def test_submit_many_keeps_the_order_and_tells_each_item_its_outcome() -> None:
+    batches: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if 3 in items:
+            raise Refused
+        return list(items)
+
+    group: GroupCommit[int, int] = GroupCommit(write, max_batch=100)
+    first, second = await asyncio.gather(group.submit_many([1, 2, 3]), group.submit_many([4]))
+
+    assert first[:2] == [1, 2] and isinstance(first[2], Refused)
+    assert second == [4]
+    assert batches[0] == [1, 2, 3, 4]  # the pulls met in one transaction, in order

@@ -381,3 +381,25 @@ async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> N
 
     async with engine.connect() as conn:
         assert await conn.run_sync(differences) == []
+
+
+async def test_messages_can_be_looked_up_by_id_whatever_the_conversation_size(
+    repository: SqlConversationRepository,
+) -> None:
+    for i in range(30):
+        await repository.store_user_message(user_message("c1", f"m{i}", "x" * 50, seconds=2 * i))
+        await repository.store_assistant_message(
+            finished("c1", f"r{i}", f"m{i}", "y" * 50, seconds=2 * i + 1)
+        )
+
+    reply = await repository.get_conversation(
+        ConversationGetRequest(user_id="alice", conversation_id="c1", message_ids=("r3", "m3", "x"))
+    )
+
+    assert reply.conversation is not None
+    assert reply.conversation.message_count == 60
+    assert [(m.id, m.role) for m in reply.messages] == [("m3", "user"), ("r3", "assistant")]
+    other = await repository.get_conversation(
+        ConversationGetRequest(user_id="mallory", conversation_id="c1", message_ids=("m3",))
+    )
+    assert other.conversation is None and other.messages == ()

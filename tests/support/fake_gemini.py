@@ -188,9 +188,16 @@ def error_after(
     return Scenario(chunks=tuple(chunks), finish_reason=None, then=mode)
 
 
-def stall_after(chunks: list[str] | tuple[str, ...]) -> Scenario:
-    """Stream `chunks`, then keep the connection open and silent until `release()`."""
-    return Scenario(chunks=tuple(chunks), finish_reason=None, then="stall")
+def stall_after(
+    chunks: list[str] | tuple[str, ...], *, prompt_tokens: int | None = None
+) -> Scenario:
+    """Stream `chunks`, then keep the connection open and silent until `release()`.
+
+    `prompt_tokens`: each chunk carries usageMetadata with the prompt's count only, as
+    Gemini sends mid-answer (the answer's count comes with the finish).
+    """
+    usage = None if prompt_tokens is None else GeminiUsage(prompt=prompt_tokens, candidates=0)
+    return Scenario(chunks=tuple(chunks), usage=usage, finish_reason=None, then="stall")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +234,9 @@ class _Frames:
             frame = {"candidates": [candidate]}
             if last and s.then == "finish":
                 self._finish(frame)
+            elif s.then == "stall" and s.usage is not None:
+                count = s.usage.prompt
+                frame["usageMetadata"] = {"promptTokenCount": count, "totalTokenCount": count}
             self.frames.append(self._stamp(frame))
         if not s.chunks and s.then == "finish":
             frame = {"candidates": [{"content": {"role": "model", "parts": []}, "index": 0}]}

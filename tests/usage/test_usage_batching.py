@@ -15,6 +15,7 @@ from contracts import ids, subjects, topology
 from contracts.events import UsageReported
 from contracts.rpc import UsageTotalsReply, UsageTotalsRequest
 from usage import Ledger, Recorded, UsageSettings, create_app, create_engine, migrate
+from usage.batching import GroupCommit
 
 Report = Callable[..., UsageReported]
 
@@ -95,3 +96,21 @@ async def test_a_refused_report_in_a_batch_does_not_hold_up_the_others(
     finally:
         await app.stop()
         await engine.dispose()
+
+
+async def test_submit_many_tells_each_item_its_result_or_its_error() -> None:
+    batches: list[list[int]] = []
+
+    async def write(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if 3 in items:
+            raise DataError("INSERT", {}, Exception("value too long"))
+        return [item * 10 for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(write, max_batch=100)
+    first, second = await asyncio.gather(group.submit_many([1, 2, 3]), group.submit_many([4, 5]))
+
+    assert first[:2] == [10, 20] and isinstance(first[2], DataError)
+    assert second == [40, 50]
+    # Both pulls met in the queue: one transaction, then each item alone after it failed.
+    assert batches[0] == [1, 2, 3, 4, 5]

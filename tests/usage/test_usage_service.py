@@ -270,6 +270,14 @@ async def test_a_killed_and_restarted_service_loses_nothing(
         await eventually(all_recorded, within=60)
         assert (await totals(nc, "alice")).totals.total_tokens == expected_tokens
 
+        async def all_acked() -> bool:
+            # A report the killed process committed but never acked is redelivered
+            # after the ack wait; its analytics event is published then.
+            info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+            return not (info.num_pending or info.num_ack_pending)
+
+        await eventually(all_acked, within=60)
+
         # SIGTERM: a clean stop with exit code 0.
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 0

@@ -24,6 +24,7 @@ __all__ = [
     "CHAT_EVENT",
     "CONVERSATION_EVENT",
     "SCHEMA_VERSION",
+    "CancelRequested",
     "ChatEvent",
     "ContextMessage",
     "ConversationEvent",
@@ -179,6 +180,22 @@ class GenerationRequested(Event):
     requested_at: datetime
 
 
+class CancelRequested(Event):
+    """The stop button of a conversation (core NATS on `cancel(conv)`, and kept in the
+    cancel bucket so that a request still queued or redelivered is stopped too).
+
+    It stops the caller's generations of the conversation whose work message has a
+    stream sequence in `LIVECHAT_WORK` at or below `before_seq`: the ones requested
+    before the stop, never a later one.
+    """
+
+    kind: Literal["cancel_requested"] = "cancel_requested"
+    conversation_id: Id
+    user_id: str
+    before_seq: int = Field(ge=0)
+    requested_at: datetime
+
+
 # --- usage (stream LIVECHAT_USAGE) -------------------------------------------------
 
 
@@ -219,6 +236,8 @@ class UsageRecorded(Event):
     duration_ms: float
     occurred_at: datetime
     recorded_at: datetime
+    # From the price table in force when recorded (LIVECHAT_PRICES); None: unpriced.
+    cost_usd: float | None = None
 
 
 # --- conversation events (stream LIVECHAT_EVENTS; relayed to clients) -------------
@@ -242,6 +261,15 @@ class StatusEvent(Event):
     type: Literal["status"] = "status"
     message_id: Id
     state: Literal["queued", "generating", "retrying", "provider_switched"]
+    # queued, in two stages, each counting the requests that will be served before it:
+    # - no worker has fetched it yet (every worker busy; published by the gateway, again
+    #   when the count changes): the requests queued before it that no worker has
+    #   fetched either, i.e. the unfetched work messages with a lower stream sequence
+    #   (0: the next one a worker fetches). Requests a worker already holds waiting for
+    #   a slot (at most one per worker) are not counted.
+    # - a worker holds it (published by that worker): the requests ahead of it for a
+    #   slot of that worker (0: it starts as soon as one of that worker's generations ends).
+    # Positions of a reply never increase, and no `queued` follows its `start`.
     position: int | None = None
     provider: str | None = None
     attempt: int | None = None

@@ -12,6 +12,7 @@ __all__ = [
     "is_valid_id",
     "msg_id",
     "new_id",
+    "queued_msg_id",
     "reply_id",
 ]
 
@@ -42,3 +43,9 @@ def attempt_id(reply: str, delivery: int, provider_index: int) -> str:
 def msg_id(kind: str, *parts: str) -> str:
     """`Nats-Msg-Id` for JetStream dedupe."""
     return ":".join((kind, *parts))
+
+
+def queued_msg_id(conversation_id: str, reply: str, position: int) -> str:
+    """`Nats-Msg-Id` of the gateway's `queued` status of a reply at a queue position:
+    a position is announced once, by whichever gateway watches the request."""
+    return msg_id("queued", conversation_id, reply, str(position))

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.events import ContextMessage, MessageStatus, Role, Usage
+from contracts.events import ContextMessage, MessageStatus, Role, Usage, UsageRecorded
 
 __all__ = [
+    "SYSTEM_PROMPT_MAX_CHARS",
+    "TITLE_MAX_CHARS",
     "ContextReply",
     "ContextRequest",
+    "ConversationCreateRequest",
+    "ConversationDeleteReply",
+    "ConversationDeleteRequest",
     "ConversationGetReply",
     "ConversationGetRequest",
     "ConversationListReply",
     "ConversationListRequest",
     "ConversationSummary",
+    "ConversationUpdateRequest",
+    "ConversationWriteReply",
     "Pong",
     "Rpc",
     "StoredMessage",
+    "UsageExportReply",
+    "UsageExportRequest",
+    "UsageGroupBy",
     "UsageTotals",
     "UsageTotalsReply",
     "UsageTotalsRequest",
@@ -39,6 +50,9 @@ class ContextRequest(Rpc):
     reply_id: str  # the assistant message being produced
     user_message_id: str
     limit: int = Field(default=20, ge=0)
+    # The user message's text: what the knowledge base and personal memory are searched
+    # for (memory may not hold the message yet). None: memory uses what it holds.
+    query: str | None = None
 
 
 class StoredMessage(Rpc):
@@ -60,6 +74,10 @@ class ContextReply(Rpc):
     existing_reply: StoredMessage | None = None
 
 
+TITLE_MAX_CHARS = 200
+SYSTEM_PROMPT_MAX_CHARS = 32000
+
+
 class ConversationSummary(Rpc):
     id: str
     title: str
@@ -67,12 +85,16 @@ class ConversationSummary(Rpc):
     updated_at: datetime
     message_count: int
     total_tokens: int
+    # Set in the replies about one conversation (get, create, update), not in lists.
+    system_prompt: str | None = None
 
 
 class ConversationListRequest(Rpc):
     user_id: str
     q: str | None = None
     limit: int = Field(default=50, ge=1, le=200)
+    # A conversation id of the previous page: the list continues after it.
+    before: str | None = None
 
 
 class ConversationListReply(Rpc):
@@ -82,12 +104,54 @@ class ConversationListReply(Rpc):
 class ConversationGetRequest(Rpc):
     user_id: str
     conversation_id: str
+    # None: every message; else the newest `limit` messages (before `before`, a message id).
+    limit: int | None = Field(default=None, ge=1, le=1000)
+    before: str | None = None
+    # Only these messages (a lookup by id, whatever the conversation's size); with
+    # `limit`/`before` too, the page is taken from them.
+    message_ids: tuple[str, ...] | None = Field(default=None, max_length=100)
 
 
 class ConversationGetReply(Rpc):
     # None when the conversation does not exist or belongs to someone else.
     conversation: ConversationSummary | None
     messages: tuple[StoredMessage, ...] = ()
+    # Older messages precede the ones returned.
+    has_more: bool = False
+
+
+class ConversationCreateRequest(Rpc):
+    """Idempotent: creating an id the same user already holds returns that conversation."""
+
+    user_id: str
+    conversation_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX_CHARS)
+    system_prompt: str | None = Field(default=None, max_length=SYSTEM_PROMPT_MAX_CHARS)
+
+
+class ConversationUpdateRequest(Rpc):
+    """Fields left None stay; an empty system prompt removes it."""
+
+    user_id: str
+    conversation_id: str
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX_CHARS)
+    system_prompt: str | None = Field(default=None, max_length=SYSTEM_PROMPT_MAX_CHARS)
+
+
+class ConversationWriteReply(Rpc):
+    # None when the conversation does not exist or belongs to someone else.
+    conversation: ConversationSummary | None
+    created: bool = False
+
+
+class ConversationDeleteRequest(Rpc):
+    user_id: str
+    conversation_id: str
+
+
+class ConversationDeleteReply(Rpc):
+    # Also True when this user had already deleted it (a repeated request).
+    deleted: bool
 
 
 class UsageTotals(Rpc):
@@ -95,15 +159,43 @@ class UsageTotals(Rpc):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # In US dollars, when LIVECHAT_PRICES prices the models used.
+    cost_usd: float | None = None
+
+
+UsageGroupBy: TypeAlias = Literal["model", "provider", "conversation"]
 
 
 class UsageTotalsRequest(Rpc):
     user_id: str
+    # A half-open window [since, until) of `occurred_at`; None: unbounded.
+    since: datetime | None = None
+    until: datetime | None = None
+    group_by: UsageGroupBy | None = None
 
 
 class UsageTotalsReply(Rpc):
     totals: UsageTotals
     by_model: dict[str, UsageTotals]
+    # The totals per `group_by` key, when the request named one.
+    groups: dict[str, UsageTotals] | None = None
+
+
+class UsageExportRequest(Rpc):
+    """One page of a user's ledger entries, oldest first."""
+
+    user_id: str
+    since: datetime | None = None
+    until: datetime | None = None
+    # The `cursor` of the previous page.
+    after: str | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
+
+
+class UsageExportReply(Rpc):
+    entries: tuple[UsageRecorded, ...]
+    # Set when more entries follow: pass it back as `after`.
+    cursor: str | None = None
 
 
 class Pong(Rpc):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import ModelRoute, alias_table
@@ -22,6 +23,10 @@ class LivechatSettings(BaseSettings):
     data_dir: Path = Path(".livechat")
     # Unset: `make dev` starts an embedded nats-server and sets it for the services.
     nats_url: str | None = None
+    # This service's NATS user (production: one per service, see deploy/nats/auth.conf).
+    # Its replies arrive under `_INBOX.<user>.`, the only inbox its permissions let it read.
+    nats_user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_password: SecretStr | None = None
     log_level: str = "INFO"
     # Bounded age of the token-event replay buffer (resume, second tab, gateway restart).
     events_max_age_seconds: float = Field(default=3600.0, gt=0)
@@ -30,6 +35,28 @@ class LivechatSettings(BaseSettings):
     # Model aliases merged over contracts.models.DEFAULT_ALIASES (JSON in the environment):
     # {"alias": ["provider:model", ...]}; an empty list removes an alias.
     model_aliases: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Limits the gateway enforces before publishing (0: off); usage keeps the daily totals.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Unset: no Redis (the gateway's rate counters then live in NATS key-value).
+    redis_url: str | None = None
+    daily_token_budget: int = Field(default=0, ge=0)
+    # Port of this process's Prometheus endpoint (services; the gateway serves /metrics
+    # on its HTTP port). 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # OpenTelemetry tracing, off unless one of these standard variables is set (the
+    # SDK's exporter reads the rest of OTEL_*). OTEL_TRACES_EXPORTER: otlp, console, none.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_traces_exporter: str | None = Field(default=None, validation_alias="OTEL_TRACES_EXPORTER")
+    otel_service_name: str | None = Field(default=None, validation_alias="OTEL_SERVICE_NAME")
+
+    @model_validator(mode="after")
+    def _nats_user_with_password(self) -> Self:
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("set LIVECHAT_NATS_USER and LIVECHAT_NATS_PASSWORD together")
+        return self
 
     @field_validator("model_aliases")
     @classmethod
@@ -41,5 +68,34 @@ class LivechatSettings(BaseSettings):
         """Every known model alias and its chain of routes."""
         return alias_table(self.model_aliases)
 
+    def tracing_enabled(self) -> bool:
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter.strip().lower() not in ("", "none")
+        return bool(self.otel_exporter_otlp_endpoint)
+
     def nats_servers(self) -> list[str]:
         return [u.strip() for u in (self.nats_url or DEFAULT_NATS_URL).split(",")]
+
+    def nats_inbox_prefix(self) -> str:
+        return f"_INBOX.{self.nats_user}" if self.nats_user else "_INBOX"
+
+    def nats_pull_inbox_prefix(self) -> bytes:
+        """`inbox_prefix` of FastStream pull subscribers (whose default ignores the above)."""
+        return f"{self.nats_inbox_prefix()}.".encode()
+
+    def nats_credentials(self) -> tuple[str, str] | None:
+        """(user, password) when this service logs in to NATS as its own user."""
+        if self.nats_user is None or self.nats_password is None:
+            return None
+        return self.nats_user, self.nats_password.get_secret_value()
+
+    def nats_connect_options(self) -> dict[str, Any]:
+        """Keyword arguments of `nats.connect` for this service."""
+        options: dict[str, Any] = {
+            "servers": self.nats_servers(),
+            "inbox_prefix": self.nats_inbox_prefix(),
+        }
+        credentials = self.nats_credentials()
+        if credentials is not None:
+            options["user"], options["password"] = credentials
+        return options

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 __all__ = [
+    "CANCEL_ALL",
     "CHAT_ALL",
     "EVENTS_ALL",
     "GENERATE",
     "MEMORY_CONTEXT",
+    "MEMORY_CONVERSATION_CREATE",
+    "MEMORY_CONVERSATION_DELETE",
     "MEMORY_CONVERSATION_GET",
     "MEMORY_CONVERSATION_LIST",
+    "MEMORY_CONVERSATION_UPDATE",
     "PREFIX",
+    "SIGNALS_ALL",
     "USAGE_ALL",
+    "USAGE_EXPORT",
     "USAGE_RECORDED",
     "USAGE_REPORTED",
     "USAGE_TOTALS",
+    "cancel",
     "chat_failed",
     "chat_failed_pattern",
     "chat_finished",
     "chat_finished_pattern",
+    "chat_of_conversation",
     "chat_user",
     "chat_user_pattern",
     "conversation_of_events_subject",
+    "conversation_of_signals_subject",
     "events",
     "ping",
+    "signals",
 ]
 
 PREFIX = "livechat"
@@ -37,12 +47,21 @@ EVENTS_ALL = f"{PREFIX}.events.>"
 USAGE_ALL = f"{PREFIX}.usage.>"
 USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
+# Ephemeral per-conversation signals (typing, presence, read) on core NATS: no stream.
+SIGNALS_ALL = f"{PREFIX}.signals.>"
+
+# Stop buttons (core NATS): every inference worker hears every conversation's.
+CANCEL_ALL = f"{PREFIX}.cancel.*"
 
 # Request-reply (core NATS).
 MEMORY_CONTEXT = f"{PREFIX}.rpc.memory.context"
 MEMORY_CONVERSATION_LIST = f"{PREFIX}.rpc.memory.conversations.list"
 MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
+MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"
+MEMORY_CONVERSATION_UPDATE = f"{PREFIX}.rpc.memory.conversations.update"
+MEMORY_CONVERSATION_DELETE = f"{PREFIX}.rpc.memory.conversations.delete"
 USAGE_TOTALS = f"{PREFIX}.rpc.usage.totals"
+USAGE_EXPORT = f"{PREFIX}.rpc.usage.export"
 
 
 def chat_user(conversation_id: str) -> str:
@@ -69,6 +88,11 @@ def chat_failed_pattern() -> str:
     return f"{PREFIX}.chat.*.failed"
 
 
+def chat_of_conversation(conversation_id: str) -> str:
+    """Every chat subject of one conversation (purged when it is deleted)."""
+    return f"{PREFIX}.chat.{conversation_id}.>"
+
+
 def events(conversation_id: str) -> str:
     return f"{PREFIX}.events.{conversation_id}"
 
@@ -78,6 +102,22 @@ _EVENTS_PREFIX = f"{PREFIX}.events."
 
 def conversation_of_events_subject(subject: str) -> str:
     return subject[len(_EVENTS_PREFIX) :]
+
+
+def signals(conversation_id: str) -> str:
+    return f"{PREFIX}.signals.{conversation_id}"
+
+
+_SIGNALS_PREFIX = f"{PREFIX}.signals."
+
+
+def conversation_of_signals_subject(subject: str) -> str:
+    return subject[len(_SIGNALS_PREFIX) :]
+
+
+def cancel(conversation_id: str) -> str:
+    """Where a `CancelRequested` of the conversation is announced to the workers."""
+    return f"{PREFIX}.cancel.{conversation_id}"
 
 
 def ping(service: str) -> str:

@@ -1,26 +1,41 @@
-"""JetStream streams and durable consumer names; every service ensures them at start."""
+"""JetStream streams and durable consumer names; each service ensures its own at start."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from contracts import subjects
 from contracts.settings import LivechatSettings
 
 __all__ = [
+    "ALL_STREAMS",
+    "BUDGET_BUCKET",
+    "CANCEL_BUCKET",
     "CHAT_STREAM",
     "EVENTS_STREAM",
+    "GATEWAY_STREAMS",
     "INFERENCE_CONSUMER",
+    "INFERENCE_STREAMS",
     "MEMORY_CONSUMER",
+    "MEMORY_STREAMS",
+    "RATE_BUCKET",
     "USAGE_CONSUMER",
     "USAGE_STREAM",
+    "USAGE_STREAMS",
     "WORK_STREAM",
+    "StreamRights",
+    "bucket_configs",
+    "budget_key",
+    "cancel_key",
+    "ensure_buckets",
     "ensure_streams",
+    "rate_key",
     "stream_configs",
 ]
 
@@ -35,6 +50,16 @@ MEMORY_CONSUMER = "memory"
 USAGE_CONSUMER = "usage"
 
 _WEEK = 7 * 24 * 3600.0
+
+# JetStream key-value buckets shared by every gateway instance (limits).
+# Messages per user per minute: key `<user key>.<epoch minute>`, an integer.
+RATE_BUCKET = "LIVECHAT_RATE"
+# Tokens spent per user per UTC day, written by usage from its ledger:
+# key `<user key>.<YYYY-MM-DD>`, an integer.
+BUDGET_BUCKET = "LIVECHAT_BUDGET"
+# Stop buttons pressed (events.CancelRequested), for requests still queued or
+# redelivered when they were pressed: key `<conversation>.<user key>`.
+CANCEL_BUCKET = "LIVECHAT_CANCEL"
 
 
 def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
@@ -92,11 +117,83 @@ def events_first_seq(now: float | None = None) -> int:
     return int((time.time() if now is None else now) * 1000) * 1000
 
 
-async def ensure_streams(js: JetStreamContext, settings: LivechatSettings) -> None:
-    """Create the streams, or update them to this configuration (idempotent)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamRights:
+    """The streams a service keeps configured (`own`: created and updated to its
+    configuration) and those it only needs to exist (`need`: created when missing,
+    never updated). deploy/nats/auth.conf grants each service user exactly these."""
+
+    own: tuple[str, ...]
+    need: tuple[str, ...] = ()
+
+
+# The events stream is memory storage, lost when nats-server restarts: both services
+# that publish into it recreate it at once. Each file stream has one owner, the
+# service that consumes it; the others that publish into it only create it missing.
+GATEWAY_STREAMS = StreamRights(own=(EVENTS_STREAM,), need=(CHAT_STREAM, WORK_STREAM))
+INFERENCE_STREAMS = StreamRights(own=(EVENTS_STREAM, WORK_STREAM), need=(CHAT_STREAM, USAGE_STREAM))
+MEMORY_STREAMS = StreamRights(own=(CHAT_STREAM,), need=(EVENTS_STREAM,))
+USAGE_STREAMS = StreamRights(own=(USAGE_STREAM,))
+ALL_STREAMS = StreamRights(own=(CHAT_STREAM, WORK_STREAM, EVENTS_STREAM, USAGE_STREAM))
+
+# JetStream's answer to a create of an existing stream with another configuration.
+_STREAM_NAME_IN_USE = 10058
+
+
+async def ensure_streams(
+    js: JetStreamContext, settings: LivechatSettings, rights: StreamRights = ALL_STREAMS
+) -> None:
+    """Create the streams of `rights`, updating the owned ones to this configuration
+    (idempotent). The default, every stream owned, is for tests and tools."""
     for config in stream_configs(settings):
+        if config.name in rights.own:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                # The first sequence is set at creation only.
+                await js.update_stream(dataclasses.replace(config, first_seq=None))
+        elif config.name in rights.need:
+            try:
+                await js.add_stream(config)
+            except BadRequestError as exc:
+                # Kept as its owner configured it.
+                if exc.err_code != _STREAM_NAME_IN_USE:
+                    raise
+
+
+def bucket_configs() -> list[KeyValueConfig]:
+    return [
+        # A minute's counter is only read during that minute.
+        KeyValueConfig(bucket=RATE_BUCKET, ttl=180.0, storage=StorageType.MEMORY),
+        # A day's total is read during that day; kept two days for the day boundary.
+        KeyValueConfig(bucket=BUDGET_BUCKET, ttl=2 * 24 * 3600.0, storage=StorageType.FILE),
+        # Read when a worker takes a request: a day covers any queue a user waits out.
+        KeyValueConfig(bucket=CANCEL_BUCKET, ttl=24 * 3600.0, storage=StorageType.FILE),
+    ]
+
+
+async def ensure_buckets(js: JetStreamContext) -> None:
+    """Create the key-value buckets (idempotent: an existing bucket is kept as it is)."""
+    for config in bucket_configs():
         try:
-            await js.add_stream(config)
+            await js.create_key_value(config)
         except BadRequestError:
-            # The first sequence is set at creation only.
-            await js.update_stream(dataclasses.replace(config, first_seq=None))
+            await js.key_value(config.bucket)  # exists with another configuration
+
+
+def _user_key(user_id: str) -> str:
+    # Any user id becomes a valid key token ([A-Za-z0-9_-]).
+    return base64.urlsafe_b64encode(user_id.encode()).decode().rstrip("=")
+
+
+def rate_key(user_id: str, epoch_minute: int) -> str:
+    return f"{_user_key(user_id)}.{epoch_minute}"
+
+
+def cancel_key(conversation_id: str, user_id: str) -> str:
+    return f"{conversation_id}.{_user_key(user_id)}"
+
+
+def budget_key(user_id: str, day: str) -> str:
+    """`day` is the UTC date as YYYY-MM-DD."""
+    return f"{_user_key(user_id)}.{day}"

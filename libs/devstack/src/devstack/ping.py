@@ -15,7 +15,7 @@ __all__ = ["ping"]
 
 
 async def ping(service: str, settings: LivechatSettings, timeout: float = 2.0) -> bool:
-    nc = await nats.connect(servers=settings.nats_servers(), connect_timeout=timeout)
+    nc = await nats.connect(**settings.nats_connect_options(), connect_timeout=timeout)
     try:
         reply = await nc.request(subjects.ping(service), b"{}", timeout=timeout)
         return Pong.model_validate_json(reply.data).service == service

@@ -7,30 +7,57 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
+from opentelemetry.sdk.trace import TracerProvider
 
-from contracts.topology import ensure_streams
+from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
+from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
 from gateway.chat import ChatPublisher
 from gateway.errors import install_error_handlers
 from gateway.hub import EventHub
+from gateway.limits import create_limits
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.nats_router import create_router
-from gateway.routes import conversations, health, messages, ws
+from gateway.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
+from gateway.ownership import Ownership
+from gateway.queue_status import QueueStatus
+from gateway.routes import (
+    aisdk,
+    cancel,
+    conversations,
+    events,
+    health,
+    messages,
+    openai_compat,
+    page,
+    usage,
+    ws,
+)
 from gateway.runtime import Gateway
 from gateway.settings import GatewaySettings
+from gateway.signals import SignalHub
+from gateway.tracing import instrument_app
 
 __all__ = ["create_app", "create_broker"]
 
 log = logging.getLogger(__name__)
 
-BrokerFactory = Callable[[GatewaySettings], NatsBroker]
+BrokerFactory = Callable[[GatewaySettings, ReconnectedCallback | None], NatsBroker]
 
 
-def create_broker(settings: GatewaySettings) -> NatsBroker:
+def create_broker(
+    settings: GatewaySettings, reconnected_cb: ReconnectedCallback | None = None
+) -> NatsBroker:
+    credentials = settings.nats_credentials()
     broker = NatsBroker(
         settings.nats_servers(),
+        security=NatsUserPassword(*credentials) if credentials else None,
+        inbox_prefix=settings.nats_inbox_prefix(),
         max_reconnect_attempts=-1,
+        reconnected_cb=reconnected_cb,
         logger=logging.getLogger("gateway.nats"),
     )
     broker.include_router(create_router())
@@ -42,41 +69,99 @@ def create_app(
     *,
     broker_factory: BrokerFactory = create_broker,
     metrics: GatewayMetrics | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """The gateway app; connects to NATS when served (lifespan), not when built."""
     metrics = metrics or GatewayMetrics()
+    generations = GenerationMetrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = broker_factory(settings)
+        hub: EventHub | None = None
+
+        async def restore() -> None:
+            # A restarted nats-server lost the memory stream and bucket: recreate them,
+            # then relay from the last event seen so attached clients miss nothing kept.
+            await ensure_streams(js, settings, GATEWAY_STREAMS)
+            await ensure_buckets(js)  # the rate counters are in memory too
+            if hub is not None:
+                await hub.resubscribe()
+
+        broker = broker_factory(settings, rerun_on_reconnect(restore))
         await broker.start()
         try:
             nc = broker.connection
             js = nc.jetstream(timeout=settings.rpc_timeout_seconds)
-            await ensure_streams(js, settings)
+            await ensure_streams(js, settings, GATEWAY_STREAMS)
+            app.state.limits = await create_limits(js, settings)
             hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
             await hub.start()
+            await follow_usage(nc, generations)  # ends with the connection
+            metrics.count_listeners(hub.listener_count)
+            signals = SignalHub(nc)
+            await signals.start()
+            backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
+            queue = QueueStatus(
+                js,
+                interval=settings.queue_status_interval_seconds,
+                timeout=settings.rpc_timeout_seconds,
+                max_age=settings.generation_timeout_seconds,
+            )
+            await queue.start()
             app.state.gateway = Gateway(
                 settings=settings,
                 broker=broker,
                 nc=nc,
                 js=js,
                 hub=hub,
-                backends=Backends(nc, timeout=settings.rpc_timeout_seconds),
-                chat=ChatPublisher(js, timeout=settings.rpc_timeout_seconds),
+                backends=backends,
+                chat=ChatPublisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
                 metrics=metrics,
+                signals=signals,
+                owners=Ownership(
+                    backends,
+                    enabled=settings.auth_enabled,
+                    size=settings.owner_cache_size,
+                    ttl_seconds=settings.owner_cache_ttl_seconds,
+                ),
+                queue=queue,
             )
             log.info("gateway connected to NATS")
             try:
                 yield
             finally:
+                await queue.stop()
+                await signals.stop()
                 await hub.stop()
+                await app.state.limits.aclose()
         finally:
             await broker.stop()
 
     app = FastAPI(title="livechat gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (health, conversations, messages, ws):
+    app.add_middleware(ErrorCodeMiddleware, metrics=generations)
+    if settings.allowed_origins:
+        # Outermost, so preflight requests are answered before auth or routing.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After", "X-Message-Id", "x-vercel-ai-ui-message-stream"],
+        )
+    for module in (
+        health,
+        conversations,
+        messages,
+        cancel,
+        events,
+        usage,
+        ws,
+        openai_compat,
+        aisdk,
+        page,
+    ):
         app.include_router(module.router)
+    instrument_app(app, settings, tracer_provider)  # OTEL_*: off by default
     return app

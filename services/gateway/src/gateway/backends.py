@@ -43,22 +43,64 @@ class Backends:
             raise BackendUnavailable("unreadable reply") from exc
 
     async def list_conversations(
-        self, user_id: str, q: str | None = None
+        self, user_id: str, q: str | None = None, *, limit: int = 50, before: str | None = None
     ) -> rpc.ConversationListReply:
         return await self._call(
             subjects.MEMORY_CONVERSATION_LIST,
-            rpc.ConversationListRequest(user_id=user_id, q=q),
+            rpc.ConversationListRequest(user_id=user_id, q=q, limit=limit, before=before),
             rpc.ConversationListReply,
         )
 
     async def get_conversation(
-        self, user_id: str, conversation_id: str
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        message_ids: tuple[str, ...] | None = None,
     ) -> rpc.ConversationGetReply:
         return await self._call(
             subjects.MEMORY_CONVERSATION_GET,
-            rpc.ConversationGetRequest(user_id=user_id, conversation_id=conversation_id),
+            rpc.ConversationGetRequest(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                limit=limit,
+                before=before,
+                message_ids=message_ids,
+            ),
             rpc.ConversationGetReply,
         )
+
+    # Conversation writes are idempotent in memory: one that timed out is asked again once.
+    async def create_conversation(
+        self, request: rpc.ConversationCreateRequest
+    ) -> rpc.ConversationWriteReply:
+        return await self._write(
+            subjects.MEMORY_CONVERSATION_CREATE, request, rpc.ConversationWriteReply
+        )
+
+    async def update_conversation(
+        self, request: rpc.ConversationUpdateRequest
+    ) -> rpc.ConversationWriteReply:
+        return await self._write(
+            subjects.MEMORY_CONVERSATION_UPDATE, request, rpc.ConversationWriteReply
+        )
+
+    async def delete_conversation(
+        self, user_id: str, conversation_id: str
+    ) -> rpc.ConversationDeleteReply:
+        return await self._write(
+            subjects.MEMORY_CONVERSATION_DELETE,
+            rpc.ConversationDeleteRequest(user_id=user_id, conversation_id=conversation_id),
+            rpc.ConversationDeleteReply,
+        )
+
+    async def _write(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
+        try:
+            return await self._call(subject, request, reply_type)
+        except BackendUnavailable:
+            return await self._call(subject, request, reply_type)
 
     async def usage_totals(self, user_id: str) -> rpc.UsageTotalsReply:
         return await self._call(

@@ -18,7 +18,19 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def read_model(request: Request, model: type[M], max_bytes: int) -> M:
+    content_type = request.headers.get("content-type")
+    # No Content-Type at all is read as JSON (curl, simple clients); a declared other
+    # type is refused rather than guessed at.
+    if content_type is not None and not _is_json(content_type):
+        raise ApiError(415, "unsupported_media_type", "the body must be application/json")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from pydantic import BaseModel
 
 from contracts import ids, subjects
@@ -19,8 +20,10 @@ from contracts.events import (
     UserMessageAccepted,
 )
 from gateway.errors import ApiError
+from gateway.queue_status import QueueStatus
 from gateway.schemas import MessageIn
 from gateway.settings import GatewaySettings
+from gateway.tracing import trace_headers
 
 __all__ = ["ChatPublisher", "Submission", "check_conversation_id", "check_message"]
 
@@ -61,22 +64,44 @@ def check_message(body: MessageIn, settings: GatewaySettings) -> str:
 
 
 class ChatPublisher:
-    def __init__(self, js: JetStreamContext, *, timeout: float) -> None:
+    def __init__(
+        self, js: JetStreamContext, *, timeout: float, queue: QueueStatus | None = None
+    ) -> None:
         self._js = js
         self._timeout = timeout
+        self._queue = queue  # tells the clients of a request no worker took yet
 
-    async def _publish(self, subject: str, event: BaseModel, msg_id: str) -> bool:
-        ack = await self._js.publish(
-            subject,
-            event.model_dump_json().encode(),
-            timeout=self._timeout,
-            headers={"Nats-Msg-Id": msg_id},
-        )
-        return bool(ack.duplicate)
+    async def _publish_all(self, publishes: list[tuple[str, BaseModel, str]]) -> list[PubAck]:
+        """Publish in order on the one connection, then wait for every ack together:
+        one round trip (and one wait for the stores' fsync) instead of one each."""
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            for subject, event, msg_id in publishes:
+                # Each call writes its message to the connection before returning:
+                # the server receives them in this order.
+                ack = await self._js.publish_async(
+                    subject,
+                    event.model_dump_json().encode(),
+                    wait_stall=self._timeout,
+                    headers=trace_headers({"Nats-Msg-Id": msg_id}),  # worker spans join ours
+                )
+                acks.append(ack)
+            return await asyncio.wait_for(asyncio.gather(*acks), self._timeout)
+        finally:
+            for ack in acks:
+                ack.cancel()  # no-op once done; else frees its slot (no ack ever came)
 
     async def submit(
-        self, user_id: str, conversation_id: str, body: MessageIn, model: str
+        self,
+        user_id: str,
+        conversation_id: str,
+        body: MessageIn,
+        model: str,
+        *,
+        accepted_before: bool = False,
     ) -> Submission:
+        """Publish the message; `accepted_before`: memory already holds it (a retry after
+        the dedupe window), so only the generation request is published again."""
         message_id = body.id or ids.new_id()
         reply = ids.reply_id(conversation_id, message_id)
         now = datetime.now(UTC)
@@ -103,31 +128,33 @@ class ChatPublisher:
             ),
             requested_at=now,
         )
-        # Pipelined on one connection: stored in this order, one round trip
-        # instead of three. A repeated message id is always republished (each
-        # publish is deduped by its Nats-Msg-Id) so that a request cut short
-        # between two publishes is completed by the client's retry.
+
+        def dedupe_id(kind: str) -> str:
+            return ids.msg_id(kind, conversation_id, message_id)
+
+        publishes: list[tuple[str, BaseModel, str]] = []
+        if not accepted_before:
+            publishes.append((subjects.events(conversation_id), echo, dedupe_id("echo")))
+            publishes.append((subjects.chat_user(conversation_id), accepted, dedupe_id("user")))
+        publishes.append((subjects.GENERATE, requested, dedupe_id("gen")))
+        # Sent in this order: the echo is shown, then the message is stored, then it is
+        # answered. A repeated message id is republished (each publish is deduped by its
+        # Nats-Msg-Id) so that a request of which a publish failed is completed by the
+        # client's retry.
         try:
-            _, duplicate, _ = await asyncio.gather(
-                self._publish(
-                    subjects.events(conversation_id),
-                    echo,
-                    ids.msg_id("echo", conversation_id, message_id),
-                ),
-                self._publish(
-                    subjects.chat_user(conversation_id),
-                    accepted,
-                    ids.msg_id("user", conversation_id, message_id),
-                ),
-                self._publish(
-                    subjects.GENERATE,
-                    requested,
-                    ids.msg_id("gen", conversation_id, message_id),
-                ),
-            )
+            acks = await self._publish_all(publishes)
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a message failed: %s", type(exc).__name__)
             raise ApiError(
-                503, "service_unavailable", "the message could not be queued; retry"
+                503,
+                "service_unavailable",
+                "the message could not be queued; retry with the same message id",
+                retryable=True,
+                headers={"X-Message-Id": message_id},
+                details={"message_id": message_id},
             ) from exc
+        request = acks[-1]  # the last publish: the generation request
+        duplicate = bool(request.duplicate) or accepted_before
+        if self._queue is not None:
+            self._queue.track(conversation_id, reply, request.seq)
         return Submission(conversation_id, message_id, reply, model, duplicate)

@@ -50,6 +50,7 @@ class ApiError(Exception):
         *,
         retryable: bool = False,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -57,16 +58,23 @@ class ApiError(Exception):
         self.message = message
         self.retryable = retryable
         self.headers = dict(headers or {})
+        # Extra fields of the error object (e.g. the message id to retry with).
+        self.details = dict(details or {})
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **(details or {})}}
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    body = error_body(code, message, details)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
@@ -88,7 +96,7 @@ def from_validation_error(exc: ValidationError) -> ApiError:
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return error_response(exc.status, exc.code, exc.message, exc.headers, exc.details)
 
 
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -106,8 +114,22 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, exc.headers)
 
 
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    # The class and where it was raised, never str(exc) or a traceback at error level:
+    # an exception's text can quote a user's message. The full traceback is for DEBUG.
+    log.error(
+        "unhandled error: code=internal_error class=%s at %s", type(exc).__name__, _where(exc)
+    )
+    log.debug("unhandled error traceback", exc_info=exc)
     return error_response(500, "internal_error", "internal error")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,12 +37,21 @@ class GatewayMetrics:
             ["duplicate"],
             registry=self.registry,
         )
+        self.listeners = Gauge(
+            "livechat_gateway_listeners",
+            "Clients attached to a conversation's events on this gateway",
+            registry=self.registry,
+        )
         # Bound children: no label lookup on the per-event path.
         self.relayed_sse = self.events_relayed.labels("sse")
         self.relayed_ws = self.events_relayed.labels("ws")
         self.relayed_json = self.events_relayed.labels("json")
         self.active_sse = self.active_streams.labels("sse")
         self.active_ws = self.active_streams.labels("ws")
+
+    def count_listeners(self, count: Callable[[], int]) -> None:
+        """Read the attached clients from the hub at each scrape."""
+        self.listeners.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -62,7 +73,7 @@ class MetricsMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             kind = message["type"]
-            if kind == "http.response.start":
+            if kind in ("http.response.start", "websocket.http.response.start"):
                 status = str(message["status"])
             elif kind == "websocket.accept":
                 status = "101"

@@ -9,7 +9,13 @@ from __future__ import annotations
 from faststream.nats import NatsRouter
 
 from contracts import subjects
-from contracts.events import GenerationRequested, MessageEvent, UserMessageAccepted
+from contracts.events import (
+    CancelRequested,
+    GenerationRequested,
+    MessageEvent,
+    UserMessageAccepted,
+)
+from contracts.signals import PresenceSignal, ReadSignal, TypingSignal
 
 __all__ = ["create_router"]
 
@@ -24,6 +30,18 @@ def create_router() -> NatsRouter:
         description="A user message echoed to every client of the conversation.",
         schema=MessageEvent,
     )
+    for schema, what in (
+        (TypingSignal, "A client started or stopped typing"),
+        (PresenceSignal, "A client joined or left the conversation"),
+        (ReadSignal, "A client has shown the conversation up to an event"),
+    ):
+        router.publisher(
+            subjects.signals(_CONV),
+            title=f"gateway.{schema.model_fields['type'].default}_signal",
+            description=f"{what} (core NATS, not stored); every gateway relays it to "
+            "the conversation's other clients.",
+            schema=schema,
+        )
     router.publisher(
         subjects.chat_user(_CONV),
         title="gateway.user_message_accepted",
@@ -35,5 +53,11 @@ def create_router() -> NatsRouter:
         title="gateway.generation_requested",
         description="Ask the inference workers to answer a user message.",
         schema=GenerationRequested,
+    )
+    router.publisher(
+        subjects.cancel(_CONV),
+        title="gateway.cancel_requested",
+        description="The stop button (core NATS; also kept in the LIVECHAT_CANCEL bucket).",
+        schema=CancelRequested,
     )
     return router

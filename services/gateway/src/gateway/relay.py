@@ -5,24 +5,40 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.errors import Error as NatsError
+from pydantic import ValidationError
 from pydantic_core import to_json
 
-from contracts import rpc
-from contracts.events import DoneEvent, ErrorEvent, StartEvent, TokenEvent
+from contracts import ids, rpc, subjects, topology
+from contracts.events import DoneEvent, ErrorEvent, GenerationFinished, StartEvent, TokenEvent
 from gateway.backends import BackendUnavailable
 from gateway.chat import Submission
 from gateway.errors import ApiError
 from gateway.feed import EventFeed, ReplayFilter
+from gateway.replay import first_sequence
 from gateway.runtime import Gateway
 
-__all__ = ["error_status", "json_reply", "reply_filter", "sse_reply", "stored_reply"]
+__all__ = [
+    "Earlier",
+    "earlier_message",
+    "error_status",
+    "json_reply",
+    "reply_filter",
+    "sse_reply",
+    "stored_as_json",
+    "stored_events",
+    "stored_reply",
+    "stored_reply_events",
+]
 
 log = logging.getLogger(__name__)
 
-_FINAL = ("complete", "cancelled", "failed")
+# `interrupted`: a generation cut short for good (its partial answer is final too).
+_FINAL = ("complete", "cancelled", "failed", "interrupted")
 _PING = b": ping\n\n"
 
 _ERROR_STATUS = {
@@ -37,7 +53,7 @@ _ERROR_STATUS = {
     "message_too_long": 413,
     "not_found": 404,
     "unauthorized": 401,
-    "timeout": 504,
+    "timeout": 503,
 }
 
 
@@ -50,50 +66,115 @@ def error_status(code: str) -> int:
     return _ERROR_STATUS.get(code, 503)
 
 
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """What memory holds of a message id a client sends again."""
+
+    accepted: bool  # the user message is stored
+    reply: rpc.StoredMessage | None  # its reply, when final
+
+    @property
+    def repeat(self) -> bool:
+        """Sent before: not a new message (nor counted again by the rate limit)."""
+        return self.accepted or self.reply is not None
+
+
+async def _find_final(
+    gateway: Gateway, user_id: str, conversation_id: str, reply_id: str, message_id: str | None
+) -> tuple[bool, rpc.StoredMessage | None]:
+    # Only the two messages asked about: the answer stays small however long the
+    # conversation (a whole one may exceed the NATS payload limit).
+    wanted = (reply_id,) if message_id is None else (message_id, reply_id)
+    try:
+        found = await gateway.backends.get_conversation(
+            user_id, conversation_id, message_ids=wanted
+        )
+    except BackendUnavailable:
+        return False, None
+    accepted = False
+    for message in found.messages:
+        if message.id == message_id and message.role == "user":
+            accepted = True
+        elif message.id == reply_id and message.status in _FINAL:
+            return True, message
+    return accepted, None
+
+
+async def earlier_message(
+    gateway: Gateway, user_id: str, conversation_id: str, message_id: str
+) -> Earlier:
+    """Asked before publishing a client-given id: past the dedupe window a repeat is not
+    deduplicated by NATS, and a reply already final must be answered, not generated."""
+    reply_id = ids.reply_id(conversation_id, message_id)
+    accepted, reply = await _find_final(gateway, user_id, conversation_id, reply_id, message_id)
+    return Earlier(accepted, reply)
+
+
 async def stored_reply(gateway: Gateway, user_id: str, sub: Submission) -> rpc.StoredMessage | None:
     """The reply as memory holds it, if final: the answer when its events aged out."""
-    try:
-        reply = await gateway.backends.get_conversation(user_id, sub.conversation_id)
-    except BackendUnavailable:
-        return None
-    for message in reply.messages:
-        if message.id == sub.reply_id and message.status in _FINAL:
-            return message
-    return None
+    _, reply = await _find_final(
+        gateway, user_id, sub.conversation_id, sub.reply_id, sub.message_id
+    )
+    return reply
 
 
-def _sse_frame(event_type: str, data: dict[str, Any]) -> bytes:
-    return b"event: %s\ndata: %s\n\n" % (event_type.encode(), to_json(data))
+def _sse_frame(event_id: int, data: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, data["type"].encode(), to_json(data))
 
 
-def _stored_as_sse(sub: Submission, message: rpc.StoredMessage) -> bytes:
-    # Synthesized from history: no stream sequence exists, so no `id:` line.
-    base = {"conversation_id": sub.conversation_id, "message_id": sub.reply_id}
+def stored_events(
+    sub: Submission, message: rpc.StoredMessage, first_seq: int
+) -> list[dict[str, Any]]:
+    """A final reply as memory holds it, as the events a client would have got."""
+    # Synthesized from history because the reply's events aged out of the stream (or
+    # were never seen by this client). The ids sit just below the stream's oldest
+    # event: they increase, collide with no real event, and resuming after them
+    # yields exactly what the stream still holds.
+    last_id = max(first_seq - 1, 2)
+
+    def event(event_id: int, event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+        head = {
+            "type": event_type,
+            "event_id": event_id,
+            "conversation_id": sub.conversation_id,
+            "message_id": sub.reply_id,
+        }
+        return {**head, **fields}
+
     if message.status == "failed":
-        return _sse_frame(
-            "error",
-            {
-                "type": "error",
-                **base,
-                "code": "generation_failed",
-                "message": "the reply could not be produced",
-                "retryable": False,
-            },
-        )
-    frames = []
+        fields = {
+            "code": "generation_failed",
+            "message": "the reply could not be produced",
+            "retryable": False,
+        }
+        return [event(last_id, "error", fields)]
+    events = []
     if message.content:
-        frames.append(_sse_frame("token", {"type": "token", **base, "content": message.content}))
+        events.append(event(last_id - 1, "token", {"content": message.content}))
     done: dict[str, Any] = {
-        "type": "done",
-        **base,
         "finish_reason": "cancelled" if message.status == "cancelled" else "stop",
         "model": message.model or "",
         "provider": message.provider or "",
     }
     if message.usage is not None:
         done["usage"] = message.usage.model_dump()
-    frames.append(_sse_frame("done", done))
-    return b"".join(frames)
+    events.append(event(last_id, "done", done))
+    return events
+
+
+async def stored_reply_events(
+    gateway: Gateway, sub: Submission, message: rpc.StoredMessage
+) -> list[dict[str, Any]]:
+    try:
+        first_seq = await first_sequence(gateway.js)
+    except (NatsError, TimeoutError):
+        first_seq = 0
+    return stored_events(sub, message, first_seq)
+
+
+async def _stored_sse(gateway: Gateway, sub: Submission, message: rpc.StoredMessage) -> bytes:
+    events = await stored_reply_events(gateway, sub, message)
+    return b"".join(_sse_frame(event["event_id"], event) for event in events)
 
 
 async def sse_reply(
@@ -115,7 +196,7 @@ async def sse_reply(
                     memory_checked = True
                     stored = await stored_reply(gateway, user_id, sub)
                     if stored is not None:
-                        yield _stored_as_sse(sub, stored)
+                        yield await _stored_sse(gateway, sub, stored)
                         return
                 yield _PING
                 continue
@@ -137,7 +218,7 @@ async def sse_reply(
         await feed.close()
 
 
-def _stored_as_json(message: rpc.StoredMessage) -> dict[str, Any]:
+def stored_as_json(message: rpc.StoredMessage) -> dict[str, Any]:
     if message.status == "failed":
         raise ApiError(503, "generation_failed", "the reply could not be produced")
     data = message.model_dump(mode="json", exclude={"schema_version"}, exclude_none=True)
@@ -162,7 +243,7 @@ async def json_reply(
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise ApiError(
-                504,
+                503,
                 "timeout",
                 "the reply did not finish in time; it is still being generated",
                 retryable=True,
@@ -172,7 +253,7 @@ async def json_reply(
             memory_checked = True
             stored = await stored_reply(gateway, user_id, sub)
             if stored is not None:
-                return _stored_as_json(stored)
+                return stored_as_json(stored)
         for relayed_event in batch:
             if relayed_event.message_id != reply_id:
                 continue
@@ -189,15 +270,55 @@ async def json_reply(
                     error_status(event.code), event.code, event.message, retryable=event.retryable
                 )
             elif isinstance(event, DoneEvent):
-                usage = event.usage.model_dump()
-                message = {
-                    "id": reply_id,
-                    "role": "assistant",
-                    "content": "".join(parts),
-                    "status": "cancelled" if event.finish_reason == "cancelled" else "complete",
-                    "created_at": (created_at or datetime.now(UTC)).isoformat(),
-                    "model": event.model or (start.model if start else None),
-                    "provider": event.provider or (start.provider if start else None),
-                    "usage": usage,
-                }
-                return {"message": message, "usage": usage}
+                return await _done_answer(gateway, user_id, sub, event, start, created_at, parts)
+
+
+async def _finished_record(gateway: Gateway, sub: Submission) -> rpc.StoredMessage | None:
+    try:
+        msg = await gateway.js.get_last_msg(
+            topology.CHAT_STREAM, subjects.chat_finished(sub.conversation_id)
+        )
+        finished = GenerationFinished.model_validate_json(msg.data or b"")
+    except (NatsError, TimeoutError, ValidationError):
+        return None
+    if finished.message_id != sub.reply_id:
+        return None  # another reply of the conversation finished since
+    return rpc.StoredMessage(
+        id=finished.message_id,
+        role="assistant",
+        content=finished.content,
+        status=finished.status,
+        created_at=finished.created_at,
+        model=finished.model,
+        provider=finished.provider,
+        usage=finished.usage,
+    )
+
+
+async def _done_answer(
+    gateway: Gateway,
+    user_id: str,
+    sub: Submission,
+    event: DoneEvent,
+    start: StartEvent | None,
+    started_at: datetime | None,
+    parts: list[str],
+) -> dict[str, Any]:
+    # The message as history holds it, so that this answer and a later GET agree (its
+    # created_at is the worker's): its GenerationFinished was stored in the chat stream
+    # before `done` was published. Else memory's copy, else built from the events.
+    stored = await _finished_record(gateway, sub) or await stored_reply(gateway, user_id, sub)
+    if stored is not None and stored.status != "failed":
+        return stored_as_json(stored)
+    usage = event.usage.model_dump()
+    message = {
+        "id": sub.reply_id,
+        "role": "assistant",
+        "content": "".join(parts),
+        "status": "cancelled" if event.finish_reason == "cancelled" else "complete",
+        "created_at": (started_at or datetime.now(UTC)).isoformat(),
+        "model": event.model or (start.model if start else None),
+        "provider": event.provider or (start.provider if start else None),
+        "usage": usage,
+    }
+    return {"message": message, "usage": usage}

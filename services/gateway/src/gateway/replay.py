@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from contracts import subjects, topology
 from gateway.frames import RelayedEvent, parse_event
 
-__all__ = ["StreamReplay", "last_sequence"]
+__all__ = ["StreamReplay", "first_sequence", "last_event", "last_sequence"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,27 @@ async def last_sequence(js: JetStreamContext, conversation_id: str) -> int:
     except NotFoundError:
         return 0
     return int(msg.seq or 0)
+
+
+async def last_event(js: JetStreamContext, conversation_id: str) -> RelayedEvent | None:
+    """The conversation's newest stored event (None: none, or unreadable)."""
+    try:
+        msg = await js.get_last_msg(topology.EVENTS_STREAM, subjects.events(conversation_id))
+    except NotFoundError:
+        return None
+    if msg.data is None or msg.seq is None:
+        return None
+    try:
+        return parse_event(int(msg.seq), conversation_id, msg.data)
+    except ValidationError:
+        log.warning("skipping a malformed event on the events stream")
+        return None
+
+
+async def first_sequence(js: JetStreamContext) -> int:
+    """The oldest sequence the events stream still holds (ids below it aged out)."""
+    info = await js.stream_info(topology.EVENTS_STREAM)
+    return int(info.state.first_seq)
 
 
 class StreamReplay:

@@ -14,7 +14,10 @@ from gateway.chat import ChatPublisher
 from gateway.feed import EventFeed
 from gateway.hub import EventHub
 from gateway.metrics import GatewayMetrics
+from gateway.ownership import Ownership
+from gateway.queue_status import QueueStatus
 from gateway.settings import GatewaySettings
+from gateway.signals import SignalHub
 
 __all__ = ["Gateway", "gateway_of"]
 
@@ -29,6 +32,9 @@ class Gateway:
     backends: Backends
     chat: ChatPublisher
     metrics: GatewayMetrics
+    signals: SignalHub
+    owners: Ownership  # who may send into a conversation (auth on)
+    queue: QueueStatus | None = None  # `queued` statuses of requests no worker took yet
 
     def feed(self, conversation_id: str) -> EventFeed:
         """Attach to a conversation's events now (before publishing anything to it)."""

@@ -10,16 +10,22 @@ from contracts import rpc
 from contracts.ids import ID_PATTERN
 
 __all__ = [
+    "MAX_TOKENS",
     "WS_FRAME",
     "MessageIn",
+    "WsCancel",
     "WsFrame",
     "WsMessage",
     "WsPing",
+    "WsRead",
     "WsSubscribe",
+    "WsTyping",
     "public",
 ]
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+MAX_TOKENS = 32768  # the largest answer a client may ask for
 
 
 class MessageIn(BaseModel):
@@ -31,8 +37,9 @@ class MessageIn(BaseModel):
     id: Id | None = None
     model: str | None = None
     system_prompt: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    # allow_inf_nan: NaN would pass both bounds (every comparison with it is false).
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
 
 
 class WsMessage(MessageIn):
@@ -54,7 +61,32 @@ class WsSubscribe(BaseModel):
     last_event_id: int | None = Field(default=None, ge=0)
 
 
-WsFrame: TypeAlias = Annotated[WsMessage | WsPing | WsSubscribe, Field(discriminator="type")]
+class WsTyping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["typing"]
+    conversation_id: Id
+    is_typing: bool
+
+
+class WsCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["cancel"]
+    conversation_id: Id
+
+
+class WsRead(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["read"]
+    conversation_id: Id
+    event_id: int = Field(ge=0)
+
+
+WsFrame: TypeAlias = Annotated[
+    WsMessage | WsPing | WsSubscribe | WsTyping | WsRead | WsCancel, Field(discriminator="type")
+]
 WS_FRAME: TypeAdapter[WsFrame] = TypeAdapter(WsFrame)
 
 

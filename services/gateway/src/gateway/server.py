@@ -8,23 +8,31 @@ import signal
 import uvicorn
 
 from gateway.app import create_app
+from gateway.redact import install_redaction
 from gateway.settings import GatewaySettings
 
 __all__ = ["main", "uvicorn_config"]
 
 
 def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         # Frames over the limit are closed with 1009 by the protocol layer.
         ws_max_size=settings.ws_max_frame_bytes,
         ws_per_message_deflate=settings.ws_compression,
+        # Protocol pings (browsers answer them unseen): a peer that answers nothing
+        # for ws_idle_timeout_seconds is closed with 1011.
+        ws_ping_interval=settings.ws_idle_timeout_seconds / 2,
+        ws_ping_timeout=settings.ws_idle_timeout_seconds / 2,
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    # After uvicorn configured its loggers: no `?access_token=` in request lines.
+    install_redaction()
+    return config
 
 
 def main() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Self
+import json
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts import LivechatSettings
 from contracts.models import DEFAULT_ALIASES
+from gateway.apikeys import parse_api_keys
 
 __all__ = ["MODEL_ALIASES", "GatewaySettings"]
 
@@ -17,6 +20,9 @@ MODEL_ALIASES: tuple[str, ...] = tuple(DEFAULT_ALIASES)
 
 
 class GatewaySettings(LivechatSettings):
+    # A refused value is not echoed: LIVECHAT_API_KEYS and the JWT secret are secrets.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     max_message_chars: int = Field(default=32000, ge=1)
@@ -32,12 +38,67 @@ class GatewaySettings(LivechatSettings):
     # Request-reply with memory/usage/ping and JetStream publish acks.
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
     sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # While every worker is busy, a queued request's clients get `status queued` with its
+    # position, refreshed this often while it waits unfetched; 0 = no such statuses.
+    queue_status_interval_seconds: float = Field(default=2.0, ge=0)
     sse_retry_ms: int = Field(default=2000, ge=0)
     # Events buffered per attached client before it is treated as lagging and
     # caught up from the stream instead (so a slow client never blocks the hub).
     listener_queue_size: int = Field(default=8192, ge=16)
     # Frames queued for one WebSocket's writer before its relays wait.
     ws_send_queue_size: int = Field(default=1024, ge=1)
+    # A client whose socket takes no frame for this long (it stopped reading) is dropped,
+    # so it holds no task, listener or queue of the gateway.
+    ws_send_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Frames a client may send per second (token bucket, bursts of twice that); 0 = off.
+    # Excess frames get an `error` frame (rate_limited); a sustained flood closes with 1008.
+    ws_max_frames_per_second: float = Field(default=20.0, ge=0)
+    # The server pings every half of this; a client that answers nothing for this long
+    # is closed.
+    ws_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Origins that may open WebSockets and call the REST API from a browser (CORS).
+    # Unset: same origin and non-browser clients (no Origin header) only. A comma list
+    # or a JSON list; "*" allows any origin.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] | None = None
+
+    # Auth (DESIGN §4): on when a JWT secret or API keys are set; else every caller is
+    # `local`. HS256 only; `iss`/`aud` are checked when set; leeway absorbs clock skew.
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    # {"key": "user"} as JSON, or `key:user,key2:user2`. Not in the settings' repr.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, repr=False)
+    # With auth on, who owns a conversation is asked of memory once per conversation and
+    # remembered (LRU of this many) for this long: a conversation deleted through another
+    # gateway (or by retention) may take this long to be refused here. 0 size: ask always.
+    owner_cache_size: int = Field(default=65536, ge=0)
+    owner_cache_ttl_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker-compose passes `${LIVECHAT_JWT_SECRET:-}`: empty means not configured.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_key_table(cls, value: object) -> object:
+        return parse_api_keys(value)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.jwt_secret is not None or bool(self.api_keys)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text) or None
+        return tuple(part.strip() for part in text.split(",") if part.strip()) or None
 
     @model_validator(mode="after")
     def _known_default_model(self) -> Self:

@@ -25,6 +25,7 @@ from contracts.events import GenerationRequested, StatusEvent
 from inference.heartbeat import heartbeat
 from inference.outbox import Outbox
 from inference.settings import InferenceSettings
+from inference.stop import Stop, Stops
 
 __all__ = ["Admission", "Generator"]
 
@@ -33,22 +34,31 @@ log = logging.getLogger("inference")
 
 class Generator(Protocol):
     async def generate(
-        self, request: GenerationRequested, delivery: int, broker: NatsBroker
+        self,
+        request: GenerationRequested,
+        delivery: int,
+        broker: NatsBroker,
+        stop: Stop | None = None,
     ) -> bool:
         """Run one delivery of a request; False when it should be tried again later."""
         ...
 
 
 class Admission:
-    def __init__(self, settings: InferenceSettings, generator: Generator) -> None:
+    def __init__(
+        self, settings: InferenceSettings, generator: Generator, stops: Stops | None = None
+    ) -> None:
         self._settings = settings
         self._generator = generator
+        # The stop buttons of the requests this worker holds (waiting or running).
+        self.stops = stops or Stops()
         self._slots = settings.max_concurrency
         self._busy = 0
         self._waiting = 0
         self._closing = False
         self._changed = asyncio.Condition()
         self._running: set[asyncio.Task[None]] = set()
+        self._nudges: set[asyncio.Task[None]] = set()
         self._stop_intake: Callable[[], Awaitable[None]] | None = None
 
     def set_intake(self, stop: Callable[[], Awaitable[None]]) -> None:
@@ -58,18 +68,27 @@ class Admission:
     async def admit(
         self, request: GenerationRequested, message: NatsMessage, broker: NatsBroker
     ) -> None:
-        """The handler: returns once the request has a slot and its generation started."""
+        """The handler: returns once the request has a slot and its generation started.
+
+        A request stopped while it waits for a slot goes on without one: it only
+        publishes that it was stopped.
+        """
+        stop = self.stops.hold(request, _work_seq(message))
+        # Read while the request waits and asks memory; awaited before any provider call.
+        stop.check = asyncio.create_task(self.stops.check_pressed(stop))
         try:
             async with heartbeat(message, self._settings.heartbeat_seconds):
-                admitted = await self._take_slot(request, broker)
+                admitted = await self._take_slot(request, broker, stop)
         except asyncio.CancelledError:
+            self._drop(stop)
             await _release(message)
             raise
-        if not admitted:
+        if admitted is None:
             # Stopping: nothing was generated, so another worker may take it at once.
+            self._drop(stop)
             await _release(message)
             return
-        task = asyncio.create_task(self._run(request, message, broker))
+        task = asyncio.create_task(self._run(request, message, broker, stop, slot=admitted))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -93,19 +112,43 @@ class Admission:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _take_slot(self, request: GenerationRequested, broker: NatsBroker) -> bool:
+    async def _take_slot(
+        self, request: GenerationRequested, broker: NatsBroker, stop: Stop
+    ) -> bool | None:
+        """True: a slot is taken; False: stopped meanwhile, no slot; None: closing."""
         if self._busy >= self._slots and not self._closing:
             await self._announce_queued(request, broker, position=self._waiting)
         self._waiting += 1
+        forget = stop.on_set(self._nudge)
         try:
             async with self._changed:
-                await self._changed.wait_for(lambda: self._closing or self._busy < self._slots)
+                await self._changed.wait_for(
+                    lambda: self._closing or stop.is_set or self._busy < self._slots
+                )
                 if self._closing:
+                    return None
+                if self._busy >= self._slots:
                     return False
                 self._busy += 1
                 return True
         finally:
+            forget()
             self._waiting -= 1
+
+    def _nudge(self) -> None:
+        """Wake the waiter of a slot (a stop was pressed)."""
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._nudges.add(task)  # a task nobody holds may be collected before it runs
+        task.add_done_callback(self._nudges.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _drop(self, stop: Stop) -> None:
+        self.stops.release(stop)
+        if stop.check is not None:
+            stop.check.cancel()
 
     async def _free_slot(self) -> None:
         async with self._changed:
@@ -122,13 +165,20 @@ class Admission:
             log.warning("could not announce a queued reply (%s)", type(exc).__name__)
 
     async def _run(
-        self, request: GenerationRequested, message: NatsMessage, broker: NatsBroker
+        self,
+        request: GenerationRequested,
+        message: NatsMessage,
+        broker: NatsBroker,
+        stop: Stop,
+        *,
+        slot: bool,
     ) -> None:
         """Holds the slot: ack once every outcome is published; otherwise hand it over."""
         reply = request.message_id
         try:
             async with heartbeat(message, self._settings.heartbeat_seconds):
-                finished = await self._generator.generate(request, _delivery(message), broker)
+                delivery = _delivery(message)
+                finished = await self._generator.generate(request, delivery, broker, stop)
             if finished:
                 await message.ack()
             else:
@@ -143,7 +193,9 @@ class Admission:
             log.debug("reply %s failure", reply, exc_info=True)
             await self._hand_over(message, broker)
         finally:
-            await self._free_slot()
+            self._drop(stop)
+            if slot:
+                await self._free_slot()
 
     async def _hand_over(self, message: NatsMessage, broker: NatsBroker) -> None:
         with contextlib.suppress(Exception):
@@ -157,6 +209,14 @@ async def _release(message: NatsMessage, *, delay: float | None = None) -> None:
     """Give the message back to JetStream, for any worker (on failure: the ack wait)."""
     with contextlib.suppress(Exception):
         await message.nack(delay=delay)
+
+
+def _work_seq(message: NatsMessage) -> int:
+    """The request's sequence in the work stream: what a stop compares (0: unknown)."""
+    try:
+        return int(message.raw_message.metadata.sequence.stream)
+    except NotJSMessageError:  # an in-memory test broker's message
+        return 0
 
 
 def _delivery(message: NatsMessage) -> int:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
+from opentelemetry.sdk.trace import TracerProvider
 
-from contracts.topology import ensure_streams
+from contracts import topology
+from contracts.reconnect import rerun_on_reconnect
+from contracts.telemetry import tracer_provider_from
+from contracts.topology import INFERENCE_STREAMS, ensure_streams
 from inference.clock import Clock
 from inference.consumer import ensure_consumer
+from inference.metrics import install_metrics
 from inference.provider import Provider
+from inference.providers import default_providers
 from inference.router import create_admission, create_router
 from inference.settings import InferenceSettings
+from inference.tracing import SERVICE_NAME, install_tracing
 
-__all__ = ["create_app"]
+__all__ = ["BROKER_LOGGER", "create_app"]
+
+# FastStream's per-message lines go to this logger at DEBUG (its default logger prints
+# them at INFO whatever the level): a line per request is noise at scale.
+BROKER_LOGGER = "inference.nats"
 
 
 def create_app(
@@ -23,17 +37,70 @@ def create_app(
     providers: Mapping[str, Provider] | None = None,
     clock: Clock | None = None,
     broker: NatsBroker | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastStream:
-    broker = broker or NatsBroker(settings.nats_servers(), max_reconnect_attempts=-1)
-    admission = create_admission(settings, providers=providers, clock=clock)
+    """`providers` (default: the configured ones, closed at shutdown; given ones stay
+    the caller's)."""
+    credentials = settings.nats_credentials()
+
+    async def restore_topology() -> None:
+        # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost
+        # (the file streams and their consumers survive); recreate what we publish to.
+        assert broker is not None
+        js = broker.config.connection_state.stream
+        await ensure_streams(js, settings, INFERENCE_STREAMS)
+        await ensure_consumer(js, settings)
+
+    broker = broker or NatsBroker(
+        settings.nats_servers(),
+        security=NatsUserPassword(*credentials) if credentials else None,
+        inbox_prefix=settings.nats_inbox_prefix(),
+        max_reconnect_attempts=-1,
+        reconnected_cb=rerun_on_reconnect(restore_topology),
+        logger=logging.getLogger(BROKER_LOGGER),
+        log_level=logging.DEBUG,
+    )
+    clock = clock or Clock()
+    owned = providers is None
+    if providers is None:
+        providers = default_providers(settings, clock)
+    # OTEL_*: off by default. A span per provider call, in the trace of its request.
+    tracer_provider = tracer_provider or tracer_provider_from(settings, SERVICE_NAME)
+    tracer = tracer_provider.get_tracer("inference") if tracer_provider else None
+    admission = create_admission(settings, providers=providers, clock=clock, tracer=tracer)
     broker.include_router(create_router(settings, admission=admission))
 
     async def prepare_topology() -> None:
         # Before the subscribers start: the pull consumer needs its stream.
         await broker.connect()
         js = broker.config.connection_state.stream
-        await ensure_streams(js, settings)
+        await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
+        await topology.ensure_buckets(js)
+        admission.stops.bind(await js.key_value(topology.CANCEL_BUCKET))
 
-    # Before the broker stops: generations still publish and ack while they end.
-    return FastStream(broker, on_startup=[prepare_topology], on_shutdown=[admission.close])
+    async def close_providers() -> None:
+        if not owned:
+            return
+        for provider in providers.values():
+            aclose = getattr(provider, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    # Before the broker stops: generations still publish and ack while they end; the
+    # providers' HTTP clients are closed once no generation uses them.
+    async def subscribed() -> None:
+        # A PING round trip: the ping and cancel subscriptions have reached the server
+        # when start returns.
+        await broker.connection.flush()
+
+    app = FastStream(
+        broker,
+        on_startup=[prepare_topology],
+        after_startup=[subscribed],
+        on_shutdown=[admission.close, close_providers],
+    )
+    install_metrics(app, broker, settings)
+    install_tracing(broker, settings, tracer_provider)
+    return app

@@ -164,6 +164,8 @@ class GeminiProvider:
                 while (chunk := await _next_chunk(chunks, opened)) is not None:
                     if chunk.usage_metadata is not None:
                         usage = chunk.usage_metadata
+                        if request.meter is not None:
+                            request.meter.record(*_counts(usage))
                     feedback = chunk.prompt_feedback
                     if feedback is not None and feedback.block_reason is not None:
                         blocked = _enum_value(feedback.block_reason)
@@ -284,6 +286,18 @@ class _RepeatFilter:
         # The answer ended while it still looked like a (possibly cut) repeat.
         held, self._held, self._active = self._held, "", False
         return "" if self._partial.startswith(held.lstrip()) else held
+
+
+def _counts(
+    usage: types.GenerateContentResponseUsageMetadata,
+) -> tuple[int | None, int | None]:
+    """(prompt, answer) tokens; mid-stream chunks carry the prompt's count only."""
+    if usage.candidates_token_count is None:
+        return usage.prompt_token_count, None
+    # Thinking tokens are billed as output.
+    return usage.prompt_token_count, usage.candidates_token_count + (
+        usage.thoughts_token_count or 0
+    )
 
 
 def _completion(

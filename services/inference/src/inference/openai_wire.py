@@ -135,7 +135,10 @@ async def relay(
     finish: str | None = None
     try:
         async for chunk in chunks:
-            usage = usage_of(chunk) or usage
+            if (counts := usage_of(chunk)) is not None:
+                usage = counts
+                if request.meter is not None:
+                    request.meter.record(counts.prompt_tokens, counts.completion_tokens)
             for choice in chunk.choices or ():
                 finish = choice.finish_reason or finish
                 content = choice.delta.content if choice.delta else None

@@ -26,7 +26,10 @@ class Outbox:
 
     async def token(self, conversation_id: str, event: TokenEvent) -> None:
         # Core publish: the events stream captures it, and one connection keeps the order.
-        await self._broker.publish(event, subjects.events(conversation_id))
+        # Raw, without FastStream's headers: the bytes of the event are all a reader needs,
+        # and this runs once per token.
+        data = event.__pydantic_serializer__.to_json(event)
+        await self._broker.connection.publish(subjects.events(conversation_id), data)
 
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from contracts.events import ContextMessage, FinishReason, Usage
 
-__all__ = ["Completion", "Provider", "ProviderError", "ProviderRequest"]
+__all__ = ["Completion", "Provider", "ProviderError", "ProviderRequest", "UsageMeter"]
+
+
+@dataclass(slots=True)
+class UsageMeter:
+    """What a call's chunks told of its usage so far, in the provider's own count.
+
+    A stopped call is accounted with it, since its stream is closed before the
+    provider's final usage comes (OpenAI-style streams, Groq and Gemini all send the
+    answer's count only at the end; Gemini gives the prompt's on every chunk, some
+    OpenAI-compatible engines a running total). None: not told.
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def record(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        if prompt_tokens is not None:
+            self.prompt_tokens = prompt_tokens
+        if completion_tokens is not None:
+            self.completion_tokens = completion_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +40,8 @@ class ProviderRequest:
     # The start of the answer already streamed to clients (by an earlier attempt).
     # The provider yields only what follows it.
     continuation: str = ""
+    # Filled in by the provider as chunks carry usage (the chain gives one per call).
+    meter: UsageMeter | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,11 @@ from faststream import Context
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import NatsMessage
+from opentelemetry.trace import Tracer
 
 from contracts import subjects, topology
 from contracts.events import (
+    CancelRequested,
     ConversationEvent,
     GenerationFailed,
     GenerationFinished,
@@ -41,11 +43,13 @@ def create_admission(
     providers: Mapping[str, Provider] | None = None,
     clock: Clock | None = None,
     read_log: ReadReplyLog = read_reply_log,
+    tracer: Tracer | None = None,
 ) -> Admission:
     clock = clock or Clock()
     if providers is None:
         providers = default_providers(settings, clock)
-    return Admission(settings, Worker(settings, providers, clock=clock, read_log=read_log))
+    worker = Worker(settings, providers, clock=clock, read_log=read_log, tracer=tracer)
+    return Admission(settings, worker)
 
 
 def create_router(
@@ -69,6 +73,8 @@ def create_router(
         durable=topology.INFERENCE_CONSUMER,
         config=consumer_config(settings),
         pull_sub=PullSub(batch_size=1, timeout=_FETCH_TIMEOUT),
+        # Under this service's own inbox, the only one its NATS user may read.
+        inbox_prefix=settings.nats_pull_inbox_prefix(),
         ack_policy=AckPolicy.MANUAL,
         decoder=decode_request,
         title="inference.generate",
@@ -86,6 +92,15 @@ def create_router(
         await admission.admit(request, message, cast(NatsBroker, broker))
 
     admission.set_intake(work.stop)
+
+    # No queue group: every worker hears every stop, and the ones holding it act.
+    @router.subscriber(
+        subjects.CANCEL_ALL,
+        title="inference.cancel",
+        description="The stop button: abort the conversation's generations this worker holds.",
+    )
+    async def cancel(request: CancelRequested) -> None:
+        admission.stops.cancel(request)
 
     _document_publishers(router)
 

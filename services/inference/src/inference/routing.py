@@ -14,6 +14,12 @@ over), and finally exactly one `Finished` or `Failed`.
 - A failure after tokens, or a stall (no chunk for `provider_stall_seconds`), goes to
   the next route, which continues the answer from the text streamed so far.
 - The circuit breaker skips providers that keep failing (see `breaker`).
+- A stop (the user's stop button) aborts the call in flight at once, closing its HTTP
+  stream, and ends the chain with `Stopped` instead. No chunk is read after the stop
+  (a drain would keep the provider generating and billing for an answer no one
+  sees), so the provider's final usage never comes: the call is accounted with the
+  counts its chunks already carried (`UsageMeter`), the rest estimated and the
+  report flagged `estimated`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,22 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
+
 from contracts.events import FinishReason, Outcome, Usage
 from inference.breaker import CircuitBreaker
 from inference.clock import Clock
 from inference.models import Route
 from inference.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
-from inference.provider import Completion, Provider, ProviderError, ProviderRequest
+from inference.provider import (
+    Completion,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    UsageMeter,
+)
+from inference.stop import Stop
 from inference.tokens import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -42,6 +58,7 @@ __all__ = [
     "Retrying",
     "Spent",
     "Step",
+    "Stopped",
     "Token",
     "Using",
 ]
@@ -109,19 +126,28 @@ class Failed:
     provider: str | None  # the last provider called
 
 
-Step = Token | Using | Retrying | Spent | Finished | Failed
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The user stopped the generation; `spent`: the call it aborted, if one was running."""
+
+    spent: Spent | None
+    provider: str | None  # the last provider called
+
+
+Step = Token | Using | Retrying | Spent | Finished | Failed | Stopped
 
 
 class _Attempt:
     """What one call streamed, and how it ended."""
 
-    __slots__ = ("completion", "error", "first_token", "tokens")
+    __slots__ = ("completion", "error", "first_token", "stopped", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.first_token: float | None = None
         self.completion: Completion | None = None
         self.error: ProviderError | None = None
+        self.stopped = False
 
 
 _STALLED = "The model provider stopped responding."
@@ -131,15 +157,20 @@ class _Stalled(Exception):
     pass
 
 
+class _Stopped(Exception):
+    pass
+
+
 class _Watchdog:
-    """Gives up waiting for a provider's next chunk after `stall` seconds.
+    """Gives up waiting for a provider's next chunk after `stall` seconds, or at once
+    when the generation is stopped.
 
     One timer per call, re-armed lazily, instead of a timeout per chunk (a timer per
     token is a visible cost at thousands of tokens per second). Only the waits count:
     the time the worker spends publishing a token is not the provider's silence.
     """
 
-    def __init__(self, stall: float) -> None:
+    def __init__(self, stall: float, stop: Stop | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -147,47 +178,66 @@ class _Watchdog:
         self._stall = stall
         self._since = self._loop.time()
         self._waiting = False
-        self._fired = False
+        # Why we cancelled our own task: raised instead of the CancelledError.
+        self._fired: type[Exception] | None = None
         self._timer: asyncio.TimerHandle | None = self._loop.call_at(
             self._since + stall, self._check
         )
+        self._stop = stop
+        self._forget_stop = stop.on_set(self._abort) if stop is not None else None
 
     async def wait(self, stream: AsyncIterator[str | Completion]) -> str | Completion:
         self._since, self._waiting = self._loop.time(), True
-        if self._fired:  # the provider swallowed our cancellation and went on
-            self._fired = False
+        if self._fired is not None:  # the provider swallowed our cancellation and went on
+            self._fired = None
             self._task.uncancel()
+        if self._stop is not None and self._stop.is_set:
+            self._waiting = False
+            raise _Stopped
         if self._timer is None:
             self._timer = self._loop.call_at(self._since + self._stall, self._check)
         try:
             return await anext(stream)
         except asyncio.CancelledError:
-            if self._fired:
-                self._fired = False
+            fired = self._fired
+            if fired is not None:
+                self._fired = None
                 # Ours only if no one else cancelled the task meanwhile.
                 if self._task.uncancel() == 0:
-                    raise _Stalled from None
+                    raise fired from None
             raise
         finally:
             self._waiting = False
 
+    def _fire(self, reason: type[Exception]) -> None:
+        self._fired = reason
+        self._task.cancel()
+
+    def _abort(self) -> None:
+        # Not waiting: the next `wait` sees the stop before it asks for a chunk.
+        if self._waiting and self._fired is None:
+            self._fire(_Stopped)
+
     def _check(self) -> None:
         now = self._loop.time()
         due = self._since + self._stall
-        if self._waiting and now >= due:
-            self._fired, self._timer = True, None
-            self._task.cancel()
+        if self._waiting and now >= due and self._fired is None:
+            self._timer = None
+            self._fire(_Stalled)
         else:
             self._timer = self._loop.call_at(
                 due if self._waiting else now + self._stall, self._check
             )
 
     def close(self) -> None:
+        if self._forget_stop is not None:
+            self._forget_stop()
+            self._forget_stop = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._fired:  # the provider turned our cancellation into something else
-            self._fired = False
+        if self._fired is not None:  # the provider turned our cancellation into something else
+            self._fired = None
             self._task.uncancel()
 
 
@@ -203,15 +253,18 @@ class Chain:
         policy: ChainPolicy,
         clock: Clock,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._providers = providers
         self._breaker = breaker
         self._policy = policy
         self._clock = clock
         self._rng = rng or random.Random()
+        # The global one (a no-op unless an app set one) when none is given.
+        self._tracer = tracer or trace.get_tracer("inference")
 
     async def run(
-        self, routes: Sequence[Route], request: ProviderRequest
+        self, routes: Sequence[Route], request: ProviderRequest, stop: Stop | None = None
     ) -> AsyncGenerator[Step, None]:
         """`request.continuation`: the answer already streamed (by an earlier delivery)."""
         parts = [request.continuation]  # the answer so far
@@ -222,6 +275,8 @@ class Chain:
         last: Route | None = None
         index = 0
         for route in routes:
+            if stop is not None and stop.is_set:
+                break
             if not self._breaker.acquire(route.provider):
                 wait = self._breaker.retry_in(route.provider)
                 skipped_for = wait if skipped_for is None else min(skipped_for, wait)
@@ -240,10 +295,23 @@ class Chain:
                 tries += 1
                 started = self._clock.monotonic()
                 attempt = _Attempt()
-                async with contextlib.aclosing(self._call(route, call_request, attempt)) as deltas:
-                    async for delta in deltas:
-                        parts.append(delta)
-                        yield Token(delta)
+                meter = UsageMeter()
+                metered = replace(call_request, meter=meter)
+                deltas_of_call = self._call(route, metered, attempt, stop)
+                # Not made current: it would have to survive this generator's yields,
+                # and the worker's publishes belong to the consumer's span anyway.
+                span = self._tracer.start_span(
+                    "provider.stream",
+                    kind=SpanKind.CLIENT,
+                    attributes={"provider": route.provider, "model": route.model, "attempt": tries},
+                )
+                try:
+                    async with contextlib.aclosing(deltas_of_call) as deltas:
+                        async for delta in deltas:
+                            parts.append(delta)
+                            yield Token(delta)
+                finally:
+                    _end_span(span, attempt)
                 call = Call(
                     route=route,
                     index=index,
@@ -262,6 +330,9 @@ class Chain:
                     spent = Spent(call, completion.usage, completion.estimated, "completed")
                     yield Finished(spent, completion.finish_reason)
                     return
+                if attempt.stopped or (stop is not None and stop.is_set):
+                    yield Stopped(self._cancelled(call, call_request, meter), route.provider)
+                    return
                 error = attempt.error or ProviderError(_BROKEN)
                 self._note_failure(route, error, attempt.tokens)
                 spent_call = self._estimate(call, call_request, "failed") if error.reached else None
@@ -273,17 +344,46 @@ class Chain:
                 if spent_call is not None:
                     yield spent_call
                 yield Retrying(route, tries + 1, delay, retry_detail(error, delay))
-                await self._clock.sleep(delay)
+                await self._pause(delay, stop)
+                if stop is not None and stop.is_set:
+                    yield Stopped(None, route.provider)
+                    return
+        if stop is not None and stop.is_set:
+            if pending is not None:
+                yield pending
+            yield Stopped(None, last.provider if last else None)
+            return
         outcome = final_outcome(errors, skipped_for)
         yield Failed(pending, outcome, last.provider if last else None)
 
+    async def _pause(self, delay: float, stop: Stop | None) -> None:
+        """The backoff before a retry; a stop ends it early."""
+        if stop is None:
+            await self._clock.sleep(delay)
+            return
+        stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not stopped.done():
+                stopped.set_result(None)
+
+        forget = stop.on_set(wake)
+        sleep = asyncio.ensure_future(self._clock.sleep(delay))
+        try:
+            if not stop.is_set:
+                await asyncio.wait((sleep, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forget()
+            sleep.cancel()
+            stopped.cancel()
+
     async def _call(
-        self, route: Route, request: ProviderRequest, attempt: _Attempt
+        self, route: Route, request: ProviderRequest, attempt: _Attempt, stop: Stop | None
     ) -> AsyncGenerator[str, None]:
         """The call's text deltas; how it ended is left in `attempt`."""
         stream = self._providers[route.provider].stream(request)
         stall = self._policy.stall
-        watchdog = _Watchdog(stall)
+        watchdog = _Watchdog(stall, stop)
         try:
             while True:
                 try:
@@ -294,6 +394,9 @@ class Chain:
                 except _Stalled:
                     log.warning("provider %s stalled (no chunk for %.1f s)", route.provider, stall)
                     attempt.error = ProviderError(_STALLED)
+                    return
+                except _Stopped:
+                    attempt.stopped = True
                     return
                 except ProviderError as exc:
                     attempt.error = exc
@@ -357,8 +460,36 @@ class Chain:
             return None
         return delay
 
+    def _cancelled(self, call: Call, request: ProviderRequest, meter: UsageMeter) -> Spent:
+        """The usage of a stopped call: the provider's count where its chunks gave one.
+
+        The stream is closed at once, so that the provider stops generating (and
+        billing): its final usage never comes. What it generated between its last
+        chunk and the abort is not in any count.
+        """
+        if meter.prompt_tokens is None:
+            return self._estimate(call, request, "cancelled")
+        if meter.completion_tokens is None:
+            # The prompt as the provider counted it; the answer so far estimated.
+            return Spent(call, Usage.of(meter.prompt_tokens, call.tokens), True, "cancelled")
+        usage = Usage.of(meter.prompt_tokens, meter.completion_tokens)
+        return Spent(call, usage, False, "cancelled")
+
     def _estimate(self, call: Call, request: ProviderRequest, outcome: Outcome) -> Spent:
         """The usage of a call that ended without the provider's own count."""
         prompt = estimate_prompt_tokens(m.content for m in request.messages)
         prompt += estimate_tokens(request.continuation)
         return Spent(call, Usage.of(prompt, call.tokens), True, outcome)
+
+
+def _end_span(span: trace.Span, attempt: _Attempt) -> None:
+    """How the call ended, without a word of the prompt or the answer."""
+    span.set_attribute("tokens", attempt.tokens)
+    if attempt.completion is not None:
+        span.set_attribute("finish_reason", attempt.completion.finish_reason)
+    elif attempt.stopped:
+        span.set_attribute("stopped", True)
+    elif attempt.error is not None:
+        span.set_attribute("error.code", attempt.error.code)
+        span.set_status(StatusCode.ERROR, attempt.error.code)
+    span.end()

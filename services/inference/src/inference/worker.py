@@ -11,6 +11,7 @@ from datetime import datetime
 
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
+from opentelemetry.trace import Tracer
 
 from contracts import ids, subjects
 from contracts.events import (
@@ -26,7 +27,7 @@ from contracts.events import (
     Usage,
     UsageReported,
 )
-from contracts.rpc import ContextReply, ContextRequest
+from contracts.rpc import ContextReply, ContextRequest, StoredMessage
 from inference.breaker import CircuitBreaker
 from inference.clock import Clock
 from inference.models import Route, UnknownModelError, default_models, resolve
@@ -42,10 +43,12 @@ from inference.routing import (
     Finished,
     Retrying,
     Spent,
+    Stopped,
     Token,
     Using,
 )
 from inference.settings import InferenceSettings
+from inference.stop import Stop
 from inference.tokens import estimate_prompt_tokens
 
 __all__ = ["ReadReplyLog", "Worker", "chain_policy"]
@@ -86,6 +89,7 @@ class Worker:
         read_log: ReadReplyLog = read_reply_log,
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
         self._providers = providers
@@ -101,24 +105,40 @@ class Worker:
             clock=clock,
         )
         self._chain = Chain(
-            providers, breaker=breaker, policy=chain_policy(settings), clock=clock, rng=rng
+            providers,
+            breaker=breaker,
+            policy=chain_policy(settings),
+            clock=clock,
+            rng=rng,
+            tracer=tracer,
         )
 
     async def generate(
-        self, request: GenerationRequested, delivery: int, broker: NatsBroker
+        self,
+        request: GenerationRequested,
+        delivery: int,
+        broker: NatsBroker,
+        stop: Stop | None = None,
     ) -> bool:
         """Run one delivery; False when it should be tried again later (memory is away).
 
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
+        `stop`: the user's stop button for this request.
         """
         conv, reply = request.conversation_id, request.message_id
         messages = await self._prompt(request, broker)
         if messages is None:
             return False
-        if not messages:
-            log.info("reply %s already stored; not generating again", reply)
-            return True
         alias = request.options.model or self._settings.default_model
+        if isinstance(messages, StoredMessage):
+            log.info("reply %s already stored; not generating again", reply)
+            # A client may wait for its end when the first delivery's aged out of the
+            # events stream; past the dedupe window, republishing one still there
+            # would give the reply a second end.
+            ended = await self._read_log(broker.config.connection_state.stream, conv, reply)
+            if not ended.finished:
+                await Outbox(broker).terminal(conv, _final_event(messages, alias))
+            return True
         created_at = max(self._clock.now(), request.requested_at)
         run = _Run(request, Outbox(broker), alias, delivery, messages, created_at)
         try:
@@ -134,6 +154,11 @@ class Worker:
             if prior.finished:
                 log.info("reply %s already ended on an earlier delivery", reply)
                 return True
+        if stop is not None and await stop.settled():
+            # Stopped while queued (or between two deliveries): no provider is called.
+            await self._report_interrupted(run, prior, routes)
+            await self._stopped(run, Stopped(None, prior.provider), prior.text, prior.tokens)
+            return True
         if prior.started:
             retrying = StatusEvent(message_id=reply, state="retrying", attempt=delivery)
             await run.outbox.event(conv, retrying)
@@ -147,19 +172,27 @@ class Worker:
             continuation=prior.text,
         )
         text = prior.text
-        async with contextlib.aclosing(self._chain.run(routes, call)) as steps:
+        # The answer's tokens streamed before the last call: earlier deliveries', and
+        # the calls of this one that broke off mid-answer (the next one continued).
+        earlier = prior.tokens
+        async with contextlib.aclosing(self._chain.run(routes, call, stop)) as steps:
             async for step in steps:
                 if isinstance(step, Token):
                     text += step.text
                     token = TokenEvent(message_id=reply, content=step.text)
                     await run.outbox.token(conv, token)
                 elif isinstance(step, Finished):
-                    await self._finish(run, step, text, prior.tokens)
+                    await self._finish(run, step, text, earlier)
                     return True
                 elif isinstance(step, Failed):
                     await self._fail(run, step.provider, text, step.error, step.spent)
                     return True
+                elif isinstance(step, Stopped):
+                    await self._stopped(run, step, text, earlier)
+                    return True
                 else:
+                    if isinstance(step, Spent):
+                        earlier += step.call.tokens
                     await self._progress(run, step, announce_start=not prior.started)
         raise AssertionError("unreachable: a chain ends with Finished or Failed")
 
@@ -200,8 +233,8 @@ class Worker:
 
     async def _prompt(
         self, request: GenerationRequested, broker: NatsBroker
-    ) -> tuple[ContextMessage, ...] | None:
-        """The model's messages; () when the reply is already final; None if memory is away."""
+    ) -> tuple[ContextMessage, ...] | StoredMessage | None:
+        """The model's messages; the reply when memory holds it final; None if memory is away."""
         user = ContextMessage(role="user", content=request.content)
         system = request.options.system_prompt
         if request.history is not None:
@@ -213,6 +246,8 @@ class Worker:
                 reply_id=request.message_id,
                 user_message_id=request.user_message_id,
                 limit=self._settings.context_messages,
+                # What memory searches its knowledge base and personal memory for.
+                query=request.content,
             )
             try:
                 answer = await broker.request(
@@ -223,7 +258,7 @@ class Worker:
                 log.warning("memory did not give context (%s); retrying later", type(exc).__name__)
                 return None
             if reply.existing_reply is not None and reply.existing_reply.status != "streaming":
-                return ()
+                return reply.existing_reply
             context, system = reply.messages, system or reply.system_prompt
         head = (ContextMessage(role="system", content=system),) if system else ()
         return (*head, *context, user)
@@ -259,6 +294,44 @@ class Worker:
             provider=provider,
         )
         await run.outbox.terminal(request.conversation_id, done)
+
+    async def _stopped(self, run: _Run, step: Stopped, text: str, prior_tokens: int) -> None:
+        """The user stopped it: the partial answer is stored as cancelled, its call accounted."""
+        request, spent = run.request, step.spent
+        provider = step.provider or ""
+        await run.outbox.flush()
+        if spent is not None:
+            prompt, completion = spent.usage.prompt_tokens, spent.usage.completion_tokens
+        else:
+            prompt, completion = 0, 0
+        usage = Usage.of(prompt, prior_tokens + completion)
+        if request.persist:
+            finished = GenerationFinished(
+                message_id=request.message_id,
+                conversation_id=request.conversation_id,
+                user_id=request.user_id,
+                reply_to=request.user_message_id,
+                content=text,
+                status="cancelled",
+                finish_reason="cancelled",
+                model=run.alias,
+                provider=provider,
+                usage=usage,
+                created_at=run.created_at,
+                finished_at=max(self._clock.now(), run.created_at),
+            )
+            await run.outbox.finished(finished)
+        if spent is not None:
+            await self._usage(run, spent)
+        done = DoneEvent(
+            message_id=request.message_id,
+            finish_reason="cancelled",
+            usage=usage,
+            model=run.alias,
+            provider=provider,
+        )
+        await run.outbox.terminal(request.conversation_id, done)
+        log.info("reply %s stopped by its user", request.message_id)
 
     async def _fail(
         self,
@@ -336,3 +409,34 @@ class Worker:
             occurred_at=self._clock.now(),
         )
         await run.outbox.usage(reported)
+
+
+def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
+    """The end of a reply as memory holds it, to publish again.
+
+    Memory keeps the status, not the finish reason nor the error code: a complete
+    reply ends with `stop` (a `length` end is only known while its `done` event is
+    in the stream, and then it is not published again).
+    """
+    if stored.status == "failed":
+        return ErrorEvent(
+            message_id=stored.id,
+            code="generation_failed",
+            message="The reply could not be produced.",
+            retryable=False,
+        )
+    if stored.status == "interrupted":
+        # Cut short for good; the partial answer is stored, sending again may succeed.
+        return ErrorEvent(
+            message_id=stored.id,
+            code="generation_interrupted",
+            message="The reply was cut short. Please send the message again.",
+            retryable=True,
+        )
+    return DoneEvent(
+        message_id=stored.id,
+        finish_reason="cancelled" if stored.status == "cancelled" else "stop",
+        usage=stored.usage or Usage.of(0, 0),
+        model=stored.model or alias,
+        provider=stored.provider or "",
+    )

@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.topology import CHAT_STREAM, ensure_streams
+from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
+from contracts.topology import CHAT_STREAM, MEMORY_STREAMS, ensure_streams
+from memory.cache import CachedConversationStore, WindowCache, connect_redis
+from memory.consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.database import create_engine, migrate
+from memory.knowledge import load_knowledge
 from memory.logs import BROKER_LOGGER
+from memory.metrics import install_metrics
+from memory.purge import StreamPurger
 from memory.repository import SqlConversationRepository
-from memory.router import chat_consumer_config, create_router
+from memory.retention import RetentionSweeper
+from memory.router import create_router
 from memory.settings import MemorySettings
 from memory.store import ConversationStore
 
 __all__ = ["create_app", "create_broker"]
 
+# A stop lets the chat events in hand be stored and acked first.
+_GRACEFUL_SECONDS = 10.0
 
-def create_broker(settings: MemorySettings) -> NatsBroker:
+
+def create_broker(
+    settings: MemorySettings, reconnected_cb: ReconnectedCallback | None = None
+) -> NatsBroker:
     # Keep reconnecting: a NATS restart must not end the service. FastStream's own
     # "Received"/"Processed" lines per message go to our logger at DEBUG (its default
     # logger prints them at INFO whatever the configured level); errors stay ERROR.
+    credentials = settings.nats_credentials()
     return NatsBroker(
         settings.nats_servers(),
+        security=NatsUserPassword(*credentials) if credentials else None,
+        inbox_prefix=settings.nats_inbox_prefix(),
         max_reconnect_attempts=-1,
+        reconnected_cb=reconnected_cb,
         logger=logging.getLogger(BROKER_LOGGER),
         log_level=logging.DEBUG,
     )
@@ -37,29 +58,104 @@ def create_app(
     engine: AsyncEngine | None = None,
     store: ConversationStore | None = None,
     broker: NatsBroker | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    dead_letters: DeadLetters | None = None,
 ) -> FastStream:
     """The FastStream app of memory.
 
     `engine`: the database (default: one for `settings`, disposed at shutdown; a given
     one stays the caller's). It is migrated at start. `store`: what the handlers read
-    and write (default: the SQL repository on `engine`; a cache would wrap that).
+    and write (default: the SQL repository on `engine`, behind the Redis cache when
+    `settings.redis_url` is set).
     """
     owns_engine = engine is None
     database = engine if engine is not None else create_engine(settings.resolved_database_url())
     history = store if store is not None else SqlConversationRepository(database)
-    nats_broker = broker if broker is not None else create_broker(settings)
-    nats_broker.include_router(create_router(settings, history))
+    redis = (
+        connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)
+        if settings.redis_url and store is None
+        else None
+    )
+    if redis is not None:
+        cache = WindowCache(
+            redis,
+            prefix=settings.redis_key_prefix,
+            ttl_seconds=settings.cache_ttl_seconds,
+            retry_seconds=settings.cache_retry_seconds,
+        )
+        window = max(settings.cache_window_messages, settings.context_messages)
+        history = CachedConversationStore(history, cache, window=window)
+    purger = StreamPurger()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def restore_topology() -> None:
+        # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
+        # the file streams (chat included) and their consumers survive. Re-ensuring is
+        # idempotent and also covers a server that came back without its store.
+        js = nats_broker.config.connection_state.stream
+        await ensure_streams(js, settings, MEMORY_STREAMS)
+        await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
+
+    nats_broker = (
+        broker
+        if broker is not None
+        else create_broker(settings, rerun_on_reconnect(restore_topology))
+    )
+    nats_broker.include_router(
+        create_router(
+            settings,
+            history,
+            knowledge=load_knowledge(settings.knowledge_dir),
+            purge=purger.purge,
+            clock=clock,
+        )
+    )
+    consumer = ChatConsumer(
+        settings, history, dead_letters if dead_letters is not None else DeadLetters()
+    )
 
     async def prepare() -> None:
         await migrate(database)
         connection = await nats_broker.connect()
         js = connection.jetstream()
-        await ensure_streams(js, settings)
+        await ensure_streams(js, settings, MEMORY_STREAMS)
         # Creates the durable consumer, or applies a changed ack wait to it.
         await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
+        await consumer.start(js)
+        purger.attach(js)
+        sweeper = RetentionSweeper(
+            history,
+            days=settings.retention_days,
+            interval_seconds=settings.retention_interval_seconds,
+            purge=purger.purge,
+            clock=clock,
+        )
+        tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))
+
+    async def subscribed() -> None:
+        # A PING round trip: the request-reply subscriptions have reached the server
+        # when start returns, so a client's first request finds a responder.
+        await nats_broker.connection.flush()
+
+    async def stop_consuming() -> None:
+        await consumer.stop(_GRACEFUL_SECONDS)
 
     async def release() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if redis is not None:
+            await redis.aclose()
         if owns_engine:
             await database.dispose()
 
-    return FastStream(nats_broker, on_startup=[prepare], after_shutdown=[release])
+    app = FastStream(
+        nats_broker,
+        on_startup=[prepare],
+        after_startup=[subscribed],
+        on_shutdown=[stop_consuming],
+        after_shutdown=[release],
+    )
+    install_metrics(app, nats_broker, settings)
+    return app

@@ -48,6 +48,25 @@ class GroupCommit(Generic[T, R]):
             self._writer = loop.create_task(self._drain())
         return await future
 
+    async def submit_many(self, items: Sequence[T]) -> list[R | Exception]:
+        """`submit` for each item, in order; each item's result or the error it failed with."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        for item in items:
+            future: asyncio.Future[R] = loop.create_future()
+            self._queue.append((item, future))
+            futures.append(future)
+        if self._writer is None and futures:
+            self._writer = loop.create_task(self._drain())
+        # Futures, not coroutines: no task per item.
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        results: list[R | Exception] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the caller stops, its messages are redelivered
+            results.append(outcome)
+        return results
+
     async def _drain(self) -> None:
         # Started by the first submit, ends when nothing is queued: no task to manage.
         queue = self._queue

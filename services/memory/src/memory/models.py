@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime, Dialect, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Conversation", "Message", "UtcDateTime"]
+__all__ = ["Base", "Conversation", "DeletedConversation", "Message", "UtcDateTime"]
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -44,8 +44,25 @@ class Conversation(Base):
     system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Moves up with every change: a cached copy of an older revision is never stored.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_conversations_user_updated", "user_id", "updated_at"),
+        # The retention sweep looks for the idle ones.
+        Index("ix_conversations_updated", "updated_at"),
+    )
+
+
+class DeletedConversation(Base):
+    """A deleted conversation: chat events created before `deleted_at` (redeliveries,
+    a generation still running) do not bring it back."""
+
+    __tablename__ = "deleted_conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Message(Base):

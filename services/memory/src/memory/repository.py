@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, exists, func, or_, select
+from sqlalchemy import Table, and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import (
     ChatEvent,
@@ -21,16 +22,21 @@ from contracts.events import (
 from contracts.rpc import (
     ContextReply,
     ContextRequest,
+    ConversationCreateRequest,
+    ConversationDeleteReply,
+    ConversationDeleteRequest,
     ConversationGetReply,
     ConversationGetRequest,
     ConversationListReply,
     ConversationListRequest,
     ConversationSummary,
+    ConversationUpdateRequest,
+    ConversationWriteReply,
     StoredMessage,
 )
-from memory.models import Conversation, Message
+from memory.models import Conversation, DeletedConversation, Message
 from memory.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
-from memory.store import StoreOutcome
+from memory.store import CachedWindow, Exchange, StoreOutcome
 from memory.writes import write_events
 
 __all__ = ["FINAL_STATUSES", "SqlConversationRepository"]
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
+_deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 
 
 class SqlConversationRepository:
@@ -48,13 +55,14 @@ class SqlConversationRepository:
         self._engine = engine
         name = engine.dialect.name
         if name == "postgresql":
-            self._sql = Statements(postgresql.insert)
+            self._insert: Any = postgresql.insert
         elif name == "sqlite":
-            self._sql = Statements(sqlite.insert)
+            self._insert = sqlite.insert
         else:
             raise ValueError(f"unsupported database dialect {name!r}")
+        self._sql = Statements(self._insert)
 
-    # --- writes -------------------------------------------------------------------
+    # --- chat events ----------------------------------------------------------------
 
     async def store_user_message(self, event: UserMessageAccepted) -> StoreOutcome:
         (outcome,) = await self.store_events([event])
@@ -71,7 +79,107 @@ class SqlConversationRepository:
         async with self._engine.begin() as conn:
             return await write_events(conn, self._sql, events)
 
-    # --- reads --------------------------------------------------------------------
+    # --- conversation writes (request-reply; committed before the reply) -------------
+
+    async def create_conversation(
+        self, request: ConversationCreateRequest, now: datetime
+    ) -> ConversationWriteReply:
+        c = _conversations.c
+        row = {
+            "id": request.conversation_id,
+            "user_id": request.user_id,
+            "title": _text(request.title or ""),
+            "system_prompt": _prompt(request.system_prompt),
+            "created_at": now,
+            "updated_at": now,
+            "revision": 1,
+        }
+        insert = (
+            self._insert(_conversations)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(c.id)
+        )
+        async with self._engine.begin() as conn:
+            created = (await conn.execute(insert)).first() is not None
+            summary = await _summary(conn, request.conversation_id, request.user_id)
+        return ConversationWriteReply(conversation=summary, created=created and summary is not None)
+
+    async def update_conversation(
+        self, request: ConversationUpdateRequest
+    ) -> ConversationWriteReply:
+        c = _conversations.c
+        values: dict[str, Any] = {"revision": c.revision + 1}
+        if request.title is not None:
+            values["title"] = _text(request.title)
+        if request.system_prompt is not None:
+            values["system_prompt"] = _prompt(request.system_prompt)
+        statement = (
+            update(_conversations)
+            .where(c.id == request.conversation_id, c.user_id == request.user_id)
+            .values(values)
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+            summary = await _summary(conn, request.conversation_id, request.user_id)
+        return ConversationWriteReply(conversation=summary)
+
+    async def delete_conversation(
+        self, request: ConversationDeleteRequest, now: datetime
+    ) -> ConversationDeleteReply:
+        c, d = _conversations.c, _deleted.c
+        async with self._engine.begin() as conn:
+            gone = await self._delete(
+                conn, and_(c.id == request.conversation_id, c.user_id == request.user_id), now
+            )
+            if gone:
+                return ConversationDeleteReply(deleted=True)
+            # Deleted before by the same user: a repeated request succeeds again.
+            again = await conn.scalar(
+                select(
+                    exists().where(d.id == request.conversation_id, d.user_id == request.user_id)
+                )
+            )
+        return ConversationDeleteReply(deleted=bool(again))
+
+    async def delete_idle(self, idle_since: datetime, now: datetime, limit: int) -> list[str]:
+        """Delete up to `limit` conversations without activity since `idle_since`."""
+        c = _conversations.c
+        oldest = (
+            select(c.id).where(c.updated_at < idle_since).order_by(c.updated_at).limit(limit)
+        ).scalar_subquery()
+        async with self._engine.begin() as conn:
+            # The activity is checked again in the delete: one that just woke up stays.
+            return await self._delete(conn, and_(c.id.in_(oldest), c.updated_at < idle_since), now)
+
+    async def forget_deletions(self, before: datetime) -> int:
+        """Drop the markers of conversations deleted before `before`; how many."""
+        d = _deleted.c
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(_deleted).where(d.deleted_at < before))
+        return int(result.rowcount or 0)
+
+    async def _delete(self, conn: AsyncConnection, condition: Any, now: datetime) -> list[str]:
+        c = _conversations.c
+        rows = (
+            await conn.execute(delete(_conversations).where(condition).returning(c.id, c.user_id))
+        ).all()
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        # The foreign key cascades too; explicit so that nothing depends on a pragma.
+        await conn.execute(delete(_messages).where(_messages.c.conversation_id.in_(ids)))
+        tombstone = self._insert(_deleted)
+        await conn.execute(
+            tombstone.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"user_id": tombstone.excluded.user_id, "deleted_at": now},
+            ),
+            [{"id": row.id, "user_id": row.user_id, "deleted_at": now} for row in rows],
+        )
+        return ids
+
+    # --- reads ----------------------------------------------------------------------
 
     async def context(self, request: ContextRequest, max_messages: int) -> ContextReply:
         # One statement (one round trip, one driver hop): the conversation, the reply
@@ -104,6 +212,61 @@ class SqlConversationRepository:
             ),
         )
 
+    async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
+        """What the cache holds of a conversation: its row, totals and newest messages."""
+        c = _conversations.c
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(_conversations).where(c.id == conversation_id))
+            ).first()
+            if row is None:
+                return None
+            summary = await _summary(conn, conversation_id, row.user_id)
+            messages, has_more = await _page(conn, conversation_id, size, None)
+        if summary is None:
+            return None
+        return CachedWindow(
+            user_id=row.user_id,
+            revision=row.revision,
+            conversation=summary,
+            messages=messages,
+            complete=not has_more,
+        )
+
+    async def held(self, conversation_id: str, message_ids: Sequence[str]) -> set[str]:
+        m = _messages.c
+        query = select(m.id).where(m.conversation_id == conversation_id, m.id.in_(message_ids))
+        async with self._engine.connect() as conn:
+            return set((await conn.scalars(query)).all())
+
+    async def related_exchanges(
+        self, user_id: str, conversation_id: str, limit: int
+    ) -> list[Exchange]:
+        """The user's newest `limit` exchanges (message and complete reply) elsewhere."""
+        c, m = _conversations.c, _messages.c
+        reply = _messages.alias("reply")
+        r = reply.c
+        query = (
+            select(m.content, r.content.label("reply"))
+            .select_from(
+                _messages.join(_conversations, c.id == m.conversation_id).join(
+                    reply,
+                    and_(
+                        r.conversation_id == m.conversation_id,
+                        r.reply_to == m.id,
+                        r.role == "assistant",
+                        r.status == "complete",
+                    ),
+                )
+            )
+            .where(c.user_id == user_id, c.id != conversation_id, m.role == "user")
+            .order_by(m.created_at.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Exchange(question=row.content, answer=row.reply) for row in rows]
+
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
@@ -127,6 +290,14 @@ class SqlConversationRepository:
                     exists().where(in_conversation, m.content.ilike(pattern, escape="\\")),
                 )
             )
+        if request.before is not None:
+            anchor = _conversations.alias("anchor")
+            a = anchor.c
+            query = query.join(
+                anchor, and_(a.id == request.before, a.user_id == request.user_id)
+            ).where(
+                or_(c.updated_at < a.updated_at, and_(c.updated_at == a.updated_at, c.id < a.id))
+            )
         query = query.order_by(c.updated_at.desc(), c.id.desc()).limit(request.limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -145,36 +316,79 @@ class SqlConversationRepository:
         )
 
     async def get_conversation(self, request: ConversationGetRequest) -> ConversationGetReply:
-        c, m = _conversations.c, _messages.c
         async with self._engine.connect() as conn:
-            conversation = (
-                await conn.execute(
-                    select(_conversations).where(
-                        c.id == request.conversation_id, c.user_id == request.user_id
-                    )
-                )
-            ).first()
-            if conversation is None:
+            summary = await _summary(conn, request.conversation_id, request.user_id)
+            if summary is None:
                 return ConversationGetReply(conversation=None)
-            rows = (
-                await conn.execute(
-                    select(_messages)
-                    .where(m.conversation_id == request.conversation_id)
-                    .order_by(m.created_at, m.id)
-                )
-            ).all()
-        messages = tuple(_stored(row._mapping) for row in rows)
-        return ConversationGetReply(
-            conversation=ConversationSummary(
-                id=conversation.id,
-                title=conversation.title,
-                created_at=conversation.created_at,
-                updated_at=conversation.updated_at,
-                message_count=len(messages),
-                total_tokens=sum(row.total_tokens or 0 for row in rows),
-            ),
-            messages=messages,
+            messages, has_more = await _page(
+                conn, request.conversation_id, request.limit, request.before, request.message_ids
+            )
+        return ConversationGetReply(conversation=summary, messages=messages, has_more=has_more)
+
+
+async def _summary(
+    conn: AsyncConnection, conversation_id: str, user_id: str
+) -> ConversationSummary | None:
+    c, m = _conversations.c, _messages.c
+    in_conversation = m.conversation_id == c.id
+    row = (
+        await conn.execute(
+            select(
+                c.id,
+                c.title,
+                c.system_prompt,
+                c.created_at,
+                c.updated_at,
+                select(func.count()).where(in_conversation).scalar_subquery().label("count"),
+                select(func.coalesce(func.sum(m.total_tokens), 0))
+                .where(in_conversation)
+                .scalar_subquery()
+                .label("tokens"),
+            ).where(c.id == conversation_id, c.user_id == user_id)
         )
+    ).first()
+    if row is None:
+        return None
+    return ConversationSummary(
+        id=row.id,
+        title=row.title,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        message_count=row.count,
+        total_tokens=row.tokens,
+        system_prompt=row.system_prompt,
+    )
+
+
+async def _page(
+    conn: AsyncConnection,
+    conversation_id: str,
+    limit: int | None,
+    before: str | None,
+    message_ids: Sequence[str] | None = None,
+) -> tuple[tuple[StoredMessage, ...], bool]:
+    """Messages in order: the newest `limit` (None: all) before message `before`,
+    among `message_ids` when given.
+
+    An unknown `before` gives no messages."""
+    m = _messages.c
+    query = select(_messages).where(m.conversation_id == conversation_id)
+    if message_ids is not None:
+        query = query.where(m.id.in_(message_ids))
+    if before is not None:
+        anchor = _messages.alias("anchor")
+        a = anchor.c
+        query = query.join(
+            anchor, and_(a.conversation_id == conversation_id, a.id == before)
+        ).where(or_(m.created_at < a.created_at, and_(m.created_at == a.created_at, m.id < a.id)))
+    if limit is None:
+        rows = (await conn.execute(query.order_by(m.created_at, m.id))).all()
+        return tuple(_stored(row._mapping) for row in rows), False
+    newest = (
+        await conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))
+    ).all()
+    has_more = len(newest) > limit
+    return tuple(_stored(row._mapping) for row in reversed(newest[:limit])), has_more
 
 
 def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
@@ -198,6 +412,11 @@ def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
         provider=get("provider"),
         usage=usage,
     )
+
+
+def _prompt(value: str | None) -> str | None:
+    # An empty system prompt is none.
+    return _text(value) or None if value is not None else None
 
 
 def _text(value: str) -> str:

@@ -18,16 +18,20 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     literal_column,
     not_,
+    null,
     or_,
     select,
     true,
+    type_coerce,
+    union_all,
     update,
 )
 
-from memory.models import Conversation, Message, UtcDateTime
+from memory.models import Conversation, DeletedConversation, Message, UtcDateTime
 
 __all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements"]
 
@@ -37,6 +41,7 @@ REPLY_PREFIX = "reply_"
 
 _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
+_deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 _MESSAGE_KEY = ["conversation_id", "id"]
 # An assistant message may replace a stored one only while that one is not final.
 _REPLACEABLE = (
@@ -56,14 +61,40 @@ class Statements:
     """Parameters are named after the columns; see each attribute for the extra ones."""
 
     def __init__(self, insert: Any) -> None:
-        c, m = _conversations.c, _messages.c
-        # conversations rows -> each created unless it exists.
-        self.claim: Executable = insert(_conversations).on_conflict_do_nothing(
-            index_elements=["id"]
+        c, m, d = _conversations.c, _messages.c, _deleted.c
+        # conversations rows + fresh_at -> each created unless it exists, or unless it was
+        # deleted at or after `fresh_at` (its newest event here: a stale redelivery).
+        claimed = ["id", "user_id", "title", "system_prompt", "created_at", "updated_at"]
+        conversation_id: Any = bindparam("id", type_=String())
+        rows = select(
+            conversation_id,
+            bindparam("user_id", type_=Text()),
+            bindparam("title", type_=Text()),
+            bindparam("system_prompt", type_=Text()),
+            bindparam("created_at", type_=UtcDateTime()),
+            bindparam("updated_at", type_=UtcDateTime()),
+            literal_column("1"),
+        ).where(
+            ~exists().where(
+                d.id == conversation_id,
+                d.deleted_at >= bindparam("fresh_at", type_=UtcDateTime()),
+            )
         )
-        # ids (a list) -> (id, user_id) of those that exist.
-        self.owners: Executable = select(c.id, c.user_id).where(
-            c.id.in_(bindparam("ids", expanding=True))
+        self.claim: Executable = (
+            insert(_conversations)
+            .from_select([*claimed, "revision"], rows)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        ids: Any = bindparam("ids", expanding=True)
+        # ids (a list) -> (id, user_id, NULL) of those that exist and (id, NULL, deleted_at)
+        # of those deleted.
+        self.owners: Executable = union_all(
+            select(c.id, c.user_id, type_coerce(null(), UtcDateTime()).label("deleted_at")).where(
+                c.id.in_(ids)
+            ),
+            select(d.id, type_coerce(null(), Text()).label("user_id"), d.deleted_at).where(
+                d.id.in_(ids)
+            ),
         )
         written = (m.conversation_id, m.id)
         # messages rows -> the keys of the user messages inserted (not already held).
@@ -90,6 +121,7 @@ class Statements:
             update(_conversations)
             .where(c.id == bindparam("conversation_id"))
             .values(
+                revision=c.revision + 1,
                 updated_at=case((c.updated_at < at, at), else_=c.updated_at),
                 title=case((c.title == "", func.coalesce(title, c.title)), else_=c.title),
                 system_prompt=func.coalesce(

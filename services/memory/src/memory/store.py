@@ -1,32 +1,65 @@
 """What the handlers need from the history store.
 
-The SQL repository implements it; a cache in front of it (Redis, later) wraps the
-same protocol, so the router and the app take any `ConversationStore`.
+The SQL repository implements it; the Redis cache (`memory.cache`) wraps the same
+protocol, so the router and the app take any `ConversationStore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
 
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 from contracts.rpc import (
     ContextReply,
     ContextRequest,
+    ConversationCreateRequest,
+    ConversationDeleteReply,
+    ConversationDeleteRequest,
     ConversationGetReply,
     ConversationGetRequest,
     ConversationListReply,
     ConversationListRequest,
+    ConversationSummary,
+    ConversationUpdateRequest,
+    ConversationWriteReply,
+    StoredMessage,
 )
 
-__all__ = ["ConversationStore", "StoreOutcome"]
+__all__ = ["CachedWindow", "ConversationStore", "Exchange", "StoreOutcome"]
 
 
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # already held: nothing changed
     FORBIDDEN = "forbidden"  # the conversation belongs to another user: ignored
+    DELETED = "deleted"  # older than the conversation's deletion: ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """A user message and the reply to it (personal memory candidates)."""
+
+    question: str
+    answer: str
+
+
+class CachedWindow(BaseModel):
+    """A conversation as the cache holds it: its summary and newest messages."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    revision: int
+    conversation: ConversationSummary
+    # Oldest first; `complete` when they are all the conversation's messages.
+    messages: tuple[StoredMessage, ...]
+    complete: bool
 
 
 class ConversationStore(Protocol):
@@ -40,7 +73,39 @@ class ConversationStore(Protocol):
         """Store the events in order in one transaction: all of them, or none (it raises)."""
         ...
 
+    async def create_conversation(
+        self, request: ConversationCreateRequest, now: datetime
+    ) -> ConversationWriteReply: ...
+
+    async def update_conversation(
+        self, request: ConversationUpdateRequest
+    ) -> ConversationWriteReply: ...
+
+    async def delete_conversation(
+        self, request: ConversationDeleteRequest, now: datetime
+    ) -> ConversationDeleteReply: ...
+
+    async def delete_idle(self, idle_since: datetime, now: datetime, limit: int) -> list[str]:
+        """Delete up to `limit` conversations idle since before `idle_since`; their ids."""
+        ...
+
+    async def forget_deletions(self, before: datetime) -> int:
+        """Drop the markers of conversations deleted before `before`; how many."""
+        ...
+
     async def context(self, request: ContextRequest, max_messages: int) -> ContextReply: ...
+
+    async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
+        """The conversation's summary and newest `size` messages (what the cache holds)."""
+        ...
+
+    async def held(self, conversation_id: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of `message_ids` the conversation holds."""
+        ...
+
+    async def related_exchanges(
+        self, user_id: str, conversation_id: str, limit: int
+    ) -> list[Exchange]: ...
 
     async def list_conversations(
         self, request: ConversationListRequest

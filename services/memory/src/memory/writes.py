@@ -73,16 +73,33 @@ async def _write_round(
     # 1. Create the conversations that do not exist yet, each from its first event here
     #    (a write first: on SQLite it takes the write lock at once, where a read first
     #    could fail on a concurrent writer's commit instead of waiting).
+    #    A deleted conversation comes back only through an event newer than its deletion.
     claims: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event.conversation_id not in claims:
+        claim = claims.get(event.conversation_id)
+        if claim is None:
             claims[event.conversation_id] = _conversation_row(event)
+        else:
+            claim["fresh_at"] = max(claim["fresh_at"], event.created_at)
     await conn.execute(sql.claim, list(claims.values()))
-    rows = await conn.execute(sql.owners, {"ids": list(claims)})
-    owners: dict[str, str] = {row.id: row.user_id for row in rows}
+    owners: dict[str, str] = {}
+    deleted: dict[str, datetime] = {}
+    for row in await conn.execute(sql.owners, {"ids": list(claims)}):
+        if row.deleted_at is None:
+            owners[row.id] = row.user_id
+        else:
+            deleted[row.id] = row.deleted_at
+
+    def stale(event: ChatEvent) -> bool:
+        deleted_at = deleted.get(event.conversation_id)
+        return deleted_at is not None and event.created_at <= deleted_at
 
     # 2. The messages, unless held (user) or already final (assistant).
-    allowed = [event for event in events if owners.get(event.conversation_id) == event.user_id]
+    allowed = [
+        event
+        for event in events
+        if owners.get(event.conversation_id) == event.user_id and not stale(event)
+    ]
     users = [_message_row(e) for e in allowed if isinstance(e, UserMessageAccepted)]
     replies = [_message_row(e) for e in allowed if not isinstance(e, UserMessageAccepted)]
     written: set[tuple[str, str]] = set()
@@ -97,6 +114,9 @@ async def _write_round(
     touches: dict[str, _Touch] = {}
     outcomes: list[StoreOutcome] = []
     for event in events:
+        if stale(event):
+            outcomes.append(StoreOutcome.DELETED)
+            continue
         if owners.get(event.conversation_id) != event.user_id:
             log.warning(
                 "%s %s ignored: conversation %s belongs to another user",
@@ -144,6 +164,7 @@ def _conversation_row(event: ChatEvent) -> dict[str, Any]:
         "system_prompt": _prompt(event) if isinstance(event, UserMessageAccepted) else None,
         "created_at": event.created_at,
         "updated_at": event.created_at,
+        "fresh_at": event.created_at,
     }
 
 

@@ -7,25 +7,39 @@ import logging
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsUserPassword
 
 from contracts import topology
+from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
+from usage.budget import DailyTotals
+from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
 from usage.ledger import Ledger
+from usage.metrics import MetricsServer, UsageMetrics
 from usage.router import consumer_config, create_router
 from usage.settings import UsageSettings
 
 __all__ = ["create_app", "create_broker", "main"]
 
 _BROKER_LOGGER = "usage.nats"
+# A stop lets the reports in hand finish (commit, republish, ack) first.
+_GRACEFUL_SECONDS = 10.0
 
 
-def create_broker(settings: UsageSettings) -> NatsBroker:
+def create_broker(
+    settings: UsageSettings, reconnected_cb: ReconnectedCallback | None = None
+) -> NatsBroker:
     # Reconnect forever: a restarted nats-server must not end the service.
     # Per-message logs only at DEBUG: thousands of reports per second otherwise.
+    credentials = settings.nats_credentials()
     return NatsBroker(
         settings.nats_servers(),
+        security=NatsUserPassword(*credentials) if credentials else None,
+        inbox_prefix=settings.nats_inbox_prefix(),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        graceful_timeout=_GRACEFUL_SECONDS,
+        reconnected_cb=reconnected_cb,
         logger=logging.getLogger(_BROKER_LOGGER),
         log_level=logging.DEBUG,
     )
@@ -36,21 +50,62 @@ def create_app(
     *,
     ledger: Ledger | None = None,
     broker: NatsBroker | None = None,
+    metrics: UsageMetrics | None = None,
 ) -> FastStream:
     """The service. A ledger passed in stays the caller's (its engine is not disposed)."""
     owns_engine = ledger is None
-    ledger = ledger or Ledger(create_engine(settings.database()))
-    broker = broker or create_broker(settings)
+    ledger = ledger or Ledger(create_engine(settings.database()), prices=settings.price_table())
+
+    async def restore_topology() -> None:
+        # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
+        # the file streams (usage included) and their consumers survive. Re-ensuring is
+        # idempotent and also covers a server that came back without its store.
+        assert broker is not None
+        js = broker.config.connection_state.stream
+        await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
+        await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
+
+    broker = broker or create_broker(settings, rerun_on_reconnect(restore_topology))
+    metrics = metrics or UsageMetrics()
+    daily = DailyTotals()
     broker.include_router(create_router(ledger, settings))
+    consumer = ReportConsumer(ledger, settings, daily=daily, metrics=metrics)
+    servers: list[MetricsServer] = []
 
     async def prepare() -> None:
         # Schema first, then streams: the consumer starts only when both exist.
         await migrate(ledger.engine)
         js = (await broker.connect()).jetstream()
-        await topology.ensure_streams(js, settings)
+        await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
+        await topology.ensure_buckets(js)
+        daily.bind(await js.key_value(topology.BUDGET_BUCKET))
         await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
+        await consumer.start(js)
+        if settings.metrics_port:
+
+            async def refresh() -> None:
+                await metrics.observe_consumer(js, topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+
+            server = MetricsServer(
+                metrics.registry,
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+                before_scrape=refresh,
+            )
+            await server.start()
+            servers.append(server)
+
+    async def subscribed() -> None:
+        # A PING round trip: the request-reply subscriptions have reached the server
+        # when start returns, so a client's first request finds a responder.
+        await broker.connection.flush()
+
+    async def stop_consuming() -> None:
+        await consumer.stop(_GRACEFUL_SECONDS)
 
     async def dispose() -> None:
+        for server in servers:
+            await server.stop()
         if owns_engine:
             await ledger.engine.dispose()
 
@@ -58,6 +113,8 @@ def create_app(
         broker,
         logger=logging.getLogger("usage"),
         on_startup=[prepare],
+        after_startup=[subscribed],
+        on_shutdown=[stop_consuming],
         after_shutdown=[dispose],
     )
 

@@ -7,23 +7,31 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
-from contracts.rpc import UsageTotals, UsageTotalsReply
-from usage.models import LedgerRow
+from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
+from usage.models import DailyRow, LedgerRow
+from usage.prices import PriceTable
 
-__all__ = ["Clock", "Ledger", "Recorded", "utc_now"]
+__all__ = ["Clock", "Ledger", "Recorded", "utc_day", "utc_now"]
 
 Clock = Callable[[], datetime]
 
 _TABLE = cast(Table, LedgerRow.__table__)
+_DAILY = cast(Table, DailyRow.__table__)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def utc_day(moment: datetime) -> str:
+    """The UTC date of `moment` as YYYY-MM-DD (a naive time is UTC, as stored)."""
+    day = moment.date() if moment.tzinfo is None else moment.astimezone(UTC).date()
+    return day.isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,23 +40,38 @@ class Recorded:
 
     entry: UsageRecorded
     inserted: bool
+    # Tokens the user spent on the entry's UTC day, this entry included.
+    day_total: int = 0
 
 
 class Ledger:
     """Exactly one row per generation attempt (unique `attempt_id`)."""
 
-    def __init__(self, engine: AsyncEngine, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock = utc_now, prices: PriceTable | None = None
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        self._prices = prices or PriceTable({})
         # Built once: building a statement costs more CPU than running it.
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = (
             insert(_TABLE)
             .on_conflict_do_nothing(index_elements=[_TABLE.c.attempt_id])
-            .returning(_TABLE.c.attempt_id)
+            # The whole row: the entries come back with the insert, no read after it.
+            .returning(*_TABLE.c)
         )
         self._select = select(_TABLE).where(
             _TABLE.c.attempt_id.in_(bindparam("attempts", expanding=True))
+        )
+        upsert = insert(_DAILY)
+        self._add_daily = upsert.on_conflict_do_update(
+            index_elements=[_DAILY.c.user_id, _DAILY.c.day],
+            set_={"total_tokens": _DAILY.c.total_tokens + upsert.excluded.total_tokens},
+        ).returning(_DAILY.c.user_id, _DAILY.c.day, _DAILY.c.total_tokens)
+        self._select_daily = select(_DAILY).where(
+            _DAILY.c.user_id.in_(bindparam("users", expanding=True)),
+            _DAILY.c.day.in_(bindparam("days", expanding=True)),
         )
 
     async def record(self, event: UsageReported) -> Recorded:
@@ -63,26 +86,60 @@ class Ledger:
     async def record_many(self, events: Sequence[UsageReported]) -> list[Recorded]:
         """`record` for each report, in one transaction (all of them or none)."""
         recorded_at = self._clock()
-        rows = [_row_values(event, recorded_at=recorded_at) for event in events]
+        rows = [_row_values(event, recorded_at, self._prices) for event in events]
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
         # The insert comes first so that SQLite takes the write lock at once
         # (a read-then-write transaction could fail instead of waiting).
         async with self.engine.begin() as connection:
-            inserted = {row.attempt_id for row in await connection.execute(self._insert, rows)}
             stored = {
                 row.attempt_id: _entry(row._mapping)
-                for row in await connection.execute(self._select, {"attempts": attempts})
+                for row in await connection.execute(self._insert, rows)
             }
+            inserted = set(stored)
+            # The daily totals grow in the same transaction, by the rows inserted only.
+            added: dict[tuple[str, str], int] = {}
+            counted = set(inserted)
+            for row in rows:
+                if row["attempt_id"] in counted:
+                    counted.discard(row["attempt_id"])  # repeated within the batch
+                    key = (row["user_id"], utc_day(row["occurred_at"]))
+                    added[key] = added.get(key, 0) + row["total_tokens"]
+            days: dict[tuple[str, str], int] = {}
+            if added:
+                increments = [
+                    {"user_id": user, "day": day, "total_tokens": tokens}
+                    for (user, day), tokens in sorted(added.items())  # one lock order
+                ]
+                for total in await connection.execute(self._add_daily, increments):
+                    days[(total.user_id, total.day)] = int(total.total_tokens)
+            wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
+            if wanted:
+                query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
+                for total in await connection.execute(self._select_daily, query):
+                    days.setdefault((total.user_id, total.day), int(total.total_tokens))
+            # Recorded before (a redelivery): the entry first stored, unchanged.
+            held = [attempt for attempt in attempts if attempt not in stored]
+            if held:
+                for found in await connection.execute(self._select, {"attempts": held}):
+                    stored[found.attempt_id] = _entry(found._mapping)
         results = []
         for event in events:
             # A report repeated within the batch: only its first copy inserted the row.
             first = event.attempt_id in inserted
             inserted.discard(event.attempt_id)
-            results.append(Recorded(entry=stored[event.attempt_id], inserted=first))
+            day_total = days.get((event.user_id, utc_day(event.occurred_at)), 0)
+            results.append(Recorded(stored[event.attempt_id], first, day_total))
         return results
 
-    async def totals(self, user_id: str, since: datetime | None = None) -> UsageTotalsReply:
-        """Totals of one user, overall and per model alias.
+    async def totals(
+        self,
+        user_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: UsageGroupBy | None = None,
+    ) -> UsageTotalsReply:
+        """Totals of one user in [since, until), overall, per model alias, and per
+        `group_by` key when given.
 
         `requests` counts generations the user asked for: distinct `message_id`
         (the reply id, unique across conversations), not attempts, so a provider
@@ -94,20 +151,90 @@ class Ledger:
             func.coalesce(func.sum(_TABLE.c.prompt_tokens), 0),
             func.coalesce(func.sum(_TABLE.c.completion_tokens), 0),
             func.coalesce(func.sum(_TABLE.c.total_tokens), 0),
+            func.sum(_TABLE.c.cost_usd),
         )
-        where = [_TABLE.c.user_id == user_id]
-        if since is not None:
-            where.append(_TABLE.c.occurred_at >= since)
+        where = _window(user_id, since, until)
         async with self.engine.connect() as connection:
             overall = (await connection.execute(select(*columns).where(*where))).one()
-            per_model = await connection.execute(
-                select(_TABLE.c.model, *columns).where(*where).group_by(_TABLE.c.model)
+
+            async def per(column: Any) -> dict[str, UsageTotals]:
+                rows = await connection.execute(
+                    select(column, *columns).where(*where).group_by(column)
+                )
+                return {row[0]: _totals(row[1:]) for row in rows}
+
+            by_model = await per(_TABLE.c.model)
+            groups = None
+            if group_by is not None:
+                groups = by_model if group_by == "model" else await per(_GROUPS[group_by])
+        return UsageTotalsReply(totals=_totals(tuple(overall)), by_model=by_model, groups=groups)
+
+    async def export(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> UsageExportReply:
+        """One page of the user's entries in [since, until), by `occurred_at` then attempt."""
+        where = _window(user_id, since, until)
+        if after is not None:
+            at, attempt = _parse_cursor(after)
+            where.append(
+                or_(
+                    _TABLE.c.occurred_at > at,
+                    and_(_TABLE.c.occurred_at == at, _TABLE.c.attempt_id > attempt),
+                )
             )
-            by_model = {row[0]: _totals(row[1:]) for row in per_model}
-        return UsageTotalsReply(totals=_totals(tuple(overall)), by_model=by_model)
+        query = (
+            select(_TABLE)
+            .where(*where)
+            .order_by(_TABLE.c.occurred_at, _TABLE.c.attempt_id)
+            .limit(limit + 1)
+        )
+        async with self.engine.connect() as connection:
+            rows = [_entry(row._mapping) for row in await connection.execute(query)]
+        cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            cursor = f"{last.occurred_at.isoformat()}|{last.attempt_id}"
+        return UsageExportReply(entries=tuple(rows), cursor=cursor)
 
 
-def _row_values(event: UsageReported, recorded_at: datetime) -> dict[str, Any]:
+_GROUPS = {
+    "model": _TABLE.c.model,
+    "provider": _TABLE.c.provider,
+    "conversation": _TABLE.c.conversation_id,
+}
+
+
+def _window(
+    user_id: str, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    where = [_TABLE.c.user_id == user_id]
+    if since is not None:
+        where.append(_TABLE.c.occurred_at >= since)
+    if until is not None:
+        where.append(_TABLE.c.occurred_at < until)
+    return where
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    at, _, attempt = cursor.partition("|")
+    return datetime.fromisoformat(at), attempt
+
+
+def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable) -> dict[str, Any]:
+    cost = prices.cost(
+        alias=event.model,
+        provider=event.provider,
+        provider_model=event.provider_model,
+        prompt_tokens=event.usage.prompt_tokens,
+        completion_tokens=event.usage.completion_tokens,
+    )
     return {
         "attempt_id": event.attempt_id,
         "user_id": event.user_id,
@@ -125,6 +252,7 @@ def _row_values(event: UsageReported, recorded_at: datetime) -> dict[str, Any]:
         "duration_ms": event.duration_ms,
         "occurred_at": event.occurred_at,
         "recorded_at": recorded_at,
+        "cost_usd": cost,
     }
 
 
@@ -148,14 +276,16 @@ def _entry(row: Any) -> UsageRecorded:
         duration_ms=row["duration_ms"],
         occurred_at=row["occurred_at"],
         recorded_at=row["recorded_at"],
+        cost_usd=row["cost_usd"],
     )
 
 
 def _totals(values: tuple[Any, ...]) -> UsageTotals:
-    requests, prompt, completion, total = values
+    requests, prompt, completion, total, cost = values
     return UsageTotals(
         requests=int(requests),
         prompt_tokens=int(prompt),
         completion_tokens=int(completion),
         total_tokens=int(total),
+        cost_usd=None if cost is None else round(float(cost), 9),
     )

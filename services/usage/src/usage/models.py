@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Dialect, Float, Index, Integer, String, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "LedgerRow", "UtcDateTime"]
+__all__ = ["Base", "DailyRow", "LedgerRow", "UtcDateTime"]
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -37,7 +47,10 @@ class Base(DeclarativeBase):
 
 class LedgerRow(Base):
     __tablename__ = "usage_ledger"
-    __table_args__ = (Index("ix_usage_ledger_user_model", "user_id", "model"),)
+    __table_args__ = (
+        Index("ix_usage_ledger_user_model", "user_id", "model"),
+        Index("ix_usage_ledger_user_time", "user_id", "occurred_at"),
+    )
 
     # The attempt id is the natural key: a redelivered report inserts nothing.
     attempt_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -56,3 +69,15 @@ class LedgerRow(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # From the price table when recorded; NULL when the model has no price.
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DailyRow(Base):
+    """Tokens per user per UTC day, kept in the ledger's transactions (the daily budget)."""
+
+    __tablename__ = "usage_daily"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    total_tokens: Mapped[int] = mapped_column(BigInteger)

@@ -6,8 +6,11 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from contracts import topology
 from gateway.backends import BACKEND_SERVICES
 from gateway.errors import error_body
 from gateway.runtime import gateway_of
@@ -22,6 +25,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _events_stream(js: JetStreamContext) -> bool:
+    # A restarted nats-server loses the memory stream until the services recreate it.
+    try:
+        await js.stream_info(topology.EVENTS_STREAM)
+    except (NatsError, TimeoutError):
+        return False
+    return True
+
+
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
@@ -29,8 +41,14 @@ async def readyz(request: Request) -> JSONResponse:
         body = error_body("not_ready", "not connected to NATS")
         body["checks"] = {"nats": False}
         return JSONResponse(body, status_code=503)
-    answers = await asyncio.gather(*(gateway.backends.ping(s) for s in BACKEND_SERVICES))
-    checks = {"nats": True, **dict(zip(BACKEND_SERVICES, answers, strict=True))}
+    events, *answers = await asyncio.gather(
+        _events_stream(gateway.js), *(gateway.backends.ping(s) for s in BACKEND_SERVICES)
+    )
+    checks = {
+        "nats": True,
+        "events_stream": events,
+        **dict(zip(BACKEND_SERVICES, answers, strict=True)),
+    }
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         body = error_body("not_ready", f"not answering: {', '.join(failed)}")

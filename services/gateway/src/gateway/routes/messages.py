@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from gateway.accept import accept_message
 from gateway.auth import current_user
 from gateway.body import read_model
 from gateway.chat import check_conversation_id, check_message
-from gateway.relay import json_reply, reply_filter, sse_reply
+from gateway.limits import limits_of
+from gateway.relay import earlier_message, json_reply, reply_filter, sse_reply, stored_as_json
 from gateway.runtime import gateway_of
 from gateway.schemas import MessageIn
 
@@ -39,10 +43,20 @@ async def post_message(
     check_conversation_id(conversation_id)
     body = await read_model(request, MessageIn, settings.max_body_bytes)
     model = check_message(body, settings)
+    await gateway.owners.check(user_id, conversation_id)  # another user's: 404
+    earlier = None
+    if body.id is not None:
+        earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
+    if earlier is None or not earlier.repeat:  # a retry is counted once
+        await limits_of(request).check(user_id)  # 429 before anything is published
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+    if earlier is not None and earlier.reply is not None and not streaming:
+        # Answered before (perhaps past the dedupe window): the same answer, nothing new.
+        return JSONResponse(stored_as_json(earlier.reply))
     # Attach before publishing: the reply's first event cannot be missed.
     feed = gateway.feed(conversation_id)
     try:
-        sub = await gateway.chat.submit(user_id, conversation_id, body, model)
+        sub = await accept_message(gateway, user_id, conversation_id, body, model, earlier)
     except BaseException:
         await feed.close()
         raise
@@ -50,7 +64,7 @@ async def post_message(
     if sub.duplicate:
         # Already accepted: relay the generation that answers it, from its first event.
         feed.replay_after(0, reply_filter(sub.reply_id))
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if streaming:
         return StreamingResponse(
             sse_reply(gateway, feed, sub, user_id),
             media_type="text/event-stream",
@@ -59,7 +73,33 @@ async def post_message(
             background=BackgroundTask(feed.close),
         )
     try:
-        answer = await json_reply(gateway, feed, sub, user_id)
+        answer = await _unless_disconnected(request, json_reply(gateway, feed, sub, user_id))
     finally:
-        await feed.close()
+        await feed.close()  # always: also when the client left or the wait was cancelled
+    if answer is None:
+        return Response(status_code=499)  # nobody reads it; the listener is detached
     return JSONResponse(answer)
+
+
+async def _unless_disconnected(
+    request: Request, answer: Coroutine[Any, Any, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """`answer`'s result, or None when the client disconnects first (it is cancelled)."""
+    waiting = asyncio.ensure_future(answer)
+    watching = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((waiting, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, watching):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(waiting, watching, return_exceptions=True)
+    if waiting.cancelled():
+        return None
+    return waiting.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body was read already: what comes next on the ASGI channel is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,62 @@
+"""Ephemeral signals between the clients of a conversation: typing, presence, read receipts.
+
+They travel on core NATS (`subjects.signals`), not on a stream: a signal nobody
+is listening to right now has no value later, so nothing stores or replays
+them. Every gateway relays them to its own clients of the conversation except
+the one that sent them (`client_id`, one per WebSocket connection).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import Field, TypeAdapter
+
+from contracts.events import Event
+from contracts.ids import ID_PATTERN
+
+__all__ = [
+    "SIGNAL",
+    "PresenceSignal",
+    "ReadSignal",
+    "Signal",
+    "TypingSignal",
+]
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Signal(Event):
+    conversation_id: Id
+    user_id: str
+    client_id: Id
+
+
+class TypingSignal(_Signal):
+    type: Literal["typing"] = "typing"
+    is_typing: bool
+
+
+class PresenceSignal(_Signal):
+    """A client started following the conversation (`joined`) or stopped (`left`).
+
+    Each client already there answers a `joined` with `present`, addressed to
+    the newcomer only (`to_client_id`), so it learns who is in the conversation.
+    """
+
+    type: Literal["presence"] = "presence"
+    state: Literal["joined", "present", "left"]
+    to_client_id: Id | None = None
+
+
+class ReadSignal(_Signal):
+    """The client has shown the conversation's events up to `event_id`."""
+
+    type: Literal["read"] = "read"
+    event_id: int = Field(ge=0)
+
+
+Signal: TypeAlias = Annotated[
+    TypingSignal | PresenceSignal | ReadSignal, Field(discriminator="type")
+]
+SIGNAL: TypeAdapter[Signal] = TypeAdapter(Signal)

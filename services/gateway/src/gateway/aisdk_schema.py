@@ -1,0 +1,53 @@
+"""The body `useChat`'s `DefaultChatTransport` (AI SDK 5+) posts to /api/chat."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.ids import ID_PATTERN
+
+__all__ = ["UIChatRequest", "UIMessage", "UIPart"]
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class UIPart(BaseModel):
+    # Parts other than text (files, tool calls, step markers) are kept by the client
+    # and carry fields of their own; only the text reaches the model.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str
+    text: str | None = None
+
+
+class UIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    role: Literal["system", "user", "assistant"]
+    parts: list[UIPart]
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if p.type == "text" and p.text is not None)
+
+
+class UIChatRequest(BaseModel):
+    """`id` is the chat (the conversation); the gateway's history is authoritative, so
+    only the last user message of `messages` is read. The optional fields are those of
+    a livechat message, for the transport's `body` option."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Id
+    messages: list[UIMessage] = Field(min_length=1)
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    def last_user_message(self) -> UIMessage | None:
+        return next((m for m in reversed(self.messages) if m.role == "user"), None)

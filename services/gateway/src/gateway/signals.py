@@ -1,0 +1,118 @@
+"""Typing, presence and read signals: published on core NATS, relayed to local clients.
+
+Every gateway subscribes once to all conversations' signals (as the event hub
+does for events) and hands each signal to its own clients of that
+conversation, except the connection that sent it. Delivery never waits: a
+client whose queue is full misses the signal, which is ephemeral anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from contracts import subjects
+from contracts.signals import SIGNAL, PresenceSignal, Signal
+
+__all__ = ["Deliver", "SignalHub", "signal_frame"]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str], None]
+
+# The wire version, the type we put first, and the addressee (the client itself).
+_HIDDEN = {"schema_version", "type", "to_client_id"}
+
+
+def signal_frame(signal: Signal) -> str:
+    """The server frame of a signal: `{"type", "conversation_id", "user_id", …}`."""
+    data: dict[str, Any] = {"type": signal.type}
+    data.update(signal.model_dump(mode="json", exclude=_HIDDEN, exclude_none=True))
+    return to_json(data).decode()
+
+
+class SignalHub:
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        # conversation -> client id -> (user id, deliver)
+        self._members: dict[str, dict[str, tuple[str, Deliver]]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(subjects.SIGNALS_ALL, cb=self._on_msg)
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection may already be gone
+                log.debug("signals unsubscribe failed: %s", exc)
+
+    def join(self, conversation_id: str, client_id: str, user_id: str, deliver: Deliver) -> None:
+        self._members.setdefault(conversation_id, {})[client_id] = (user_id, deliver)
+
+    def leave(self, conversation_id: str, client_id: str) -> None:
+        group = self._members.get(conversation_id)
+        if group is not None:
+            group.pop(client_id, None)
+            if not group:
+                del self._members[conversation_id]
+
+    def member_count(self) -> int:
+        return sum(len(group) for group in self._members.values())
+
+    async def publish(self, signal: Signal) -> bool:
+        """Send to every gateway (this one included); False when NATS is unavailable."""
+        subject = subjects.signals(signal.conversation_id)
+        try:
+            await self._nc.publish(subject, signal.model_dump_json().encode())
+        except nats.errors.Error as exc:
+            log.debug("dropped a %s signal: %s", signal.type, type(exc).__name__)
+            return False
+        return True
+
+    async def _on_msg(self, msg: Msg) -> None:
+        conversation_id = subjects.conversation_of_signals_subject(msg.subject)
+        group = self._members.get(conversation_id)
+        if not group:
+            return  # nobody here follows it: skip even the parse
+        try:
+            signal = SIGNAL.validate_json(msg.data)
+        except ValidationError:
+            log.warning("skipping a malformed signal")
+            return
+        if signal.conversation_id != conversation_id:
+            return
+        frame = signal_frame(signal)
+        if isinstance(signal, PresenceSignal) and signal.to_client_id is not None:
+            member = group.get(signal.to_client_id)
+            if member is not None:
+                member[1](frame)
+            return
+        for client_id, (_, deliver) in tuple(group.items()):
+            if client_id != signal.client_id:
+                deliver(frame)
+        if isinstance(signal, PresenceSignal) and signal.state == "joined":
+            await self._introduce(group, signal)
+
+    async def _introduce(self, group: dict[str, tuple[str, Deliver]], newcomer: Signal) -> None:
+        # The newcomer's gateway may be another one: answer through NATS, addressed.
+        for client_id, (user_id, _) in tuple(group.items()):
+            if client_id != newcomer.client_id:
+                present = PresenceSignal(
+                    conversation_id=newcomer.conversation_id,
+                    user_id=user_id,
+                    client_id=client_id,
+                    state="present",
+                    to_client_id=newcomer.client_id,
+                )
+                await self.publish(present)

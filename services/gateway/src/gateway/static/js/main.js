@@ -1,0 +1,845 @@
+// The livechat page: wires the message list, the sidebar and the transports
+// (WebSocket, SSE over fetch, plain JSON) to the public API of DESIGN.md §4.
+import { api } from "./api.js";
+import { getToken, setToken } from "./auth.js";
+import { ask } from "./dialogs.js";
+import { newId, plural } from "./format.js";
+import { displayTitle, Sidebar } from "./sidebar.js";
+import { announce, showBanner, statusLine } from "./notices.js";
+import { clearResume, loadResume, saveResume } from "./resume.js";
+import { LiveSocket } from "./socket.js";
+import {
+  follow as sseFollow,
+  postMessage as ssePost,
+  pump as ssePump,
+  resume as sseResume,
+} from "./ssechat.js";
+import { MessageList } from "./view.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  app: $("app"),
+  sidebar: $("sidebar"),
+  toggleSidebar: $("toggle-sidebar"),
+  newConversation: $("new-conversation"),
+  title: $("conversation-title"),
+  tokens: $("conversation-tokens"),
+  presence: $("presence"),
+  connection: $("connection"),
+  settingsToggle: $("settings-toggle"),
+  settings: $("settings"),
+  token: $("token"),
+  tokenClear: $("token-clear"),
+  typing: $("typing"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  send: $("send"),
+  stop: $("stop"),
+  confirmDelete: $("confirm-delete"),
+  confirmDeleteText: $("confirm-delete-text"),
+  renameDialog: $("rename-dialog"),
+  renameInput: $("rename-input"),
+};
+
+const FINAL = new Set(["complete", "cancelled", "failed", "interrupted"]);
+const ECHO_TIMEOUT_MS = 30000;
+
+const state = {
+  mode: "live",
+  conversationId: null,
+  known: false, // the server has this conversation: it can be subscribed to
+  loading: false, // history being loaded: its events come with the subscribe that follows
+  lastEventId: null, // the newest event of this conversation shown; replay starts after it
+  active: null, // the reply streaming now
+  pending: new Map(), // user message id -> timer, until the server echoes it
+  standardAbort: null,
+  sseAbort: null,
+  typingSupported: true,
+  followed: new Set(), // conversations this socket follows (subscribed or sent to)
+  typingSentAt: 0,
+  typingStopTimer: 0,
+  othersTypingTimer: 0,
+  listTimer: 0,
+};
+
+// --- small UI helpers ------------------------------------------------------
+
+function setGenerating(on) {
+  ui.stop.hidden = !on;
+  ui.stop.disabled = false;
+  ui.send.hidden = on;
+}
+
+function connectionLabel(socketState) {
+  if (state.mode === "standard") return ["standard", "Standard (JSON)"];
+  switch (socketState) {
+    case "open":
+      return ["open", "Connected"];
+    case "connecting":
+      return ["connecting", "Connecting…"];
+    case "reconnecting":
+      return ["reconnecting", "Reconnecting…"];
+    case "unavailable":
+      return ["closed", "Live (SSE)"];
+    default:
+      return ["closed", "Live (SSE)"];
+  }
+}
+
+function showConnection(socketState) {
+  const [key, label] = connectionLabel(socketState);
+  ui.connection.dataset.state = key;
+  ui.connection.textContent = label;
+}
+
+function updateTokenCount() {
+  let total = 0;
+  for (const rec of messages.all()) total += rec.usage?.total_tokens || 0;
+  ui.tokens.textContent = `${plural(total, "token")} in this conversation`;
+}
+
+function scheduleListRefresh(delay = 300) {
+  clearTimeout(state.listTimer);
+  state.listTimer = setTimeout(async () => {
+    await sidebar.refresh();
+    const current = sidebar.find(state.conversationId);
+    if (current) ui.title.textContent = displayTitle(current);
+  }, delay);
+}
+
+function handleApiError(err, what) {
+  if (err.status === 401) {
+    showBanner("This server needs an access token: enter it under “Access token”.");
+    openSettings(true);
+  } else {
+    statusLine(`${what}: ${err.message}`, "error");
+  }
+}
+
+// --- messages --------------------------------------------------------------
+
+const messages = new MessageList($("messages"), { onRetry: retry });
+
+function failUser(rec, reason) {
+  clearTimeout(state.pending.get(rec.id));
+  state.pending.delete(rec.id);
+  rec.status = "failed";
+  rec.error = reason;
+  rec.retry = true;
+  messages.render(rec);
+  statusLine(`Not sent: ${reason}`, "error");
+  announce(`Your message was not sent: ${reason}`);
+}
+
+function markSent(rec) {
+  state.known = true;
+  if (!sidebar.find(state.conversationId)) scheduleListRefresh(); // a new one: list it
+  clearTimeout(state.pending.get(rec.id));
+  state.pending.delete(rec.id);
+  if (rec.status === "sending" || rec.status === "failed") {
+    rec.status = "complete";
+    rec.error = null;
+    rec.retry = false;
+    messages.render(rec);
+  }
+}
+
+function retry(rec) {
+  if (rec.role === "user") {
+    // The same id: if the first try did arrive, the server answers it once.
+    sendMessage(rec.content, rec.id);
+    return;
+  }
+  const all = messages.all();
+  const before = all.slice(0, all.indexOf(rec)).reverse().find((r) => r.role === "user");
+  if (before) sendMessage(before.content);
+}
+
+function phaseOf(ev) {
+  switch (ev.state) {
+    case "queued":
+      // `position`: how many requests wait ahead of this one.
+      if (ev.position == null) return "queued";
+      return ev.position > 0 ? `queued (${ev.position} ahead)` : "queued (next in line)";
+    case "generating":
+      return "generating…";
+    case "retrying":
+      return ev.attempt != null ? `retrying (attempt ${ev.attempt})…` : "retrying…";
+    case "provider_switched":
+      return `provider switched${ev.provider ? ` to ${ev.provider}` : ""}`;
+    default:
+      return ev.state || "";
+  }
+}
+
+// The bubble of a reply still streaming; null for one already final (from
+// history, or finished), whose replayed events change nothing.
+function replyRecord(id, eventId) {
+  let rec = messages.get(id);
+  if (rec && rec.status !== "streaming") return null;
+  if (!rec) {
+    rec = messages.add({
+      id,
+      role: "assistant",
+      content: "",
+      status: "streaming",
+      created_at: new Date().toISOString(),
+    });
+  }
+  if (state.active !== id) {
+    state.active = id;
+    setGenerating(true);
+    if (eventId != null && loadResume(state.conversationId) === null) {
+      saveResume(state.conversationId, eventId - 1);
+    }
+  }
+  return rec;
+}
+
+function endGeneration() {
+  state.active = null;
+  setGenerating(false);
+  if (state.conversationId) clearResume(state.conversationId);
+}
+
+// A replayed end of an answer the history already holds changes nothing.
+function endOf(ev) {
+  const rec = replyRecord(ev.message_id, ev.event_id);
+  if (rec || !state.active) endGeneration();
+  return rec;
+}
+
+function onDone(ev) {
+  const rec = endOf(ev);
+  if (!rec) return;
+  const cancelled = ev.finish_reason === "cancelled";
+  rec.status = cancelled ? "cancelled" : "complete";
+  rec.phase = null;
+  rec.usage = ev.usage || rec.usage;
+  rec.model = ev.model || rec.model;
+  rec.provider = ev.provider || rec.provider;
+  if (ev.finish_reason === "length") rec.note = "cut off at the length limit";
+  if (ev.finish_reason === "content_filter") rec.note = "stopped by the content filter";
+  messages.render(rec);
+  statusLine(cancelled ? "Stopped. The partial answer is kept." : "", cancelled ? "warn" : "");
+  announce(cancelled ? "Answer stopped." : `Answer: ${rec.content.slice(0, 600)}`);
+  updateTokenCount();
+  scheduleListRefresh();
+}
+
+function onError(ev) {
+  if (ev.message_id) {
+    const rec = endOf(ev);
+    if (rec) {
+      rec.status = "failed";
+      rec.phase = null;
+      rec.error = ev.message;
+      rec.retry = true;
+      messages.render(rec);
+    }
+    statusLine(`The answer failed: ${ev.message}`, "error");
+    announce(`The answer failed: ${ev.message}`);
+    scheduleListRefresh();
+    return;
+  }
+  // An error about a message we sent (rejected before any reply exists).
+  const last = [...state.pending.keys()].pop();
+  if (last) failUser(messages.get(last), ev.message);
+  else statusLine(ev.message, "error");
+}
+
+function onUserMessage(ev) {
+  const rec = messages.get(ev.message_id);
+  if (rec) {
+    // Ours, just accepted: a reload replays from here, this message included.
+    if (rec.status === "sending" && ev.event_id != null) {
+      saveResume(state.conversationId, ev.event_id - 1);
+    }
+    markSent(rec);
+    return;
+  }
+  messages.add({
+    id: ev.message_id,
+    role: "user",
+    content: ev.content,
+    status: "complete",
+    created_at: ev.created_at,
+  });
+  announce(`New message from another tab: ${ev.content.slice(0, 200)}`);
+}
+
+function onOthersTyping(ev) {
+  clearTimeout(state.othersTypingTimer);
+  if (ev.is_typing === false) {
+    ui.typing.textContent = "";
+    return;
+  }
+  ui.typing.textContent = "Someone in another tab is typing…";
+  state.othersTypingTimer = setTimeout(() => {
+    ui.typing.textContent = "";
+  }, 6000);
+}
+
+// Other tabs (connections) on this conversation, by client id, from their
+// `joined`/`left` signals.
+const present = new Set();
+
+function showPresence() {
+  const n = present.size;
+  ui.presence.hidden = n === 0;
+  ui.presence.textContent = n === 1 ? "1 other tab here" : `${n} other tabs here`;
+}
+
+function onPresence(ev) {
+  if (!ev.client_id) return;
+  if (ev.state === "left") present.delete(ev.client_id);
+  else present.add(ev.client_id);
+  showPresence();
+}
+
+// An event of a conversation this socket still follows but the page does not
+// show: remember where its answer started, so opening it again replays it whole.
+function onOtherConversation(ev) {
+  if (typeof ev.event_id === "number") {
+    if (ev.type === "done" || ev.type === "error") clearResume(ev.conversation_id);
+    else if (loadResume(ev.conversation_id) === null) saveResume(ev.conversation_id, ev.event_id - 1);
+  }
+  if (ev.type === "done" || ev.type === "message") scheduleListRefresh();
+}
+
+// One event of the current conversation, from any transport.
+function onEvent(ev) {
+  if (!ev || !ev.type) return;
+  if (ev.type === "error" && !ev.conversation_id && !ev.message_id) {
+    onFrameError(ev);
+    return;
+  }
+  if (ev.conversation_id && ev.conversation_id !== state.conversationId) {
+    onOtherConversation(ev);
+    return;
+  }
+  if (ev.type === "typing") return onOthersTyping(ev);
+  if (ev.type === "presence") return onPresence(ev);
+  if (ev.type === "read" || state.loading) return;
+  if (typeof ev.event_id === "number") {
+    // Replays after a reconnect start after this id; anything older is a duplicate.
+    if (state.lastEventId !== null && ev.event_id <= state.lastEventId) return;
+    state.lastEventId = ev.event_id;
+  }
+  let rec;
+  switch (ev.type) {
+    case "message":
+      onUserMessage(ev);
+      break;
+    case "status":
+      rec = replyRecord(ev.message_id, ev.event_id);
+      if (!rec) break;
+      rec.phase = phaseOf(ev);
+      if (ev.state === "provider_switched") rec.note = rec.phase;
+      statusLine(`Answer ${rec.phase}`);
+      messages.update(rec);
+      break;
+    case "start":
+      rec = replyRecord(ev.message_id, ev.event_id);
+      if (!rec) break;
+      rec.model = ev.model;
+      rec.provider = ev.provider;
+      if (!rec.phase || rec.phase.startsWith("queued")) rec.phase = "generating…";
+      statusLine("Answer generating…");
+      messages.update(rec);
+      break;
+    case "token":
+      rec = replyRecord(ev.message_id, ev.event_id);
+      if (!rec) break;
+      rec.content += ev.content;
+      messages.update(rec);
+      break;
+    case "done":
+      onDone(ev);
+      break;
+    case "error":
+      onError(ev);
+      break;
+    default:
+      break;
+  }
+}
+
+// A WebSocket frame the server could not take. Frames this server does not
+// know (typing, cancel) turn that feature off rather than failing a message.
+function onFrameError(ev) {
+  const text = ev.message || "";
+  if (ev.code === "not_subscribed") return; // a typing signal raced the subscribe
+  if (/'typing'/.test(text)) {
+    state.typingSupported = false;
+    return;
+  }
+  if (/'cancel'/.test(text)) {
+    statusLine("This server cannot stop answers yet.", "error");
+    return;
+  }
+  onError(ev);
+}
+
+// --- the live socket -------------------------------------------------------
+
+function subscribe() {
+  state.followed.add(state.conversationId);
+  socket.send(subscribeFrame());
+}
+
+function subscribeFrame() {
+  const frame = { type: "subscribe", conversation_id: state.conversationId };
+  if (state.lastEventId !== null) frame.last_event_id = state.lastEventId;
+  return frame;
+}
+
+const socket = new LiveSocket({
+  onFrame: onEvent,
+  onState(socketState) {
+    showConnection(socketState);
+    if (socketState === "reconnecting" && state.active) {
+      statusLine("Connection lost — reconnecting…", "warn");
+    }
+  },
+  onOpen() {
+    state.followed.clear();
+    if (!state.conversationId || state.loading) return;
+    if (state.known) subscribe();
+    if (state.active) statusLine("Reconnected; the answer continues.");
+    // Messages not yet echoed go again with the same id: the server stores
+    // and answers each once.
+    for (const id of [...state.pending.keys()]) {
+      const rec = messages.get(id);
+      if (rec) sendOverSocket(rec);
+    }
+  },
+});
+
+function sendOverSocket(rec) {
+  clearTimeout(state.pending.get(rec.id));
+  state.pending.set(
+    rec.id,
+    setTimeout(() => failUser(rec, "the server did not confirm it"), ECHO_TIMEOUT_MS),
+  );
+  state.followed.add(state.conversationId);
+  state.known = true;
+  socket.send({
+    type: "message",
+    conversation_id: state.conversationId,
+    id: rec.id,
+    content: rec.content,
+  });
+}
+
+// --- SSE over fetch (when the socket is not open) --------------------------
+
+async function resumeSse(conversationId, signal) {
+  statusLine("Connection lost — reconnecting…", "warn");
+  const outcome = await sseResume(conversationId, {
+    lastEventId: () => state.lastEventId,
+    signal,
+    onEvent,
+  });
+  if (outcome === "ended" || signal.aborted) return;
+  if (outcome === "unsupported") {
+    statusLine("This server cannot resume an answer; reloading the history.", "warn");
+  }
+  // Nothing more to follow: the stored history has the answer as it ended.
+  endGeneration();
+  if (state.conversationId === conversationId) await openConversation(conversationId);
+}
+
+async function sendOverSse(rec) {
+  const conversationId = state.conversationId;
+  const abort = new AbortController();
+  state.sseAbort = abort;
+  let response;
+  try {
+    response = await ssePost(conversationId, { id: rec.id, content: rec.content }, abort.signal);
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    failUser(rec, err.message);
+    if (err.status === 401) handleApiError(err, "Sending");
+    return;
+  }
+  markSent(rec);
+  let finished = false;
+  try {
+    finished = await ssePump(response, abort.signal, onEvent);
+  } catch {
+    finished = false;
+  }
+  if (!finished && !abort.signal.aborted) await resumeSse(conversationId, abort.signal);
+}
+
+// Attach to the conversation's events: the answer in flight (after `resume`), then live ones.
+async function attachSse(conversationId, resume) {
+  const abort = new AbortController();
+  state.sseAbort = abort;
+  const outcome = await sseFollow(conversationId, resume, abort.signal, onEvent);
+  if (outcome === "dropped" && !abort.signal.aborted) await resumeSse(conversationId, abort.signal);
+}
+
+// --- standard mode ---------------------------------------------------------
+
+async function sendStandard(rec) {
+  const abort = new AbortController();
+  state.standardAbort = abort;
+  setGenerating(true);
+  statusLine("Waiting for the whole answer (standard mode)…");
+  const conversationId = state.conversationId;
+  try {
+    const body = await api.sendJson(conversationId, { id: rec.id, content: rec.content }, abort.signal);
+    markSent(rec);
+    if (state.conversationId !== conversationId) return;
+    const m = body.message;
+    const answer = messages.get(m.id) || messages.add({ ...m, role: "assistant" });
+    Object.assign(answer, { ...m, usage: m.usage || body.usage });
+    messages.render(answer);
+    const cancelled = m.status === "cancelled";
+    statusLine(cancelled ? "Stopped. The partial answer is kept." : "", cancelled ? "warn" : "");
+    announce(cancelled ? "Answer stopped." : `Answer: ${m.content.slice(0, 600)}`);
+  } catch (err) {
+    if (err.name !== "AbortError") {
+      failUser(rec, err.message);
+      if (err.status === 401) handleApiError(err, "Sending");
+    }
+  } finally {
+    state.standardAbort = null;
+    setGenerating(false);
+    updateTokenCount();
+    scheduleListRefresh();
+  }
+}
+
+// --- sending, stopping, typing ---------------------------------------------
+
+function ensureConversation() {
+  if (!state.conversationId) {
+    state.conversationId = newId("c");
+    state.lastEventId = null;
+    history.replaceState(null, "", `#c/${state.conversationId}`);
+  }
+  return state.conversationId;
+}
+
+function sendMessage(content, id = null) {
+  if (!content.trim()) return false;
+  if (state.active || state.standardAbort) {
+    statusLine("An answer is still coming: stop it or wait for it.", "warn");
+    return false;
+  }
+  ensureConversation();
+  stopTyping();
+  let rec = id ? messages.get(id) : null;
+  if (!rec) {
+    rec = messages.add({
+      id: id || newId("m"),
+      role: "user",
+      content,
+      status: "sending",
+      created_at: new Date().toISOString(),
+    });
+  }
+  rec.status = "sending";
+  rec.error = null;
+  rec.retry = false;
+  messages.render(rec);
+  statusLine("Sending…");
+  if (state.mode === "standard") sendStandard(rec);
+  else if (socket.isOpen) sendOverSocket(rec);
+  else sendOverSse(rec);
+  return true;
+}
+
+async function stop() {
+  const conversationId = state.conversationId;
+  if (!conversationId) return;
+  ui.stop.disabled = true;
+  statusLine("Stopping…");
+  try {
+    const body = await api.cancel(conversationId);
+    if (body && body.cancelled === false && !state.active && !state.standardAbort) {
+      statusLine("Nothing to stop.");
+    }
+  } catch (err) {
+    if ((err.status === 404 || err.status === 405) && socket.isOpen) {
+      socket.send({ type: "cancel", conversation_id: conversationId });
+    } else {
+      handleApiError(err, "Could not stop");
+      ui.stop.disabled = false;
+    }
+  }
+}
+
+function sendTyping(isTyping) {
+  // The server takes typing only on a conversation this socket follows.
+  if (!state.typingSupported || !socket.isOpen || !state.followed.has(state.conversationId)) return;
+  socket.send({ type: "typing", conversation_id: state.conversationId, is_typing: isTyping });
+}
+
+function stopTyping() {
+  clearTimeout(state.typingStopTimer);
+  if (state.typingSentAt) {
+    state.typingSentAt = 0;
+    sendTyping(false);
+  }
+}
+
+function noteTyping() {
+  if (state.mode !== "live" || !state.conversationId) return;
+  const now = Date.now();
+  if (now - state.typingSentAt > 3000) {
+    state.typingSentAt = now;
+    sendTyping(true);
+  }
+  clearTimeout(state.typingStopTimer);
+  state.typingStopTimer = setTimeout(stopTyping, 4000);
+}
+
+// --- conversations ---------------------------------------------------------
+
+function detach() {
+  state.loading = false;
+  state.sseAbort?.abort();
+  state.sseAbort = null;
+  state.standardAbort?.abort();
+  for (const timer of state.pending.values()) clearTimeout(timer);
+  state.pending.clear();
+  state.active = null;
+  setGenerating(false);
+  ui.typing.textContent = "";
+  present.clear();
+  showPresence();
+}
+
+function startNewConversation() {
+  detach();
+  state.conversationId = null;
+  state.lastEventId = null;
+  state.known = false;
+  history.replaceState(null, "", location.pathname + location.search);
+  sidebar.setCurrent(null);
+  ui.title.textContent = "New conversation";
+  messages.clear("Start a conversation: type a message below.");
+  updateTokenCount();
+  statusLine("");
+  closeSidebarIfNarrow();
+  ui.input.focus();
+}
+
+async function openConversation(id) {
+  detach();
+  state.conversationId = id;
+  state.lastEventId = null;
+  history.replaceState(null, "", `#c/${id}`);
+  sidebar.setCurrent(id);
+  const known = sidebar.find(id);
+  ui.title.textContent = known ? displayTitle(known) : "Loading…";
+  messages.clear();
+  statusLine("");
+  state.loading = true;
+  let body = null;
+  try {
+    body = await api.getConversation(id);
+  } catch (err) {
+    if (state.conversationId === id && err.status !== 404) {
+      handleApiError(err, "Could not load the conversation");
+    }
+  }
+  if (state.conversationId !== id) return;
+  state.loading = false;
+  const stored = body ? body.messages : [];
+  let resume = loadResume(id);
+  // A reply this browser saw start: the server has the conversation even
+  // when its history is not stored yet.
+  state.known = body !== null || resume !== null;
+  ui.title.textContent = body ? displayTitle(body) : "New conversation";
+  if (body && !known) scheduleListRefresh(0); // opened by its address: list it
+  if (!stored.length) messages.clear("Start a conversation: type a message below.");
+  for (const m of stored) messages.add({ ...m });
+  messages.scrollToEnd();
+  updateTokenCount();
+
+  // Where to pick up an answer in flight: after what this browser showed last;
+  // without that, the server sends the generation in flight from its start.
+  const last = stored.at(-1);
+  if (last && last.role === "assistant" && FINAL.has(last.status)) {
+    clearResume(id);
+    resume = null;
+  }
+  state.lastEventId = resume;
+  if (state.mode !== "live" || !state.known) return;
+  if (socket.isOpen) subscribe();
+  else if (socket.state === "unavailable") attachSse(id, resume);
+}
+
+async function renameConversation(conversation) {
+  ui.renameInput.value = displayTitle(conversation);
+  const value = await ask(ui.renameDialog, () => ui.renameInput.select());
+  const title = ui.renameInput.value.trim();
+  if (value !== "save" || !title) return;
+  try {
+    await api.renameConversation(conversation.id, title);
+    if (conversation.id === state.conversationId) ui.title.textContent = title;
+    announce(`Renamed to ${title}`);
+    await sidebar.refresh();
+  } catch (err) {
+    handleApiError(err, "Could not rename");
+  }
+}
+
+async function deleteConversation(conversation) {
+  ui.confirmDeleteText.textContent = `“${displayTitle(conversation)}” and all its messages will be deleted.`;
+  const value = await ask(ui.confirmDelete);
+  if (value !== "delete") return;
+  try {
+    await api.deleteConversation(conversation.id);
+    clearResume(conversation.id);
+    announce(`Deleted ${displayTitle(conversation)}`);
+    if (conversation.id === state.conversationId) startNewConversation();
+    await sidebar.refresh();
+  } catch (err) {
+    handleApiError(err, "Could not delete");
+  }
+}
+
+const sidebar = new Sidebar({
+  list: $("conversation-list"),
+  status: $("list-status"),
+  search: $("search"),
+  onOpen(id) {
+    closeSidebarIfNarrow();
+    openConversation(id);
+    ui.input.focus();
+  },
+  onRename: renameConversation,
+  onDelete: deleteConversation,
+  onError(err) {
+    if (err.status === 401) handleApiError(err, "Conversations");
+  },
+});
+
+// --- layout, settings, mode ------------------------------------------------
+
+const narrow = matchMedia("(max-width: 760px)");
+
+function setSidebarOpen(open) {
+  ui.app.classList.toggle("sidebar-open", open);
+  ui.toggleSidebar.setAttribute("aria-expanded", String(open));
+  // A closed drawer is off screen: keep it out of the tab order too.
+  ui.sidebar.inert = narrow.matches && !open;
+}
+
+function closeSidebarIfNarrow() {
+  if (narrow.matches) setSidebarOpen(false);
+}
+
+function openSettings(open) {
+  ui.settings.hidden = !open;
+  ui.settingsToggle.setAttribute("aria-expanded", String(open));
+  if (open) ui.token.focus();
+}
+
+function setMode(mode) {
+  state.mode = mode === "standard" ? "standard" : "live";
+  try {
+    localStorage.setItem("livechat.mode", state.mode);
+  } catch {
+    // Not kept across reloads.
+  }
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.checked = radio.value === state.mode;
+  }
+  if (state.mode === "live") socket.start();
+  else socket.stop();
+  showConnection(socket.state);
+}
+
+function wire() {
+  ui.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (sendMessage(ui.input.value)) {
+      ui.input.value = "";
+      autosize();
+    }
+  });
+  ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      ui.composer.requestSubmit();
+    }
+  });
+  const autosize = () => {
+    ui.input.style.height = "auto";
+    ui.input.style.height = `${ui.input.scrollHeight + 2}px`;
+  };
+  ui.input.addEventListener("input", () => {
+    autosize();
+    noteTyping();
+  });
+  ui.stop.addEventListener("click", stop);
+  ui.newConversation.addEventListener("click", startNewConversation);
+  ui.toggleSidebar.addEventListener("click", () =>
+    setSidebarOpen(!ui.app.classList.contains("sidebar-open")),
+  );
+  narrow.addEventListener("change", () => setSidebarOpen(false));
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && ui.app.classList.contains("sidebar-open")) {
+      setSidebarOpen(false);
+      ui.toggleSidebar.focus();
+    }
+  });
+  ui.settingsToggle.addEventListener("click", () => openSettings(ui.settings.hidden));
+  ui.token.value = getToken();
+  ui.settings.addEventListener("submit", (e) => {
+    e.preventDefault();
+    setToken(ui.token.value.trim());
+    showBanner("");
+    openSettings(false);
+    socket.restart();
+    sidebar.refresh();
+    if (state.conversationId) openConversation(state.conversationId);
+  });
+  ui.tokenClear.addEventListener("click", () => {
+    ui.token.value = "";
+    setToken("");
+    socket.restart();
+  });
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener("change", () => setMode(radio.value));
+  }
+  window.addEventListener("online", () => socket.restart());
+  window.addEventListener("hashchange", () => {
+    const id = conversationFromHash();
+    if (id && id !== state.conversationId) openConversation(id);
+  });
+}
+
+function conversationFromHash() {
+  const match = location.hash.match(/^#c\/([A-Za-z0-9_-]{1,64})$/);
+  return match ? match[1] : null;
+}
+
+async function init() {
+  wire();
+  setSidebarOpen(false);
+  let mode = "live";
+  try {
+    mode = localStorage.getItem("livechat.mode") || "live";
+  } catch {
+    // Default mode.
+  }
+  setMode(mode);
+  const id = conversationFromHash();
+  const listed = sidebar.refresh();
+  if (id) await openConversation(id);
+  else startNewConversation();
+  await listed;
+  const current = sidebar.find(state.conversationId);
+  if (current) ui.title.textContent = displayTitle(current);
+  document.body.dataset.ready = "true";
+}
+
+init();

@@ -1,0 +1,154 @@
+// The message list: one bubble per message, re-rendered from its record.
+import { clockTime, plural } from "./format.js";
+import { renderMarkdown } from "./markdown.js";
+
+const STATE_LABELS = {
+  sending: "sending…",
+  failed: "failed",
+  cancelled: "stopped",
+  interrupted: "interrupted",
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+// The cursor goes at the end of the last line of text, inside its block.
+function cursorHost(content) {
+  const last = content.lastElementChild;
+  if (!last) return content;
+  if (last.tagName === "UL" || last.tagName === "OL") return last.lastElementChild || last;
+  if (last.tagName === "PRE") return last.firstElementChild || last;
+  return last;
+}
+
+export class MessageList {
+  constructor(root, { onRetry }) {
+    this.root = root;
+    this.onRetry = onRetry;
+    this.records = new Map();
+    this.pending = new Set();
+    this.frame = 0;
+  }
+
+  clear(emptyText) {
+    this.records.clear();
+    this.pending.clear();
+    this.root.replaceChildren();
+    if (emptyText) this.root.append(el("li", "empty", emptyText));
+  }
+
+  get(id) {
+    return this.records.get(id);
+  }
+
+  all() {
+    return [...this.records.values()];
+  }
+
+  // A message record: {id, role, content, status, created_at, model, provider, usage, note, error}.
+  add(record) {
+    this.root.querySelector(".empty")?.remove();
+    const li = el("li", `message ${record.role}`);
+    li.dataset.id = record.id;
+    const bubble = el("div", "bubble");
+    const content = el("div", "content");
+    bubble.append(content);
+    li.append(bubble, el("div", "meta"));
+    const rec = { content: "", status: "complete", ...record, li };
+    this.records.set(rec.id, rec);
+    const stick = this.nearBottom();
+    this.root.append(li);
+    this.render(rec);
+    if (stick || record.role === "user") this.scrollToEnd();
+    return rec;
+  }
+
+  nearBottom() {
+    const r = this.root;
+    return r.scrollHeight - r.scrollTop - r.clientHeight < 80;
+  }
+
+  scrollToEnd() {
+    this.root.scrollTop = this.root.scrollHeight;
+  }
+
+  // Tokens arrive faster than frames: render at most once per animation frame.
+  update(rec) {
+    this.pending.add(rec);
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      const stick = this.nearBottom();
+      for (const r of this.pending) this.render(r);
+      this.pending.clear();
+      if (stick) this.scrollToEnd();
+    });
+  }
+
+  render(rec) {
+    const { li } = rec;
+    if (!li.isConnected && !this.records.has(rec.id)) return;
+    li.dataset.status = rec.status;
+    const content = li.querySelector(".content");
+    if (rec.role === "user") {
+      content.textContent = rec.content;
+    } else {
+      content.innerHTML = renderMarkdown(rec.content);
+      if (rec.status === "streaming") {
+        const cursor = el("span", "cursor");
+        cursor.setAttribute("aria-hidden", "true");
+        cursorHost(content).append(cursor);
+      }
+    }
+    li.setAttribute("aria-busy", rec.status === "streaming" ? "true" : "false");
+    this.renderMeta(rec);
+  }
+
+  renderMeta(rec) {
+    const meta = rec.li.querySelector(".meta");
+    const parts = [];
+    const time = el("time", "", clockTime(rec.created_at));
+    if (rec.created_at) time.dateTime = rec.created_at;
+    parts.push(time);
+    if (rec.role === "assistant" && (rec.provider || rec.model)) {
+      const who = [rec.provider, rec.model].filter(Boolean).join(" · ");
+      const model = el("span", "model", who);
+      model.title = "provider · model";
+      parts.push(model);
+    }
+    if (rec.usage) {
+      const u = rec.usage;
+      const usage = el("span", "usage", plural(u.total_tokens, "token"));
+      usage.title = `${u.prompt_tokens} prompt + ${u.completion_tokens} completion`;
+      parts.push(usage);
+    }
+    const label = rec.phase || STATE_LABELS[rec.status];
+    if (label) {
+      const kind = rec.status === "failed" ? "failed" : rec.status === "cancelled" ? "stopped" : "";
+      parts.push(el("span", `state ${kind}`.trim(), label));
+    }
+    if (rec.note) parts.push(el("span", "note", rec.note));
+    if (rec.error) parts.push(el("span", "state failed", rec.error));
+    if (rec.retry) {
+      const button = el("button", "retry", "Retry");
+      button.type = "button";
+      const what = rec.role === "user" ? `sending: ${rec.content.slice(0, 60)}` : "this answer";
+      button.setAttribute("aria-label", `Retry ${what}`);
+      button.addEventListener("click", () => this.onRetry(rec));
+      parts.push(button);
+    }
+    meta.replaceChildren(...parts);
+  }
+
+  remove(id) {
+    const rec = this.records.get(id);
+    if (rec) {
+      rec.li.remove();
+      this.records.delete(id);
+    }
+  }
+}

@@ -1,0 +1,123 @@
+"""The stop button: which generations of this worker a `CancelRequested` stops.
+
+A stop reaches a worker two ways. Core NATS (`subjects.cancel(conv)`, heard by every
+worker) stops the generations the worker holds: running, or waiting for a slot. The
+cancel bucket keeps it for the requests nobody held when it was pressed (still queued
+in the work stream, or about to be redelivered): a worker reads it when it takes a
+request, before calling any provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts import topology
+from contracts.events import CancelRequested, GenerationRequested
+
+__all__ = ["Stop", "Stops"]
+
+log = logging.getLogger("inference")
+
+
+@dataclass(eq=False, slots=True)
+class Stop:
+    """One generation's stop signal; `set` wakes what the generation waits on."""
+
+    conversation_id: str
+    user_id: str
+    work_seq: int  # the request's sequence in the work stream (0: unknown)
+    is_set: bool = False
+    # The check of the cancel bucket for this request, running meanwhile.
+    check: asyncio.Task[None] | None = None
+    _wakers: list[Callable[[], None]] = field(default_factory=list)
+
+    def set(self) -> None:
+        if self.is_set:
+            return
+        self.is_set = True
+        for wake in list(self._wakers):
+            wake()
+
+    def on_set(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` when the stop is set; returns how to forget it again."""
+        self._wakers.append(wake)
+
+        def forget() -> None:
+            with contextlib.suppress(ValueError):
+                self._wakers.remove(wake)
+
+        return forget
+
+    async def settled(self) -> bool:
+        """Whether to stop, once the cancel bucket was checked: before a provider call."""
+        if self.check is not None:
+            await self.check
+        return self.is_set
+
+    def stops(self, cancel: CancelRequested) -> bool:
+        return (
+            cancel.conversation_id == self.conversation_id
+            and cancel.user_id == self.user_id
+            and self.work_seq <= cancel.before_seq
+        )
+
+
+class Stops:
+    """The stops of the generations this worker holds, by conversation."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, set[Stop]] = {}
+        self._bucket: KeyValue | None = None
+
+    def bind(self, bucket: KeyValue) -> None:
+        """The cancel bucket (a worker without one only hears live stops)."""
+        self._bucket = bucket
+
+    def hold(self, request: GenerationRequested, work_seq: int) -> Stop:
+        stop = Stop(request.conversation_id, request.user_id, work_seq)
+        self._held.setdefault(request.conversation_id, set()).add(stop)
+        return stop
+
+    def release(self, stop: Stop) -> None:
+        held = self._held.get(stop.conversation_id)
+        if held is not None:
+            held.discard(stop)
+            if not held:
+                del self._held[stop.conversation_id]
+
+    def cancel(self, cancel: CancelRequested) -> int:
+        """Set the stops `cancel` applies to; how many it set."""
+        hit = [s for s in self._held.get(cancel.conversation_id, ()) if s.stops(cancel)]
+        for stop in hit:
+            stop.set()
+        return len(hit)
+
+    async def check_pressed(self, stop: Stop) -> None:
+        """Set `stop` if a stop pressed while its request waited in the queue applies."""
+        if self._bucket is None or stop.is_set:
+            return
+        key = topology.cancel_key(stop.conversation_id, stop.user_id)
+        try:
+            entry = await self._bucket.get(key)
+        except KeyNotFoundError:
+            return
+        except Exception as exc:  # a live stop still reaches the generation
+            log.warning("could not read the cancel bucket (%s)", type(exc).__name__)
+            return
+        if entry.value is None:
+            return
+        try:
+            cancel = CancelRequested.model_validate_json(entry.value)
+        except ValidationError:
+            log.warning("ignored an unreadable entry of the cancel bucket")
+            return
+        if stop.stops(cancel):
+            stop.set()

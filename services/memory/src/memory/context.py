@@ -1,0 +1,115 @@
+"""The context of one reply, in layers: system prompt, knowledge, personal memory, history.
+
+The worker puts the system prompt first (the request's, else the conversation's
+`system_prompt` of the reply), then `messages`, then the user message. `messages`
+starts with a system message of knowledge base passages and one of relevant
+exchanges from the user's other conversations (each only when something is
+relevant), followed by the history, oldest first. Everything is trimmed to the
+token budget: the oldest history goes first, knowledge and personal memory each
+keep at most a share of the budget.
+"""
+
+from __future__ import annotations
+
+from contracts.events import ContextMessage
+from contracts.rpc import ContextReply, ContextRequest
+from memory.knowledge import KnowledgeBase
+from memory.relevance import Bm25
+from memory.settings import MemorySettings
+from memory.store import ConversationStore
+
+__all__ = ["ContextBuilder", "estimate_tokens"]
+
+KNOWLEDGE_HEADER = "Reference material from the knowledge base (use it when it is relevant):"
+PERSONAL_HEADER = "Relevant exchanges from the user's earlier conversations:"
+# Personal memory ranks this many of the user's newest exchanges.
+_CANDIDATES = 200
+# Longest text of one remembered question or answer.
+_EXCHANGE_CHARS = 600
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, plus a few for the message around it."""
+    return (len(text) + 3) // 4 + 4
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ContextBuilder:
+    def __init__(
+        self, store: ConversationStore, knowledge: KnowledgeBase, settings: MemorySettings
+    ) -> None:
+        self._store = store
+        self._knowledge = knowledge
+        self._settings = settings
+
+    async def build(self, request: ContextRequest) -> ContextReply:
+        settings = self._settings
+        base = await self._store.context(request, settings.context_messages)
+        if base.existing_reply is not None:
+            return base  # already answered: the worker stops there
+        history = list(base.messages)
+        query = request.query
+        if query is None:
+            query = next((m.content for m in reversed(history) if m.role == "user"), "")
+        budget = settings.context_token_budget or None
+        left = None
+        if budget is not None:
+            left = budget - estimate_tokens(query) - estimate_tokens(base.system_prompt or "")
+
+        layers: list[ContextMessage] = []
+        passages = self._knowledge.search(query, settings.knowledge_passages) if query else []
+        knowledge = _section(
+            KNOWLEDGE_HEADER, [f"[{name}] {text}" for name, text in passages], _cap(left, budget, 4)
+        )
+        if knowledge is not None:
+            layers.append(knowledge)
+            left = None if left is None else left - estimate_tokens(knowledge.content)
+        if settings.personal_memory_exchanges and query:
+            exchanges = await self._store.related_exchanges(
+                request.user_id, request.conversation_id, _CANDIDATES
+            )
+            index = Bm25([f"{e.question}\n{e.answer}" for e in exchanges])
+            chosen = [exchanges[i] for i in index.rank(query, settings.personal_memory_exchanges)]
+            personal = _section(
+                PERSONAL_HEADER,
+                [
+                    f"User: {_clip(e.question, _EXCHANGE_CHARS)}\n"
+                    f"Assistant: {_clip(e.answer, _EXCHANGE_CHARS)}"
+                    for e in chosen
+                ],
+                _cap(left, budget, 8),
+            )
+            if personal is not None:
+                layers.append(personal)
+                left = None if left is None else left - estimate_tokens(personal.content)
+        if left is not None:
+            kept: list[ContextMessage] = []
+            for message in reversed(history):  # the newest first
+                left -= estimate_tokens(message.content)
+                if left < 0:
+                    break
+                kept.append(message)
+            history = kept[::-1]
+        return ContextReply(system_prompt=base.system_prompt, messages=(*layers, *history))
+
+
+def _cap(left: int | None, budget: int | None, share: int) -> int | None:
+    if left is None or budget is None:
+        return None
+    return min(left, budget // share)
+
+
+def _section(header: str, items: list[str], cap: int | None) -> ContextMessage | None:
+    """A system message of `header` and the items that fit in `cap` tokens, best first."""
+    text = header
+    added = 0
+    for item in items:
+        candidate = f"{text}\n\n{item}"
+        if cap is not None and estimate_tokens(candidate) > cap:
+            break
+        text, added = candidate, added + 1
+    return ContextMessage(role="system", content=text) if added else None

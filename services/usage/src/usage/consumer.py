@@ -1,0 +1,159 @@
+"""The consumer of usage reports: pulled in batches, committed together, acked after.
+
+Per pull: decode every report (a malformed one is terminated, it would fail on every
+redelivery), record them in one transaction, copy the day totals to the budget
+bucket, republish each ledger entry (awaiting its PubAck), then ack each report. A
+report whose commit or republish failed is redelivered after a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from contracts import ids, subjects, topology
+from contracts.events import UsageReported
+from usage.batching import GroupCommit
+from usage.budget import DailyTotals
+from usage.ledger import Ledger, Recorded
+from usage.metrics import UsageMetrics
+from usage.pulling import PullLoop
+from usage.settings import UsageSettings
+
+__all__ = ["ReportConsumer"]
+
+log = logging.getLogger(__name__)
+
+# Pulls in hand at once: the next pull and the republishing of one batch overlap
+# the commit of another. Well under the consumer's max_ack_pending in reports.
+_DEPTH = 3
+# Failed publishes redeliver their report; a busy batch's publishes merely wait
+# their turn, so this is generous (well under the ack wait).
+_PUBLISH_TIMEOUT = 10.0
+_JSON = {"content-type": "application/json"}
+
+
+class ReportConsumer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: UsageSettings,
+        *,
+        daily: DailyTotals | None = None,
+        metrics: UsageMetrics | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._daily = daily
+        self._metrics = metrics
+        self._retry_delay = settings.usage_retry_delay_seconds
+        self._js: JetStreamContext | None = None
+        # Reports of concurrent pulls share a transaction when they meet in the queue.
+        self._writer: GroupCommit[UsageReported, Recorded] = GroupCommit(
+            self._write, max_batch=settings.usage_fetch_batch, systemic=unavailable
+        )
+        self._loop = PullLoop(
+            self._handle,
+            stream=topology.USAGE_STREAM,
+            durable=topology.USAGE_CONSUMER,
+            batch=settings.usage_fetch_batch,
+            wait=settings.usage_fetch_wait_seconds,
+            depth=_DEPTH,
+            # Under this service's own inbox, the only one its NATS user may read.
+            inbox_prefix=settings.nats_pull_inbox_prefix(),
+        )
+
+    async def start(self, js: JetStreamContext) -> None:
+        self._js = js
+        await self._loop.start(js)
+
+    async def stop(self, timeout: float) -> None:
+        """The reports in hand finish (commit, republish, ack) within `timeout` seconds."""
+        await self._loop.stop(timeout)
+
+    async def _write(self, events: Sequence[UsageReported]) -> list[Recorded]:
+        results = await self._ledger.record_many(events)
+        if self._metrics is not None:
+            for result in results:
+                if result.inserted:
+                    self._metrics.recorded(result.entry)
+        return results
+
+    async def _handle(self, messages: list[Msg]) -> None:
+        taken: list[Msg] = []
+        events: list[UsageReported] = []
+        for message in messages:
+            try:
+                events.append(UsageReported.model_validate_json(message.data))
+            except ValidationError:
+                # Never the payload in the log: only where it was.
+                log.warning(
+                    "a malformed usage report (stream sequence %s) was terminated",
+                    message.metadata.sequence.stream,
+                )
+                await message.term()
+                continue
+            taken.append(message)
+        if not events:
+            return
+        outcomes = await self._writer.submit_many(events)
+        recorded = [outcome for outcome in outcomes if isinstance(outcome, Recorded)]
+        # After the commit, outside it (the next batch commits meanwhile), before any
+        # ack: a failure redelivers the reports, which copies the totals again.
+        daily = self._daily.publish(recorded) if self._daily is not None else _done()
+        settled = await asyncio.gather(
+            daily,
+            *(
+                self._republish(outcome) if isinstance(outcome, Recorded) else _raise(outcome)
+                for outcome in outcomes
+            ),
+            return_exceptions=True,
+        )
+        copied = settled[0]
+        failed: list[BaseException] = []
+        for message, outcome, result in zip(taken, outcomes, settled[1:], strict=True):
+            if isinstance(copied, BaseException) and isinstance(outcome, Recorded):
+                result = copied
+            if isinstance(result, BaseException):
+                failed.append(result)
+                await message.nak(delay=self._retry_delay)
+            else:
+                await message.ack()
+        if failed:
+            kinds = sorted({type(error).__name__ for error in failed})
+            # The error's text is left out: a database error could carry the report's values.
+            log.warning(
+                "%d usage reports not recorded yet (%s); retrying", len(failed), ", ".join(kinds)
+            )
+
+    async def _republish(self, result: Recorded) -> None:
+        # Republished on a redelivery too: a crash between commit and publish must
+        # still produce the analytics event; JetStream drops the duplicate by its id.
+        assert self._js is not None
+        entry = result.entry
+        await self._js.publish(
+            subjects.USAGE_RECORDED,
+            entry.model_dump_json().encode(),
+            timeout=_PUBLISH_TIMEOUT,
+            headers={**_JSON, "Nats-Msg-Id": ids.msg_id("recorded", entry.attempt_id)},
+        )
+
+
+async def _done() -> None:
+    pass
+
+
+async def _raise(error: Exception) -> None:
+    raise error
+
+
+def unavailable(error: Exception) -> bool:
+    """The database itself failed (down, locked, schema gone), not one report's values."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (OperationalError, InterfaceError, OSError))

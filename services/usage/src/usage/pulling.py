@@ -1,0 +1,120 @@
+"""Batches pulled straight from a durable JetStream consumer, several in hand at once.
+
+The hot consumer skips FastStream's per-message machinery (decoding, middlewares,
+dependency injection, a task per message): a whole pull is one call of `handle`.
+The same mechanism as `memory.pulling` (the services share no code but contracts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+__all__ = ["Handle", "PullLoop"]
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[list[Msg]], Coroutine[Any, Any, None]]
+
+# After a failed pull (NATS restarting, the consumer being recreated), before the next.
+_RETRY_SECONDS = 0.5
+
+
+class PullLoop:
+    """Pulls up to `batch` messages at a time and hands each pull to `handle`, which
+    settles every message of it (ack, nak or term).
+
+    A pull that got nothing waits for the first message; one that got some waits at
+    most `wait` seconds in all to fill the batch. Up to `depth` batches are in hand
+    at once, so the next pull overlaps the commit of the previous one.
+    """
+
+    def __init__(
+        self,
+        handle: Handle,
+        *,
+        stream: str,
+        durable: str,
+        batch: int,
+        wait: float,
+        depth: int,
+        inbox_prefix: bytes | None = None,
+    ) -> None:
+        self._handle = handle
+        self._stream = stream
+        self._durable = durable
+        self._batch = batch
+        self._wait = wait
+        self._depth = depth
+        self._inbox_prefix = inbox_prefix
+        self._task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self, js: JetStreamContext) -> None:
+        if self._task is not None:
+            return
+        subscription = await js.pull_subscribe_bind(
+            durable=self._durable, stream=self._stream, inbox_prefix=self._inbox_prefix
+        )
+        self._task = asyncio.get_running_loop().create_task(self._run(subscription))
+
+    async def stop(self, timeout: float) -> None:
+        """Stop pulling; the batches in hand finish first (at most `timeout` seconds).
+
+        What a cancelled batch held is redelivered after the ack wait.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        # On Python 3.11 a cancel that lands as nats-py's fetch completes can be
+        # swallowed (asyncio.wait_for); the flag ends the loop at its next turn anyway.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if self._batches:
+            _, late = await asyncio.wait(set(self._batches), timeout=timeout)
+            for batch in late:
+                batch.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping:
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=self._wait)
+                except TimeoutError:  # nothing came (nats-py's errors subclass it)
+                    continue
+                except Exception as error:
+                    log.warning(
+                        "pulling from %s failed (%s); retrying",
+                        self._durable,
+                        type(error).__name__,
+                    )
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue
+                batch = loop.create_task(self._handle(messages))
+                self._batches.add(batch)
+                batch.add_done_callback(self._settled)
+                if len(self._batches) >= self._depth:
+                    await asyncio.wait(set(self._batches), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    def _settled(self, batch: asyncio.Task[None]) -> None:
+        self._batches.discard(batch)
+        if not batch.cancelled() and (error := batch.exception()) is not None:
+            # Its unsettled messages are redelivered after the ack wait.
+            log.error("a batch from %s failed (%s)", self._durable, type(error).__name__)

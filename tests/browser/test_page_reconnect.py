@@ -1,0 +1,125 @@
+"""A dropped connection or a reload in the middle of an answer: the page resumes
+after the last event it showed, and the answer ends without a lost or doubled word."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from devstack.runner import DevStack
+
+
+def test_the_gateway_restarted_mid_answer_and_the_answer_completes(
+    chat: Any, stack: DevStack
+) -> None:
+    page: Page = chat.page
+    chat.send("Describe the water cycle of tropical forests")
+    shown = chat.wait_words(6)
+
+    stack.kill("gateway")
+    expect(page.locator("#connection")).to_have_text("Reconnecting…")
+    expect(page.locator("#status-line")).to_contain_text("reconnecting")
+    # What was shown stays while the page is cut off.
+    assert chat.answer_text().startswith(shown.rstrip())
+    stack.restart("gateway")
+
+    assert chat.wait_final(timeout=90_000) == "complete"
+    expect(page.locator("#connection")).to_have_text("Connected")
+    stored = chat.stored(chat.conversation_id(), 2)
+    reply = stored["messages"][-1]
+    assert chat.answer_text().split() == reply["content"].split()
+    expect(chat.answers()).to_have_count(1)
+    expect(chat.user_messages()).to_have_count(1)
+
+
+def test_a_reload_mid_answer_shows_the_answer_continuing(chat: Any) -> None:
+    page: Page = chat.page
+    chat.send("Explain how bees find flowers")
+    shown = chat.wait_words(5)
+    conversation_id = chat.conversation_id()
+
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert chat.conversation_id() == conversation_id
+    expect(chat.user_messages()).to_have_count(1)
+    answer = chat.last_answer()
+    expect(answer).to_have_attribute("data-status", "streaming")
+    assert chat.answer_text().startswith(shown.split()[0])
+
+    assert chat.wait_final() == "complete"
+    stored = chat.stored(conversation_id, 2)
+    assert chat.answer_text().split() == stored["messages"][-1]["content"].split()
+    expect(chat.answers()).to_have_count(1)
+
+
+# A network where the WebSocket handshake never succeeds (as behind some proxies).
+_NO_WEBSOCKET = """
+window.WebSocket = class extends EventTarget {
+  static OPEN = 1;
+  constructor() {
+    super();
+    this.readyState = 3;
+    setTimeout(() => {
+      this.dispatchEvent(new Event("error"));
+      this.dispatchEvent(new CloseEvent("close", { code: 1006 }));
+    }, 10);
+  }
+  send() { throw new Error("not open"); }
+  close() {}
+};
+"""
+
+
+def test_without_websocket_live_mode_streams_over_sse_and_resumes_after_a_drop(
+    chat: Any, stack: DevStack
+) -> None:
+    page: Page = chat.page
+    page.add_init_script(_NO_WEBSOCKET)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#connection")).to_have_text("Live (SSE)")
+
+    resumed: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            resumed.append(r.headers.get("last-event-id")) if r.url.endswith("/events") else None
+        ),
+    )
+    chat.send("Describe the life of sea turtles")
+    shown = chat.wait_words(6)
+    expect(chat.last_answer().locator(".cursor")).to_be_visible()
+
+    stack.kill("gateway")
+    expect(page.locator("#status-line")).to_contain_text("reconnecting")
+    stack.restart("gateway")
+
+    assert chat.wait_final(timeout=90_000) == "complete"
+    assert chat.answer_text().startswith(shown.rstrip())
+    stored = chat.stored(chat.conversation_id(), 2)
+    assert chat.answer_text().split() == stored["messages"][-1]["content"].split()
+    expect(chat.answers()).to_have_count(1)
+    # It resumed with GET .../events after the last event it had shown.
+    assert resumed and all(value and value.isdigit() for value in resumed)
+
+
+def test_leaving_a_conversation_mid_answer_and_coming_back_shows_it_whole(chat: Any) -> None:
+    page: Page = chat.page
+    chat.send("Explain the migration of monarch butterflies")
+    chat.wait_words(4)
+    conversation_id = chat.conversation_id()
+
+    page.get_by_role("button", name="New conversation").click()
+    expect(chat.answers()).to_have_count(0)
+    page.wait_for_timeout(1000)  # the answer goes on meanwhile
+    item = page.locator(f'#conversation-list li[data-id="{conversation_id}"]')
+    item.locator(".open").click()
+
+    assert chat.conversation_id() == conversation_id
+    expect(chat.answers()).to_have_count(1)
+    expect(chat.answers().first).to_have_attribute("data-status", "streaming")
+    assert chat.wait_final(chat.answers().first) == "complete"
+    stored = chat.stored(conversation_id, 2)
+    text = chat.answers().first.locator(".content").inner_text()
+    assert text.split() == stored["messages"][-1]["content"].split()

@@ -1,0 +1,110 @@
+"""`status queued` when every worker is busy, through the whole system.
+
+One worker with one slot and a slow demo model: while the first reply streams, the
+worker holds the next request waiting for its slot and the later ones wait unfetched
+in the work queue, where only the gateway can see them and tell their clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+SLOW_ONE_SLOT = {
+    "LIVECHAT_MAX_CONCURRENCY": "1",
+    "LIVECHAT_DEMO_TTFT_MS": "50",
+    "LIVECHAT_DEMO_TOKENS_PER_SECOND": "20",
+    "LIVECHAT_DEMO_MAX_TOKENS": "60",  # ~3 s per reply
+    "LIVECHAT_ACK_WAIT_SECONDS": "10",
+    "LIVECHAT_QUEUE_STATUS_INTERVAL_SECONDS": "0.5",
+}
+
+
+class Asked:
+    """A message POSTed with SSE in the background; what its client saw in `events`."""
+
+    def __init__(self, base_url: str, conversation_id: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.accepted = asyncio.Event()  # answered 200: the request is queued
+        self.task = asyncio.create_task(self._run(base_url, conversation_id))
+
+    async def _run(self, base_url: str, conversation_id: str) -> None:
+        body = {"content": f"tell me about queues in {conversation_id}"}
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=120) as client,
+            aconnect_sse(
+                client, "POST", f"/v1/conversations/{conversation_id}/messages", json=body
+            ) as source,
+        ):
+            assert source.response.status_code == 200
+            self.accepted.set()
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue
+                data = json.loads(sse.data)
+                self.events.append(data)
+                if data["type"] in ("done", "error"):
+                    return
+
+    def kinds(self) -> list[str]:
+        return [e["state"] if e["type"] == "status" else e["type"] for e in self.events]
+
+    def positions(self) -> list[int]:
+        return [e["position"] for e in self.events if e.get("state") == "queued"]
+
+
+async def _until(check: Any, within: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def _assert_queued_then_answered(asked: Asked) -> None:
+    kinds = asked.kinds()
+    assert kinds[-1] == "done", kinds
+    start = kinds.index("start")
+    assert "queued" in kinds[:start], kinds
+    assert "queued" not in kinds[start:], kinds  # never a stale `queued` after `start`
+    assert "token" in kinds[start:], kinds
+    positions = asked.positions()
+    assert positions == sorted(positions, reverse=True), positions  # only ever closer
+
+
+async def test_requests_behind_busy_workers_are_told_their_position(
+    make_stack: Any,
+) -> None:
+    stack = make_stack(**SLOW_ONE_SLOT)
+    url = stack.gateway_url
+    first = Asked(url, "queue-a")
+    await _until(lambda: "start" in first.kinds())  # the only slot is taken
+    # The worker fetches the next request and holds it for its slot; the two after it
+    # stay unfetched until the first reply is done.
+    asked = []
+    for conversation in ("queue-b", "queue-c", "queue-d"):
+        asked.append(Asked(url, conversation))
+        await asyncio.wait_for(asked[-1].accepted.wait(), timeout=30)  # queued in this order
+    second, third, fourth = asked
+    await asyncio.wait_for(
+        asyncio.gather(first.task, second.task, third.task, fourth.task), timeout=120
+    )
+
+    assert "queued" not in first.kinds() and first.kinds()[-1] == "done", first.kinds()
+    for asked in (second, third, fourth):
+        _assert_queued_then_answered(asked)
+    # Ahead of the third: at most the second, if no worker had fetched it yet.
+    assert third.positions()[0] <= 1, third.positions()
+    # Ahead of the fourth: the third at least, unfetched until the first reply ends.
+    assert fourth.positions()[0] >= 1, fourth.positions()
+    # Its wait ended next in line: the worker took it while another reply ran.
+    assert fourth.positions()[-1] == 0, fourth.positions()
+    # Served in the order asked.
+    starts = []
+    for asked in (first, second, third, fourth):
+        starts.append(next(e["event_id"] for e in asked.events if e["type"] == "start"))
+    assert starts == sorted(starts), starts

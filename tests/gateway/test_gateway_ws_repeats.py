@@ -1,0 +1,137 @@
+"""A WebSocket `message` frame that repeats a client message id gets the same memory
+check as POST .../messages: past the dedupe window it is still answered once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+
+from contracts import ids, rpc, topology
+
+
+def _ws(gateway_url: str) -> Any:
+    return websockets.connect(gateway_url.replace("http://", "ws://") + "/v1/ws")
+
+
+async def _recv(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    return frame
+
+
+async def _until_done(
+    ws: Any, reply: str, frames: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    frames = [] if frames is None else frames
+    while True:
+        frame = await _recv(ws)
+        if frame.get("message_id") == reply:
+            frames.append(frame)
+            if frame["type"] in ("done", "error"):
+                return frames
+
+
+async def _first_of(ws: Any, reply: str) -> dict[str, Any]:
+    """The next frame of the reply (presence and other frames are skipped)."""
+    while True:
+        frame = await _recv(ws)
+        if frame.get("message_id") == reply:
+            return frame
+
+
+def _stored(message_id: str, role: str, status: str = "complete") -> rpc.StoredMessage:
+    return rpc.StoredMessage(
+        id=message_id,
+        role=role,
+        content="stored answer" if role == "assistant" else "again",
+        status=status,
+        created_at="2025-01-01T00:00:00Z",
+    )
+
+
+async def _published(js: Any) -> list[int]:
+    names = (topology.CHAT_STREAM, topology.WORK_STREAM)
+    return [(await js.stream_info(name)).state.last_seq for name in names]
+
+
+async def test_a_repeat_of_a_message_in_flight_follows_it(
+    gateway_url: str, backends: Any, worker: Any, js: Any, settings: Any
+) -> None:
+    # A dedupe window so short that the repeat comes after it, as after a long wait.
+    await topology.ensure_streams(js, settings.model_copy(update={"dedupe_window_seconds": 0.2}))
+    worker.hold = asyncio.Event()
+    frame = {"type": "message", "conversation_id": "wsfl", "content": "slow", "id": "m-2"}
+    reply = ids.reply_id("wsfl", "m-2")
+    async with _ws(gateway_url) as first, _ws(gateway_url) as second:
+        await first.send(json.dumps(frame))
+        for _ in range(400):
+            if worker.requests:
+                break
+            await asyncio.sleep(0.025)
+        assert worker.requests
+        # Memory holds the user message (as it would past the dedupe window), no reply yet.
+        backends.add_conversation("wsfl", (_stored("m-2", "user"),))
+        before = await _published(js)
+        await asyncio.sleep(0.5)  # past the window
+        await second.send(json.dumps(frame))
+        # Released only once the repeat is followed: its replay reached the client.
+        replayed = await _first_of(second, reply)
+        assert (replayed["type"], replayed["message_id"]) == ("start", reply)
+        worker.hold.set()
+        first_frames, second_frames = await asyncio.gather(
+            _until_done(first, reply), _until_done(second, reply, [replayed])
+        )
+    assert second_frames == first_frames  # the same generation, from its start
+    assert second_frames[-1]["type"] == "done"
+    assert len(worker.requests) == 1
+    assert await _published(js) == before
+
+
+async def test_a_repeat_whose_reply_is_final_in_memory_is_not_answered_again(
+    gateway_url: str, backends: Any, worker: Any, js: Any
+) -> None:
+    reply = ids.reply_id("wsmem", "m-1")
+    backends.add_conversation("wsmem", (_stored("m-1", "user"), _stored(reply, "assistant")))
+    before = await _published(js)
+    async with _ws(gateway_url) as ws:
+        frame = {"type": "message", "conversation_id": "wsmem", "content": "again", "id": "m-1"}
+        await ws.send(json.dumps(frame))
+        frames = await _until_done(ws, reply)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await _recv(ws) == {"type": "pong"}  # nothing else came meanwhile
+    # The answer given before, as memory holds it: nothing generated again.
+    assert [f["type"] for f in frames] == ["token", "done"]
+    assert frames[0]["content"] == "stored answer"
+    assert frames[1]["finish_reason"] == "stop"
+    assert all(f["conversation_id"] == "wsmem" for f in frames)
+    assert frames[0]["event_id"] < frames[1]["event_id"]
+    assert worker.requests == []
+    assert await _published(js) == before
+
+
+async def test_a_repeat_on_the_socket_that_follows_the_reply_replays_it_from_its_start(
+    gateway_url: str, backends: Any, worker: Any, js: Any, settings: Any
+) -> None:
+    await topology.ensure_streams(js, settings.model_copy(update={"dedupe_window_seconds": 0.2}))
+    worker.hold = asyncio.Event()
+    frame = {"type": "message", "conversation_id": "wsre", "content": "slow", "id": "m-3"}
+    reply = ids.reply_id("wsre", "m-3")
+    async with _ws(gateway_url) as ws:
+        await ws.send(json.dumps(frame))
+        seen = []
+        while not any(f.get("type") == "status" for f in seen):
+            seen.append(await _recv(ws))
+        backends.add_conversation("wsre", (_stored("m-3", "user"),))
+        await asyncio.sleep(0.5)  # past the window
+        await ws.send(json.dumps(frame))
+        replayed = await _first_of(ws, reply)
+        assert (replayed["type"], replayed["message_id"]) == ("start", reply)
+        worker.hold.set()
+        again = await _until_done(ws, reply, [replayed])
+    first_ids = [f["event_id"] for f in seen if f.get("message_id") == reply]
+    # The reply from its first event (the same ids: a client can tell), then to its end.
+    assert [f["event_id"] for f in again][: len(first_ids)] == first_ids
+    assert again[-1]["type"] == "done"
+    assert len(worker.requests) == 1
