@@ -288,3 +288,35 @@ async def test_a_killed_and_restarted_service_loses_nothing(
 
     recorded = await recorded_on_stream(js)
     assert sorted(r.attempt_id for r in recorded) == sorted(e.attempt_id for e in events)
+
+
+@pytest.mark.postgres
+async def test_a_report_the_database_refuses_is_terminated_and_the_rest_recorded(
+    nc: Client,
+    js: JetStreamContext,
+    postgres_url: str,
+    nats_url: str,
+    tmp_path: Path,
+    report: Report,
+) -> None:
+    # PostgreSQL refuses a user id longer than the ledger's column (SQLite would not):
+    # retrying could never succeed, so the report is terminated, not redelivered forever.
+    refused = report(user_id="x" * 300, prompt=1, completion=1)
+    kept = report(user_id="carol", prompt=2, completion=3)
+    app = create_app(_settings(nats_url, postgres_url, tmp_path))
+    await app.start()
+    try:
+        await publish(js, refused)
+        last = await publish(js, kept)
+
+        async def settled() -> bool:
+            return await consumed_through(js, last)
+
+        await eventually(settled)
+        carol = await totals(nc, "carol")
+        info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+    finally:
+        await app.stop()
+
+    assert carol.totals.total_tokens == 5
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0

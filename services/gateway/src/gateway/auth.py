@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 LOCAL_USER = "local"
 JWT_ALGORITHM = "HS256"  # pinned: a token naming another algorithm (none, RS256) is refused
 ACCESS_TOKEN_PARAM = "access_token"
-MAX_USER_ID_CHARS = 256
+MAX_USER_ID_CHARS = 255  # the ledger's user_id column (String(255))
 _MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from contracts import ids, subjects, topology
 from contracts.events import UsageReported
@@ -116,7 +116,19 @@ class ReportConsumer:
         )
         copied = settled[0]
         failed: list[BaseException] = []
-        for message, outcome, result in zip(taken, outcomes, settled[1:], strict=True):
+        for message, event, outcome, result in zip(
+            taken, events, outcomes, settled[1:], strict=True
+        ):
+            if isinstance(outcome, Exception) and refused_by_database(outcome):
+                # Refused by the database itself (a value it cannot hold): retrying cannot
+                # succeed and would hold the batch back. Ids only, never the values.
+                log.error(
+                    "usage report of attempt %s refused by the database (%s); terminated",
+                    event.attempt_id,
+                    type(outcome).__name__,
+                )
+                await message.term()
+                continue
             if isinstance(copied, BaseException) and isinstance(outcome, Recorded):
                 result = copied
             if isinstance(result, BaseException):
@@ -157,3 +169,14 @@ def unavailable(error: Exception) -> bool:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, (OperationalError, InterfaceError, OSError))
+
+
+def refused_by_database(error: Exception) -> bool:
+    """The database refused the row's values (SQLSTATE class 22 data exception or 23
+    integrity violation), which no retry changes; asyncpg's arrive as plain DBAPIError."""
+    if isinstance(error, (DataError, IntegrityError)):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return (
+        isinstance(error, DBAPIError) and isinstance(sqlstate, str) and sqlstate[:2] in {"22", "23"}
+    )

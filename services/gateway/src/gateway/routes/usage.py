@@ -49,7 +49,7 @@ CSV_COLUMNS = (
     "duration_ms",
     "cost_usd",
 )
-_PAGE = 1000
+_PAGE = 500  # rows per reply: well under NATS max_payload (1 MiB) with the longest ids
 
 
 def _moment(name: str, value: str | None, *, end: bool) -> datetime | None:
