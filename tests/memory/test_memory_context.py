@@ -3,12 +3,13 @@ history, all within the token budget."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from memory_testing import at, finished, user_message
 
-from contracts.rpc import ContextRequest, ConversationCreateRequest
+from contracts.rpc import ContextReply, ContextRequest, ConversationCreateRequest
 from memory import MemorySettings, SqlConversationRepository
 from memory.context import KNOWLEDGE_HEADER, PERSONAL_HEADER, ContextBuilder, estimate_tokens
 from memory.knowledge import KnowledgeBase, load_knowledge
@@ -185,3 +186,23 @@ def test_a_long_file_is_cut_into_passages_at_words(tmp_path: Path) -> None:
     # Every word is in some passage, none cut in half.
     found = " ".join(text for _, text in knowledge.search(" ".join(words), 100)).split()
     assert sorted(found, key=lambda w: int(w[1:])) == words
+
+
+async def test_a_failed_history_read_fails_the_context_and_stops_the_personal_read(
+    repository: SqlConversationRepository, knowledge_dir: Path, tmp_path: Path
+) -> None:
+    # The two reads run at once: a failed one fails the reply, and the other is not
+    # left running behind it.
+    class HistoryDown(SqlConversationRepository):
+        async def context(self, request: ContextRequest, max_messages: int) -> ContextReply:
+            raise ConnectionError("database away")
+
+    broken = HistoryDown.__new__(HistoryDown)
+    broken.__dict__.update(repository.__dict__)
+    builder = ContextBuilder(broken, load_knowledge(knowledge_dir), settings(tmp_path))
+
+    with pytest.raises(ConnectionError):
+        await builder.build(request("refund?"))
+
+    current = asyncio.current_task()
+    assert all(task.done() for task in asyncio.all_tasks() if task is not current)

@@ -76,17 +76,21 @@ class ChatPublisher:
         one round trip (and one wait for the stores' fsync) instead of one each."""
         acks: list[asyncio.Future[PubAck]] = []
         try:
-            for subject, event, msg_id in publishes:
-                # Each call writes its message to the connection before returning:
-                # the server receives them in this order.
-                ack = await self._js.publish_async(
-                    subject,
-                    event.model_dump_json().encode(),
-                    wait_stall=self._timeout,
-                    headers=trace_headers({"Nats-Msg-Id": msg_id}),  # worker spans join ours
-                )
-                acks.append(ack)
-            return await asyncio.wait_for(asyncio.gather(*acks), self._timeout)
+            # One deadline for the lot. No `wait_stall`: nats-py waits for it with
+            # `asyncio.wait_for`, a task per call that yields to the loop, so the
+            # client's flusher wrote each message on its own and the generation
+            # request reached the server milliseconds after the echo.
+            async with asyncio.timeout(self._timeout):
+                for subject, event, msg_id in publishes:
+                    # Each call queues its message on the connection before returning:
+                    # the server receives them in this order.
+                    ack = await self._js.publish_async(
+                        subject,
+                        event.model_dump_json().encode(),
+                        headers=trace_headers({"Nats-Msg-Id": msg_id}),  # worker spans join ours
+                    )
+                    acks.append(ack)
+                return await asyncio.gather(*acks)
         finally:
             for ack in acks:
                 ack.cancel()  # no-op once done; else frees its slot (no ack ever came)

@@ -31,6 +31,15 @@ class Outbox:
         data = event.__pydantic_serializer__.to_json(event)
         await self._broker.connection.publish(subjects.events(conversation_id), data)
 
+    async def announce(self, conversation_id: str, event: StartEvent | StatusEvent) -> None:
+        """A generation's start, published like a token: raw, without waiting for the ack.
+
+        Waiting for the store's ack of start and then of status held the first token
+        back by two round trips; ordered on the one connection, they still come first.
+        """
+        data = event.__pydantic_serializer__.to_json(event)
+        await self._broker.connection.publish(subjects.events(conversation_id), data)
+
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))
 

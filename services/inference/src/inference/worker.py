@@ -221,8 +221,8 @@ class Worker:
                     model=run.alias,
                     provider=step.route.provider,
                 )
-                await run.outbox.event(conv, start)
-                await run.outbox.event(conv, StatusEvent(message_id=reply, state="generating"))
+                await run.outbox.announce(conv, start)
+                await run.outbox.announce(conv, StatusEvent(message_id=reply, state="generating"))
         else:
             # The tokens so far reach the stream before the switch is announced.
             await run.outbox.flush()

@@ -11,12 +11,14 @@ keep at most a share of the budget.
 
 from __future__ import annotations
 
+import asyncio
+
 from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
 from memory.knowledge import KnowledgeBase
 from memory.relevance import Bm25
 from memory.settings import MemorySettings
-from memory.store import ConversationStore
+from memory.store import ConversationStore, Exchange
 
 __all__ = ["ContextBuilder", "estimate_tokens"]
 
@@ -47,6 +49,24 @@ class ContextBuilder:
         self._settings = settings
 
     async def build(self, request: ContextRequest) -> ContextReply:
+        # With the worker's query, personal memory needs nothing from the history: both
+        # reads run at once (one after the other, they held the first token back).
+        related = None
+        if self._settings.personal_memory_exchanges and request.query:
+            related = asyncio.create_task(self._related(request))
+        try:
+            return await self._build(request, related)
+        finally:
+            await _discard(related)
+
+    async def _related(self, request: ContextRequest) -> list[Exchange]:
+        return await self._store.related_exchanges(
+            request.user_id, request.conversation_id, _CANDIDATES
+        )
+
+    async def _build(
+        self, request: ContextRequest, related: asyncio.Task[list[Exchange]] | None
+    ) -> ContextReply:
         settings = self._settings
         base = await self._store.context(request, settings.context_messages)
         if base.existing_reply is not None:
@@ -69,9 +89,7 @@ class ContextBuilder:
             layers.append(knowledge)
             left = None if left is None else left - estimate_tokens(knowledge.content)
         if settings.personal_memory_exchanges and query:
-            exchanges = await self._store.related_exchanges(
-                request.user_id, request.conversation_id, _CANDIDATES
-            )
+            exchanges = await (related if related is not None else self._related(request))
             index = Bm25([f"{e.question}\n{e.answer}" for e in exchanges])
             chosen = [exchanges[i] for i in index.rank(query, settings.personal_memory_exchanges)]
             personal = _section(
@@ -95,6 +113,16 @@ class ContextBuilder:
                 kept.append(message)
             history = kept[::-1]
         return ContextReply(system_prompt=base.system_prompt, messages=(*layers, *history))
+
+
+async def _discard(task: asyncio.Task[list[Exchange]] | None) -> None:
+    """Stop a read nobody uses any more (an error, or the reply was already stored)."""
+    if task is None or (task.done() and (task.cancelled() or task.exception() is None)):
+        return
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: the failure of an unused read is no error
 
 
 def _cap(left: int | None, budget: int | None, share: int) -> int | None:
