@@ -19,10 +19,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from contracts import subjects, topology
+from contracts.batching import GroupCommit
 from contracts.events import ChatEvent
-from memory.batching import GroupCommit
+from contracts.pulling import PullLoop
 from memory.decoding import UndecodableEvent, decode_chat_event
-from memory.pulling import PullLoop
 from memory.settings import MemorySettings
 from memory.store import ConversationStore, StoreOutcome
 

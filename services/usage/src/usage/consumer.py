@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from contracts import ids, subjects, topology
+from contracts.batching import GroupCommit
 from contracts.events import UsageReported
-from usage.batching import GroupCommit
+from contracts.pulling import PullLoop
 from usage.budget import DailyTotals
 from usage.ledger import Ledger, Recorded
 from usage.metrics import UsageMetrics
-from usage.pulling import PullLoop
 from usage.settings import UsageSettings
 
 __all__ = ["ReportConsumer"]

@@ -1,8 +1,8 @@
 """Batches pulled straight from a durable JetStream consumer, several in hand at once.
 
-The hot consumer skips FastStream's per-message machinery (decoding, middlewares,
-dependency injection, a task per message): a whole pull is one call of `handle`.
-The same mechanism as `memory.pulling` (the services share no code but contracts).
+The hot consumers (memory's chat events, usage's reports) skip FastStream's
+per-message machinery (decoding, middlewares, dependency injection, a task per
+message): a whole pull is one call of `handle`.
 """
 
 from __future__ import annotations

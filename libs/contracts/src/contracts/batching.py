@@ -1,4 +1,5 @@
-"""Group commit: events handled concurrently share one transaction, each told its own result."""
+"""Group commit: events handled concurrently share one transaction, each told its own result
+(memory's chat events, usage's reports)."""
 
 from __future__ import annotations
 
