@@ -3,6 +3,7 @@ after the last event it showed, and the answer ends without a lost or doubled wo
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.sync_api import Page, expect
@@ -123,3 +124,29 @@ def test_leaving_a_conversation_mid_answer_and_coming_back_shows_it_whole(chat: 
     stored = chat.stored(conversation_id, 2)
     text = chat.answers().first.locator(".content").inner_text()
     assert text.split() == stored["messages"][-1]["content"].split()
+
+
+def test_switching_back_and_forth_mid_answer_never_loses_its_start(chat: Any) -> None:
+    page: Page = chat.page
+    chat.send("Tell the story of the longest river on earth")
+    first_words = " ".join(chat.wait_words(4).split()[:4])
+    conversation_id = chat.conversation_id()
+    item = page.locator(f'#conversation-list li[data-id="{conversation_id}"]')
+    starts_whole = re.compile(r"^\s*" + re.escape(first_words))
+
+    # Away for a moment, or not at all: each time, the events that came meanwhile
+    # (and those still on their way) join what was shown, in order.
+    for away_ms in (0, 300, 50, 700, 0):
+        page.get_by_role("button", name="New conversation").click()
+        expect(chat.answers()).to_have_count(0)
+        if away_ms:
+            page.wait_for_timeout(away_ms)
+        item.locator(".open").click()
+        expect(chat.answers()).to_have_count(1)
+        expect(chat.answers().first.locator(".content")).to_have_text(starts_whole)
+
+    answer = chat.answers().first
+    assert chat.wait_final(answer) == "complete"
+    stored = chat.stored(conversation_id, 2)
+    assert chat.answer_text(answer).split() == stored["messages"][-1]["content"].split()
+    expect(chat.user_messages()).to_have_count(1)

@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { getToken, setToken } from "./auth.js";
 import { ask } from "./dialogs.js";
+import { EventLog } from "./eventlog.js";
 import { newId, plural } from "./format.js";
 import { displayTitle, Sidebar } from "./sidebar.js";
 import { announce, showBanner, statusLine } from "./notices.js";
@@ -48,7 +49,8 @@ const state = {
   mode: "live",
   conversationId: null,
   known: false, // the server has this conversation: it can be subscribed to
-  loading: false, // history being loaded: its events come with the subscribe that follows
+  loading: false, // history being loaded: its events are shown from the log after it
+  replaying: false, // showing the log of a conversation just opened: nothing to announce
   lastEventId: null, // the newest event of this conversation shown; replay starts after it
   active: null, // the reply streaming now
   pending: new Map(), // user message id -> timer, until the server echoes it
@@ -114,6 +116,11 @@ function handleApiError(err, what) {
   } else {
     statusLine(`${what}: ${err.message}`, "error");
   }
+}
+
+// Announced to screen readers, except while the log of a reopened conversation is shown again.
+function tell(text) {
+  if (!state.replaying) announce(text);
 }
 
 // --- messages --------------------------------------------------------------
@@ -222,7 +229,7 @@ function onDone(ev) {
   if (ev.finish_reason === "content_filter") rec.note = "stopped by the content filter";
   messages.render(rec);
   statusLine(cancelled ? "Stopped. The partial answer is kept." : "", cancelled ? "warn" : "");
-  announce(cancelled ? "Answer stopped." : `Answer: ${rec.content.slice(0, 600)}`);
+  tell(cancelled ? "Answer stopped." : `Answer: ${rec.content.slice(0, 600)}`);
   updateTokenCount();
   scheduleListRefresh();
 }
@@ -238,7 +245,7 @@ function onError(ev) {
       messages.render(rec);
     }
     statusLine(`The answer failed: ${ev.message}`, "error");
-    announce(`The answer failed: ${ev.message}`);
+    tell(`The answer failed: ${ev.message}`);
     scheduleListRefresh();
     return;
   }
@@ -265,7 +272,7 @@ function onUserMessage(ev) {
     status: "complete",
     created_at: ev.created_at,
   });
-  announce(`New message from another tab: ${ev.content.slice(0, 200)}`);
+  tell(`New message from another tab: ${ev.content.slice(0, 200)}`);
 }
 
 function onOthersTyping(ev) {
@@ -307,9 +314,18 @@ function onOtherConversation(ev) {
   if (ev.type === "done" || ev.type === "message") scheduleListRefresh();
 }
 
-// One event of the current conversation, from any transport.
-function onEvent(ev) {
+const eventLog = new EventLog();
+
+// Every event a transport delivers: kept in its conversation's log, and shown
+// when that conversation is open.
+function onEvent(ev, conversationId = ev?.conversation_id) {
   if (!ev || !ev.type) return;
+  eventLog.add(conversationId, ev);
+  showEvent(ev);
+}
+
+// One event, from a transport or from the log of a conversation just opened.
+function showEvent(ev) {
   if (ev.type === "error" && !ev.conversation_id && !ev.message_id) {
     onFrameError(ev);
     return;
@@ -383,15 +399,15 @@ function onFrameError(ev) {
 
 // --- the live socket -------------------------------------------------------
 
+// Follow the open conversation on the socket: after the newest event shown, or,
+// when this socket follows it already, on as it is (replaying from an id there
+// would race the live events already on their way).
 function subscribe() {
-  state.followed.add(state.conversationId);
-  socket.send(subscribeFrame());
-}
-
-function subscribeFrame() {
-  const frame = { type: "subscribe", conversation_id: state.conversationId };
-  if (state.lastEventId !== null) frame.last_event_id = state.lastEventId;
-  return frame;
+  const id = state.conversationId;
+  const frame = { type: "subscribe", conversation_id: id };
+  if (state.lastEventId !== null && !state.followed.has(id)) frame.last_event_id = state.lastEventId;
+  state.followed.add(id);
+  socket.send(frame);
 }
 
 const socket = new LiveSocket({
@@ -439,7 +455,7 @@ async function resumeSse(conversationId, signal) {
   const outcome = await sseResume(conversationId, {
     lastEventId: () => state.lastEventId,
     signal,
-    onEvent,
+    onEvent: (ev) => onEvent(ev, conversationId),
   });
   if (outcome === "ended" || signal.aborted) return;
   if (outcome === "unsupported") {
@@ -466,7 +482,7 @@ async function sendOverSse(rec) {
   markSent(rec);
   let finished = false;
   try {
-    finished = await ssePump(response, abort.signal, onEvent);
+    finished = await ssePump(response, abort.signal, (ev) => onEvent(ev, conversationId));
   } catch {
     finished = false;
   }
@@ -477,7 +493,8 @@ async function sendOverSse(rec) {
 async function attachSse(conversationId, resume) {
   const abort = new AbortController();
   state.sseAbort = abort;
-  const outcome = await sseFollow(conversationId, resume, abort.signal, onEvent);
+  const shown = (ev) => onEvent(ev, conversationId);
+  const outcome = await sseFollow(conversationId, resume, abort.signal, shown);
   if (outcome === "dropped" && !abort.signal.aborted) await resumeSse(conversationId, abort.signal);
 }
 
@@ -651,10 +668,13 @@ async function openConversation(id) {
   if (state.conversationId !== id) return;
   state.loading = false;
   const stored = body ? body.messages : [];
-  let resume = loadResume(id);
+  // What this page was sent of it, while open or not (events that came during
+  // the load included): shown after the history, and followed on from its end.
+  const logged = eventLog.events(id);
+  let resume = logged.length ? null : loadResume(id);
   // A reply this browser saw start: the server has the conversation even
   // when its history is not stored yet.
-  state.known = body !== null || resume !== null;
+  state.known = body !== null || resume !== null || logged.length > 0;
   ui.title.textContent = body ? displayTitle(body) : "New conversation";
   if (body && !known) scheduleListRefresh(0); // opened by its address: list it
   if (!stored.length) messages.clear("Start a conversation: type a message below.");
@@ -662,17 +682,26 @@ async function openConversation(id) {
   messages.scrollToEnd();
   updateTokenCount();
 
-  // Where to pick up an answer in flight: after what this browser showed last;
-  // without that, the server sends the generation in flight from its start.
-  const last = stored.at(-1);
-  if (last && last.role === "assistant" && FINAL.has(last.status)) {
-    clearResume(id);
-    resume = null;
+  if (logged.length) {
+    state.replaying = true;
+    try {
+      for (const ev of logged) showEvent(ev); // leaves lastEventId at the log's end
+    } finally {
+      state.replaying = false;
+    }
+  } else {
+    // Where to pick up an answer in flight: after what this browser showed before
+    // a reload; without that, the server sends the generation in flight from its start.
+    const last = stored.at(-1);
+    if (last && last.role === "assistant" && FINAL.has(last.status)) {
+      clearResume(id);
+      resume = null;
+    }
+    state.lastEventId = resume;
   }
-  state.lastEventId = resume;
   if (state.mode !== "live" || !state.known) return;
   if (socket.isOpen) subscribe();
-  else if (socket.state === "unavailable") attachSse(id, resume);
+  else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
 }
 
 async function renameConversation(conversation) {
@@ -697,6 +726,7 @@ async function deleteConversation(conversation) {
   try {
     await api.deleteConversation(conversation.id);
     clearResume(conversation.id);
+    eventLog.forget(conversation.id);
     announce(`Deleted ${displayTitle(conversation)}`);
     if (conversation.id === state.conversationId) startNewConversation();
     await sidebar.refresh();
