@@ -22,10 +22,9 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from stacks import running_stack
 
-from devstack.ports import free_port
 from devstack.runner import DevStack
-from devstack.settings import DevSettings
 
 # Answers take seconds on a loaded machine: wait generously, never time them.
 expect.set_options(timeout=30_000)
@@ -76,25 +75,13 @@ def stack(
 ) -> Iterator[DevStack]:
     """The system as `make dev` runs it, with a slow demo model, for one test module
     (a module may set DEMO_TOKENS_PER_SECOND and a STACK_ENV of its own)."""
-    data_dir = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LIVECHAT_") and not k.endswith("_API_KEY")
-    }
-    env.update(SLOW_ENV)
+    env = dict(SLOW_ENV)
     pace = getattr(request.module, "DEMO_TOKENS_PER_SECOND", None)
     if pace is not None:
         env["LIVECHAT_DEMO_TOKENS_PER_SECOND"] = str(pace)
     env.update(getattr(request.module, "STACK_ENV", {}))
-    env.update({"LIVECHAT_HTTP_PORT": str(port), "LIVECHAT_DATA_DIR": str(data_dir)})
-    running = DevStack(DevSettings(data_dir=data_dir, http_port=port, max_restarts=0), env=env)
-    running.start()
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack"), env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

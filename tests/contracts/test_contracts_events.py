@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from contracts import ids, subjects
+from contracts import ids, rpc, subjects
 from contracts.events import (
     CHAT_EVENT,
     CONVERSATION_EVENT,
@@ -56,6 +56,26 @@ def test_unions_decode_by_discriminator() -> None:
         TokenEvent(message_id="a1", content="x").model_dump_json()
     )
     assert isinstance(token, TokenEvent)
+
+
+def test_a_stored_reply_tells_how_it_ended_and_older_replies_still_validate() -> None:
+    # As an older memory answers: no finish reason, no error.
+    old = rpc.StoredMessage.model_validate_json(
+        b'{"schema_version": 1, "id": "r1", "role": "assistant", "content": "hi",'
+        b' "status": "complete", "created_at": "2025-01-01T00:00:00Z"}'
+    )
+    assert (old.finish_reason, old.error) == (None, None)
+    failed = rpc.StoredMessage(
+        id="r2",
+        role="assistant",
+        content="",
+        status="failed",
+        created_at=datetime.now(UTC),
+        error=rpc.ReplyError(code="provider_unavailable", message="try later", retryable=True),
+    )
+    assert rpc.StoredMessage.model_validate_json(failed.model_dump_json()) == failed
+    with pytest.raises(ValidationError):
+        rpc.StoredMessage.model_validate({**old.model_dump(), "finish_reason": "tired"})
 
 
 def test_ids_are_validated_and_replies_are_deterministic() -> None:

@@ -24,10 +24,11 @@ from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts import subjects, topology
-from contracts.events import TokenEvent
+from contracts.events import ConversationDeleted, TokenEvent
 from contracts.settings import LivechatSettings
 from devstack.natsserver import NatsServer, nats_server_binary
 from devstack.ports import free_port
+from gateway.budget import BudgetWatch
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "deploy" / "nats"
@@ -327,6 +328,44 @@ async def test_usage_and_inference_keep_to_their_own_subjects(login: Connect) ->
     assert (usage_state.messages, chat_state.messages) == (2, 1)
 
 
+async def test_only_memory_announces_a_deletion_and_every_gateway_hears_it(
+    login: Connect,
+) -> None:
+    gateways = [await login("gateway") for _ in range(2)]
+    memory, memory_errors = await login("memory")
+    inference, inference_errors = await login("inference")
+    usage, usage_errors = await login("usage")
+    heard: list[list[str]] = [[], []]
+    all_heard = asyncio.Event()
+
+    for (client, _), subjects_heard in zip(gateways, heard, strict=True):
+
+        async def hear(msg: object, subjects_heard: list[str] = subjects_heard) -> None:
+            subjects_heard.append(getattr(msg, "subject", ""))
+            if all(heard):
+                all_heard.set()
+
+        await client.subscribe(subjects.CONVERSATION_DELETED_ALL, cb=hear)
+        await client.flush()
+
+    # Nobody else may make the gateways forget owners (nor learn what is deleted).
+    forged = subjects.conversation_deleted("forged")
+    for client, errors in (gateways[0], (inference, inference_errors), (usage, usage_errors)):
+        await client.publish(forged, b"{}")
+        await client.flush()
+        await _violation(errors, forged)
+    await inference.subscribe(subjects.CONVERSATION_DELETED_ALL)
+    await inference.flush()
+    await _violation(inference_errors, subjects.CONVERSATION_DELETED_ALL)
+
+    announced = ConversationDeleted(conversation_id="c1").model_dump_json().encode()
+    await memory.publish(subjects.conversation_deleted("c1"), announced)
+    await memory.flush()
+    await asyncio.wait_for(all_heard.wait(), 10)
+    assert heard == [[subjects.conversation_deleted("c1")]] * 2
+    assert memory_errors == [] and gateways[1][1] == []
+
+
 def test_auth_conf_grants_each_service_exactly_its_stream_rights() -> None:
     permissions = _permissions()
     for service, rights in STREAM_RIGHTS.items():
@@ -504,3 +543,22 @@ def test_the_services_run_a_conversation_as_their_own_users(
     log = (secured_nats.store_dir / "nats-server.log").read_text()
     violations = [line for line in log.splitlines() if "Violation" in line]
     assert violations == []
+
+
+async def test_the_gateway_may_watch_the_budget_bucket(login: Connect) -> None:
+    usage, _ = await login("usage")
+    await topology.ensure_buckets(usage.jetstream())
+    budget = await usage.jetstream().key_value(topology.BUDGET_BUCKET)
+    await budget.put("some-user.2026-01-01", b"42")
+    gateway, errors = await login("gateway")
+    watch = BudgetWatch(gateway, gateway.jetstream(), topology.BUDGET_BUCKET, confirm_seconds=0.05)
+    watch.start()
+    try:
+        deadline = time.monotonic() + 10
+        # Current: its consumer was created and confirmed (consumer info) as this user.
+        while watch.spent("some-user.2026-01-01", "2026-01-01") != 42:
+            assert time.monotonic() < deadline, errors
+            await asyncio.sleep(0.01)
+    finally:
+        await watch.aclose()
+    assert errors == []

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from apiclients import get_conversation, joined_tokens
-from httpx_sse import aconnect_sse
+from apiclients import BackgroundSse, get_conversation, joined_tokens
+from stacks import running_stack, until
 from websockets.asyncio.client import connect
 
-from devstack.ports import free_port
 from devstack.runner import DevStack
-from devstack.settings import DevSettings
 from inference.demo import demo_answer
 
 SLOW_ENV = {
@@ -36,62 +32,19 @@ SLOW_ENV = {
 
 @pytest.fixture(scope="module")
 def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    data_dir = tmp_path_factory.mktemp("cancel-stack")
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LIVECHAT_") and not k.endswith("_API_KEY")
-    }
-    env.update(SLOW_ENV)
-    env.update({"LIVECHAT_HTTP_PORT": str(port), "LIVECHAT_DATA_DIR": str(data_dir)})
-    running = DevStack(DevSettings(data_dir=Path(data_dir), http_port=port, max_restarts=0), env)
-    running.start()
-    try:
+    with running_stack(tmp_path_factory.mktemp("cancel-stack"), SLOW_ENV) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def ws_url(stack: DevStack) -> str:
     return stack.gateway_url.replace("http://", "ws://") + "/v1/ws"
 
 
-class SseClient:
+class SseClient(BackgroundSse):
     """POSTs a message as SSE in the background; the events so far in `events`."""
-
-    def __init__(self, base_url: str, conversation_id: str, body: dict[str, Any]) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._args = (base_url, conversation_id, body)
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        base_url, conversation_id, body = self._args
-        async with (
-            httpx.AsyncClient(base_url=base_url, timeout=60) as client,
-            aconnect_sse(
-                client, "POST", f"/v1/conversations/{conversation_id}/messages", json=body
-            ) as source,
-        ):
-            assert source.response.status_code == 200
-            async for sse in source.aiter_sse():
-                if not sse.data:
-                    continue
-                data = json.loads(sse.data)
-                self.events.append(data)
-                if data["type"] in ("done", "error"):
-                    return
 
     def tokens(self) -> int:
         return sum(1 for e in self.events if e["type"] == "token")
-
-
-async def until(check: Any, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def stored_reply(base_url: str, conversation_id: str) -> dict[str, Any]:

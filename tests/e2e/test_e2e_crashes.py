@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
 import httpx
-from apiclients import get_conversation, joined_tokens
-from httpx_sse import aconnect_sse
+from apiclients import joined_tokens, sse_events
+from stacks import stored_messages
 
 from devstack.runner import DevStack
-
-
-async def _wait_for_history(base_url: str, conversation: str, count: int) -> list[dict[str, Any]]:
-    for _ in range(400):
-        response = await get_conversation(base_url, conversation)
-        if response.status_code == 200:
-            messages: list[dict[str, Any]] = response.json()["messages"]
-            if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
-                return messages
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{conversation} never held {count} final messages")
 
 
 async def test_a_worker_killed_mid_generation_leaves_the_request_to_another(
@@ -33,26 +21,13 @@ async def test_a_worker_killed_mid_generation_leaves_the_request_to_another(
     conversation = f"kill-{uuid.uuid4().hex[:8]}"
     events: list[dict[str, Any]] = []
     killed = False
-    async with (
-        httpx.AsyncClient(base_url=stack.gateway_url, timeout=90) as client,
-        aconnect_sse(
-            client,
-            "POST",
-            f"/v1/conversations/{conversation}/messages",
-            json={"content": "a long story about lighthouses"},
-        ) as source,
-    ):
-        async for sse in source.aiter_sse():
-            if not sse.data:  # the `retry:` hint
-                continue
-            event = json.loads(sse.data)
-            events.append(event)
-            if event["type"] == "token" and not killed and len(events) > 6:
-                stack.kill("inference")
-                killed = True
-                stack.restart("inference")  # the "other worker"
-            if event["type"] in ("done", "error"):
-                break
+    body = {"content": "a long story about lighthouses"}
+    async for event in sse_events(stack.gateway_url, conversation, body, timeout=90):
+        events.append(event)
+        if event["type"] == "token" and not killed and len(events) > 6:
+            stack.kill("inference")
+            killed = True
+            stack.restart("inference")  # the "other worker"
     assert killed
     reply = next(e for e in events if e["type"] == "start")["message_id"]
     types = [e["type"] for e in events if e.get("message_id") == reply]
@@ -61,7 +36,7 @@ async def test_a_worker_killed_mid_generation_leaves_the_request_to_another(
     ids = [e["event_id"] for e in events]
     assert len(set(ids)) == len(ids)
 
-    messages = await _wait_for_history(stack.gateway_url, conversation, 2)
+    messages = await stored_messages(stack.gateway_url, conversation, 2)
     assert messages[1]["status"] == "complete"
     assert messages[1]["content"] == joined_tokens(events, reply)
     assert len([m for m in messages if m["role"] == "assistant"]) == 1
@@ -88,7 +63,7 @@ async def test_memory_stopped_and_restarted_mid_run_loses_nothing(make_stack: An
         (second,) = await pending
     assert second.status_code == 200, second.text
 
-    messages = await _wait_for_history(stack.gateway_url, conversation, 4)
+    messages = await stored_messages(stack.gateway_url, conversation, 4)
     assert [(m["role"], m["status"]) for m in messages] == [
         ("user", "complete"),
         ("assistant", "complete"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from stacks import FAST_ENV, clean_environ, running_stack, wait_ready
 
+from devstack.natsserver import NatsServer
 from devstack.ports import free_port
 from devstack.runner import DevStack
-from devstack.settings import DevSettings
 from gateway import GatewaySettings
 from gateway.tokens import issue_token
 
@@ -35,28 +37,15 @@ ALICE, BOB = _auth("alice"), _auth("bob")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    data_dir = tmp_path_factory.mktemp("isolation")
-    port = free_port()
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LIVECHAT_") and not k.endswith("_API_KEY")
-    }
-    env.update(
-        LIVECHAT_JWT_SECRET=SECRET,
+        "LIVECHAT_JWT_SECRET": SECRET,
         # Slow enough that a generation is still running while bob tries to reach it.
-        LIVECHAT_DEMO_TTFT_MS="30",
-        LIVECHAT_DEMO_TOKENS_PER_SECOND="60",
-        LIVECHAT_LOG_LEVEL="WARNING",
-        LIVECHAT_HTTP_PORT=str(port),
-        LIVECHAT_DATA_DIR=str(data_dir),
-    )
-    running = DevStack(DevSettings(data_dir=Path(data_dir), http_port=port, max_restarts=0), env)
-    running.start()
-    try:
+        "LIVECHAT_DEMO_TTFT_MS": "30",
+        "LIVECHAT_DEMO_TOKENS_PER_SECOND": "60",
+        "LIVECHAT_LOG_LEVEL": "WARNING",
+    }
+    with running_stack(tmp_path_factory.mktemp("isolation"), env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +223,77 @@ async def test_websocket_frames_for_another_users_conversation_are_refused(
     await asyncio.sleep(1.0)
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
         assert await _alices_view(client, alices) == before
+
+
+@pytest.fixture
+def two_gateways(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The system plus a second gateway process on its nats-server: both base URLs
+    (the second one may still be starting)."""
+    # Owners remembered for an hour: only the deletion can make a gateway forget one.
+    env = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET, "LIVECHAT_OWNER_CACHE_TTL_SECONDS": "3600"}
+    nats = NatsServer(tmp_path / "nats")
+    nats.start()
+    try:
+        with running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack:
+            port = free_port()
+            own = {
+                "LIVECHAT_HTTP_PORT": str(port),
+                "LIVECHAT_DATA_DIR": str(tmp_path / "gateway2"),
+                "LIVECHAT_NATS_URL": nats.url,
+            }
+            other = subprocess.Popen(
+                [sys.executable, "-m", "gateway"],
+                env=clean_environ({**env, **own}),
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                yield stack.gateway_url, f"http://127.0.0.1:{port}"
+            finally:
+                other.terminate()
+                try:
+                    other.wait(15)
+                except subprocess.TimeoutExpired:
+                    other.kill()
+                    other.wait()
+    finally:
+        nats.stop()
+
+
+async def test_a_conversation_deleted_through_one_gateway_is_closed_on_every_gateway(
+    two_gateways: tuple[str, str],
+) -> None:
+    here_url, there_url = two_gateways
+    await wait_ready(there_url)
+    conversation = f"iso-moved-{uuid.uuid4().hex[:8]}"
+    messages = f"/v1/conversations/{conversation}/messages"
+    async with (
+        httpx.AsyncClient(base_url=here_url, timeout=60) as here,
+        httpx.AsyncClient(base_url=there_url, timeout=60) as there,
+    ):
+        # Alice writes through the second gateway, which remembers that it is hers.
+        for content in ("first", "second"):
+            reply = await there.post(messages, json={"content": content}, headers=ALICE)
+            assert reply.status_code == 200, reply.text
+        deleted = await here.delete(f"/v1/conversations/{conversation}", headers=ALICE)
+        assert deleted.status_code == 204
+        # The id is free: bob's first message through the first gateway makes it his.
+        reply = await here.post(messages, json={"content": "bob's own"}, headers=BOB)
+        assert reply.status_code == 200, reply.text
+        # Alice's former pass is void on the second gateway too: bob's conversation is
+        # a 404 to her there, as another user's conversation is everywhere.
+        hijack = {"content": f"alice about the {ALICE_WORD}"}
+        _not_found(await there.post(messages, json=hijack, headers=ALICE))
+        streamed = await there.post(
+            messages, json=hijack, headers={**ALICE, "Accept": "text/event-stream"}
+        )
+        _not_found(streamed)
+        # Bob's conversation holds his exchange alone.
+        for _ in range(200):
+            bobs = (await here.get(f"/v1/conversations/{conversation}", headers=BOB)).json()
+            if bobs.get("message_count") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [m["role"] for m in bobs["messages"]] == ["user", "assistant"]
+        assert bobs["messages"][0]["content"] == "bob's own"
+        assert ALICE_WORD not in json.dumps(bobs)
+        _not_found(await there.get(f"/v1/conversations/{conversation}", headers=ALICE))

@@ -8,11 +8,10 @@ in the work queue, where only the gateway can see them and tell their clients.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import httpx
-from httpx_sse import aconnect_sse
+from apiclients import BackgroundSse
+from stacks import until
 
 SLOW_ONE_SLOT = {
     "LIVECHAT_MAX_CONCURRENCY": "1",
@@ -24,45 +23,18 @@ SLOW_ONE_SLOT = {
 }
 
 
-class Asked:
+class Asked(BackgroundSse):
     """A message POSTed with SSE in the background; what its client saw in `events`."""
 
     def __init__(self, base_url: str, conversation_id: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.accepted = asyncio.Event()  # answered 200: the request is queued
-        self.task = asyncio.create_task(self._run(base_url, conversation_id))
-
-    async def _run(self, base_url: str, conversation_id: str) -> None:
         body = {"content": f"tell me about queues in {conversation_id}"}
-        async with (
-            httpx.AsyncClient(base_url=base_url, timeout=120) as client,
-            aconnect_sse(
-                client, "POST", f"/v1/conversations/{conversation_id}/messages", json=body
-            ) as source,
-        ):
-            assert source.response.status_code == 200
-            self.accepted.set()
-            async for sse in source.aiter_sse():
-                if not sse.data:
-                    continue
-                data = json.loads(sse.data)
-                self.events.append(data)
-                if data["type"] in ("done", "error"):
-                    return
+        super().__init__(base_url, conversation_id, body, timeout=120)
 
     def kinds(self) -> list[str]:
         return [e["state"] if e["type"] == "status" else e["type"] for e in self.events]
 
     def positions(self) -> list[int]:
         return [e["position"] for e in self.events if e.get("state") == "queued"]
-
-
-async def _until(check: Any, within: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def _assert_queued_then_answered(asked: Asked) -> None:
@@ -82,7 +54,7 @@ async def test_requests_behind_busy_workers_are_told_their_position(
     stack = make_stack(**SLOW_ONE_SLOT)
     url = stack.gateway_url
     first = Asked(url, "queue-a")
-    await _until(lambda: "start" in first.kinds())  # the only slot is taken
+    await until(lambda: "start" in first.kinds(), within=60)  # the only slot is taken
     # The worker fetches the next request and holds it for its slot; the two after it
     # stay unfetched until the first reply is done.
     asked = []

@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from apiclients import get_conversation, joined_tokens
+from apiclients import joined_tokens, sse_events
 from httpx_sse import aconnect_sse
+from stacks import FAST_ENV, dev_stack, extra_gateway, stored_messages, wait_ready
 
 from devstack.natsserver import NatsServer
-from devstack.ports import free_port
 from devstack.runner import DevStack
-from devstack.settings import DevSettings
-
-ENV = {
-    "LIVECHAT_DEMO_TTFT_MS": "30",
-    "LIVECHAT_DEMO_TOKENS_PER_SECOND": "200",
-    "LIVECHAT_ACK_WAIT_SECONDS": "2",
-    "LIVECHAT_HEARTBEAT_SECONDS": "0.5",
-    "LIVECHAT_LOG_LEVEL": "WARNING",
-}
-
-
-def _environ(**extra: str) -> dict[str, str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LIVECHAT_") and not k.endswith("_API_KEY")
-    }
-    environ.update(ENV)
-    environ.update(extra)
-    return environ
 
 
 class System:
@@ -50,48 +28,22 @@ class System:
         self.root = root
         self.env = env
         self.stack: DevStack | None = None
-        self.extra: list[subprocess.Popen[bytes]] = []
+        self.extra = ExitStack()
 
     def start(self) -> DevStack:
         self.nats.start()
-        port = free_port()
-        data_dir = self.root / "stack"
-        environ = _environ(
-            LIVECHAT_HTTP_PORT=str(port),
-            LIVECHAT_DATA_DIR=str(data_dir),
-            LIVECHAT_NATS_URL=self.nats.url,
-            **self.env,
-        )
-        settings = DevSettings(
-            data_dir=data_dir, http_port=port, max_restarts=0, nats_url=self.nats.url
-        )
-        self.stack = DevStack(settings, env=environ)
+        env = {**FAST_ENV, **self.env}
+        self.stack = dev_stack(self.root / "stack", env, nats_url=self.nats.url)
         self.stack.start()
         return self.stack
 
     def another_gateway(self) -> str:
         """A second gateway process on the same NATS; its base URL."""
-        port = free_port()
-        environ = _environ(
-            LIVECHAT_HTTP_PORT=str(port),
-            LIVECHAT_DATA_DIR=str(self.root / "gateway2"),
-            LIVECHAT_NATS_URL=self.nats.url,
-            **self.env,
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway"], env=environ, stdin=subprocess.DEVNULL
-        )
-        self.extra.append(process)
-        return f"http://127.0.0.1:{port}"
+        env = {**FAST_ENV, **self.env}
+        return self.extra.enter_context(extra_gateway(self.root / "gateway2", env, self.nats.url))
 
     def stop(self) -> None:
-        for process in self.extra:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.extra.close()
         if self.stack is not None:
             self.stack.stop()
         self.nats.stop()
@@ -106,29 +58,6 @@ def system(tmp_path: Path) -> Iterator[System]:
         yield running
     finally:
         running.stop()
-
-
-async def _ready(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
-        for _ in range(600):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{base_url} never became ready")
-
-
-async def _history(base_url: str, conversation: str, count: int) -> list[dict[str, Any]]:
-    for _ in range(400):
-        response = await get_conversation(base_url, conversation)
-        if response.status_code == 200:
-            messages: list[dict[str, Any]] = response.json()["messages"]
-            if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
-                return messages
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{conversation} never held {count} final messages")
 
 
 async def _resume(base_url: str, conversation: str, last_event_id: int) -> list[dict[str, Any]]:
@@ -157,32 +86,22 @@ async def test_resume_after_the_gateway_dies_mid_stream(system: System) -> None:
     assert stack is not None
     conversation = f"gw-{uuid.uuid4().hex[:8]}"
     seen: list[dict[str, Any]] = []
+    body = {"content": "a long story about lighthouses"}
     with pytest.raises(httpx.TransportError):  # the gateway dies under the stream
-        async with (
-            httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client,
-            aconnect_sse(
-                client,
-                "POST",
-                f"/v1/conversations/{conversation}/messages",
-                json={"content": "a long story about lighthouses"},
-            ) as source,
-        ):
-            async for sse in source.aiter_sse():
-                if not sse.data:
-                    continue
-                seen.append(json.loads(sse.data))
-                if [e["type"] for e in seen].count("token") == 5:
-                    stack.kill("gateway")
+        async for event in sse_events(stack.gateway_url, conversation, body):
+            seen.append(event)
+            if [e["type"] for e in seen].count("token") == 5:
+                stack.kill("gateway")
     assert seen[-1]["type"] == "token"
     reply = seen[0]["message_id"]
     last_id = seen[-1]["event_id"]
 
     # Another gateway instance, then the crashed one restarted: both resume exactly.
     other = system.another_gateway()
-    await _ready(other)
+    await wait_ready(other)
     from_other = await _resume(other, conversation, last_id)
     stack.restart("gateway")
-    await _ready(stack.gateway_url)
+    await wait_ready(stack.gateway_url)
     from_restarted = await _resume(stack.gateway_url, conversation, last_id)
 
     assert from_other == from_restarted
@@ -190,7 +109,7 @@ async def test_resume_after_the_gateway_dies_mid_stream(system: System) -> None:
     everything = seen + from_other
     event_ids = [e["event_id"] for e in everything]
     assert event_ids == sorted(set(event_ids)), "no duplicate, in order"
-    messages = await _history(stack.gateway_url, conversation, 2)
+    messages = await stored_messages(stack.gateway_url, conversation, 2)
     assert messages[1]["status"] == "complete"
     assert joined_tokens(everything, reply) == messages[1]["content"]
     # Nothing in flight any more: a resume after the end is 204.
@@ -214,7 +133,7 @@ async def test_a_message_id_repeated_after_the_dedupe_window_is_answered_once(
         async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client:
             first = await client.post(url, json=body)
             assert first.status_code == 200, first.text
-            await _history(stack.gateway_url, conversation, 2)
+            await stored_messages(stack.gateway_url, conversation, 2)
             await asyncio.sleep(2.5)  # past the window: NATS no longer deduplicates it
             again = await client.post(url, json=body)
             events = []
@@ -231,7 +150,7 @@ async def test_a_message_id_repeated_after_the_dedupe_window_is_answered_once(
             == (first.json()["message"]["content"])
         )
         await asyncio.sleep(1.0)  # a wrongly republished request would be stored by now
-        messages = await _history(stack.gateway_url, conversation, 2)
+        messages = await stored_messages(stack.gateway_url, conversation, 2)
         assert len(messages) == 2
     finally:
         system.stop()

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 import httpx
-from apiclients import get_conversation, joined_tokens, sse_message, ws_message
+from apiclients import joined_tokens, sse_message, ws_message
+from stacks import stored_conversation, stored_messages
 
 from devstack.runner import DevStack
 
@@ -35,19 +36,6 @@ def _assert_one_generation(events: list[dict[str, Any]], conversation_id: str) -
     return reply
 
 
-async def _stored(base_url: str, conversation_id: str, count: int) -> dict[str, Any]:
-    """The conversation once memory holds `count` messages, all final."""
-    for _ in range(200):
-        response = await get_conversation(base_url, conversation_id)
-        if response.status_code == 200:
-            body: dict[str, Any] = response.json()
-            messages = body["messages"]
-            if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
-                return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"conversation {conversation_id} never held {count} messages")
-
-
 async def test_sse_message_streams_and_the_stored_answer_equals_the_tokens(
     stack: DevStack,
 ) -> None:
@@ -57,7 +45,7 @@ async def test_sse_message_streams_and_the_stored_answer_equals_the_tokens(
     )
     reply = _assert_one_generation(events, conversation)
 
-    stored = await _stored(stack.gateway_url, conversation, 2)
+    stored = await stored_conversation(stack.gateway_url, conversation, 2)
     user, answer = stored["messages"]
     assert (user["role"], user["content"]) == ("user", "Tell me about mountain rivers")
     assert answer["role"] == "assistant" and answer["id"] == reply
@@ -71,7 +59,7 @@ async def test_websocket_message_streams_start_tokens_done(stack: DevStack) -> N
     ws_url = stack.gateway_url.replace("http://", "ws://") + "/v1/ws"
     frames = await ws_message(ws_url, conversation, {"content": "Hello over a socket"})
     reply = _assert_one_generation(frames, conversation)
-    stored = await _stored(stack.gateway_url, conversation, 2)
+    stored = await stored_conversation(stack.gateway_url, conversation, 2)
     assert stored["messages"][1]["content"] == joined_tokens(frames, reply)
 
 
@@ -87,7 +75,7 @@ async def test_json_mode_answers_with_the_message_and_its_usage(stack: DevStack)
     assert body["message"]["status"] == "complete"
     assert body["message"]["content"]
     assert body["usage"]["total_tokens"] > 0
-    stored = await _stored(stack.gateway_url, conversation, 2)
+    stored = await stored_conversation(stack.gateway_url, conversation, 2)
     assert stored["messages"][1]["content"] == body["message"]["content"]
 
 
@@ -120,9 +108,9 @@ async def test_follow_up_messages_get_the_conversation_as_context(stack: DevStac
     conversation = f"ctx-{uuid.uuid4().hex[:8]}"
     await sse_message(stack.gateway_url, conversation, {"content": "first question"})
     second = await sse_message(stack.gateway_url, conversation, {"content": "second one"})
-    first_usage = (await _stored(stack.gateway_url, conversation, 2))["messages"][1]["usage"]
+    first_usage = (await stored_messages(stack.gateway_url, conversation, 2))[1]["usage"]
     second_usage = next(e for e in second if e["type"] == "done")["usage"]
     # The second prompt carries the first exchange, so it is longer.
     assert second_usage["prompt_tokens"] > first_usage["prompt_tokens"]
-    stored = await _stored(stack.gateway_url, conversation, 4)
+    stored = await stored_conversation(stack.gateway_url, conversation, 4)
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user", "assistant"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from contracts import ids, rpc, subjects, topology
 from contracts.events import (
+    ConversationDeleted,
     DoneEvent,
     ErrorEvent,
     GenerationRequested,
@@ -307,6 +308,11 @@ class FakeBackends:
         deleted = conv in self.conversations and self.owners.get(conv) == request.user_id
         if deleted:
             del self.conversations[conv], self.owners[conv]
+            # As memory: announced to every gateway before the reply.
+            announcement = ConversationDeleted(conversation_id=conv)
+            await self.nc.publish(
+                subjects.conversation_deleted(conv), announcement.model_dump_json().encode()
+            )
         reply = rpc.ConversationDeleteReply(deleted=deleted)
         await msg.respond(reply.model_dump_json().encode())
 

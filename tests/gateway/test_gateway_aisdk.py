@@ -209,6 +209,37 @@ async def test_a_repost_past_the_dedupe_window_is_answered_from_memory(
     assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
 
 
+@pytest.mark.parametrize("ending", ["length", "provider_unavailable"])
+async def test_a_repost_answered_from_memory_ends_as_the_reply_first_ended(
+    gateway_url, worker, backends, ending
+):
+    when = datetime.now(UTC)
+    user = rpc.StoredMessage(id="m1", role="user", content="hi", status="complete", created_at=when)
+    message = "No model provider is available right now."
+    reply = rpc.StoredMessage(
+        id=ids.reply_id("chat-9", "m1"),
+        role="assistant",
+        content="Once upon",
+        status="complete" if ending == "length" else "failed",
+        created_at=when,
+        finish_reason="length" if ending == "length" else None,
+        error=None
+        if ending == "length"
+        else rpc.ReplyError(code="provider_unavailable", message=message, retryable=True),
+    )
+    backends.add_conversation("chat-9", (user, reply))
+    response, parts = await _post_chat(gateway_url, _chat("chat-9", "m1", "hi"))
+    assert response.status_code == 200
+    assert _text(parts) == "Once upon"
+    assert parts[-1] == "[DONE]"
+    end = parts[-2]
+    if ending == "length":
+        assert (end["type"], end["finishReason"]) == ("finish", "length")
+    else:
+        assert end == {"type": "error", "errorText": message}
+    assert worker.requests == []
+
+
 async def test_regenerate_asks_for_a_new_reply_to_the_stored_user_message(
     gateway_url, worker, backends, counts
 ):

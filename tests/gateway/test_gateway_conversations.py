@@ -11,13 +11,14 @@ import anyio
 import httpx
 import nats
 import pytest
+from httpx_sse import aconnect_sse
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel
 
 from contracts import ids, rpc, subjects, topology
-from contracts.events import GenerationFinished, Usage, UserMessageAccepted
+from contracts.events import GenerationFailed, GenerationFinished, Usage, UserMessageAccepted
 from memory import MemorySettings, create_app
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
@@ -357,3 +358,85 @@ async def test_without_memory_the_writes_answer_503(gateway_url: str) -> None:
         ):
             assert response.status_code == 503
             assert error_code(response) == "service_unavailable"
+
+
+UNAVAILABLE = "No model provider is available right now. Please try again shortly."
+
+
+async def end_reply(js: JetStreamContext, conv: str, reply: str, to: str, ending: str) -> None:
+    """What a worker stores of a reply cut at the length limit, or failed for good."""
+    head: dict[str, Any] = {
+        "message_id": reply,
+        "conversation_id": conv,
+        "user_id": "local",
+        "reply_to": to,
+        "content": "Once upon",
+        "model": "demo",
+        "created_at": at(1),
+        "finished_at": at(1.5),
+    }
+    if ending == "length":
+        event: GenerationFinished | GenerationFailed = GenerationFinished(
+            **head,
+            status="complete",
+            finish_reason="length",
+            provider="demo",
+            usage=Usage.of(10, 2),
+        )
+        subject, kind = subjects.chat_finished(conv), "fin"
+    else:
+        event = GenerationFailed(
+            **head, code="provider_unavailable", message=UNAVAILABLE, retryable=True
+        )
+        subject, kind = subjects.chat_failed(conv), "failed"
+    await js.publish(
+        subject,
+        event.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": ids.msg_id(kind, conv, reply)},
+    )
+
+
+@pytest.mark.parametrize("ending", ["length", "provider_unavailable"])
+async def test_a_repeat_whose_events_aged_out_ends_as_its_reply_first_ended(
+    client: httpx.AsyncClient, js: JetStreamContext, ending: str
+) -> None:
+    """Memory keeps how each reply ended: a repeated message id whose reply's events are
+    gone from the stream gets the same finish reason, or the same error, from history."""
+    conv, msg = f"ended-{ending}", "m-1"
+    reply = ids.reply_id(conv, msg)
+    await say(js, conv, msg, "Tell me a story", 0)
+    await end_reply(js, conv, reply, msg, ending)
+    page = await until(client, f"/v1/conversations/{conv}", lambda b: len(b["messages"]) == 2)
+    assert not await events_held(js, conv)  # nothing left in the events stream
+
+    body = {"content": "Tell me a story", "id": msg}
+    url = f"/v1/conversations/{conv}/messages"
+    answer = await client.post(url, json=body)
+    async with aconnect_sse(
+        client, "POST", url, json=body, headers={"Accept": "text/event-stream"}
+    ) as source:
+        events = [(sse.event, sse.json()) async for sse in source.aiter_sse() if sse.data]
+
+    kept = page["messages"][1]
+    assert [data.get("content") for name, data in events if name == "token"] == ["Once upon"]
+    end, data = events[-1]
+    if ending == "length":
+        assert (kept["status"], kept["finish_reason"], "error" in kept) == (
+            "complete",
+            "length",
+            False,
+        )
+        assert answer.status_code == 200
+        assert answer.json()["message"]["finish_reason"] == "length"
+        assert answer.json()["message"]["content"] == "Once upon"
+        assert (end, data["finish_reason"]) == ("done", "length")
+        assert data["usage"] == Usage.of(10, 2).model_dump()
+    else:
+        error = {"code": "provider_unavailable", "message": UNAVAILABLE, "retryable": True}
+        assert (kept["status"], kept["error"], "finish_reason" in kept) == ("failed", error, False)
+        assert answer.status_code == 503
+        assert answer.json() == {"error": {"code": error["code"], "message": UNAVAILABLE}}
+        assert end == "error"
+        assert {k: data[k] for k in error} == error
+    assert data["message_id"] == reply
+    assert not await events_held(js, conv)  # answered from history, nothing published

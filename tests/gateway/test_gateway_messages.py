@@ -318,7 +318,12 @@ async def events_of(js, conv: str) -> list[dict[str, object]]:
 
 
 def stored(
-    reply: str, status: str = "complete", content: str = "stored answer"
+    reply: str,
+    status: str = "complete",
+    content: str = "stored answer",
+    *,
+    finish_reason: str | None = None,
+    error: rpc.ReplyError | None = None,
 ) -> rpc.StoredMessage:
     return rpc.StoredMessage(
         id=reply,
@@ -328,7 +333,11 @@ def stored(
         created_at="2025-01-01T00:00:00Z",
         model="demo",
         provider="fake",
-        usage={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        usage=None
+        if status == "failed"
+        else {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        finish_reason=finish_reason,
+        error=error,
     )
 
 
@@ -364,6 +373,70 @@ async def test_a_final_reply_in_memory_is_answered_without_publishing(
     assert all(e.id == str(d["event_id"]) for e, d in zip(events, datas, strict=True))
     assert [int(e.id) for e in events] == sorted({int(e.id) for e in events})
     assert "".join(d["content"] for d in datas if d["type"] == "token") == "stored answer"
+    assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
+    assert worker.requests == []
+
+
+@pytest.mark.parametrize("finish_reason", ["length", "content_filter"])
+async def test_a_final_reply_in_memory_ends_with_the_finish_reason_it_first_had(
+    gateway_url, backends, counts, worker, finish_reason
+):
+    reply = ids.reply_id("cut", "m-1")
+    kept = stored(reply, finish_reason=finish_reason)
+    backends.add_conversation("cut", (user_message("m-1"), kept))
+    body = {"content": "again", "id": "m-1"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post("/v1/conversations/cut/messages", json=body)
+        events = await read_sse(client, "/v1/conversations/cut/messages", body)
+        page = await client.get("/v1/conversations/cut")
+    assert response.status_code == 200
+    assert response.json()["message"]["finish_reason"] == finish_reason
+    done = json.loads(events[-1].data)
+    assert (events[-1].event, done["finish_reason"]) == ("done", finish_reason)
+    # History shows it too (a field the design's message object may carry besides).
+    assert page.json()["messages"][-1]["finish_reason"] == finish_reason
+    assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
+    assert worker.requests == []
+
+
+UNAVAILABLE = rpc.ReplyError(
+    code="provider_unavailable",
+    message="No model provider is available right now. Please try again shortly.",
+    retryable=True,
+)
+# A failed reply stored before memory kept its error.
+UNKNOWN_FAILURE = rpc.ReplyError(
+    code="generation_failed", message="the reply could not be produced", retryable=False
+)
+
+
+@pytest.mark.parametrize(
+    ("kept_error", "expected"), [(UNAVAILABLE, UNAVAILABLE), (None, UNKNOWN_FAILURE)]
+)
+async def test_a_failed_reply_in_memory_ends_with_the_error_it_first_had(
+    gateway_url, backends, counts, worker, kept_error, expected
+):
+    reply = ids.reply_id("broke", "m-1")
+    kept = stored(reply, "failed", "half an ans", error=kept_error)
+    backends.add_conversation("broke", (user_message("m-1"), kept))
+    body = {"content": "again", "id": "m-1"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        response = await client.post("/v1/conversations/broke/messages", json=body)
+        events = await read_sse(client, "/v1/conversations/broke/messages", body)
+    # JSON: answered as the live `error` event was.
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": expected.code, "message": expected.message}
+    # SSE: the partial answer, then the same error.
+    datas = [json.loads(e.data) for e in events]
+    assert [e.event for e in events] == ["token", "error"]
+    assert datas[0]["content"] == "half an ans"
+    error = datas[-1]
+    assert (error["code"], error["message"], error["retryable"]) == (
+        expected.code,
+        expected.message,
+        expected.retryable,
+    )
+    assert error["message_id"] == reply
     assert await counts() == {"LIVECHAT_CHAT": 0, "LIVECHAT_WORK": 0, "LIVECHAT_EVENTS": 0}
     assert worker.requests == []
 

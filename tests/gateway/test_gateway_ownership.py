@@ -1,19 +1,25 @@
 """With auth on, a message goes only into the caller's own conversation (or a new one):
-asked of memory once per conversation, remembered, forgotten when it is deleted."""
+asked of memory once per conversation, remembered, forgotten by every gateway when it
+is deleted (memory announces it), and by a gateway that reconnected to NATS."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
+from contracts import rpc
+from devstack.natsserver import NatsServer
 from devstack.ports import free_port
 from gateway import GatewaySettings
+from gateway.errors import ApiError
+from gateway.ownership import Ownership
 
 # The fixtures' types (tests/gateway/conftest.py) are not importable under importlib mode.
 FakeBackends = FakeWorker = GatewayServer = BackendsStarter = Any
@@ -22,6 +28,7 @@ ALICE = {"X-API-Key": "key-of-alice-0123456789"}
 BOB = {"X-API-Key": "key-of-bob-0123456789"}
 
 Counts = Callable[[], Awaitable[dict[str, int]]]
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -118,24 +125,181 @@ async def test_a_conversation_deleted_and_created_again_by_another_user_is_their
     assert [r.user_id for r in worker.requests] == ["alice", "bob"]
 
 
-async def test_another_gateways_remembered_owner_expires(
+async def test_a_deletion_through_one_gateway_is_seen_by_the_others_at_once(
     gateway_url: str,
     gateway_server: GatewayServer,
     backends: FakeBackends,
     worker: FakeWorker,
+    counts: Counts,
 ) -> None:
     async with (
-        gateway_server(owner_cache_ttl_seconds=1.0) as other_url,
+        gateway_server() as other_url,  # the default TTL (30 s): no expiry in this test
         httpx.AsyncClient(base_url=gateway_url, timeout=30) as here,
         httpx.AsyncClient(base_url=other_url, timeout=30) as other,
     ):
-        assert (await _send(other, "moved", ALICE)).status_code == 200
-        # Deleted and taken by bob through the first gateway: the other one cannot know.
-        assert (await here.delete("/v1/conversations/moved", headers=ALICE)).status_code == 204
+        for conv in ("gone", "moved", "gone"):
+            assert (await _send(other, conv, ALICE)).status_code == 200
+        assert _creates(backends, "gone") == ["alice"]  # the other gateway remembers her
+        for conv in ("gone", "moved"):
+            deleted = await here.delete(f"/v1/conversations/{conv}", headers=ALICE)
+            assert deleted.status_code == 204
+        # Deleted is as if it never existed: her next message through the other gateway
+        # is checked with memory again, which makes it a new conversation of hers.
+        assert (await _send(other, "gone", ALICE)).status_code == 200
+        assert _creates(backends, "gone") == ["alice", "alice"]
+        # Taken by bob through the first gateway: the other one no longer lets her in.
         assert (await _send(here, "moved", BOB)).status_code == 200
-        await asyncio.sleep(1.5)  # past the other gateway's TTL
+        before = await counts()
         _not_found(await _send(other, "moved", ALICE))
-    assert backends.owners["moved"] == "bob"
+        assert await counts() == before  # nothing of hers reached bob's conversation
+    assert backends.owners == {"gone": "alice", "moved": "bob"}
+    assert [r.user_id for r in worker.requests] == ["alice"] * 4 + ["bob"]
+
+
+async def _wait_ready(client: httpx.AsyncClient, ready: bool) -> None:
+    for _ in range(600):
+        if ((await client.get("/readyz")).status_code == 200) == ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never became {'ready' if ready else 'unready'}")
+
+
+async def test_after_a_nats_reconnect_every_owner_is_asked_again(
+    nats_server: NatsServer, gateway_url: str, backends: FakeBackends, worker: FakeWorker
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        assert (await _send(client, "away", ALICE)).status_code == 200
+        # Deleted and taken by bob while the gateway is cut off from NATS: it cannot
+        # hear the announcement (here memory makes none at all).
+        nats_server.stop()
+        await _wait_ready(client, False)
+        backends.owners["away"] = "bob"
+        nats_server.start()
+        await _wait_ready(client, True)
+        _not_found(await _send(client, "away", ALICE))
+    assert _creates(backends, "away") == ["alice", "alice"]
+
+
+class Memory:
+    """Memory's create, for `Ownership` alone: the owner of each conversation, and
+    a gate to hold its answers back."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        self.asked: list[tuple[str, str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.asking = asyncio.Event()  # a question reached memory
+
+    async def create_conversation(
+        self, request: rpc.ConversationCreateRequest
+    ) -> rpc.ConversationWriteReply:
+        self.asked.append((request.user_id, request.conversation_id))
+        owner = self.owners.setdefault(request.conversation_id, request.user_id)
+        self.asking.set()
+        await self.gate.wait()
+        if owner != request.user_id:
+            return rpc.ConversationWriteReply(conversation=None)
+        summary = rpc.ConversationSummary(
+            id=request.conversation_id,
+            title="",
+            created_at=NOW,
+            updated_at=NOW,
+            message_count=0,
+            total_tokens=0,
+        )
+        return rpc.ConversationWriteReply(conversation=summary)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _owners(memory: Memory, clock: Clock | None = None, ttl: float = 30.0) -> Ownership:
+    return Ownership(
+        memory,  # type: ignore[arg-type]
+        enabled=True,
+        size=100,
+        ttl_seconds=ttl,
+        clock=clock or Clock(),
+    )
+
+
+async def test_a_forgotten_or_cleared_owner_is_asked_again() -> None:
+    memory = Memory()
+    owners = _owners(memory)
+    for _ in range(2):
+        await owners.check("alice", "c1")
+    await owners.check("alice", "c2")
+    assert memory.asked == [("alice", "c1"), ("alice", "c2")]  # c1 remembered
+
+    # Deleted (announced) and taken by bob: alice is refused at once.
+    owners.forget("c1")
+    memory.owners["c1"] = "bob"
+    with pytest.raises(ApiError) as refused:
+        await owners.check("alice", "c1")
+    assert refused.value.status == 404
+    # A conversation that was not deleted is still remembered ...
+    await owners.check("alice", "c2")
+    assert memory.asked[-1] == ("alice", "c1")
+    # ... until everything is forgotten (after a NATS reconnect).
+    owners.clear()
+    memory.owners["c2"] = "bob"
+    with pytest.raises(ApiError):
+        await owners.check("alice", "c2")
+
+
+@pytest.mark.parametrize("deletion", ["forget", "clear"])
+async def test_an_answer_asked_for_before_a_deletion_is_not_remembered(deletion: str) -> None:
+    memory = Memory()
+    owners = _owners(memory)
+    memory.gate.clear()
+    checking = asyncio.create_task(owners.check("alice", "c1"))
+    await memory.asking.wait()
+    # Deleted while memory's answer (from before) is on its way.
+    if deletion == "forget":
+        owners.forget("c1")
+    else:
+        owners.clear()
+    memory.gate.set()
+    await checking
+    memory.owners["c1"] = "bob"
+    with pytest.raises(ApiError):
+        await owners.check("alice", "c1")
+    assert memory.asked == [("alice", "c1")] * 2
+
+
+async def test_refusals_are_not_remembered() -> None:
+    memory = Memory()
+    owners = _owners(memory)
+    memory.owners["c1"] = "alice"
+    for _ in range(2):
+        with pytest.raises(ApiError):
+            await owners.check("bob", "c1")
+    # Deleted by alice: bob may take the id at once (no refusal was remembered).
+    del memory.owners["c1"]
+    owners.forget("c1")
+    await owners.check("bob", "c1")
+    assert memory.asked == [("bob", "c1")] * 3 and memory.owners["c1"] == "bob"
+
+
+async def test_a_remembered_owner_expires_after_the_ttl() -> None:
+    # The bound on a deletion whose announcement never arrived.
+    memory, clock = Memory(), Clock()
+    owners = _owners(memory, clock, ttl=30.0)
+    await owners.check("alice", "c1")
+    clock.now += 29.0
+    await owners.check("alice", "c1")
+    assert len(memory.asked) == 1
+    clock.now += 1.0
+    memory.owners["c1"] = "bob"
+    with pytest.raises(ApiError):
+        await owners.check("alice", "c1")
+    assert len(memory.asked) == 2
 
 
 async def test_the_remembered_owners_are_bounded(

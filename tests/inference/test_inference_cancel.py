@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fake_openai import FakeOpenAI, ok, stall_after, status
+from faststream import FastStream
 
 from contracts import subjects, topology
 from contracts.events import (
@@ -87,24 +88,52 @@ async def _tokens_seen(bus: Any, request: GenerationRequested, count: int) -> bo
     return len([e for e in await bus.events(request) if isinstance(e, TokenEvent)]) >= count
 
 
+StartSdkWorker = Callable[..., Awaitable[FastStream]]
+Streaming = Callable[..., Awaitable[GenerationRequested]]
+
+
+@pytest.fixture
+def start_sdk_worker(
+    sdk_settings: InferenceSettings,
+    sdk_providers: dict[str, Provider],
+    memory: Any,
+    start_worker: Any,
+) -> StartSdkWorker:
+    """Start a worker calling the fake server through the SDKs, on the real clock."""
+
+    async def start(settings: InferenceSettings | None = None) -> FastStream:
+        return await start_worker(settings or sdk_settings, providers=sdk_providers, clock=Clock())
+
+    return start
+
+
+@pytest.fixture
+def streaming(
+    fake: FakeOpenAI, bus: Any, make_request: Any, start_sdk_worker: StartSdkWorker, poll: Any
+) -> Streaming:
+    """Start a worker and one request whose provider stalls after `tokens` chunks.
+
+    Returns the request once its `tokens` tokens are in the events stream; the
+    provider then keeps the connection open in silence (until `fake.release()`).
+    """
+
+    async def stream(tokens: int, *args: Any, **fields: Any) -> GenerationRequested:
+        fake.script(stall_after(tokens, CHUNKS))
+        await start_sdk_worker()
+        request: GenerationRequested = make_request(*args, **fields)
+        await bus.publish(request)
+        await poll(lambda: _tokens_seen(bus, request, tokens))
+        return request
+
+    return stream
+
+
 @pytest.mark.parametrize("model", ["groq-llama-70b", "local"])
 async def test_a_stop_aborts_the_provider_stream_and_stores_the_partial_answer(
-    model: str,
-    sdk_settings: Any,
-    sdk_providers: Any,
-    fake: FakeOpenAI,
-    memory: Any,
-    bus: Any,
-    make_request: Any,
-    start_worker: Any,
-    poll: Any,
+    model: str, fake: FakeOpenAI, bus: Any, streaming: Streaming
 ) -> None:
     # Three chunks, then the provider keeps the connection open in silence.
-    fake.script(stall_after(3, CHUNKS))
-    await start_worker(sdk_settings, providers=sdk_providers, clock=Clock())
-    request = make_request(options=GenerationOptions(model=model))
-    await bus.publish(request)
-    await poll(lambda: _tokens_seen(bus, request, 3))
+    request = await streaming(3, options=GenerationOptions(model=model))
 
     await press_stop(bus, request.conversation_id)
 
@@ -136,19 +165,17 @@ async def test_a_stop_aborts_the_provider_stream_and_stores_the_partial_answer(
 
 
 async def test_a_stop_during_a_retry_backoff_ends_the_generation_at_once(
-    sdk_settings: Any,
-    sdk_providers: Any,
+    sdk_settings: InferenceSettings,
     fake: FakeOpenAI,
-    memory: Any,
     bus: Any,
     make_request: Any,
-    start_worker: Any,
+    start_sdk_worker: StartSdkWorker,
     poll: Any,
 ) -> None:
     # A long Retry-After: without the stop the worker would wait for it.
     fake.script(status(429, retry_after=8))
     patient = sdk_settings.model_copy(update={"provider_retry_budget_seconds": 30.0})
-    await start_worker(patient, providers=sdk_providers, clock=Clock())
+    await start_sdk_worker(patient)
     request = make_request(options=GenerationOptions(model="groq-llama-70b"))
     await bus.publish(request)
 
@@ -169,21 +196,13 @@ async def test_a_stop_during_a_retry_backoff_ends_the_generation_at_once(
 
 
 async def test_a_request_stopped_while_waiting_for_a_slot_is_never_generated(
-    sdk_settings: Any,
-    sdk_providers: Any,
-    fake: FakeOpenAI,
-    memory: Any,
-    bus: Any,
-    make_request: Any,
-    start_worker: Any,
-    poll: Any,
+    fake: FakeOpenAI, bus: Any, make_request: Any, streaming: Streaming, poll: Any
 ) -> None:
-    fake.script(stall_after(2, CHUNKS))  # the first one holds the only slot
-    await start_worker(sdk_settings, providers=sdk_providers, clock=Clock())
-    busy = make_request("First", conversation_id="busy", options=GenerationOptions(model="local"))
+    # The first one holds the only slot.
+    busy = await streaming(
+        2, "First", conversation_id="busy", options=GenerationOptions(model="local")
+    )
     waiting = make_request("Second", conversation_id="waits")
-    await bus.publish(busy)
-    await poll(lambda: _tokens_seen(bus, busy, 2))
     await bus.publish(waiting)
 
     async def queued() -> bool:
@@ -238,20 +257,9 @@ async def test_a_stop_pressed_while_the_request_is_queued_is_applied_when_it_is_
 
 
 async def test_a_stop_of_another_conversation_does_not_stop_a_generation(
-    sdk_settings: Any,
-    sdk_providers: Any,
-    fake: FakeOpenAI,
-    memory: Any,
-    bus: Any,
-    make_request: Any,
-    start_worker: Any,
-    poll: Any,
+    fake: FakeOpenAI, bus: Any, streaming: Streaming
 ) -> None:
-    fake.script(stall_after(2, CHUNKS))
-    await start_worker(sdk_settings, providers=sdk_providers, clock=Clock())
-    request = make_request(conversation_id="mine", options=GenerationOptions(model="local"))
-    await bus.publish(request)
-    await poll(lambda: _tokens_seen(bus, request, 2))
+    request = await streaming(2, conversation_id="mine", options=GenerationOptions(model="local"))
     await press_stop(bus, "another-conversation")
     await press_stop(bus, "mine", user_id="someone-else")
     fake.release()

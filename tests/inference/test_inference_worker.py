@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
 from contracts import ids, subjects, topology
@@ -18,10 +20,18 @@ from contracts.events import (
     TokenEvent,
     Usage,
 )
-from contracts.rpc import ContextReply, StoredMessage
+from contracts.rpc import (
+    ContextReply,
+    ConversationGetReply,
+    ConversationGetRequest,
+    ReplyError,
+    StoredMessage,
+)
 from inference import Completion, DemoProvider, ProviderError, ProviderRequest
 from inference.clock import InstantClock
 from inference.demo import demo_answer
+from memory import MemorySettings
+from memory import create_app as create_memory
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -89,9 +99,35 @@ async def test_max_tokens_ends_with_length(
     assert finished.finish_reason == "length" and finished.content == joined(events)
 
 
-@pytest.mark.parametrize("status", ["complete", "cancelled", "failed", "interrupted"])
+UNAVAILABLE = ReplyError(
+    code="provider_unavailable", message="The model provider is unavailable.", retryable=True
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "finish_reason", "error"),
+    [
+        # Stored before memory kept how replies ended: told from the status.
+        ("complete", None, None),
+        ("cancelled", None, None),
+        ("failed", None, None),
+        ("interrupted", None, None),
+        # As memory keeps them now.
+        ("complete", "length", None),
+        ("complete", "content_filter", None),
+        ("cancelled", "cancelled", None),
+        ("failed", None, UNAVAILABLE),
+    ],
+)
 async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_again(
-    status: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
+    status: Any,
+    finish_reason: Any,
+    error: ReplyError | None,
+    memory: Any,
+    bus: Any,
+    make_request: Any,
+    start_worker: Any,
+    nc: Any,
 ) -> None:
     """A redelivered request already answered: a client still waiting gets its end."""
     request = make_request()
@@ -106,6 +142,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
             model="groq-llama-70b",
             provider="groq",
             usage=stored_usage,
+            finish_reason=finish_reason,
+            error=error,
         )
     )
     fresh = make_request("Something else")
@@ -115,7 +153,15 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     await bus.wait_ended(fresh)
     await bus.wait_idle()
     [end] = await bus.events(request)
-    if status == "failed":
+    if error is not None:
+        # The error it first ended with, not a generic one.
+        assert isinstance(end, ErrorEvent)
+        assert (end.code, end.message, end.retryable) == (
+            error.code,
+            error.message,
+            error.retryable,
+        )
+    elif status == "failed":
         assert isinstance(end, ErrorEvent) and not end.retryable
         assert end.code == "generation_failed"
     elif status == "interrupted":
@@ -124,7 +170,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
         assert end.code == "generation_interrupted"
     else:
         assert isinstance(end, DoneEvent)
-        assert end.finish_reason == ("cancelled" if status == "cancelled" else "stop")
+        expected = finish_reason or ("cancelled" if status == "cancelled" else "stop")
+        assert end.finish_reason == expected
         assert (end.usage, end.model, end.provider) == (stored_usage, "groq-llama-70b", "groq")
     # The same Nats-Msg-Id as a first end: another delivery within the dedupe window
     # adds nothing.
@@ -187,6 +234,88 @@ async def test_a_stored_reply_whose_end_is_still_in_the_stream_gets_no_second_en
     await bus.wait_idle()
     assert await bus.events(request) == [end]
     assert {a.reply_id for a in memory.asked} == {request.message_id, fresh.message_id}
+
+
+@pytest.fixture
+async def real_memory(nats_url: str, tmp_path: Path, nc: Any, poll: Any) -> AsyncIterator[None]:
+    """The memory service itself (SQLite), instead of the stand-in."""
+    app = create_memory(
+        MemorySettings(
+            nats_url=nats_url,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}",
+            data_dir=tmp_path / "memory",
+            memory_ack_wait_seconds=2.0,
+        )
+    )
+    await app.start()
+    try:
+
+        async def answering() -> bool:
+            try:
+                await nc.request(subjects.ping("memory"), b"", timeout=1)
+            except nats.errors.Error:
+                return False
+            return True
+
+        await poll(answering)
+        yield
+    finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize("ending", ["length", "provider_unavailable"])
+async def test_a_reply_whose_events_aged_out_ends_again_as_it_first_ended(
+    ending: str,
+    settings: Any,
+    real_memory: None,
+    bus: Any,
+    make_request: Any,
+    start_worker: Any,
+    nc: Any,
+    poll: Any,
+) -> None:
+    """Redelivered past the dedupe window, its events gone: the end memory kept is
+    published again, the same finish reason or the same error."""
+    if ending == "length":
+        await start_worker()
+        request = make_request(options=GenerationOptions(model="demo", max_tokens=5))
+    else:
+        await start_worker(providers={"demo": BreaksAfter(3)})
+        request = make_request()
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    first_end = (await bus.events(request))[-1]
+    if ending == "length":
+        assert isinstance(first_end, DoneEvent) and first_end.finish_reason == "length"
+    else:
+        assert isinstance(first_end, ErrorEvent) and first_end.code == "provider_unavailable"
+
+    async def stored() -> bool:
+        ask = ConversationGetRequest(
+            user_id=request.user_id,
+            conversation_id=request.conversation_id,
+            message_ids=(request.message_id,),
+        )
+        answer = await nc.request(
+            subjects.MEMORY_CONVERSATION_GET, ask.model_dump_json().encode(), timeout=5
+        )
+        return bool(ConversationGetReply.model_validate_json(answer.data).messages)
+
+    await poll(stored)
+    await bus.wait_idle()
+    # The reply's events age out of the stream, and out of its dedupe window (a purge
+    # keeps that): a stream made anew holds neither. The request comes again.
+    await bus.js.delete_stream(topology.EVENTS_STREAM)
+    await topology.ensure_streams(bus.js, settings)
+    again = request.model_dump_json().encode()
+    await bus.js.publish(subjects.GENERATE, again, headers={"Nats-Msg-Id": "again"})
+    await bus.wait_ended(request)
+    await bus.wait_idle()
+
+    assert await bus.events(request) == [first_end]
+    # Ended again, not generated again.
+    assert len(await bus.finished(request)) + len(await bus.failed(request)) == 1
+    assert len(await bus.usage(request)) == 1
 
 
 async def test_a_stateless_request_uses_its_history_and_is_not_stored(

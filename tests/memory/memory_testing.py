@@ -12,6 +12,7 @@ import nats
 
 from contracts import subjects
 from contracts.events import (
+    FinishReason,
     GenerationFailed,
     GenerationFinished,
     MessageStatus,
@@ -58,7 +59,10 @@ def finished(
     status: MessageStatus = "complete",
     prompt_tokens: int = 10,
     completion_tokens: int = 5,
+    finish_reason: FinishReason | None = None,
 ) -> GenerationFinished:
+    if finish_reason is None:
+        finish_reason = "cancelled" if status == "cancelled" else "stop"
     return GenerationFinished(
         message_id=reply,
         conversation_id=conversation,
@@ -66,7 +70,7 @@ def finished(
         reply_to=reply_to,
         content=content,
         status=status,
-        finish_reason="cancelled" if status == "cancelled" else "stop",
+        finish_reason=finish_reason,
         model="demo",
         provider="demo",
         usage=Usage.of(prompt_tokens, completion_tokens),
@@ -83,6 +87,9 @@ def failed(
     *,
     seconds: float = 1,
     user: str = "alice",
+    code: str = "provider_error",
+    message: str = "the provider failed",
+    retryable: bool = False,
 ) -> GenerationFailed:
     return GenerationFailed(
         message_id=reply,
@@ -90,9 +97,9 @@ def failed(
         user_id=user,
         reply_to=reply_to,
         content=content,
-        code="provider_error",
-        message="the provider failed",
-        retryable=False,
+        code=code,
+        message=message,
+        retryable=retryable,
         created_at=at(seconds),
         finished_at=at(seconds + 0.5),
     )

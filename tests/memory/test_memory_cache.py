@@ -115,7 +115,13 @@ async def test_context_from_the_window_is_the_context_from_sql(
                 finished("c1", f"r{n}", f"m{n}", "", seconds=2 * n + 1, status="cancelled")
             )
         else:
-            events.append(finished("c1", f"r{n}", f"m{n}", f"answer {n}", seconds=2 * n + 1))
+            # One reply was cut at the length limit: the window keeps that too.
+            reason = "length" if n == 4 else "stop"
+            events.append(
+                finished(
+                    "c1", f"r{n}", f"m{n}", f"answer {n}", seconds=2 * n + 1, finish_reason=reason
+                )
+            )
     await repository.store_events(events)
 
     for user_message_id, reply_id in [
@@ -143,6 +149,12 @@ async def test_context_from_the_window_is_the_context_from_sql(
                 short = {"m5": 4, "m4": 2}.get(user_message_id, 6) < limit
                 expected_sql = user == "alice" and (user_message_id == "m1" or short)
                 assert from_sql == expected_sql, request
+    answered = await store.context(
+        ContextRequest(conversation_id="c1", user_id="alice", reply_id="r4", user_message_id="m4"),
+        20,
+    )
+    assert answered.existing_reply is not None
+    assert answered.existing_reply.finish_reason == "length"
 
 
 async def test_a_deleted_conversation_is_never_served_again(

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import ids, subjects, topology
-from contracts.events import ChatEvent, UserMessageAccepted
+from contracts.events import ChatEvent, ConversationDeleted, UserMessageAccepted
 from contracts.rpc import (
     ConversationCreateRequest,
     ConversationDeleteReply,
@@ -104,12 +104,19 @@ async def test_conversation_writes_over_request_reply(
         await eventually(stored)
         assert await held_in_chat_stream(js, "c1") == 1
 
+        announcements = await nc.subscribe(subjects.CONVERSATION_DELETED_ALL)
         delete = ConversationDeleteRequest(user_id="alice", conversation_id="c1")
         for _ in range(2):  # idempotent
             deleted = await ask(
                 nc, subjects.MEMORY_CONVERSATION_DELETE, delete, ConversationDeleteReply
             )
             assert deleted.deleted
+            # Announced to the gateways before the reply (already here when it is).
+            assert announcements.pending_msgs == 1
+            announced = await announcements.next_msg(timeout=5)
+            assert announced.subject == subjects.conversation_deleted("c1")
+            gone = ConversationDeleted.model_validate_json(announced.data)
+            assert gone.conversation_id == "c1"
         assert (await conversation(nc, "c1")).conversation is None
         # The chat stream no longer holds its messages either.
         assert await held_in_chat_stream(js, "c1") == 0
@@ -163,6 +170,7 @@ async def test_idle_conversations_are_deleted_and_purged_by_retention(
     settings = memory_settings.model_copy(
         update={"retention_days": 1, "retention_interval_seconds": 0.2}
     )
+    announcements = await nc.subscribe(subjects.CONVERSATION_DELETED_ALL)
     async with running(settings):
         # Two years old: idle for longer than a day.
         await publish(js, user_message("old", "m1", "forgotten"))
@@ -182,6 +190,9 @@ async def test_idle_conversations_are_deleted_and_purged_by_retention(
 
         await eventually(old_gone)
         assert (await conversation(nc, "old")).conversation is None
+        # The gateways were told (first: before its streams were purged).
+        announced = await announcements.next_msg(timeout=5)
+        assert announced.subject == subjects.conversation_deleted("old")
 
         async def recent_kept() -> bool:
             return bool((await conversation(nc, "recent")).messages)

@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from memory_testing import at, failed, finished, user_message
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, Table, insert, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.rpc import (
@@ -16,10 +16,11 @@ from contracts.rpc import (
     ConversationGetReply,
     ConversationGetRequest,
     ConversationListRequest,
+    ReplyError,
 )
 from memory import SqlConversationRepository, StoreOutcome
 from memory.database import VERSION_TABLE, create_engine, migrate
-from memory.models import Base
+from memory.models import Base, Conversation, Message
 
 
 async def get(
@@ -171,6 +172,72 @@ async def test_a_failed_generation_is_stored_as_failed(
 
     [_, assistant] = (await get(repository, "c1")).messages
     assert (assistant.status, assistant.content, assistant.usage) == ("failed", "half an ans", None)
+
+
+UNAVAILABLE = ReplyError(
+    code="provider_unavailable",
+    message="No model provider is available right now. Please try again shortly.",
+    retryable=True,
+)
+
+
+def context_of(reply_id: str, user_message_id: str) -> ContextRequest:
+    return ContextRequest(
+        conversation_id="c1", user_id="alice", reply_id=reply_id, user_message_id=user_message_id
+    )
+
+
+async def test_a_reply_keeps_how_it_ended(repository: SqlConversationRepository) -> None:
+    """The finish reason of a finished reply and the public error of a failed one come
+    back in the history and in the context of a redelivered request."""
+    await repository.store_events(
+        [
+            user_message("c1", "m1", "one", seconds=0),
+            finished("c1", "r1", "m1", "cut sh", seconds=1, finish_reason="length"),
+            user_message("c1", "m2", "two", seconds=2),
+            failed(
+                "c1",
+                "r2",
+                "m2",
+                "half",
+                seconds=3,
+                code=UNAVAILABLE.code,
+                message=UNAVAILABLE.message,
+                retryable=UNAVAILABLE.retryable,
+            ),
+            user_message("c1", "m3", "three", seconds=4),
+            finished("c1", "r3", "m3", "", seconds=5, finish_reason="content_filter"),
+            user_message("c1", "m4", "four", seconds=6),
+            failed("c1", "r4", "m4", seconds=7),
+        ]
+    )
+
+    messages = (await get(repository, "c1")).messages
+    assert [(m.id, m.status, m.finish_reason, m.error) for m in messages] == [
+        ("m1", "complete", None, None),
+        ("r1", "complete", "length", None),
+        ("m2", "complete", None, None),
+        ("r2", "failed", None, UNAVAILABLE),
+        ("m3", "complete", None, None),
+        ("r3", "complete", "content_filter", None),
+        ("m4", "complete", None, None),
+        (
+            "r4",
+            "failed",
+            None,
+            ReplyError(code="provider_error", message="the provider failed", retryable=False),
+        ),
+    ]
+    by_id = {m.id: m for m in messages}
+    for reply_id, user_message_id in [("r1", "m1"), ("r2", "m2"), ("r3", "m3"), ("r4", "m4")]:
+        context = await repository.context(context_of(reply_id, user_message_id), 20)
+        assert context.existing_reply == by_id[reply_id]
+    # A redelivery ends nothing again: the first end stays.
+    again = await repository.store_assistant_message(
+        finished("c1", "r2", "m2", "a whole answer", seconds=3)
+    )
+    assert again is StoreOutcome.DUPLICATE
+    assert (await get(repository, "c1")).messages[3].error == UNAVAILABLE
 
 
 async def test_a_reply_before_its_user_message_still_gives_one_conversation(
@@ -403,3 +470,64 @@ async def test_messages_can_be_looked_up_by_id_whatever_the_conversation_size(
         ConversationGetRequest(user_id="mallory", conversation_id="c1", message_ids=("m3",))
     )
     assert other.conversation is None and other.messages == ()
+
+
+async def test_the_reply_endings_migration_keeps_the_replies_stored_before(
+    database_url: str,
+) -> None:
+    """Rows written under 0002 keep everything they held; their end is unknown (NULL)."""
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine, "0002")
+        conversations: Table = Conversation.__table__  # type: ignore[assignment]
+        messages: Table = Message.__table__  # type: ignore[assignment]
+        # Only the columns of 0002.
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(conversations).values(
+                    id="c1",
+                    user_id="alice",
+                    title="one",
+                    created_at=at(0),
+                    updated_at=at(1.5),
+                    revision=2,
+                )
+            )
+            keys = ("id", "role", "content", "status", "created_at", "model", "provider")
+            keys += ("prompt_tokens", "completion_tokens", "total_tokens", "reply_to")
+            rows = [
+                ("m1", "user", "one", "complete", at(0), None, None, None, None, None, None),
+                ("r1", "assistant", "cut sh", "complete", at(1), "demo", "demo", 10, 5, 15, "m1"),
+            ]
+            await conn.execute(
+                insert(messages),
+                [{"conversation_id": "c1", **dict(zip(keys, row, strict=True))} for row in rows],
+            )
+
+        await migrate(engine)
+
+        async with engine.connect() as conn:
+            versions = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).all()
+        assert [v.version_num for v in versions] == ["0003"]
+        repository = SqlConversationRepository(engine)
+        user, reply = (await get(repository, "c1")).messages
+        assert (user.content, reply.content, reply.status) == ("one", "cut sh", "complete")
+        assert reply.usage is not None and reply.usage.total_tokens == 15
+        assert (reply.finish_reason, reply.error) == (None, None)
+        context = await repository.context(context_of("r1", "m1"), 20)
+        assert context.existing_reply == reply
+        # New replies keep their end beside the old ones.
+        await repository.store_events(
+            [
+                user_message("c1", "m2", "two", seconds=2),
+                finished("c1", "r2", "m2", "cut", seconds=3, finish_reason="length"),
+            ]
+        )
+        assert [m.finish_reason for m in (await get(repository, "c1")).messages] == [
+            None,
+            None,
+            None,
+            "length",
+        ]
+    finally:
+        await engine.dispose()

@@ -11,7 +11,7 @@ from typing import TypeVar
 import anyio
 import nats
 import pytest
-from memory_testing import eventually, finished, running, user_message
+from memory_testing import eventually, failed, finished, running, user_message
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from pydantic import BaseModel
@@ -133,6 +133,53 @@ async def test_chat_events_become_the_conversation(
         assert context.existing_reply.content == "Hello human"
         pong = await ask(nc, subjects.ping("memory"), ConversationListRequest(user_id="x"), Pong)
         assert pong.service == "memory"
+
+
+async def test_the_answers_tell_how_each_reply_ended(
+    memory_settings: MemorySettings, database_url: str, nc: Client, js: JetStreamContext
+) -> None:
+    settings = memory_settings.model_copy(update={"database_url": database_url})
+    async with running(settings):
+        await publish(js, user_message("c1", "m1", "Tell me everything", seconds=0))
+        await publish(js, finished("c1", "r1", "m1", "Every", seconds=1, finish_reason="length"))
+        await publish(js, user_message("c1", "m2", "Again", seconds=2))
+        unavailable = failed(
+            "c1",
+            "r2",
+            "m2",
+            seconds=3,
+            code="provider_unavailable",
+            message="No model provider is available right now.",
+            retryable=True,
+        )
+        await publish(js, unavailable)
+
+        async def all_stored() -> ConversationGetReply | None:
+            reply = await conversation(nc, "c1")
+            return reply if len(reply.messages) == 4 else None
+
+        user, cut, _, failure = (await eventually(all_stored)).messages
+        assert (user.finish_reason, user.error) == (None, None)
+        assert (cut.finish_reason, cut.error) == ("length", None)
+        assert failure.finish_reason is None and failure.error is not None
+        assert (failure.error.code, failure.error.message, failure.error.retryable) == (
+            "provider_unavailable",
+            "No model provider is available right now.",
+            True,
+        )
+        for reply, user_message_id in ((cut, "m1"), (failure, "m2")):
+            context = await ask(
+                nc,
+                subjects.MEMORY_CONTEXT,
+                ContextRequest(
+                    conversation_id="c1",
+                    user_id="alice",
+                    reply_id=reply.id,
+                    user_message_id=user_message_id,
+                ),
+                ContextReply,
+            )
+            assert context.existing_reply == reply
 
 
 async def test_an_event_delivered_twice_is_stored_once(

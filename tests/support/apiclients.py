@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
-__all__ = ["get_conversation", "joined_tokens", "sse_message", "ws_message"]
+__all__ = [
+    "BackgroundSse",
+    "get_conversation",
+    "joined_tokens",
+    "sse_events",
+    "sse_message",
+    "ws_message",
+]
 
 
-async def sse_message(
-    base_url: str, conversation_id: str, body: dict[str, Any], timeout: float = 60.0
-) -> list[dict[str, Any]]:
-    """POST a message with `Accept: text/event-stream`; every event, framing checked."""
-    events: list[dict[str, Any]] = []
+async def sse_events(
+    base_url: str,
+    conversation_id: str,
+    body: dict[str, Any],
+    timeout: float = 60.0,
+    *,
+    accepted: asyncio.Event | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """POST a message with `Accept: text/event-stream`; its events as they come, framing
+    checked, until `done` or `error`. `accepted` is set once the gateway answered 200."""
     async with (
         httpx.AsyncClient(base_url=base_url, timeout=timeout) as client,
         aconnect_sse(
@@ -24,16 +38,57 @@ async def sse_message(
         ) as source,
     ):
         assert source.response.status_code == 200, await source.response.aread()
+        if accepted is not None:
+            accepted.set()
         async for sse in source.aiter_sse():
             if not sse.data:  # the `retry:` hint carries no event
                 continue
             data = json.loads(sse.data)
             assert sse.event == data["type"]
             assert sse.id == str(data["event_id"])
-            events.append(data)
+            yield data
             if data["type"] in ("done", "error"):
-                break
+                return
+
+
+async def sse_message(
+    base_url: str,
+    conversation_id: str,
+    body: dict[str, Any],
+    timeout: float = 60.0,
+    *,
+    events: list[dict[str, Any]] | None = None,
+    accepted: asyncio.Event | None = None,
+) -> list[dict[str, Any]]:
+    """Every event of `sse_events`, appended to `events` as they come (when given)."""
+    events = [] if events is None else events
+    async for event in sse_events(base_url, conversation_id, body, timeout, accepted=accepted):
+        events.append(event)
     return events
+
+
+class BackgroundSse:
+    """`sse_message` in a background task: the events so far in `events`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        conversation_id: str,
+        body: dict[str, Any],
+        timeout: float = 60.0,
+    ) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.accepted = asyncio.Event()  # answered 200: the request is queued
+        self.task = asyncio.create_task(
+            sse_message(
+                base_url,
+                conversation_id,
+                body,
+                timeout,
+                events=self.events,
+                accepted=self.accepted,
+            )
+        )
 
 
 async def ws_message(

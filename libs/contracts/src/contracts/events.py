@@ -27,6 +27,7 @@ __all__ = [
     "CancelRequested",
     "ChatEvent",
     "ContextMessage",
+    "ConversationDeleted",
     "ConversationEvent",
     "DoneEvent",
     "ErrorEvent",
@@ -194,6 +195,18 @@ class CancelRequested(Event):
     user_id: str
     before_seq: int = Field(ge=0)
     requested_at: datetime
+
+
+# --- deletions (core NATS, not stored) ---------------------------------------------
+
+
+class ConversationDeleted(Event):
+    """A conversation was deleted (by its owner or by retention), announced by memory on
+    `conversation_deleted(conv)` once committed: every gateway forgets who owned it,
+    since its id may be anyone's next."""
+
+    kind: Literal["conversation_deleted"] = "conversation_deleted"
+    conversation_id: Id
 
 
 # --- usage (stream LIVECHAT_USAGE) -------------------------------------------------

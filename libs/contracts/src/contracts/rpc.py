@@ -7,7 +7,14 @@ from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.events import ContextMessage, MessageStatus, Role, Usage, UsageRecorded
+from contracts.events import (
+    ContextMessage,
+    FinishReason,
+    MessageStatus,
+    Role,
+    Usage,
+    UsageRecorded,
+)
 
 __all__ = [
     "SYSTEM_PROMPT_MAX_CHARS",
@@ -25,6 +32,7 @@ __all__ = [
     "ConversationUpdateRequest",
     "ConversationWriteReply",
     "Pong",
+    "ReplyError",
     "Rpc",
     "StoredMessage",
     "UsageExportReply",
@@ -55,6 +63,16 @@ class ContextRequest(Rpc):
     query: str | None = None
 
 
+class ReplyError(BaseModel):
+    """Why a reply failed: the public fields of its `error` event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    message: str
+    retryable: bool
+
+
 class StoredMessage(Rpc):
     id: str
     role: Role
@@ -64,6 +82,11 @@ class StoredMessage(Rpc):
     model: str | None = None
     provider: str | None = None
     usage: Usage | None = None
+    # How a final reply ended: its `done` event's finish reason, or its `error` event's
+    # code and message. None for user messages and for replies stored before memory
+    # kept them (their end is then told from `status`).
+    finish_reason: FinishReason | None = None
+    error: ReplyError | None = None
 
 
 class ContextReply(Rpc):

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CANCEL_ALL",
     "CHAT_ALL",
+    "CONVERSATION_DELETED_ALL",
     "EVENTS_ALL",
     "GENERATE",
     "MEMORY_CONTEXT",
@@ -28,6 +29,8 @@ __all__ = [
     "chat_of_conversation",
     "chat_user",
     "chat_user_pattern",
+    "conversation_deleted",
+    "conversation_of_deleted_subject",
     "conversation_of_events_subject",
     "conversation_of_signals_subject",
     "events",
@@ -49,6 +52,9 @@ USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
 # Ephemeral per-conversation signals (typing, presence, read) on core NATS: no stream.
 SIGNALS_ALL = f"{PREFIX}.signals.>"
+
+# A conversation is gone (core NATS, from memory): every gateway forgets its owner.
+CONVERSATION_DELETED_ALL = f"{PREFIX}.deleted.*"
 
 # Stop buttons (core NATS): every inference worker hears every conversation's.
 CANCEL_ALL = f"{PREFIX}.cancel.*"
@@ -113,6 +119,18 @@ _SIGNALS_PREFIX = f"{PREFIX}.signals."
 
 def conversation_of_signals_subject(subject: str) -> str:
     return subject[len(_SIGNALS_PREFIX) :]
+
+
+def conversation_deleted(conversation_id: str) -> str:
+    """Where memory announces a deleted conversation (`ConversationDeleted`)."""
+    return f"{PREFIX}.deleted.{conversation_id}"
+
+
+_DELETED_PREFIX = f"{PREFIX}.deleted."
+
+
+def conversation_of_deleted_subject(subject: str) -> str:
+    return subject[len(_DELETED_PREFIX) :]
 
 
 def cancel(conversation_id: str) -> str:

@@ -18,7 +18,7 @@ from contracts.events import ConversationEvent, DoneEvent, ErrorEvent, StartEven
 from gateway.chat import Submission
 from gateway.feed import EventFeed
 from gateway.generation import reply_events
-from gateway.relay import stored_reply
+from gateway.relay import stored_error, stored_finish_reason, stored_reply
 from gateway.runtime import Gateway
 
 __all__ = ["UI_STREAM_HEADERS", "UIStreamWriter", "ui_message_stream"]
@@ -107,12 +107,15 @@ class UIStreamWriter:
 
     def stored(self, message: rpc.StoredMessage) -> bytes:
         """The whole reply from history (its events aged out of the stream)."""
-        if message.status == "failed":
-            return self.error("the reply could not be produced")
+        error = stored_error(message)
+        if error is not None:
+            # A failed reply's partial answer first, as it streamed.
+            text = self._text(message.content) if message.content else []
+            return b"".join([*text, self.error(error.message)])
         metadata: dict[str, Any] = {"model": message.model, "provider": message.provider}
         if message.usage is not None:
             metadata["usage"] = message.usage.model_dump()
-        reason = "cancelled" if message.status == "cancelled" else "stop"
+        reason = stored_finish_reason(message)
         return b"".join([*self._text(message.content), *self._finish(reason, metadata)])
 
 

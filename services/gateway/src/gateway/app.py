@@ -22,7 +22,7 @@ from gateway.limits import create_limits
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.nats_router import create_router
 from gateway.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
-from gateway.ownership import Ownership
+from gateway.ownership import Ownership, follow_deletions
 from gateway.queue_status import QueueStatus
 from gateway.routes import (
     aisdk,
@@ -78,6 +78,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub: EventHub | None = None
+        owners: Ownership | None = None
 
         async def restore() -> None:
             # A restarted nats-server lost the memory stream and bucket: recreate them,
@@ -87,13 +88,21 @@ def create_app(
             if hub is not None:
                 await hub.resubscribe()
 
-        broker = broker_factory(settings, rerun_on_reconnect(restore))
+        restore_on_reconnect = rerun_on_reconnect(restore)
+
+        async def reconnected() -> None:
+            if owners is not None:
+                # Deletions announced while this gateway was away were not heard.
+                owners.clear()
+            await restore_on_reconnect()
+
+        broker = broker_factory(settings, reconnected)
         await broker.start()
         try:
             nc = broker.connection
             js = nc.jetstream(timeout=settings.rpc_timeout_seconds)
             await ensure_streams(js, settings, GATEWAY_STREAMS)
-            app.state.limits = await create_limits(js, settings)
+            app.state.limits = await create_limits(js, settings, nc=nc)
             hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
             await hub.start()
             await follow_usage(nc, generations)  # ends with the connection
@@ -101,6 +110,13 @@ def create_app(
             signals = SignalHub(nc)
             await signals.start()
             backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
+            owners = Ownership(
+                backends,
+                enabled=settings.auth_enabled,
+                size=settings.owner_cache_size,
+                ttl_seconds=settings.owner_cache_ttl_seconds,
+            )
+            await follow_deletions(nc, owners)  # ends with the connection
             queue = QueueStatus(
                 js,
                 interval=settings.queue_status_interval_seconds,
@@ -118,12 +134,7 @@ def create_app(
                 chat=ChatPublisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
                 metrics=metrics,
                 signals=signals,
-                owners=Ownership(
-                    backends,
-                    enabled=settings.auth_enabled,
-                    size=settings.owner_cache_size,
-                    ttl_seconds=settings.owner_cache_ttl_seconds,
-                ),
+                owners=owners,
                 queue=queue,
             )
             log.info("gateway connected to NATS")

@@ -3,11 +3,14 @@ tokens per UTC day, shared by every gateway instance through JetStream key-value
 
 The minute counter is a fixed window, `<user>.<epoch minute>`: an atomic INCR in
 Redis when LIVECHAT_REDIS_URL is set (the bucket while Redis fails), else a
-compare-and-set increment in the JetStream bucket. The day's tokens are written
-by the usage service from its ledger into the other bucket; the check reads them,
-so a generation that starts under the budget may end over it, and the next message
-is refused. A message id memory already holds is not counted again: the routes
-check after looking it up (`relay.Earlier.repeat`).
+compare-and-set increment in the JetStream bucket (one round trip when this
+gateway wrote the count last). The day's tokens are written by the usage service
+from its ledger into the other bucket; the check takes them from the gateway's
+watch of that bucket (`gateway.budget`), or reads them while the watch is not
+current, so a generation that starts under the budget may end over it, and the next
+message is refused. The budget is checked first: a message it refuses is not
+counted. A message id memory already holds is not counted again: the routes check
+after looking it up (`relay.Earlier.repeat`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -27,6 +32,7 @@ from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
 from contracts import LivechatSettings, topology
+from gateway.budget import BudgetWatch
 from gateway.errors import ApiError
 
 __all__ = [
@@ -46,6 +52,7 @@ _DAY = 86400
 _MINUTE_TTL = 180  # a minute's counter is only read during that minute
 _REDIS_TIMEOUT = 1.0
 _REDIS_RETRY_SECONDS = 5.0  # after a Redis failure, count in NATS this long
+_KV_REMEMBERED = 4096  # counts (and revisions) this gateway wrote last, newest kept
 
 
 class Counter(Protocol):
@@ -55,26 +62,43 @@ class Counter(Protocol):
 
 
 class KvCounter:
-    def __init__(self, kv: KeyValue) -> None:
+    """Compare-and-set increments. The count and revision this gateway wrote last are
+    remembered: the next increment of the key tries them first (one round trip), and
+    reads the key only when another gateway wrote it since."""
+
+    def __init__(self, kv: KeyValue, *, remembered: int = _KV_REMEMBERED) -> None:
         self._kv = kv
+        self._remembered = remembered
+        self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> count, rev
 
     async def incr(self, key: str) -> int:
         kv = self._kv
+        known: tuple[int, int | None] | None = self._last.pop(key, None)
         while True:
-            try:
-                entry = await kv.get(key)
-            except NotFoundError:
+            if known is None:
                 try:
-                    await kv.create(key, b"1")
-                except KeyWrongLastSequenceError:
-                    continue  # another message of this user created it meanwhile
-                return 1
-            count = int(entry.value or b"0") + 1
+                    entry = await kv.get(key)
+                except NotFoundError:
+                    try:
+                        revision = await kv.create(key, b"1")
+                    except KeyWrongLastSequenceError:
+                        continue  # another message of this user created it meanwhile
+                    self._remember(key, 1, revision)
+                    return 1
+                known = (int(entry.value or b"0"), entry.revision)
+            count = known[0] + 1
             try:
-                await kv.update(key, str(count).encode(), last=entry.revision)
+                revision = await kv.update(key, str(count).encode(), last=known[1])
             except KeyWrongLastSequenceError:
+                known = None  # written elsewhere (or expired) since: read it
                 continue
+            self._remember(key, count, revision)
             return count
+
+    def _remember(self, key: str, count: int, revision: int) -> None:
+        self._last[key] = (count, revision)
+        if len(self._last) > self._remembered:
+            self._last.popitem(last=False)
 
 
 class RedisCounter:
@@ -138,15 +162,21 @@ class Limits:
         daily_tokens: int = 0,
         rate: Counter | None = None,
         budget: KeyValue | None = None,
+        budget_watch: BudgetWatch | None = None,
         clock: Clock = time.time,
     ) -> None:
+        """`budget_watch`: the budget bucket as watched (`budget` is read while it is
+        not current)."""
         self._per_minute = per_minute if rate is not None else 0
         self._daily_tokens = daily_tokens if budget is not None else 0
         self._rate = rate
         self._budget = budget
+        self._budget_watch = budget_watch
         self._clock = clock
 
     async def aclose(self) -> None:
+        if self._budget_watch is not None:
+            await self._budget_watch.aclose()
         if isinstance(self._rate, RedisCounter | FallbackCounter):
             await self._rate.aclose()
 
@@ -169,11 +199,15 @@ class Limits:
     async def _check_budget(self, user_id: str, now: float) -> None:
         assert self._budget is not None
         day = datetime.fromtimestamp(now, UTC).date().isoformat()
-        try:
-            entry = await self._budget.get(topology.budget_key(user_id, day))
-        except NotFoundError:
-            return
-        spent = int(entry.value or b"0")
+        key = topology.budget_key(user_id, day)
+        watched = self._budget_watch
+        spent = watched.spent(key, day) if watched is not None else None
+        if spent is None:  # no watch, or not current: read it
+            try:
+                entry = await self._budget.get(key)
+            except NotFoundError:
+                return
+            spent = int(entry.value or b"0")
         if spent >= self._daily_tokens:
             retry_after = math.ceil(_DAY - now % _DAY)
             raise ApiError(
@@ -201,9 +235,15 @@ class Limits:
 
 
 async def create_limits(
-    js: JetStreamContext, settings: LivechatSettings, clock: Clock = time.time
+    js: JetStreamContext,
+    settings: LivechatSettings,
+    clock: Clock = time.time,
+    *,
+    nc: Client | None = None,
 ) -> Limits:
-    """The limits of `settings`; touches NATS (or Redis) only when a limit is on."""
+    """The limits of `settings`; touches NATS (or Redis) only when a limit is on.
+
+    `nc` (the connection of `js`): the budget bucket is watched on it, else read."""
     if not (settings.rate_limit_per_minute or settings.daily_token_budget):
         return Limits()
     await topology.ensure_buckets(js)
@@ -221,11 +261,16 @@ async def create_limits(
             retry=Retry(NoBackoff(), 0),
         )
         rate = FallbackCounter(RedisCounter(client), rate)
+    watch = None
+    if settings.daily_token_budget and nc is not None:
+        watch = BudgetWatch(nc, js, topology.BUDGET_BUCKET)
+        watch.start()
     return Limits(
         per_minute=settings.rate_limit_per_minute,
         daily_tokens=settings.daily_token_budget,
         rate=rate,
         budget=await js.key_value(topology.BUDGET_BUCKET),
+        budget_watch=watch,
         clock=clock,
     )
 

@@ -1,9 +1,11 @@
 """Who may send into a conversation: its owner; an id nobody holds becomes the caller's.
 
 Asked of memory (an idempotent create) before a message is published, then remembered
-per gateway process so later messages skip the round trip. A conversation deleted
-through this gateway is forgotten at once; one deleted elsewhere (another gateway,
-retention) is trusted at most `ttl_seconds` longer.
+per gateway process so later messages skip the round trip. A deleted conversation is
+forgotten at once: through this gateway by its delete route, elsewhere (another
+gateway, retention) when memory announces it (`follow_deletions`). A gateway that was
+disconnected may have missed announcements: it forgets every owner when it is back
+(`clear`). `ttl_seconds` bounds what is left (an announcement dropped on the way).
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from contracts import rpc
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from contracts import rpc, subjects
 from gateway.backends import Backends, BackendUnavailable
 from gateway.errors import ApiError
 
-__all__ = ["Ownership"]
+__all__ = ["Ownership", "follow_deletions"]
 
 
 class Ownership:
@@ -37,7 +43,7 @@ class Ownership:
         self._clock = clock
         # conversation id -> (its owner, trusted until); least recently used first.
         self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        # Bumped by every `forget`: an answer asked for before a deletion is not kept.
+        # Bumped by every `forget` and `clear`: an answer asked for before is not kept.
         self._deletions = 0
 
     async def check(self, user_id: str, conversation_id: str) -> None:
@@ -68,6 +74,11 @@ class Ownership:
         self._deletions += 1
         self._owners.pop(conversation_id, None)
 
+    def clear(self) -> None:
+        """Deletions may have been missed (NATS reconnected): ask memory again."""
+        self._deletions += 1
+        self._owners.clear()
+
     def _remember(self, conversation_id: str, user_id: str, until: float) -> None:
         if self._size <= 0:
             return
@@ -75,3 +86,16 @@ class Ownership:
         self._owners.move_to_end(conversation_id)
         while len(self._owners) > self._size:
             self._owners.popitem(last=False)
+
+
+async def follow_deletions(nc: Client, owners: Ownership) -> Subscription:
+    """Forget the owner of every conversation memory announces deleted (ends with `nc`).
+
+    Not a queue group: every gateway hears every deletion.
+    """
+
+    async def on_deleted(msg: Msg) -> None:
+        # The subject names the conversation: nothing in the body to be wrong about.
+        owners.forget(subjects.conversation_of_deleted_subject(msg.subject))
+
+    return await nc.subscribe(subjects.CONVERSATION_DELETED_ALL, cb=on_deleted)

@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from contracts import ids, rpc, subjects, topology
-from contracts.events import DoneEvent, ErrorEvent, GenerationFinished, StartEvent, TokenEvent
+from contracts.events import (
+    DoneEvent,
+    ErrorEvent,
+    FinishReason,
+    GenerationFinished,
+    StartEvent,
+    TokenEvent,
+)
 from gateway.backends import BackendUnavailable
 from gateway.chat import Submission
 from gateway.errors import ApiError
@@ -30,7 +37,9 @@ __all__ = [
     "reply_filter",
     "sse_reply",
     "stored_as_json",
+    "stored_error",
     "stored_events",
+    "stored_finish_reason",
     "stored_reply",
     "stored_reply_events",
 ]
@@ -40,6 +49,10 @@ log = logging.getLogger(__name__)
 # `interrupted`: a generation cut short for good (its partial answer is final too).
 _FINAL = ("complete", "cancelled", "failed", "interrupted")
 _PING = b": ping\n\n"
+# The end of a failed reply stored before memory kept its error.
+_GENERATION_FAILED = rpc.ReplyError(
+    code="generation_failed", message="the reply could not be produced", retryable=False
+)
 
 _ERROR_STATUS = {
     "rate_limited": 429,
@@ -118,6 +131,21 @@ async def stored_reply(gateway: Gateway, user_id: str, sub: Submission) -> rpc.S
     return reply
 
 
+def stored_error(message: rpc.StoredMessage) -> rpc.ReplyError | None:
+    """The error a final reply ended with, as memory holds it; None: it ended with `done`."""
+    if message.error is not None:
+        return message.error
+    return _GENERATION_FAILED if message.status == "failed" else None
+
+
+def stored_finish_reason(message: rpc.StoredMessage) -> FinishReason:
+    """The finish reason of a reply that ended with `done`, as memory holds it."""
+    if message.finish_reason is not None:
+        return message.finish_reason
+    # Stored before memory kept it: told from the status.
+    return "cancelled" if message.status == "cancelled" else "stop"
+
+
 def _sse_frame(event_id: int, data: dict[str, Any]) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, data["type"].encode(), to_json(data))
 
@@ -141,18 +169,16 @@ def stored_events(
         }
         return {**head, **fields}
 
-    if message.status == "failed":
-        fields = {
-            "code": "generation_failed",
-            "message": "the reply could not be produced",
-            "retryable": False,
-        }
-        return [event(last_id, "error", fields)]
     events = []
     if message.content:
+        # A failed reply's partial answer too: the tokens, joined, are the stored message.
         events.append(event(last_id - 1, "token", {"content": message.content}))
+    error = stored_error(message)
+    if error is not None:
+        events.append(event(last_id, "error", error.model_dump()))
+        return events
     done: dict[str, Any] = {
-        "finish_reason": "cancelled" if message.status == "cancelled" else "stop",
+        "finish_reason": stored_finish_reason(message),
         "model": message.model or "",
         "provider": message.provider or "",
     }
@@ -219,8 +245,12 @@ async def sse_reply(
 
 
 def stored_as_json(message: rpc.StoredMessage) -> dict[str, Any]:
-    if message.status == "failed":
-        raise ApiError(503, "generation_failed", "the reply could not be produced")
+    error = stored_error(message)
+    if error is not None:
+        # As the reply's `error` event was answered when it was live.
+        raise ApiError(
+            error_status(error.code), error.code, error.message, retryable=error.retryable
+        )
     data = message.model_dump(mode="json", exclude={"schema_version"}, exclude_none=True)
     usage = data.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     return {"message": data, "usage": usage}
@@ -292,6 +322,7 @@ async def _finished_record(gateway: Gateway, sub: Submission) -> rpc.StoredMessa
         model=finished.model,
         provider=finished.provider,
         usage=finished.usage,
+        finish_reason=finished.finish_reason,
     )
 
 
@@ -320,5 +351,6 @@ async def _done_answer(
         "model": event.model or (start.model if start else None),
         "provider": event.provider or (start.provider if start else None),
         "usage": usage,
+        "finish_reason": event.finish_reason,
     }
     return {"message": message, "usage": usage}

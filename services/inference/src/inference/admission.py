@@ -76,13 +76,20 @@ class Admission:
         stop = self.stops.hold(request, _work_seq(message))
         # Read while the request waits and asks memory; awaited before any provider call.
         stop.check = asyncio.create_task(self.stops.check_pressed(stop))
-        try:
-            async with heartbeat(message, self._settings.heartbeat_seconds):
-                admitted = await self._take_slot(request, broker, stop)
-        except asyncio.CancelledError:
-            self._drop(stop)
-            await _release(message)
-            raise
+        admitted: bool | None
+        if self._busy < self._slots and not self._closing:
+            # A free slot, taken at once (no await: nothing runs in between). Nothing to
+            # wait for, so no heartbeat to start and stop: the generation starts now.
+            self._busy += 1
+            admitted = True
+        else:
+            try:
+                async with heartbeat(message, self._settings.heartbeat_seconds):
+                    admitted = await self._take_slot(request, broker, stop)
+            except asyncio.CancelledError:
+                self._drop(stop)
+                await _release(message)
+                raise
         if admitted is None:
             # Stopping: nothing was generated, so another worker may take it at once.
             self._drop(stop)

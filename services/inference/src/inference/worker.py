@@ -8,6 +8,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypedDict
 
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -18,9 +19,11 @@ from contracts.events import (
     ContextMessage,
     DoneEvent,
     ErrorEvent,
+    FinishReason,
     GenerationFailed,
     GenerationFinished,
     GenerationRequested,
+    MessageStatus,
     StartEvent,
     StatusEvent,
     TokenEvent,
@@ -77,6 +80,19 @@ class _Run:
     delivery: int
     messages: tuple[ContextMessage, ...]
     created_at: datetime
+
+
+class _Record(TypedDict):
+    """The fields a finished and a failed reply's records for memory share."""
+
+    message_id: str
+    conversation_id: str
+    user_id: str
+    reply_to: str
+    content: str
+    model: str
+    created_at: datetime
+    finished_at: datetime
 
 
 class Worker:
@@ -264,74 +280,55 @@ class Worker:
         return (*head, *context, user)
 
     async def _finish(self, run: _Run, step: Finished, text: str, prior_tokens: int) -> None:
-        request, spent = run.request, step.spent
-        provider = spent.call.route.provider
-        await run.outbox.flush()
+        spent = step.spent
         # The message's usage covers its whole text, earlier deliveries' tokens included.
         usage = Usage.of(spent.usage.prompt_tokens, prior_tokens + spent.usage.completion_tokens)
-        if request.persist:
-            finished = GenerationFinished(
-                message_id=request.message_id,
-                conversation_id=request.conversation_id,
-                user_id=request.user_id,
-                reply_to=request.user_message_id,
-                content=text,
-                status="complete",
-                finish_reason=step.finish_reason,
-                model=run.alias,
-                provider=provider,
-                usage=usage,
-                created_at=run.created_at,
-                finished_at=max(self._clock.now(), run.created_at),
-            )
-            await run.outbox.finished(finished)
-        await self._usage(run, spent)
-        done = DoneEvent(
-            message_id=request.message_id,
-            finish_reason=step.finish_reason,
-            usage=usage,
-            model=run.alias,
-            provider=provider,
-        )
-        await run.outbox.terminal(request.conversation_id, done)
+        provider = spent.call.route.provider
+        await self._done(run, text, "complete", step.finish_reason, provider, usage, spent)
 
     async def _stopped(self, run: _Run, step: Stopped, text: str, prior_tokens: int) -> None:
         """The user stopped it: the partial answer is stored as cancelled, its call accounted."""
-        request, spent = run.request, step.spent
-        provider = step.provider or ""
-        await run.outbox.flush()
+        spent = step.spent
         if spent is not None:
             prompt, completion = spent.usage.prompt_tokens, spent.usage.completion_tokens
         else:
             prompt, completion = 0, 0
         usage = Usage.of(prompt, prior_tokens + completion)
+        provider = step.provider or ""
+        await self._done(run, text, "cancelled", "cancelled", provider, usage, spent)
+        log.info("reply %s stopped by its user", run.request.message_id)
+
+    async def _done(
+        self,
+        run: _Run,
+        text: str,
+        status: MessageStatus,
+        finish_reason: FinishReason,
+        provider: str,
+        usage: Usage,
+        spent: Spent | None,
+    ) -> None:
+        """End a reply with `done`: its buffered tokens first, then what memory stores
+        (persisted requests only), its call's usage, and the terminal event last."""
+        request = run.request
+        await run.outbox.flush()
         if request.persist:
             finished = GenerationFinished(
-                message_id=request.message_id,
-                conversation_id=request.conversation_id,
-                user_id=request.user_id,
-                reply_to=request.user_message_id,
-                content=text,
-                status="cancelled",
-                finish_reason="cancelled",
-                model=run.alias,
+                **self._record(run, text),
+                status=status,
+                finish_reason=finish_reason,
                 provider=provider,
                 usage=usage,
-                created_at=run.created_at,
-                finished_at=max(self._clock.now(), run.created_at),
             )
             await run.outbox.finished(finished)
-        if spent is not None:
-            await self._usage(run, spent)
         done = DoneEvent(
             message_id=request.message_id,
-            finish_reason="cancelled",
+            finish_reason=finish_reason,
             usage=usage,
             model=run.alias,
             provider=provider,
         )
-        await run.outbox.terminal(request.conversation_id, done)
-        log.info("reply %s stopped by its user", request.message_id)
+        await self._end(run, spent, done)
 
     async def _fail(
         self,
@@ -341,33 +338,45 @@ class Worker:
         error: PublicError,
         spent: Spent | None = None,
     ) -> None:
+        """End a reply with `error`, in the same order as `_done`."""
         request = run.request
         await run.outbox.flush()
         if request.persist:
             failed = GenerationFailed(
-                message_id=request.message_id,
-                conversation_id=request.conversation_id,
-                user_id=request.user_id,
-                reply_to=request.user_message_id,
-                content=text,
+                **self._record(run, text),
                 code=error.code,
                 message=error.message,
                 retryable=error.retryable,
-                model=run.alias,
                 provider=provider,
-                created_at=run.created_at,
-                finished_at=max(self._clock.now(), run.created_at),
             )
             await run.outbox.failed(failed)
-        if spent is not None:
-            await self._usage(run, spent)
         event = ErrorEvent(
             message_id=request.message_id,
             code=error.code,
             message=error.message,
             retryable=error.retryable,
         )
-        await run.outbox.terminal(request.conversation_id, event)
+        await self._end(run, spent, event)
+
+    def _record(self, run: _Run, text: str) -> _Record:
+        """The fields of a reply's record for memory, however it ended."""
+        request = run.request
+        return _Record(
+            message_id=request.message_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            reply_to=request.user_message_id,
+            content=text,
+            model=run.alias,
+            created_at=run.created_at,
+            finished_at=max(self._clock.now(), run.created_at),
+        )
+
+    async def _end(self, run: _Run, spent: Spent | None, event: DoneEvent | ErrorEvent) -> None:
+        """Account the reply's call (when one was made), then publish its terminal event."""
+        if spent is not None:
+            await self._usage(run, spent)
+        await run.outbox.terminal(run.request.conversation_id, event)
 
     async def _report_interrupted(
         self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]
@@ -412,12 +421,19 @@ class Worker:
 
 
 def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
-    """The end of a reply as memory holds it, to publish again.
+    """The end of a reply as memory holds it, to publish again: the same end as its first.
 
-    Memory keeps the status, not the finish reason nor the error code: a complete
-    reply ends with `stop` (a `length` end is only known while its `done` event is
-    in the stream, and then it is not published again).
+    Memory keeps the finish reason of a finished reply and the public error of a failed
+    one. A reply stored before it kept them has its end told from its status: a complete
+    one ends with `stop`, a failed one with `generation_failed`.
     """
+    if stored.error is not None:
+        return ErrorEvent(
+            message_id=stored.id,
+            code=stored.error.code,
+            message=stored.error.message,
+            retryable=stored.error.retryable,
+        )
     if stored.status == "failed":
         return ErrorEvent(
             message_id=stored.id,
@@ -433,9 +449,12 @@ def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
             message="The reply was cut short. Please send the message again.",
             retryable=True,
         )
+    finish_reason = stored.finish_reason
+    if finish_reason is None:
+        finish_reason = "cancelled" if stored.status == "cancelled" else "stop"
     return DoneEvent(
         message_id=stored.id,
-        finish_reason="cancelled" if stored.status == "cancelled" else "stop",
+        finish_reason=finish_reason,
         usage=stored.usage or Usage.of(0, 0),
         model=stored.model or alias,
         provider=stored.provider or "",

@@ -71,6 +71,8 @@ def create_app(
     owns_engine = engine is None
     database = engine if engine is not None else create_engine(settings.resolved_database_url())
     history = store if store is not None else SqlConversationRepository(database)
+    # Built here: closed at shutdown (its SQLite reader's connections).
+    repository = history if isinstance(history, SqlConversationRepository) and not store else None
     redis = (
         connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)
         if settings.redis_url and store is None
@@ -122,7 +124,7 @@ def create_app(
         # Creates the durable consumer, or applies a changed ack wait to it.
         await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
         await consumer.start(js)
-        purger.attach(js)
+        purger.attach(connection)
         sweeper = RetentionSweeper(
             history,
             days=settings.retention_days,
@@ -147,6 +149,8 @@ def create_app(
                 await task
         if redis is not None:
             await redis.aclose()
+        if repository is not None:
+            repository.close()
         if owns_engine:
             await database.dispose()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["VERSION_TABLE", "create_engine", "migrate"]
+__all__ = ["VERSION_TABLE", "create_engine", "migrate", "sqlite_reader"]
 
 VERSION_TABLE = "memory_alembic_version"
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,36 +45,58 @@ def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(
         url, hide_parameters=True, connect_args={"timeout": _SQLITE_BUSY_SECONDS}
     )
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        # WAL lets the request-reply reads run while the consumer writes.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # Under WAL, NORMAL syncs the log at checkpoints instead of at every commit: a
-        # commit still survives a crash or kill of this process (the log is written
-        # before the commit returns, the OS keeps it), and the database is never
-        # corrupted; only an OS crash or power cut can roll back the newest commits,
-        # acked ones included. That is the SQLite trade-off of a dev/single-host
-        # setup; PostgreSQL (fsync at every commit) is the durable choice.
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
-def _upgrade(connection: Connection) -> None:
+def sqlite_reader(engine: AsyncEngine) -> Engine | None:
+    """A blocking engine on the same SQLite file as `engine`, for reads (None for any
+    other database, or an in-memory one).
+
+    aiosqlite runs each step of a statement (cursor, execute, fetch, close, rollback)
+    as a hop to its thread and back; a read run whole in one worker thread on this
+    engine makes one hop, which is most of the time of a context request. Under WAL
+    its connections read the last commit, as the async engine's do.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    reader = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        hide_parameters=True,
+        connect_args={"timeout": _SQLITE_BUSY_SECONDS},
+    )
+    event.listen(reader, "connect", _sqlite_pragmas)
+    return reader
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the request-reply reads run while the consumer writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # Under WAL, NORMAL syncs the log at checkpoints instead of at every commit: a
+    # commit still survives a crash or kill of this process (the log is written
+    # before the commit returns, the OS keeps it), and the database is never
+    # corrupted; only an OS crash or power cut can roll back the newest commits,
+    # acked ones included. That is the SQLite trade-off of a dev/single-host
+    # setup; PostgreSQL (fsync at every commit) is the durable choice.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_SECONDS * 1000)}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe with concurrent starts)."""
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to `revision`, the newest by default (idempotent; safe with
+    concurrent starts)."""
     async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+        await connection.run_sync(_upgrade, revision)

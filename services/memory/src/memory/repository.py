@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Executable,
+    Integer,
+    Row,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,8 +49,10 @@ from contracts.rpc import (
     ConversationSummary,
     ConversationUpdateRequest,
     ConversationWriteReply,
+    ReplyError,
     StoredMessage,
 )
+from memory.database import sqlite_reader
 from memory.models import Conversation, DeletedConversation, Message
 from memory.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
 from memory.store import CachedWindow, Exchange, StoreOutcome
@@ -49,7 +68,11 @@ _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 
 
 class SqlConversationRepository:
-    """Implements `memory.store.ConversationStore`."""
+    """Implements `memory.store.ConversationStore`.
+
+    On a SQLite file, the reads of a context request run on a blocking engine in one
+    worker thread hop each (`memory.database.sqlite_reader`); `close` releases it.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -61,6 +84,22 @@ class SqlConversationRepository:
         else:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert)
+        self._related = _related_statement()
+        self._reader = sqlite_reader(engine)
+
+    def close(self) -> None:
+        """Close the connections of the SQLite reader (the engine stays the caller's)."""
+        if self._reader is not None:
+            self._reader.dispose()
+
+    async def _rows(
+        self, query: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """The rows of one read statement, in one thread hop on the SQLite reader."""
+        if self._reader is not None:
+            return await asyncio.to_thread(_read_rows, self._reader, query, params)
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query, params)).all()
 
     # --- chat events ----------------------------------------------------------------
 
@@ -195,8 +234,7 @@ class SqlConversationRepository:
             params |= {"user_message_id": request.user_message_id, "limit": limit}
         else:
             query = self._sql.context_without_history
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query, params)).all()
+        rows = await self._rows(query, params)
         if not rows:  # unknown, or another user's conversation
             return ContextReply()
         first = rows[0]._mapping
@@ -236,35 +274,14 @@ class SqlConversationRepository:
     async def held(self, conversation_id: str, message_ids: Sequence[str]) -> set[str]:
         m = _messages.c
         query = select(m.id).where(m.conversation_id == conversation_id, m.id.in_(message_ids))
-        async with self._engine.connect() as conn:
-            return set((await conn.scalars(query)).all())
+        return {row.id for row in await self._rows(query)}
 
     async def related_exchanges(
         self, user_id: str, conversation_id: str, limit: int
     ) -> list[Exchange]:
         """The user's newest `limit` exchanges (message and complete reply) elsewhere."""
-        c, m = _conversations.c, _messages.c
-        reply = _messages.alias("reply")
-        r = reply.c
-        query = (
-            select(m.content, r.content.label("reply"))
-            .select_from(
-                _messages.join(_conversations, c.id == m.conversation_id).join(
-                    reply,
-                    and_(
-                        r.conversation_id == m.conversation_id,
-                        r.reply_to == m.id,
-                        r.role == "assistant",
-                        r.status == "complete",
-                    ),
-                )
-            )
-            .where(c.user_id == user_id, c.id != conversation_id, m.role == "user")
-            .order_by(m.created_at.desc())
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        params = {"user_id": user_id, "conversation_id": conversation_id, "limit": limit}
+        rows = await self._rows(self._related, params)
         return [Exchange(question=row.content, answer=row.reply) for row in rows]
 
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
@@ -324,6 +341,42 @@ class SqlConversationRepository:
                 conn, request.conversation_id, request.limit, request.before, request.message_ids
             )
         return ConversationGetReply(conversation=summary, messages=messages, has_more=has_more)
+
+
+def _read_rows(
+    engine: Engine, query: Executable, params: Mapping[str, Any] | None
+) -> Sequence[Row[Any]]:
+    with engine.connect() as conn:
+        return conn.execute(query, params).all()
+
+
+def _related_statement() -> Executable:
+    """user_id, conversation_id, limit -> the user's newest exchanges in other
+    conversations, newest first (built once: see `memory.statements`)."""
+    c, m = _conversations.c, _messages.c
+    reply = _messages.alias("reply")
+    r = reply.c
+    return (
+        select(m.content, r.content.label("reply"))
+        .select_from(
+            _messages.join(_conversations, c.id == m.conversation_id).join(
+                reply,
+                and_(
+                    r.conversation_id == m.conversation_id,
+                    r.reply_to == m.id,
+                    r.role == "assistant",
+                    r.status == "complete",
+                ),
+            )
+        )
+        .where(
+            c.user_id == bindparam("user_id", type_=Text()),
+            c.id != bindparam("conversation_id", type_=String()),
+            m.role == "user",
+        )
+        .order_by(m.created_at.desc())
+        .limit(bindparam("limit", type_=Integer()))
+    )
 
 
 async def _summary(
@@ -402,6 +455,13 @@ def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
             completion_tokens=get("completion_tokens") or 0,
             total_tokens=get("total_tokens"),
         )
+    error = None
+    if get("error_code") is not None:
+        error = ReplyError(
+            code=get("error_code"),
+            message=get("error_message") or "",
+            retryable=bool(get("error_retryable")),
+        )
     return StoredMessage(
         id=get("id"),
         role=get("role"),
@@ -411,6 +471,8 @@ def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
         model=get("model"),
         provider=get("provider"),
         usage=usage,
+        finish_reason=get("finish_reason"),
+        error=error,
     )
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from faststream.nats import JStream, NatsRouter, PullSub
 
 from contracts import subjects, topology
+from contracts.events import ConversationDeleted
 from contracts.rpc import (
     ContextReply,
     ContextRequest,
@@ -52,7 +53,8 @@ def create_router(
     purge: Purge = _no_purge,
     clock: Callable[[], datetime] = _now,
 ) -> NatsRouter:
-    """`purge(conversation_id)` drops a deleted conversation's events from the streams."""
+    """`purge(conversation_id)` announces a deleted conversation to the gateways and drops
+    its events from the streams."""
     router = NatsRouter()
     builder = ContextBuilder(store, knowledge or KnowledgeBase([]), settings)
 
@@ -131,6 +133,17 @@ def create_router(
             # leaves the request unanswered; the retried delete purges again.
             await purge(request.conversation_id)
         return reply
+
+    # Sent by `purge` (`memory.purge.StreamPurger`), declared here for the AsyncAPI document.
+    router.publisher(
+        subjects.conversation_deleted("{conversation_id}"),
+        title="memory.conversation_deleted",
+        description=(
+            "A conversation was deleted (by its owner or by retention); core NATS, before "
+            "the delete's reply: every gateway forgets who owned it."
+        ),
+        schema=ConversationDeleted,
+    )
 
     @router.subscriber(subjects.ping(SERVICE), queue=QUEUE, title="memory.ping")
     async def ping() -> Pong:

@@ -54,6 +54,10 @@ _REPLACEABLE = (
     "completion_tokens",
     "total_tokens",
     "reply_to",
+    "finish_reason",
+    "error_code",
+    "error_message",
+    "error_retryable",
 )
 
 

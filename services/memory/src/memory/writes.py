@@ -181,17 +181,30 @@ def _message_row(event: ChatEvent) -> dict[str, Any]:
     row.update(
         role="assistant", model=event.model, provider=event.provider, reply_to=event.reply_to
     )
+    # The same keys either way: one compiled form of the statement.
     if isinstance(event, GenerationFinished):
         row.update(
             status=event.status,
             prompt_tokens=event.usage.prompt_tokens,
             completion_tokens=event.usage.completion_tokens,
             total_tokens=event.usage.total_tokens,
+            finish_reason=event.finish_reason,
+            error_code=None,
+            error_message=None,
+            error_retryable=None,
         )
     else:
         assert isinstance(event, GenerationFailed)
-        # The same keys either way: one compiled form of the statement.
-        row.update(status="failed", prompt_tokens=None, completion_tokens=None, total_tokens=None)
+        row.update(
+            status="failed",
+            prompt_tokens=None,
+            completion_tokens=None,
+            total_tokens=None,
+            finish_reason=None,
+            error_code=event.code,
+            error_message=_text(event.message),
+            error_retryable=event.retryable,
+        )
     return row
 
 

@@ -10,12 +10,13 @@ from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
 
 from contracts import topology
+from contracts.metrics_server import MetricsServer
 from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
 from usage.budget import DailyTotals
 from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
 from usage.ledger import Ledger
-from usage.metrics import MetricsServer, UsageMetrics
+from usage.metrics import UsageMetrics
 from usage.router import consumer_config, create_router
 from usage.settings import UsageSettings
 
