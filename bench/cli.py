@@ -86,8 +86,24 @@ async def _throughput(
     )
 
 
+def _persistence(options: Options) -> str:
+    _say("persistence run: usage events and memory writes, acked after commit")
+    persisted = asyncio.run(
+        run_persistence(
+            options.database_url,
+            events=options.persist_events,
+            rate=options.persist_rate,
+            seconds=options.persist_seconds,
+        )
+    )
+    return persistence_table(persisted)
+
+
 def run(options: Options) -> str:
-    """The whole benchmark; every system it starts is stopped, also on Ctrl-C."""
+    """The whole benchmark (or the part `options.only` names); every system it starts
+    is stopped, also on Ctrl-C."""
+    if options.only == "persistence":
+        return _persistence(options)
     _say(f"direct run: {options.conversations} conversations x {options.rounds} messages")
     direct = asyncio.run(direct_latency(options))
     seconds = min(options.throughput_seconds, _DIRECT_THROUGHPUT_SECONDS)
@@ -109,16 +125,7 @@ def run(options: Options) -> str:
     _say("starting the system at the throughput pace")
     with running_stack(env) as stack:
         throughput = asyncio.run(_throughput(stack, options, direct_tokens, direct_wall))
-    _say("persistence run: usage events and memory writes, acked after commit")
-    persisted = asyncio.run(
-        run_persistence(
-            options.database_url,
-            events=options.persist_events,
-            rate=options.persist_rate,
-            seconds=options.persist_seconds,
-        )
-    )
-    tables = [render(options, latency, throughput, idle), persistence_table(persisted)]
+    tables = [render(options, latency, throughput, idle), _persistence(options)]
     if fanout is not None:
         tables.append(fanout_table(fanout))
     return "\n\n".join(tables)

@@ -37,6 +37,8 @@ class Options:
     persist_rate: float = 1000.0  # events/s of the lag figure (under the ceiling)
     persist_seconds: float = 5.0
     quick: bool = False
+    # One part of the run alone ("persistence"), or everything when None.
+    only: str | None = None
 
     @property
     def answer_seconds(self) -> float:
@@ -135,6 +137,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--persist-rate",
         type=_positive_float,
         help=f"events/s of the persistence lag run ({d.persist_rate:g})",
+    )
+    add(
+        "--only",
+        choices=["persistence"],
+        help="run only this part: persistence (usage events and memory writes into the "
+        "database, about a minute; no system started)",
     )
     add("--quick", action="store_true", help="a small run, as a smoke check")
     args = parser.parse_args(argv)

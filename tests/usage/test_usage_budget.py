@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -14,8 +15,8 @@ from nats.js.kv import KeyValue
 
 from contracts import subjects, topology
 from contracts.events import UsageReported
-from usage import UsageSettings, create_app
-from usage.budget import raise_to
+from usage import Ledger, UsageSettings, create_app
+from usage.budget import DailyTotals, allow_atomic_batches, raise_to
 
 Report = Callable[..., UsageReported]
 TIMEOUT = 30.0
@@ -102,3 +103,58 @@ async def test_the_service_writes_each_users_day_total_once_per_attempt(
     assert await _day_total(budget, "al/ice é", today) == 37
     assert await _day_total(budget, "al/ice é", yesterday) == 100
     assert await _day_total(budget, "bob", today) == 2
+
+
+class CountingBatches:
+    """The real connection, counting the atomic batches sent over it."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self.batches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nc, name)
+
+    async def request(self, subject: str, payload: bytes, **kwargs: Any) -> Any:
+        if "Nats-Batch-Commit" in (kwargs.get("headers") or {}):
+            self.batches += 1
+        return await self._nc.request(subject, payload, **kwargs)
+
+
+async def test_many_users_totals_go_in_one_atomic_batch_and_stay_exact(
+    nc: Client, budget: KeyValue, sqlite_ledger: Ledger, report: Report
+) -> None:
+    assert await allow_atomic_batches(nc.jetstream())
+    counting = CountingBatches(nc)
+    daily = DailyTotals()
+    daily.bind(budget, counting)  # type: ignore[arg-type]
+    today = datetime.now(UTC)
+    users = [f"many-{n}" for n in range(20)]
+    first = await sqlite_ledger.record_many(
+        [report(user_id=u, prompt=n, completion=0, occurred_at=today) for n, u in enumerate(users)]
+    )
+    await daily.publish(first)
+    assert counting.batches == 1
+    # Another replica raised one key meanwhile: the next batch fails whole and each key
+    # is raised on its own, never lowering the higher value.
+    await budget.put(topology.budget_key(users[0], today.date().isoformat()), b"1000")
+    second = await sqlite_ledger.record_many(
+        [report(user_id=u, prompt=1, completion=1, occurred_at=today) for u in users]
+    )
+    await daily.publish([*second, *second])  # a report repeated within the batch
+    # A restarted service knows no revision: it reads each key, then batches again.
+    restarted = DailyTotals()
+    restarted.bind(budget, counting)  # type: ignore[arg-type]
+    third = await sqlite_ledger.record_many(
+        [report(user_id=u, prompt=5, completion=0, occurred_at=today) for u in users]
+    )
+    await restarted.publish(third)
+    fourth = await sqlite_ledger.record_many(
+        [report(user_id=u, prompt=1, completion=0, occurred_at=today) for u in users]
+    )
+    await restarted.publish(fourth)
+
+    assert await _day_total(budget, users[0], today) == 1000
+    for n, user in enumerate(users[1:], 1):
+        assert await _day_total(budget, user, today) == n + 2 + 5 + 1
+    assert counting.batches == 4  # one try per batch, no more

@@ -102,6 +102,9 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             duplicate_window=dedupe,
+            # Usage republishes a batch's ledger entries as one atomic batch: one
+            # fsync for all (nats-server 2.12+; an older one ignores it).
+            allow_atomic=True,
         ),
     ]
 

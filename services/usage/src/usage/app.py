@@ -12,7 +12,7 @@ from faststream.nats.security import NatsUserPassword
 from contracts import topology
 from contracts.metrics_server import MetricsServer
 from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
-from usage.budget import DailyTotals
+from usage.budget import DailyTotals, allow_atomic_batches
 from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
 from usage.ledger import Ledger
@@ -76,12 +76,14 @@ def create_app(
     async def prepare() -> None:
         # Schema first, then streams: the consumer starts only when both exist.
         await migrate(ledger.engine)
-        js = (await broker.connect()).jetstream()
+        nc = await broker.connect()
+        js = nc.jetstream()
         await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
         await topology.ensure_buckets(js)
-        daily.bind(await js.key_value(topology.BUDGET_BUCKET))
+        atomic = await allow_atomic_batches(js)
+        daily.bind(await js.key_value(topology.BUDGET_BUCKET), nc if atomic else None)
         await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
-        await consumer.start(js)
+        await consumer.start(nc, js)
         if settings.metrics_port:
 
             async def refresh() -> None:

@@ -2,8 +2,9 @@
 
 Per pull: decode every report (a malformed one is terminated, it would fail on every
 redelivery), record them in one transaction, copy the day totals to the budget
-bucket, republish each ledger entry (awaiting its PubAck), then ack each report. A
-report whose commit or republish failed is redelivered after a delay.
+bucket, republish the batch's ledger entries (all sent at once, their PubAcks awaited
+together), then ack each report. A report whose commit or republish failed is
+redelivered after a delay.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from contracts import ids, subjects, topology
+from contracts import topology
 from contracts.batching import GroupCommit
 from contracts.events import UsageReported
 from contracts.pulling import PullLoop
 from usage.budget import DailyTotals
 from usage.ledger import Ledger, Recorded
 from usage.metrics import UsageMetrics
+from usage.republish import Republisher
 from usage.settings import UsageSettings
 
 __all__ = ["ReportConsumer"]
@@ -36,7 +39,6 @@ _DEPTH = 3
 # Failed publishes redeliver their report; a busy batch's publishes merely wait
 # their turn, so this is generous (well under the ack wait).
 _PUBLISH_TIMEOUT = 10.0
-_JSON = {"content-type": "application/json"}
 
 
 class ReportConsumer:
@@ -52,7 +54,7 @@ class ReportConsumer:
         self._daily = daily
         self._metrics = metrics
         self._retry_delay = settings.usage_retry_delay_seconds
-        self._js: JetStreamContext | None = None
+        self._republisher: Republisher | None = None
         # Reports of concurrent pulls share a transaction when they meet in the queue.
         self._writer: GroupCommit[UsageReported, Recorded] = GroupCommit(
             self._write, max_batch=settings.usage_fetch_batch, systemic=unavailable
@@ -68,8 +70,8 @@ class ReportConsumer:
             inbox_prefix=settings.nats_pull_inbox_prefix(),
         )
 
-    async def start(self, js: JetStreamContext) -> None:
-        self._js = js
+    async def start(self, nc: Client, js: JetStreamContext) -> None:
+        self._republisher = Republisher(nc, js, timeout=_PUBLISH_TIMEOUT)
         await self._loop.start(js)
 
     async def stop(self, timeout: float) -> None:
@@ -106,19 +108,16 @@ class ReportConsumer:
         # After the commit, outside it (the next batch commits meanwhile), before any
         # ack: a failure redelivers the reports, which copies the totals again.
         daily = self._daily.publish(recorded) if self._daily is not None else _done()
-        settled = await asyncio.gather(
-            daily,
-            *(
-                self._republish(outcome) if isinstance(outcome, Recorded) else _raise(outcome)
-                for outcome in outcomes
-            ),
-            return_exceptions=True,
+        copied, republished = await asyncio.gather(
+            daily, self._republish(recorded), return_exceptions=True
         )
-        copied = settled[0]
+        published = iter(
+            republished
+            if isinstance(republished, list)
+            else [republished] * len(recorded)  # the whole republish failed
+        )
         failed: list[BaseException] = []
-        for message, event, outcome, result in zip(
-            taken, events, outcomes, settled[1:], strict=True
-        ):
+        for message, event, outcome in zip(taken, events, outcomes, strict=True):
             if isinstance(outcome, Exception) and refused_by_database(outcome):
                 # Refused by the database itself (a value it cannot hold): retrying cannot
                 # succeed and would hold the batch back. Ids only, never the values.
@@ -129,10 +128,15 @@ class ReportConsumer:
                 )
                 await message.term()
                 continue
-            if isinstance(copied, BaseException) and isinstance(outcome, Recorded):
-                result = copied
-            if isinstance(result, BaseException):
-                failed.append(result)
+            error: BaseException | None
+            if isinstance(outcome, Recorded):
+                error = next(published)
+                if isinstance(copied, BaseException):
+                    error = copied
+            else:
+                error = outcome
+            if error is not None:
+                failed.append(error)
                 await message.nak(delay=self._retry_delay)
             else:
                 await message.ack()
@@ -143,25 +147,15 @@ class ReportConsumer:
                 "%d usage reports not recorded yet (%s); retrying", len(failed), ", ".join(kinds)
             )
 
-    async def _republish(self, result: Recorded) -> None:
+    async def _republish(self, recorded: list[Recorded]) -> list[BaseException | None]:
         # Republished on a redelivery too: a crash between commit and publish must
         # still produce the analytics event; JetStream drops the duplicate by its id.
-        assert self._js is not None
-        entry = result.entry
-        await self._js.publish(
-            subjects.USAGE_RECORDED,
-            entry.model_dump_json().encode(),
-            timeout=_PUBLISH_TIMEOUT,
-            headers={**_JSON, "Nats-Msg-Id": ids.msg_id("recorded", entry.attempt_id)},
-        )
+        assert self._republisher is not None
+        return await self._republisher.publish(recorded)
 
 
 async def _done() -> None:
     pass
-
-
-async def _raise(error: Exception) -> None:
-    raise error
 
 
 def unavailable(error: Exception) -> bool:

@@ -58,8 +58,8 @@ class Ledger:
         self._insert = (
             insert(_TABLE)
             .on_conflict_do_nothing(index_elements=[_TABLE.c.attempt_id])
-            # The whole row: the entries come back with the insert, no read after it.
-            .returning(*_TABLE.c)
+            # The attempts inserted: their entries are the rows given, no read after it.
+            .returning(_TABLE.c.attempt_id)
         )
         self._select = select(_TABLE).where(
             _TABLE.c.attempt_id.in_(bindparam("attempts", expanding=True))
@@ -91,11 +91,11 @@ class Ledger:
         # The insert comes first so that SQLite takes the write lock at once
         # (a read-then-write transaction could fail instead of waiting).
         async with self.engine.begin() as connection:
-            stored = {
-                row.attempt_id: _entry(row._mapping)
-                for row in await connection.execute(self._insert, rows)
-            }
-            inserted = set(stored)
+            inserted = set((await connection.execute(self._insert, rows)).scalars())
+            stored: dict[str, UsageRecorded] = {}
+            for row in rows:
+                if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
+                    stored[row["attempt_id"]] = _entry(row)
             # The daily totals grow in the same transaction, by the rows inserted only.
             added: dict[tuple[str, str], int] = {}
             counted = set(inserted)
@@ -250,14 +250,21 @@ def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable)
         "outcome": event.outcome,
         "time_to_first_token_ms": event.time_to_first_token_ms,
         "duration_ms": event.duration_ms,
-        "occurred_at": event.occurred_at,
-        "recorded_at": recorded_at,
+        # As stored and read back: UTC (the entry of an inserted row is this dict).
+        "occurred_at": _as_utc(event.occurred_at),
+        "recorded_at": _as_utc(recorded_at),
         "cost_usd": cost,
     }
 
 
+def _as_utc(moment: datetime) -> datetime:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def _entry(row: Any) -> UsageRecorded:
-    return UsageRecorded(
+    # Not validated again: the row holds a validated report, in the field types
+    # (the columns map onto them, times come back as UTC), and this runs per entry.
+    return UsageRecorded.model_construct(
         attempt_id=row["attempt_id"],
         message_id=row["message_id"],
         conversation_id=row["conversation_id"],
@@ -265,7 +272,7 @@ def _entry(row: Any) -> UsageRecorded:
         model=row["model"],
         provider=row["provider"],
         provider_model=row["provider_model"],
-        usage=Usage(
+        usage=Usage.model_construct(
             prompt_tokens=row["prompt_tokens"],
             completion_tokens=row["completion_tokens"],
             total_tokens=row["total_tokens"],
