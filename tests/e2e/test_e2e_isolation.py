@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from stacks import FAST_ENV, clean_environ, running_stack, wait_ready
+from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
 
 from devstack.natsserver import NatsServer
-from devstack.ports import free_port
 from devstack.runner import DevStack
 from gateway import GatewaySettings
 from gateway.tokens import issue_token
@@ -234,27 +231,11 @@ def two_gateways(tmp_path: Path) -> Iterator[tuple[str, str]]:
     nats = NatsServer(tmp_path / "nats")
     nats.start()
     try:
-        with running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack:
-            port = free_port()
-            own = {
-                "LIVECHAT_HTTP_PORT": str(port),
-                "LIVECHAT_DATA_DIR": str(tmp_path / "gateway2"),
-                "LIVECHAT_NATS_URL": nats.url,
-            }
-            other = subprocess.Popen(
-                [sys.executable, "-m", "gateway"],
-                env=clean_environ({**env, **own}),
-                stdin=subprocess.DEVNULL,
-            )
-            try:
-                yield stack.gateway_url, f"http://127.0.0.1:{port}"
-            finally:
-                other.terminate()
-                try:
-                    other.wait(15)
-                except subprocess.TimeoutExpired:
-                    other.kill()
-                    other.wait()
+        with (
+            running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack,
+            extra_gateway(tmp_path / "gateway2", env, nats.url) as other_url,
+        ):
+            yield stack.gateway_url, other_url
     finally:
         nats.stop()
 
