@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Sequence
 
 from nats.aio.client import Client
+from nats.errors import ConnectionReconnectingError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
@@ -80,10 +81,16 @@ class Republisher:
         try:
             for entry in entries:
                 try:
+                    if not self._nc.is_connected:
+                        # nats-py's publish_async holds a pending slot for good when the
+                        # publish under it fails (a full buffer while reconnecting): do
+                        # not try; the reports are redelivered once NATS is back.
+                        raise ConnectionReconnectingError
                     ack = await self._js.publish_async(
                         subjects.USAGE_RECORDED,
                         entry.model_dump_json().encode(),
                         headers=_headers(entry),
+                        wait_stall=self._timeout,  # never wait for a slot forever
                     )
                 except Exception as unsent:  # not sent (disconnected, too many pending)
                     sent.append((entry.attempt_id, unsent))

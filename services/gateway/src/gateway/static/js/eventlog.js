@@ -3,7 +3,7 @@
 // stored history and then this log, so an answer still streaming is shown whole;
 // the page then follows on after the log's newest event.
 
-const MAX_EVENTS = 5000; // per conversation; an answer is far shorter
+const MAX_EVENTS = 5000; // per conversation, beyond the answers still streaming
 const SIGNALS = new Set(["typing", "presence", "read"]);
 
 export class EventLog {
@@ -20,7 +20,7 @@ export class EventLog {
     }
     events.push(ev);
     if ((ev.type === "done" || ev.type === "error") && ev.message_id) forgetBefore(events, ev.message_id);
-    if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
+    if (events.length > MAX_EVENTS) trim(events);
   }
 
   events(conversationId) {
@@ -46,4 +46,13 @@ function forgetBefore(events, replyId) {
     }
   }
   events.splice(0, from);
+}
+
+// Too long: drop what came before the first reply that has not ended (never the
+// start of an answer still streaming, however long it is), or the older half.
+function trim(events) {
+  const ended = new Set();
+  for (const e of events) if (e.type === "done" || e.type === "error") ended.add(e.message_id);
+  const open = events.findIndex((e) => e.type !== "message" && !ended.has(e.message_id));
+  events.splice(0, open === -1 ? events.length >> 1 : open);
 }

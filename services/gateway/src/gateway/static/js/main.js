@@ -386,6 +386,13 @@ function showEvent(ev) {
 function onFrameError(ev) {
   const text = ev.message || "";
   if (ev.code === "not_subscribed") return; // a typing signal raced the subscribe
+  if (ev.code === "relay_failed" || ev.code === "too_many_subscriptions") {
+    // The socket follows less than the page thought (the frame names no conversation):
+    // the next subscribe of each one asks again from its newest event shown.
+    state.followed.clear();
+    if (ev.code === "relay_failed" && state.conversationId && state.known) subscribe();
+    return;
+  }
   if (/'typing'/.test(text)) {
     state.typingSupported = false;
     return;
