@@ -19,10 +19,10 @@ import nats
 import pytest
 import websockets
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError, NoServersError
+from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from responders import ask
 
 from contracts import subjects, topology
 from contracts.events import ConversationDeleted, TokenEvent
@@ -265,18 +265,6 @@ async def test_gateway_cannot_read_the_work_queue(login: Connect) -> None:
     assert (await js.stream_info(topology.WORK_STREAM)).state.messages == 1
 
 
-async def _request(client: Client, subject: str) -> Msg:
-    """A request to a responder that subscribed just before. nats-server now and then
-    (about 1 in 10 runs here, with the subscription flushed and no permission error)
-    answers such a first request with "no responders": ask again, a few times."""
-    for _ in range(4):
-        try:
-            return await client.request(subject, b"{}", timeout=5.0)
-        except NoRespondersError:
-            await asyncio.sleep(0.1)
-    return await client.request(subject, b"{}", timeout=5.0)
-
-
 async def test_no_service_reads_another_ones_replies(login: Connect) -> None:
     gateway, _ = await login("gateway")
     memory, memory_errors = await login("memory")
@@ -296,7 +284,7 @@ async def test_no_service_reads_another_ones_replies(login: Connect) -> None:
     await _violation(usage_errors, "_INBOX.gateway.>")
     await memory.subscribe(subjects.MEMORY_CONVERSATION_GET, cb=answer)
     await memory.flush()
-    reply = await _request(gateway, subjects.MEMORY_CONVERSATION_GET)
+    reply = await ask(gateway, subjects.MEMORY_CONVERSATION_GET, b"{}")
     assert reply.data == b"history of c1"  # answering needs no right on the asker's inbox
     assert snooped == []
     assert memory_errors == []

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from responders import ask
 
 from contracts import ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
@@ -84,7 +85,7 @@ async def publish(js: JetStreamContext, event: UsageReported, msg_id: str | None
 
 async def totals(nc: Client, user_id: str) -> UsageTotalsReply:
     request = UsageTotalsRequest(user_id=user_id).model_dump_json().encode()
-    reply = await nc.request(subjects.USAGE_TOTALS, request, timeout=5)
+    reply = await ask(nc, subjects.USAGE_TOTALS, request)
     return UsageTotalsReply.model_validate_json(reply.data)
 
 
@@ -200,7 +201,7 @@ async def test_a_malformed_report_does_not_block_the_others(
 
 
 async def test_ping(service: None, nc: Client) -> None:
-    reply = await nc.request(subjects.ping("usage"), b"", timeout=5)
+    reply = await ask(nc, subjects.ping("usage"))
     assert Pong.model_validate_json(reply.data) == Pong(service="usage")
 
 
