@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,19 @@ async def _settled(js: JetStreamContext) -> None:
             await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def _consuming(
+    ledger: Ledger, settings: UsageSettings, nc: Any, js: Any
+) -> AsyncIterator[None]:
+    """A report consumer on `nc`/`js` (real, or one that fails on purpose) for the block."""
+    consumer = ReportConsumer(ledger, settings)
+    await consumer.start(nc, js)
+    try:
+        yield
+    finally:
+        await consumer.stop(10)
+
+
 async def _analytics(js: JetStreamContext) -> list[str]:
     """The attempt of every entry on the analytics subject, in stream order."""
     sub = await js.pull_subscribe(subjects.USAGE_RECORDED, stream=topology.USAGE_STREAM)
@@ -124,12 +138,8 @@ async def test_a_batch_whose_atomic_ack_was_lost_ends_with_each_entry_once(
     js = nc.jetstream()
     await _report_all(js, settings, events)
     connection = LosingFirstBatchAck(nc)
-    consumer = ReportConsumer(ledger, settings)
-    await consumer.start(connection, js)  # type: ignore[arg-type]
-    try:
+    async with _consuming(ledger, settings, connection, js):
         await _settled(js)
-    finally:
-        await consumer.stop(10)
 
     assert connection.batches >= 1  # the entries went out as an atomic batch
     found = await _analytics(js)
@@ -147,12 +157,8 @@ async def test_entries_whose_publish_failed_are_redelivered_and_stored_once(
     js = nc.jetstream()
     await _report_all(js, settings, events)
     flaky = FailingEveryOtherFirstPublish(js)
-    consumer = ReportConsumer(ledger, settings)
-    await consumer.start(nc, flaky)  # type: ignore[arg-type]
-    try:
+    async with _consuming(ledger, settings, nc, flaky):
         await _settled(js)
-    finally:
-        await consumer.stop(10)
 
     assert flaky.failed  # some entries failed first, their reports came back
     found = await _analytics(js)
@@ -169,10 +175,8 @@ async def test_a_redelivered_batch_republishes_no_entry_twice(
     user = ids.new_id()
     events = [report(user_id=user, prompt=n) for n in range(1, 31)]
     js = nc.jetstream()
-    consumer = ReportConsumer(ledger, settings)
     await _report_all(js, settings, events)
-    await consumer.start(nc, js)
-    try:
+    async with _consuming(ledger, settings, nc, js):
         await _settled(js)
         # The same reports again under other ids: JetStream keeps them, usage gets them.
         for event in events:
@@ -182,8 +186,6 @@ async def test_a_redelivered_batch_republishes_no_entry_twice(
                 headers={"Nats-Msg-Id": f"again:{event.attempt_id}"},
             )
         await _settled(js)
-    finally:
-        await consumer.stop(10)
 
     found = await _analytics(js)
     assert sorted(found) == sorted(event.attempt_id for event in events)
