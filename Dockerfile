@@ -5,7 +5,7 @@ WORKDIR /app
 COPY libs ./libs
 COPY services ./services
 RUN pip install --no-cache-dir \
-      ./libs/contracts ./libs/devstack \
+      ./libs/contracts ./libs/runtime ./libs/devstack \
       ./services/memory ./services/usage ./services/inference ./services/gateway
 RUN useradd --create-home livechat && mkdir -p /data && chown livechat /data
 USER livechat

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PACKAGES := libs/contracts libs/devstack services/memory services/usage services/inference services/gateway
+PACKAGES := libs/contracts libs/runtime libs/devstack services/memory services/usage services/inference services/gateway
 PYPROJECTS := pyproject.toml requirements-dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 # The npm `ai` package, for the AI SDK tests (tests/gateway/test_gateway_aisdk.py).
 NODE_DIR := tests/node
@@ -52,7 +52,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
 	$(BIN)/ruff format --check libs services tests bench
-	$(BIN)/mypy libs/contracts/src libs/devstack/src services/*/src
+	$(BIN)/mypy libs/contracts/src libs/runtime/src libs/devstack/src services/*/src
 
 asyncapi: $(STAMP)
 	$(BIN)/python -m devstack.asyncapi docs/asyncapi.yaml

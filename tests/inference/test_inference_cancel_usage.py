@@ -26,7 +26,7 @@ from inference.groq_provider import create_groq_provider
 from inference.models import Route
 from inference.routing import Chain, ChainPolicy, Step, Stopped, Token
 from inference.stop import Stop
-from inference.tokens import estimate_prompt_tokens
+from runtime.token_estimate import estimate_prompt_tokens
 
 KEY = "gemini-test-key"
 REQUEST = ProviderRequest(

@@ -12,13 +12,13 @@ from nats.aio.client import Client
 from sqlalchemy.exc import DataError, OperationalError
 
 from contracts import ids, subjects, topology
-from contracts.batching import GroupCommit
 from contracts.events import ChatEvent, UserMessageAccepted
 from contracts.rpc import ConversationGetReply, ConversationGetRequest
 from memory import MemorySettings, SqlConversationRepository
 from memory.consumer import DeadLetters
 from memory.database import create_engine, migrate
 from memory.store import StoreOutcome
+from runtime.batching import GroupCommit
 
 
 class Refused(Exception):

@@ -11,8 +11,9 @@ from memory_testing import at, finished, user_message
 
 from contracts.rpc import ContextReply, ContextRequest, ConversationCreateRequest
 from memory import MemorySettings, SqlConversationRepository
-from memory.context import KNOWLEDGE_HEADER, PERSONAL_HEADER, ContextBuilder, estimate_tokens
+from memory.context import KNOWLEDGE_HEADER, PERSONAL_HEADER, ContextBuilder
 from memory.knowledge import KnowledgeBase, load_knowledge
+from runtime.token_estimate import estimate_message_tokens
 
 
 @pytest.fixture
@@ -133,7 +134,9 @@ async def test_the_budget_drops_the_oldest_history_first(
     reply = await builder.build(request("short"))
 
     assert [m.content.split()[0] for m in reply.messages] == ["7", "8", "9"]
-    used = estimate_tokens("short") + sum(estimate_tokens(m.content) for m in reply.messages)
+    used = estimate_message_tokens("short") + sum(
+        estimate_message_tokens(m.content) for m in reply.messages
+    )
     assert used <= budget
     unlimited = ContextBuilder(
         repository, KnowledgeBase([]), settings(tmp_path, context_token_budget=0)
@@ -155,7 +158,7 @@ async def test_knowledge_keeps_to_its_share_of_the_budget(
 
     [knowledge] = reply.messages
     assert knowledge.content.count("refund rule") == 1  # a quarter of 1000 holds one
-    assert estimate_tokens(knowledge.content) <= 250
+    assert estimate_message_tokens(knowledge.content) <= 250
 
 
 async def test_an_answered_reply_gets_no_layers(

@@ -12,9 +12,9 @@ from nats.aio.client import Client
 from sqlalchemy.exc import DataError
 
 from contracts import ids, subjects, topology
-from contracts.batching import GroupCommit
 from contracts.events import UsageReported
 from contracts.rpc import UsageTotalsReply, UsageTotalsRequest
+from runtime.batching import GroupCommit
 from usage import Ledger, Recorded, UsageSettings, create_app, create_engine, migrate
 
 Report = Callable[..., UsageReported]

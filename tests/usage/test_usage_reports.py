@@ -123,14 +123,10 @@ async def test_each_entry_carries_its_users_utc_day_total_counted_once(
 async def test_the_migration_keeps_an_older_ledger_and_its_day_totals(
     database_url: str, report: Report
 ) -> None:
-    from alembic import command
-
-    from usage.database import _config
-
     engine = create_engine(database_url)
     try:
+        await migrate(engine, revision="0001_usage_ledger")
         async with engine.begin() as connection:
-            await connection.run_sync(lambda c: command.upgrade(_config(c), "0001_usage_ledger"))
             await connection.execute(
                 text(
                     "INSERT INTO usage_ledger VALUES ('m.1.0', 'alice', 'c', 'm', 'demo', 'demo',"

@@ -9,10 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
 from opentelemetry.sdk.trace import TracerProvider
 
-from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
 from gateway.chat import ChatPublisher
@@ -40,6 +38,8 @@ from gateway.runtime import Gateway
 from gateway.settings import GatewaySettings
 from gateway.signals import SignalHub
 from gateway.tracing import instrument_app
+from runtime import broker as runtime_broker
+from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
 __all__ = ["create_app", "create_broker"]
 
@@ -51,14 +51,11 @@ BrokerFactory = Callable[[GatewaySettings, ReconnectedCallback | None], NatsBrok
 def create_broker(
     settings: GatewaySettings, reconnected_cb: ReconnectedCallback | None = None
 ) -> NatsBroker:
-    credentials = settings.nats_credentials()
-    broker = NatsBroker(
-        settings.nats_servers(),
-        security=NatsUserPassword(*credentials) if credentials else None,
-        inbox_prefix=settings.nats_inbox_prefix(),
-        max_reconnect_attempts=-1,
+    broker = runtime_broker.create_broker(
+        settings,
+        logger="gateway.nats",
         reconnected_cb=reconnected_cb,
-        logger=logging.getLogger("gateway.nats"),
+        per_message_log_level=None,
     )
     broker.include_router(create_router())
     return broker

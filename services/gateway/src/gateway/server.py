@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 
 import uvicorn
@@ -10,6 +9,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.redact import install_redaction
 from gateway.settings import GatewaySettings
+from runtime.logs import configure_logging
 
 __all__ = ["main", "uvicorn_config"]
 
@@ -37,9 +37,7 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
 
 def main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     # uvicorn re-raises the signal it stopped on once it is done; with these
     # handlers in place that is a no-op, so a clean stop exits with code 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

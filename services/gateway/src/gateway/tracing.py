@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span
 
 from contracts import LivechatSettings
-from contracts.telemetry import tracer_provider_from
+from runtime.telemetry import tracer_provider_from
 
 __all__ = [
     "SERVICE_NAME",

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Mapping
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
 from opentelemetry.sdk.trace import TracerProvider
 
 from contracts import topology
-from contracts.reconnect import rerun_on_reconnect
-from contracts.telemetry import tracer_provider_from
 from contracts.topology import INFERENCE_STREAMS, ensure_streams
 from inference.clock import Clock
 from inference.consumer import ensure_consumer
@@ -23,6 +19,9 @@ from inference.providers import default_providers
 from inference.router import create_admission, create_router
 from inference.settings import InferenceSettings
 from inference.tracing import SERVICE_NAME, install_tracing
+from runtime.broker import create_broker, jetstream
+from runtime.reconnect import rerun_on_reconnect
+from runtime.telemetry import tracer_provider_from
 
 __all__ = ["BROKER_LOGGER", "create_app"]
 
@@ -41,24 +40,17 @@ def create_app(
 ) -> FastStream:
     """`providers` (default: the configured ones, closed at shutdown; given ones stay
     the caller's)."""
-    credentials = settings.nats_credentials()
 
     async def restore_topology() -> None:
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost
         # (the file streams and their consumers survive); recreate what we publish to.
         assert broker is not None
-        js = broker.config.connection_state.stream
+        js = jetstream(broker)
         await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
 
-    broker = broker or NatsBroker(
-        settings.nats_servers(),
-        security=NatsUserPassword(*credentials) if credentials else None,
-        inbox_prefix=settings.nats_inbox_prefix(),
-        max_reconnect_attempts=-1,
-        reconnected_cb=rerun_on_reconnect(restore_topology),
-        logger=logging.getLogger(BROKER_LOGGER),
-        log_level=logging.DEBUG,
+    broker = broker or create_broker(
+        settings, logger=BROKER_LOGGER, reconnected_cb=rerun_on_reconnect(restore_topology)
     )
     clock = clock or Clock()
     owned = providers is None
@@ -73,7 +65,7 @@ def create_app(
     async def prepare_topology() -> None:
         # Before the subscribers start: the pull consumer needs its stream.
         await broker.connect()
-        js = broker.config.connection_state.stream
+        js = jetstream(broker)
         await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
         await topology.ensure_buckets(js)

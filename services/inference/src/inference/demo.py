@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contracts.events import FinishReason, Usage
 from inference.clock import Clock
 from inference.provider import Completion, ProviderRequest
-from inference.tokens import estimate_prompt_tokens, estimate_tokens
+from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = ["DemoProvider", "demo_answer"]
 

@@ -29,7 +29,7 @@ from google.genai import types
 
 from contracts.events import ContextMessage, FinishReason, Usage
 from inference.provider import Completion, ProviderError, ProviderRequest
-from inference.tokens import estimate_prompt_tokens, estimate_tokens
+from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "CONTINUE_INSTRUCTION",

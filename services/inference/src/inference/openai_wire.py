@@ -22,7 +22,7 @@ import openai
 
 from contracts.events import FinishReason, Usage
 from inference.provider import Completion, ProviderError, ProviderRequest
-from inference.tokens import estimate_prompt_tokens, estimate_tokens
+from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "CONTINUE_INSTRUCTION",

@@ -47,7 +47,7 @@ from inference.provider import (
     UsageMeter,
 )
 from inference.stop import Stop
-from inference.tokens import estimate_prompt_tokens, estimate_tokens
+from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "Call",

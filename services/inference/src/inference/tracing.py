@@ -14,7 +14,7 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 
 from contracts import LivechatSettings
-from contracts.telemetry import tracer_provider_from
+from runtime.telemetry import tracer_provider_from
 
 __all__ = ["SERVICE_NAME", "install_tracing"]
 

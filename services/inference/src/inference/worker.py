@@ -52,7 +52,8 @@ from inference.routing import (
 )
 from inference.settings import InferenceSettings
 from inference.stop import Stop
-from inference.tokens import estimate_prompt_tokens
+from runtime.broker import jetstream
+from runtime.token_estimate import estimate_prompt_tokens
 
 __all__ = ["ReadReplyLog", "Worker", "chain_policy"]
 
@@ -151,7 +152,7 @@ class Worker:
             # A client may wait for its end when the first delivery's aged out of the
             # events stream; past the dedupe window, republishing one still there
             # would give the reply a second end.
-            ended = await self._read_log(broker.config.connection_state.stream, conv, reply)
+            ended = await self._read_log(jetstream(broker), conv, reply)
             if not ended.finished:
                 await Outbox(broker).terminal(conv, _final_event(messages, alias))
             return True
@@ -166,7 +167,7 @@ class Worker:
 
         prior = ReplyLog()
         if delivery > 1:
-            prior = await self._read_log(broker.config.connection_state.stream, conv, reply)
+            prior = await self._read_log(jetstream(broker), conv, reply)
             if prior.finished:
                 log.info("reply %s already ended on an earlier delivery", reply)
                 return True

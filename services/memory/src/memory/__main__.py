@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from memory.app import create_app
-from memory.logs import configure_logging
+from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
+from runtime.logs import configure_logging
 
 
 def main() -> None:
     settings = MemorySettings()
-    level = configure_logging(settings)
+    # aiosqlite logs every statement with its parameters (message contents).
+    level = configure_logging(settings.log_level, broker_logger=BROKER_LOGGER, chatty=["aiosqlite"])
     asyncio.run(create_app(settings).run(log_level=level))
 
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS, ensure_streams
 from memory.cache import CachedConversationStore, WindowCache, connect_redis
 from memory.consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.database import create_engine, migrate
 from memory.knowledge import load_knowledge
-from memory.logs import BROKER_LOGGER
 from memory.metrics import install_metrics
 from memory.purge import StreamPurger
 from memory.repository import SqlConversationRepository
@@ -27,8 +23,14 @@ from memory.retention import RetentionSweeper
 from memory.router import create_router
 from memory.settings import MemorySettings
 from memory.store import ConversationStore
+from runtime import broker as runtime_broker
+from runtime.broker import jetstream
+from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
-__all__ = ["create_app", "create_broker"]
+__all__ = ["BROKER_LOGGER", "create_app", "create_broker"]
+
+# FastStream's per-message lines go to this logger at DEBUG.
+BROKER_LOGGER = "memory.nats"
 
 # A stop lets the chat events in hand be stored and acked first.
 _GRACEFUL_SECONDS = 10.0
@@ -37,18 +39,8 @@ _GRACEFUL_SECONDS = 10.0
 def create_broker(
     settings: MemorySettings, reconnected_cb: ReconnectedCallback | None = None
 ) -> NatsBroker:
-    # Keep reconnecting: a NATS restart must not end the service. FastStream's own
-    # "Received"/"Processed" lines per message go to our logger at DEBUG (its default
-    # logger prints them at INFO whatever the configured level); errors stay ERROR.
-    credentials = settings.nats_credentials()
-    return NatsBroker(
-        settings.nats_servers(),
-        security=NatsUserPassword(*credentials) if credentials else None,
-        inbox_prefix=settings.nats_inbox_prefix(),
-        max_reconnect_attempts=-1,
-        reconnected_cb=reconnected_cb,
-        logger=logging.getLogger(BROKER_LOGGER),
-        log_level=logging.DEBUG,
+    return runtime_broker.create_broker(
+        settings, logger=BROKER_LOGGER, reconnected_cb=reconnected_cb
     )
 
 
@@ -94,7 +86,7 @@ def create_app(
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
         # the file streams (chat included) and their consumers survive. Re-ensuring is
         # idempotent and also covers a server that came back without its store.
-        js = nats_broker.config.connection_state.stream
+        js = jetstream(nats_broker)
         await ensure_streams(js, settings, MEMORY_STREAMS)
         await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
 

@@ -19,12 +19,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from contracts import subjects, topology
-from contracts.batching import GroupCommit
 from contracts.events import ChatEvent
-from contracts.pulling import PullLoop
 from memory.decoding import UndecodableEvent, decode_chat_event
 from memory.settings import MemorySettings
 from memory.store import ConversationStore, StoreOutcome
+from runtime.batching import GroupCommit
+from runtime.pulling import PullLoop
 
 __all__ = ["ChatConsumer", "DeadLetters", "chat_consumer_config"]
 

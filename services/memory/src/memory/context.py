@@ -19,8 +19,9 @@ from memory.knowledge import KnowledgeBase
 from memory.relevance import Bm25
 from memory.settings import MemorySettings
 from memory.store import ConversationStore, Exchange
+from runtime.token_estimate import estimate_message_tokens
 
-__all__ = ["ContextBuilder", "estimate_tokens"]
+__all__ = ["ContextBuilder"]
 
 KNOWLEDGE_HEADER = "Reference material from the knowledge base (use it when it is relevant):"
 PERSONAL_HEADER = "Relevant exchanges from the user's earlier conversations:"
@@ -28,11 +29,6 @@ PERSONAL_HEADER = "Relevant exchanges from the user's earlier conversations:"
 _CANDIDATES = 200
 # Longest text of one remembered question or answer.
 _EXCHANGE_CHARS = 600
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token, plus a few for the message around it."""
-    return (len(text) + 3) // 4 + 4
 
 
 def _clip(text: str, limit: int) -> str:
@@ -78,7 +74,11 @@ class ContextBuilder:
         budget = settings.context_token_budget or None
         left = None
         if budget is not None:
-            left = budget - estimate_tokens(query) - estimate_tokens(base.system_prompt or "")
+            left = (
+                budget
+                - estimate_message_tokens(query)
+                - estimate_message_tokens(base.system_prompt or "")
+            )
 
         layers: list[ContextMessage] = []
         passages = self._knowledge.search(query, settings.knowledge_passages) if query else []
@@ -87,7 +87,7 @@ class ContextBuilder:
         )
         if knowledge is not None:
             layers.append(knowledge)
-            left = None if left is None else left - estimate_tokens(knowledge.content)
+            left = None if left is None else left - estimate_message_tokens(knowledge.content)
         if settings.personal_memory_exchanges and query:
             exchanges = await (related if related is not None else self._related(request))
             index = Bm25([f"{e.question}\n{e.answer}" for e in exchanges])
@@ -103,11 +103,11 @@ class ContextBuilder:
             )
             if personal is not None:
                 layers.append(personal)
-                left = None if left is None else left - estimate_tokens(personal.content)
+                left = None if left is None else left - estimate_message_tokens(personal.content)
         if left is not None:
             kept: list[ContextMessage] = []
             for message in reversed(history):  # the newest first
-                left -= estimate_tokens(message.content)
+                left -= estimate_message_tokens(message.content)
                 if left < 0:
                     break
                 kept.append(message)
@@ -137,7 +137,7 @@ def _section(header: str, items: list[str], cap: int | None) -> ContextMessage |
     added = 0
     for item in items:
         candidate = f"{text}\n\n{item}"
-        if cap is not None and estimate_tokens(candidate) > cap:
+        if cap is not None and estimate_message_tokens(candidate) > cap:
             break
         text, added = candidate, added + 1
     return ContextMessage(role="system", content=text) if added else None

@@ -10,7 +10,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from contracts import LivechatSettings, topology
-from contracts.metrics_server import backlog_server
+from runtime.metrics import backlog_server
 
 __all__ = ["install_metrics"]
 

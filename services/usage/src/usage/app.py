@@ -7,11 +7,13 @@ import logging
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.security import NatsUserPassword
 
 from contracts import topology
-from contracts.metrics_server import MetricsServer
-from contracts.reconnect import ReconnectedCallback, rerun_on_reconnect
+from runtime import broker as runtime_broker
+from runtime.broker import jetstream
+from runtime.logs import configure_logging
+from runtime.metrics import MetricsServer
+from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 from usage.budget import DailyTotals, allow_atomic_batches
 from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
@@ -30,19 +32,13 @@ _GRACEFUL_SECONDS = 10.0
 def create_broker(
     settings: UsageSettings, reconnected_cb: ReconnectedCallback | None = None
 ) -> NatsBroker:
-    # Reconnect forever: a restarted nats-server must not end the service.
     # Per-message logs only at DEBUG: thousands of reports per second otherwise.
-    credentials = settings.nats_credentials()
-    return NatsBroker(
-        settings.nats_servers(),
-        security=NatsUserPassword(*credentials) if credentials else None,
-        inbox_prefix=settings.nats_inbox_prefix(),
-        max_reconnect_attempts=-1,
+    return runtime_broker.create_broker(
+        settings,
+        logger=_BROKER_LOGGER,
+        reconnected_cb=reconnected_cb,
         reconnect_time_wait=1,
         graceful_timeout=_GRACEFUL_SECONDS,
-        reconnected_cb=reconnected_cb,
-        logger=logging.getLogger(_BROKER_LOGGER),
-        log_level=logging.DEBUG,
     )
 
 
@@ -62,7 +58,7 @@ def create_app(
         # the file streams (usage included) and their consumers survive. Re-ensuring is
         # idempotent and also covers a server that came back without its store.
         assert broker is not None
-        js = broker.config.connection_state.stream
+        js = jetstream(broker)
         await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
         await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
 
@@ -124,13 +120,6 @@ def create_app(
 
 def main() -> int:
     settings = UsageSettings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # FastStream's own lines (subscribers started, pull loops restarted) only when
-    # debugging; its errors still show.
-    debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    logging.getLogger(_BROKER_LOGGER).setLevel(logging.DEBUG if debugging else logging.WARNING)
+    configure_logging(settings.log_level, broker_logger=_BROKER_LOGGER, chatty=["aiosqlite"])
     asyncio.run(create_app(settings).run())
     return 0

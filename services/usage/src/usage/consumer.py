@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from contracts import topology
-from contracts.batching import GroupCommit
 from contracts.events import UsageReported
-from contracts.pulling import PullLoop
+from runtime.batching import GroupCommit
+from runtime.pulling import PullLoop
 from usage.budget import DailyTotals
 from usage.ledger import Ledger, Recorded
 from usage.metrics import UsageMetrics

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the usage service (contracts.metrics_server serves them).
+"""Prometheus metrics of the usage service (runtime.metrics serves them).
 
 Token, latency and cost metrics are counted once per ledger entry (when its row is
 inserted), so their sum over every usage replica is exact.
@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from contracts.events import UsageRecorded
-from contracts.metrics_server import ConsumerBacklog
+from runtime.metrics import ConsumerBacklog
 
 __all__ = ["UsageMetrics"]
 

@@ -1,21 +1,10 @@
-"""Alembic environment: run programmatically by `usage.database.migrate` on its connection."""
+"""Alembic environment: run on the connection `usage.database.migrate` hands over.
 
-from __future__ import annotations
+From the alembic CLI (`-x url=...` or `sqlalchemy.url`) it opens an async engine itself.
+"""
 
-from alembic import context
-
+from runtime.sql import run_migrations
 from usage.database import VERSION_TABLE
 from usage.models import Base
 
-connection = context.config.attributes.get("connection")
-if connection is None:  # pragma: no cover
-    raise RuntimeError("run the usage migrations through usage.database.migrate()")
-
-context.configure(
-    connection=connection,
-    target_metadata=Base.metadata,
-    version_table=VERSION_TABLE,
-    render_as_batch=connection.dialect.name == "sqlite",
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migrations(Base.metadata, VERSION_TABLE)
