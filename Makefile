@@ -9,7 +9,7 @@ PYPROJECTS := pyproject.toml requirements-dev.txt $(addsuffix /pyproject.toml,$(
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 
-.PHONY: dev test bench lint asyncapi token clean install chromium
+.PHONY: dev test test-fast bench lint asyncapi token clean install chromium
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ dev: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast lane: every test that needs no nats-server (handler logic, models, stores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not nats" $(PYTEST_ARGS)
 
 # Reinstall only when the lockfile changes (npm ci: exactly the locked versions).
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

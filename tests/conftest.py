@@ -12,6 +12,19 @@ import pytest
 from devstack.natsserver import NatsServer
 
 REQUIRE_SERVICES = os.environ.get("LIVECHAT_TEST_REQUIRE_SERVICES") == "1"
+# Every test of these folders runs the whole system, nats-server included; so does every
+# test that asks for one of these fixtures (`stack`: the whole system, as `make dev` runs it).
+_WHOLE_SYSTEM_DIRS = frozenset({"e2e", "browser"})
+_NATS_FIXTURES = frozenset({"nats_server", "stack"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `nats` every test that starts a real nats-server, so that `pytest -m "not nats"` (`make test-fast`)
+    runs without one. Modules that start one by hand carry the mark themselves."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _NATS_FIXTURES or item.path.parent.name in _WHOLE_SYSTEM_DIRS:
+            item.add_marker(pytest.mark.nats)
 
 
 def _missing(what: str) -> None:

@@ -11,8 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from devstack.ports import free_port
+
+# Starts nats-server itself.
+pytestmark = pytest.mark.nats
 
 
 def _ready(url: str) -> bool:

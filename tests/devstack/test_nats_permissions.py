@@ -32,6 +32,9 @@ from devstack.ports import free_port
 from gateway.budget import BudgetWatch
 from usage.budget import allow_atomic_batches
 
+# Starts nats-server itself.
+pytestmark = pytest.mark.nats
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "deploy" / "nats"
 SERVICES = ("gateway", "inference", "memory", "usage")
