@@ -1,5 +1,5 @@
 // The livechat page: wires the message list, the sidebar and the transports
-// (WebSocket, SSE over fetch, plain JSON) to the public API of DESIGN.md §4.
+// (WebSocket, SSE over fetch, plain JSON) to the public API of docs/api.md.
 import { api } from "./api.js";
 import { getToken, setToken } from "./auth.js";
 import { ask } from "./dialogs.js";
