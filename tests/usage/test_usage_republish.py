@@ -18,8 +18,8 @@ from nats.js import JetStreamContext
 from contracts import ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from usage import Ledger, UsageSettings
-from usage.consumer import ReportConsumer
-from usage.router import consumer_config
+from usage.handlers import consumer_config
+from usage.report_consumer import ReportConsumer
 
 Report = Callable[..., UsageReported]
 

@@ -12,17 +12,17 @@ from faststream.nats import NatsBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS, ensure_streams
-from memory.cache import CachedConversationStore, WindowCache, connect_redis
-from memory.consumer import ChatConsumer, DeadLetters, chat_consumer_config
-from memory.database import create_engine, migrate
-from memory.knowledge import load_knowledge
+from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
+from memory.context.knowledge import load_knowledge
+from memory.handlers import create_router
+from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
+from memory.history.database import create_engine, migrate
+from memory.history.repository import SqlConversationRepository
+from memory.history.store import ConversationStore
 from memory.metrics import install_metrics
 from memory.purge import StreamPurger
-from memory.repository import SqlConversationRepository
 from memory.retention import RetentionSweeper
-from memory.router import create_router
 from memory.settings import MemorySettings
-from memory.store import ConversationStore
 from runtime import broker as runtime_broker
 from runtime.broker import jetstream
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect

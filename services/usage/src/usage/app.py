@@ -15,11 +15,11 @@ from runtime.logs import configure_logging
 from runtime.metrics import MetricsServer
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 from usage.budget import DailyTotals, allow_atomic_batches
-from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
+from usage.handlers import consumer_config, create_router
 from usage.ledger import Ledger
 from usage.metrics import UsageMetrics
-from usage.router import consumer_config, create_router
+from usage.report_consumer import ReportConsumer
 from usage.settings import UsageSettings
 
 __all__ = ["create_app", "create_broker", "main"]

@@ -1,4 +1,4 @@
-"""NATS handlers of memory: the request-reply endpoints (the chat events: `memory.consumer`)."""
+"""NATS handlers of memory: the request-reply endpoints (chat events: `memory.chat_consumer`)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from contracts.rpc import (
     ConversationWriteReply,
     Pong,
 )
-from memory.consumer import chat_consumer_config
-from memory.context import ContextBuilder
-from memory.knowledge import KnowledgeBase
+from memory.chat_consumer import chat_consumer_config
+from memory.context.builder import ContextBuilder
+from memory.context.knowledge import KnowledgeBase
+from memory.history.store import ConversationStore
 from memory.settings import MemorySettings
-from memory.store import ConversationStore
 
 __all__ = ["QUEUE", "SERVICE", "create_router"]
 
@@ -64,7 +64,7 @@ def create_router(
     # so one slow query would queue every worker's context request behind it).
     rpc_workers = settings.rpc_concurrency
 
-    # A declaration for the AsyncAPI document only: `memory.consumer.ChatConsumer` pulls
+    # A declaration for the AsyncAPI document only: `memory.chat_consumer.ChatConsumer` pulls
     # the chat events itself, without FastStream's per-message work. A subscriber
     # without a handler subscribes to nothing.
     router.subscriber(

@@ -42,7 +42,7 @@ def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
     # The stream is created by `topology.ensure_streams` at start, never by FastStream.
     stream = JStream(topology.USAGE_STREAM, declare=False)
 
-    # Declarations for the AsyncAPI document only: `usage.consumer.ReportConsumer` pulls
+    # Declarations for the AsyncAPI document only: `usage.report_consumer.ReportConsumer` pulls
     # the reports and republishes the entries itself, without FastStream's per-message
     # work. A subscriber without a handler subscribes to nothing.
     router.publisher(

@@ -1,6 +1,6 @@
 """What the handlers need from the history store.
 
-The SQL repository implements it; the Redis cache (`memory.cache`) wraps the same
+The SQL repository implements it; the Redis cache (`memory.history.cache`) wraps the same
 protocol, so the router and the app take any `ConversationStore`.
 """
 

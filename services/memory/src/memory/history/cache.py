@@ -46,8 +46,8 @@ from contracts.rpc import (
     ConversationUpdateRequest,
     ConversationWriteReply,
 )
-from memory.statements import FINAL_STATUSES
-from memory.store import CachedWindow, ConversationStore, Exchange, StoreOutcome
+from memory.history.statements import FINAL_STATUSES
+from memory.history.store import CachedWindow, ConversationStore, Exchange, StoreOutcome
 
 __all__ = ["CachedConversationStore", "WindowCache", "connect_redis"]
 

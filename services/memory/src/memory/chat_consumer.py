@@ -21,8 +21,8 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from contracts import subjects, topology
 from contracts.events import ChatEvent
 from memory.decoding import UndecodableEvent, decode_chat_event
+from memory.history.store import ConversationStore, StoreOutcome
 from memory.settings import MemorySettings
-from memory.store import ConversationStore, StoreOutcome
 from runtime.batching import GroupCommit
 from runtime.pulling import PullLoop
 
