@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from contracts import ids
+from contracts.aliases import alias_table
 from contracts.events import (
     ContextMessage,
     DoneEvent,
@@ -27,7 +28,6 @@ from contracts.events import (
     TokenEvent,
     Usage,
 )
-from contracts.models import alias_table
 from inference import Completion, ProviderError, ProviderRequest
 from inference.breaker import CircuitBreaker
 from inference.clock import Clock

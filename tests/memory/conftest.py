@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory import MemorySettings, SqlConversationRepository
-from memory.database import create_engine, migrate
+from memory.history.database import create_engine, migrate
 
 # The test modules import their helpers from memory_testing.py beside this file
 # (pytest runs with --import-mode=importlib, which puts no test directory on the path).

@@ -15,9 +15,9 @@ from contracts import ids, subjects, topology
 from contracts.events import ChatEvent, UserMessageAccepted
 from contracts.rpc import ConversationGetReply, ConversationGetRequest
 from memory import MemorySettings, SqlConversationRepository
-from memory.consumer import DeadLetters
-from memory.database import create_engine, migrate
-from memory.store import StoreOutcome
+from memory.chat_consumer import DeadLetters
+from memory.history.database import create_engine, migrate
+from memory.history.store import StoreOutcome
 from runtime.batching import GroupCommit
 
 

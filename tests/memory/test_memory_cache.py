@@ -30,8 +30,8 @@ from contracts.rpc import (
     ConversationUpdateRequest,
 )
 from memory import MemorySettings, SqlConversationRepository
-from memory.cache import CachedConversationStore, WindowCache, connect_redis
-from memory.models import Message
+from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
+from memory.history.tables import Message
 
 
 @pytest.fixture

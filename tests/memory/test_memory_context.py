@@ -11,8 +11,8 @@ from memory_testing import at, finished, user_message
 
 from contracts.rpc import ContextReply, ContextRequest, ConversationCreateRequest
 from memory import MemorySettings, SqlConversationRepository
-from memory.context import KNOWLEDGE_HEADER, PERSONAL_HEADER, ContextBuilder
-from memory.knowledge import KnowledgeBase, load_knowledge
+from memory.context.builder import KNOWLEDGE_HEADER, PERSONAL_HEADER, ContextBuilder
+from memory.context.knowledge import KnowledgeBase, load_knowledge
 from runtime.token_estimate import estimate_message_tokens
 
 

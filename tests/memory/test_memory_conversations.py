@@ -16,7 +16,7 @@ from contracts.rpc import (
     ConversationUpdateRequest,
 )
 from memory import SqlConversationRepository, StoreOutcome
-from memory.models import Message
+from memory.history.tables import Message
 
 NOW = at(100)
 

@@ -23,8 +23,8 @@ from contracts.rpc import (
     Pong,
 )
 from memory import MemorySettings, SqlConversationRepository, create_router
-from memory.database import create_engine, migrate
 from memory.decoding import UndecodableEvent, decode_chat_event
+from memory.history.database import create_engine, migrate
 
 
 @pytest.fixture

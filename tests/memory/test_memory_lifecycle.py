@@ -27,8 +27,8 @@ from contracts.rpc import (
     ConversationWriteReply,
 )
 from memory import MemorySettings, SqlConversationRepository, StoreOutcome
-from memory.consumer import DeadLetters
-from memory.database import create_engine, migrate
+from memory.chat_consumer import DeadLetters
+from memory.history.database import create_engine, migrate
 
 R = TypeVar("R", bound=BaseModel)
 

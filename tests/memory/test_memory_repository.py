@@ -19,8 +19,8 @@ from contracts.rpc import (
     ReplyError,
 )
 from memory import SqlConversationRepository, StoreOutcome
-from memory.database import VERSION_TABLE, create_engine, migrate
-from memory.models import Base, Conversation, Message
+from memory.history.database import VERSION_TABLE, create_engine, migrate
+from memory.history.tables import Base, Conversation, Message
 
 
 async def get(

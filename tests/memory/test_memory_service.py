@@ -29,7 +29,7 @@ from contracts.rpc import (
     Pong,
 )
 from memory import MemorySettings
-from memory.database import create_engine
+from memory.history.database import create_engine
 
 R = TypeVar("R", bound=BaseModel)
 ChatEvent = UserMessageAccepted | GenerationFinished | GenerationFailed

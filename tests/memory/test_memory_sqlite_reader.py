@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.rpc import ContextRequest
 from memory import SqlConversationRepository
-from memory.database import create_engine, migrate, sqlite_reader
+from memory.history.database import create_engine, migrate, sqlite_reader
 
 
 def _ask(reply: str, message: str, conversation: str = "c1") -> ContextRequest:

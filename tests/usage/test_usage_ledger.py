@@ -11,7 +11,7 @@ from contracts import ids
 from contracts.events import UsageReported
 from usage import Ledger, migrate
 from usage.database import VERSION_TABLE
-from usage.models import LedgerRow
+from usage.tables import LedgerRow
 
 Report = Callable[..., UsageReported]
 

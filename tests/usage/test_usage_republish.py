@@ -18,8 +18,7 @@ from nats.js import JetStreamContext
 from contracts import ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from usage import Ledger, UsageSettings
-from usage.consumer import ReportConsumer
-from usage.router import consumer_config
+from usage.report_consumer import ReportConsumer, report_consumer_config
 
 Report = Callable[..., UsageReported]
 
@@ -83,7 +82,7 @@ def _settings(nats_url: str, tmp_path: Path) -> UsageSettings:
 
 async def _report_all(js: JetStreamContext, settings: UsageSettings, events: list[Any]) -> None:
     await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
-    await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
+    await js.add_consumer(topology.USAGE_STREAM, report_consumer_config(settings))
     for event in events:
         await js.publish(
             subjects.USAGE_REPORTED,

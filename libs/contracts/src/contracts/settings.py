@@ -8,7 +8,7 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.models import ModelRoute, alias_table
+from contracts.aliases import ModelRoute, alias_table
 
 __all__ = ["DEFAULT_NATS_URL", "LivechatSettings"]
 
@@ -32,7 +32,7 @@ class LivechatSettings(BaseSettings):
     events_max_age_seconds: float = Field(default=3600.0, gt=0)
     # JetStream dedupe window for Nats-Msg-Id.
     dedupe_window_seconds: float = Field(default=120.0, gt=0)
-    # Model aliases merged over contracts.models.DEFAULT_ALIASES (JSON in the environment):
+    # Model aliases merged over contracts.aliases.DEFAULT_ALIASES (JSON in the environment):
     # {"alias": ["provider:model", ...]}; an empty list removes an alias.
     model_aliases: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     # Limits the gateway enforces before publishing (0: off); usage keeps the daily totals.

@@ -99,38 +99,30 @@ def chat_of_conversation(conversation_id: str) -> str:
     return f"{PREFIX}.chat.{conversation_id}.>"
 
 
-def events(conversation_id: str) -> str:
-    return f"{PREFIX}.events.{conversation_id}"
+class _PerConversation:
+    """The subjects `<PREFIX>.<kind>.<conversation id>` of one kind, and the way back."""
+
+    def __init__(self, kind: str) -> None:
+        self._prefix = f"{PREFIX}.{kind}."
+
+    def subject(self, conversation_id: str) -> str:
+        return self._prefix + conversation_id
+
+    def conversation_of(self, subject: str) -> str:
+        return subject[len(self._prefix) :]
 
 
-_EVENTS_PREFIX = f"{PREFIX}.events."
+_EVENTS = _PerConversation("events")
+_SIGNALS = _PerConversation("signals")
+# Where memory announces a deleted conversation (`ConversationDeleted`).
+_DELETED = _PerConversation("deleted")
 
-
-def conversation_of_events_subject(subject: str) -> str:
-    return subject[len(_EVENTS_PREFIX) :]
-
-
-def signals(conversation_id: str) -> str:
-    return f"{PREFIX}.signals.{conversation_id}"
-
-
-_SIGNALS_PREFIX = f"{PREFIX}.signals."
-
-
-def conversation_of_signals_subject(subject: str) -> str:
-    return subject[len(_SIGNALS_PREFIX) :]
-
-
-def conversation_deleted(conversation_id: str) -> str:
-    """Where memory announces a deleted conversation (`ConversationDeleted`)."""
-    return f"{PREFIX}.deleted.{conversation_id}"
-
-
-_DELETED_PREFIX = f"{PREFIX}.deleted."
-
-
-def conversation_of_deleted_subject(subject: str) -> str:
-    return subject[len(_DELETED_PREFIX) :]
+events = _EVENTS.subject
+conversation_of_events_subject = _EVENTS.conversation_of
+signals = _SIGNALS.subject
+conversation_of_signals_subject = _SIGNALS.conversation_of
+conversation_deleted = _DELETED.subject
+conversation_of_deleted_subject = _DELETED.conversation_of
 
 
 def cancel(conversation_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import time
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
@@ -64,48 +65,36 @@ CANCEL_BUCKET = "LIVECHAT_CANCEL"
 
 def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
     dedupe = settings.dedupe_window_seconds
+
+    def stream(name: str, subject: str, **options: Any) -> StreamConfig:
+        # File storage, kept by limits, deduplicated over the window, unless told otherwise.
+        defaults: dict[str, Any] = {
+            "retention": RetentionPolicy.LIMITS,
+            "storage": StorageType.FILE,
+            "duplicate_window": dedupe,
+        }
+        return StreamConfig(name=name, subjects=[subject], **{**defaults, **options})
+
     return [
-        StreamConfig(
-            name=CHAT_STREAM,
-            subjects=[subjects.CHAT_ALL],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=_WEEK,
-            duplicate_window=dedupe,
-        ),
-        StreamConfig(
-            name=WORK_STREAM,
-            subjects=[subjects.GENERATE],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=_WEEK,
-            duplicate_window=dedupe,
-        ),
+        stream(CHAT_STREAM, subjects.CHAT_ALL, max_age=_WEEK),
+        stream(WORK_STREAM, subjects.GENERATE, retention=RetentionPolicy.WORK_QUEUE, max_age=_WEEK),
         # The replay buffer of conversation events. Memory storage on purpose:
         # it holds every token, it is bounded in age, and durable history lives
         # in SQL; with `sync_interval: always` a file stream stores ~1.7k
         # tokens/s here against ~75k/s in memory. Its sequence is the public
         # event id, so a stream recreated after a NATS restart starts above every
         # id it ever gave (see `events_first_seq`).
-        StreamConfig(
-            name=EVENTS_STREAM,
+        stream(
+            EVENTS_STREAM,
+            subjects.EVENTS_ALL,
             first_seq=events_first_seq(),
-            subjects=[subjects.EVENTS_ALL],
-            retention=RetentionPolicy.LIMITS,
             storage=StorageType.MEMORY,
             max_age=settings.events_max_age_seconds,
             duplicate_window=min(dedupe, settings.events_max_age_seconds),
         ),
-        StreamConfig(
-            name=USAGE_STREAM,
-            subjects=[subjects.USAGE_ALL],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=dedupe,
-            # Usage republishes a batch's ledger entries as one atomic batch: one
-            # fsync for all (nats-server 2.12+; an older one ignores it).
-            allow_atomic=True,
-        ),
+        # Usage republishes a batch's ledger entries as one atomic batch: one
+        # fsync for all (nats-server 2.12+; an older one ignores it).
+        stream(USAGE_STREAM, subjects.USAGE_ALL, allow_atomic=True),
     ]
 
 

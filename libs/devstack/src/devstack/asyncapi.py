@@ -21,11 +21,11 @@ def system_document() -> str:
     import gateway.nats_router
     import inference.router
     import inference.settings
-    import memory.repository
-    import memory.router
+    import memory.handlers
+    import memory.history.repository
     import memory.settings
+    import usage.handlers
     import usage.ledger
-    import usage.router
     import usage.settings
 
     # Engines are never connected: building the routers needs only their collaborators.
@@ -34,12 +34,13 @@ def system_document() -> str:
     broker.include_router(gateway.nats_router.create_router())
     broker.include_router(inference.router.create_router(inference.settings.InferenceSettings()))
     broker.include_router(
-        memory.router.create_router(
-            memory.settings.MemorySettings(), memory.repository.SqlConversationRepository(engine)
+        memory.handlers.create_router(
+            memory.settings.MemorySettings(),
+            memory.history.repository.SqlConversationRepository(engine),
         )
     )
     broker.include_router(
-        usage.router.create_router(usage.ledger.Ledger(engine), usage.settings.UsageSettings())
+        usage.handlers.create_router(usage.ledger.Ledger(engine), usage.settings.UsageSettings())
     )
     spec = AsyncAPI(
         broker,

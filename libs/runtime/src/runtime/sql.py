@@ -14,12 +14,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
     "SQLITE_BUSY_SECONDS",
     "UtcDateTime",
     "create_engine",
+    "database_unavailable",
     "migrate",
     "run_migrations",
     "sqlite_pragmas",
@@ -145,3 +147,10 @@ def run_migrations(metadata: MetaData, version_table: str) -> None:
     if not url:
         raise RuntimeError("pass -x url=<database url> or set sqlalchemy.url")
     asyncio.run(run_from_url(url))
+
+
+def database_unavailable(error: Exception) -> bool:
+    """The database itself failed (down, locked, schema gone), not one row's values."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (OperationalError, InterfaceError, OSError))

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts import LivechatSettings
-from contracts.models import DEFAULT_ALIASES
+from contracts.aliases import DEFAULT_ALIASES
 from gateway.apikeys import parse_api_keys
 
 __all__ = ["MODEL_ALIASES", "GatewaySettings"]

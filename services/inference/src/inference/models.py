@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from contracts.models import AUTO, DEMO, ModelRoute
+from contracts.aliases import AUTO, DEMO, ModelRoute
 from inference.settings import InferenceSettings
 
 __all__ = [

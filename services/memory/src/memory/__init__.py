@@ -1,10 +1,10 @@
 """livechat memory: conversation history in SQL, context for the workers."""
 
 from memory.app import create_app, create_broker
-from memory.repository import SqlConversationRepository
-from memory.router import create_router
+from memory.handlers import create_router
+from memory.history.repository import SqlConversationRepository
+from memory.history.store import ConversationStore, StoreOutcome
 from memory.settings import MemorySettings
-from memory.store import ConversationStore, StoreOutcome
 
 __all__ = [
     "ConversationStore",

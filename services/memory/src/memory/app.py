@@ -5,26 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.topology import CHAT_STREAM, MEMORY_STREAMS, ensure_streams
-from memory.cache import CachedConversationStore, WindowCache, connect_redis
-from memory.consumer import ChatConsumer, DeadLetters, chat_consumer_config
-from memory.database import create_engine, migrate
-from memory.knowledge import load_knowledge
+from contracts.topology import CHAT_STREAM, MEMORY_STREAMS
+from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
+from memory.context.knowledge import load_knowledge
+from memory.handlers import create_router
+from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
+from memory.history.database import create_engine, migrate
+from memory.history.repository import SqlConversationRepository
+from memory.history.store import ConversationStore
 from memory.metrics import install_metrics
 from memory.purge import StreamPurger
-from memory.repository import SqlConversationRepository
 from memory.retention import RetentionSweeper
-from memory.router import create_router
 from memory.settings import MemorySettings
-from memory.store import ConversationStore
 from runtime import broker as runtime_broker
 from runtime.broker import jetstream
+from runtime.durable import durable_service, ensure_durable
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
 __all__ = ["BROKER_LOGGER", "create_app", "create_broker"]
@@ -42,6 +46,42 @@ def create_broker(
     return runtime_broker.create_broker(
         settings, logger=BROKER_LOGGER, reconnected_cb=reconnected_cb
     )
+
+
+@dataclass
+class _History:
+    """The store the handlers use, and what of it this app built and closes."""
+
+    store: ConversationStore
+    repository: SqlConversationRepository | None  # its SQLite reader's connections
+    redis: Redis | None
+
+    @classmethod
+    def open(
+        cls, settings: MemorySettings, database: AsyncEngine, given: ConversationStore | None
+    ) -> _History:
+        """`given`, else the SQL repository on `database`, behind the Redis cache when
+        `settings.redis_url` is set."""
+        if given is not None:
+            return cls(given, None, None)
+        repository = SqlConversationRepository(database)
+        if not settings.redis_url:
+            return cls(repository, repository, None)
+        redis = connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)
+        cache = WindowCache(
+            redis,
+            prefix=settings.redis_key_prefix,
+            ttl_seconds=settings.cache_ttl_seconds,
+            retry_seconds=settings.cache_retry_seconds,
+        )
+        window = max(settings.cache_window_messages, settings.context_messages)
+        return cls(CachedConversationStore(repository, cache, window=window), repository, redis)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.repository is not None:
+            self.repository.close()
 
 
 def create_app(
@@ -62,33 +102,20 @@ def create_app(
     """
     owns_engine = engine is None
     database = engine if engine is not None else create_engine(settings.resolved_database_url())
-    history = store if store is not None else SqlConversationRepository(database)
-    # Built here: closed at shutdown (its SQLite reader's connections).
-    repository = history if isinstance(history, SqlConversationRepository) and not store else None
-    redis = (
-        connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)
-        if settings.redis_url and store is None
-        else None
-    )
-    if redis is not None:
-        cache = WindowCache(
-            redis,
-            prefix=settings.redis_key_prefix,
-            ttl_seconds=settings.cache_ttl_seconds,
-            retry_seconds=settings.cache_retry_seconds,
-        )
-        window = max(settings.cache_window_messages, settings.context_messages)
-        history = CachedConversationStore(history, cache, window=window)
+    history = _History.open(settings, database, store)
     purger = StreamPurger()
     tasks: list[asyncio.Task[None]] = []
+
+    async def ensure_topology(js: JetStreamContext) -> None:
+        # Creates the durable consumer, or applies a changed ack wait to it.
+        config = chat_consumer_config(settings)
+        await ensure_durable(js, settings, MEMORY_STREAMS, CHAT_STREAM, config)
 
     async def restore_topology() -> None:
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
         # the file streams (chat included) and their consumers survive. Re-ensuring is
         # idempotent and also covers a server that came back without its store.
-        js = jetstream(nats_broker)
-        await ensure_streams(js, settings, MEMORY_STREAMS)
-        await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
+        await ensure_topology(jetstream(nats_broker))
 
     nats_broker = (
         broker
@@ -98,38 +125,31 @@ def create_app(
     nats_broker.include_router(
         create_router(
             settings,
-            history,
+            history.store,
             knowledge=load_knowledge(settings.knowledge_dir),
             purge=purger.purge,
             clock=clock,
         )
     )
     consumer = ChatConsumer(
-        settings, history, dead_letters if dead_letters is not None else DeadLetters()
+        settings, history.store, dead_letters if dead_letters is not None else DeadLetters()
     )
 
     async def prepare() -> None:
         await migrate(database)
         connection = await nats_broker.connect()
         js = connection.jetstream()
-        await ensure_streams(js, settings, MEMORY_STREAMS)
-        # Creates the durable consumer, or applies a changed ack wait to it.
-        await js.add_consumer(CHAT_STREAM, chat_consumer_config(settings))
+        await ensure_topology(js)
         await consumer.start(js)
         purger.attach(connection)
         sweeper = RetentionSweeper(
-            history,
+            history.store,
             days=settings.retention_days,
             interval_seconds=settings.retention_interval_seconds,
             purge=purger.purge,
             clock=clock,
         )
         tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))
-
-    async def subscribed() -> None:
-        # A PING round trip: the request-reply subscriptions have reached the server
-        # when start returns, so a client's first request finds a responder.
-        await nats_broker.connection.flush()
 
     async def stop_consuming() -> None:
         await consumer.stop(_GRACEFUL_SECONDS)
@@ -139,19 +159,12 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if redis is not None:
-            await redis.aclose()
-        if repository is not None:
-            repository.close()
+        await history.close()
         if owns_engine:
             await database.dispose()
 
-    app = FastStream(
-        nats_broker,
-        on_startup=[prepare],
-        after_startup=[subscribed],
-        on_shutdown=[stop_consuming],
-        after_shutdown=[release],
+    app = durable_service(
+        nats_broker, prepare=prepare, stop_consuming=stop_consuming, release=release
     )
     install_metrics(app, nats_broker, settings)
     return app

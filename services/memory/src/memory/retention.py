@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from memory.store import ConversationStore
+from memory.history.store import ConversationStore
 
 __all__ = ["DELETION_MEMORY", "RetentionSweeper"]
 

@@ -2,8 +2,8 @@
 
 from usage.app import create_app, create_broker, main
 from usage.database import create_engine, migrate
+from usage.handlers import create_router
 from usage.ledger import Ledger, Recorded
-from usage.router import create_router
 from usage.settings import UsageSettings
 
 __all__ = [

@@ -7,19 +7,22 @@ import logging
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from contracts import topology
 from runtime import broker as runtime_broker
 from runtime.broker import jetstream
+from runtime.durable import durable_service, ensure_durable
 from runtime.logs import configure_logging
 from runtime.metrics import MetricsServer
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 from usage.budget import DailyTotals, allow_atomic_batches
-from usage.consumer import ReportConsumer
 from usage.database import create_engine, migrate
+from usage.handlers import create_router
 from usage.ledger import Ledger
 from usage.metrics import UsageMetrics
-from usage.router import consumer_config, create_router
+from usage.report_consumer import ReportConsumer, report_consumer_config
 from usage.settings import UsageSettings
 
 __all__ = ["create_app", "create_broker", "main"]
@@ -53,14 +56,16 @@ def create_app(
     owns_engine = ledger is None
     ledger = ledger or Ledger(create_engine(settings.database()), prices=settings.price_table())
 
+    async def ensure_topology(js: JetStreamContext) -> None:
+        config = report_consumer_config(settings)
+        await ensure_durable(js, settings, topology.USAGE_STREAMS, topology.USAGE_STREAM, config)
+
     async def restore_topology() -> None:
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
         # the file streams (usage included) and their consumers survive. Re-ensuring is
         # idempotent and also covers a server that came back without its store.
         assert broker is not None
-        js = jetstream(broker)
-        await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
-        await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
+        await ensure_topology(jetstream(broker))
 
     broker = broker or create_broker(settings, rerun_on_reconnect(restore_topology))
     metrics = metrics or UsageMetrics()
@@ -74,30 +79,13 @@ def create_app(
         await migrate(ledger.engine)
         nc = await broker.connect()
         js = nc.jetstream()
-        await topology.ensure_streams(js, settings, topology.USAGE_STREAMS)
-        await topology.ensure_buckets(js)
-        atomic = await allow_atomic_batches(js)
-        daily.bind(await js.key_value(topology.BUDGET_BUCKET), nc if atomic else None)
-        await js.add_consumer(topology.USAGE_STREAM, consumer_config(settings))
+        await ensure_topology(js)
+        await bind_budget(js, nc, daily)
         await consumer.start(nc, js)
-        if settings.metrics_port:
-
-            async def refresh() -> None:
-                await metrics.observe_consumer(js, topology.USAGE_STREAM, topology.USAGE_CONSUMER)
-
-            server = MetricsServer(
-                metrics.registry,
-                host=settings.metrics_host,
-                port=settings.metrics_port,
-                before_scrape=refresh,
-            )
+        server = metrics_server(settings, metrics, js)
+        if server is not None:
             await server.start()
             servers.append(server)
-
-    async def subscribed() -> None:
-        # A PING round trip: the request-reply subscriptions have reached the server
-        # when start returns, so a client's first request finds a responder.
-        await broker.connection.flush()
 
     async def stop_consuming() -> None:
         await consumer.stop(_GRACEFUL_SECONDS)
@@ -108,13 +96,37 @@ def create_app(
         if owns_engine:
             await ledger.engine.dispose()
 
-    return FastStream(
+    return durable_service(
         broker,
+        prepare=prepare,
+        stop_consuming=stop_consuming,
+        release=dispose,
         logger=logging.getLogger("usage"),
-        on_startup=[prepare],
-        after_startup=[subscribed],
-        on_shutdown=[stop_consuming],
-        after_shutdown=[dispose],
+    )
+
+
+async def bind_budget(js: JetStreamContext, nc: Client, daily: DailyTotals) -> None:
+    """The budget bucket (atomic batches allowed where the server has them) to `daily`."""
+    await topology.ensure_buckets(js)
+    atomic = await allow_atomic_batches(js)
+    daily.bind(await js.key_value(topology.BUDGET_BUCKET), nc if atomic else None)
+
+
+def metrics_server(
+    settings: UsageSettings, metrics: UsageMetrics, js: JetStreamContext
+) -> MetricsServer | None:
+    """The /metrics endpoint of `metrics` with the report consumer's backlog (None: port 0)."""
+    if not settings.metrics_port:
+        return None
+
+    async def refresh() -> None:
+        await metrics.observe_consumer(js, topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+
+    return MetricsServer(
+        metrics.registry,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        before_scrape=refresh,
     )
 
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
-from usage.models import DailyRow, LedgerRow
 from usage.prices import PriceTable
+from usage.tables import DailyRow, LedgerRow
 
 __all__ = ["Clock", "Ledger", "Recorded", "utc_day", "utc_now"]
 

@@ -5,6 +5,6 @@ From the alembic CLI (`-x url=...` or `sqlalchemy.url`) it opens an async engine
 
 from runtime.sql import run_migrations
 from usage.database import VERSION_TABLE
-from usage.models import Base
+from usage.tables import Base
 
 run_migrations(Base.metadata, VERSION_TABLE)

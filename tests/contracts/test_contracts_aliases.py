@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts import LivechatSettings
-from contracts.models import DEFAULT_ALIASES, ModelRoute, alias_table, parse_route
+from contracts.aliases import DEFAULT_ALIASES, ModelRoute, alias_table, parse_route
 
 
 def test_the_default_aliases() -> None:

@@ -14,7 +14,7 @@ __all__ = ["VERSION_TABLE", "create_engine", "migrate", "sqlite_reader"]
 
 # Memory may share the PostgreSQL database with usage: each has its own version table.
 VERSION_TABLE = "memory_alembic_version"
-_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATIONS = Path(__file__).parents[1] / "migrations"
 # Serialises concurrent starts of several replicas on one PostgreSQL database.
 _MIGRATION_LOCK = 0x6D656D6F  # "memo"
 # PostgreSQL: the chat consumer writes on one connection while request-reply reads

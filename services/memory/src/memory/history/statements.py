@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 
-from memory.models import Conversation, DeletedConversation, Message
+from memory.history.tables import Conversation, DeletedConversation, Message
 from runtime.sql import UtcDateTime
 
 __all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements"]

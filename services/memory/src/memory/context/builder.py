@@ -15,10 +15,10 @@ import asyncio
 
 from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
-from memory.knowledge import KnowledgeBase
-from memory.relevance import Bm25
+from memory.context.knowledge import KnowledgeBase
+from memory.context.relevance import Bm25
+from memory.history.store import ConversationStore, Exchange
 from memory.settings import MemorySettings
-from memory.store import ConversationStore, Exchange
 from runtime.token_estimate import estimate_message_tokens
 
 __all__ = ["ContextBuilder"]

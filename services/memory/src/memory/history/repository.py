@@ -52,11 +52,11 @@ from contracts.rpc import (
     ReplyError,
     StoredMessage,
 )
-from memory.database import sqlite_reader
-from memory.models import Conversation, DeletedConversation, Message
-from memory.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
-from memory.store import CachedWindow, Exchange, StoreOutcome
-from memory.writes import write_events
+from memory.history.database import sqlite_reader
+from memory.history.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
+from memory.history.store import CachedWindow, Exchange, StoreOutcome
+from memory.history.tables import Conversation, DeletedConversation, Message
+from memory.history.writes import write_events
 
 __all__ = ["FINAL_STATUSES", "SqlConversationRepository"]
 
@@ -68,10 +68,10 @@ _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 
 
 class SqlConversationRepository:
-    """Implements `memory.store.ConversationStore`.
+    """Implements `memory.history.store.ConversationStore`.
 
     On a SQLite file, the reads of a context request run on a blocking engine in one
-    worker thread hop each (`memory.database.sqlite_reader`); `close` releases it.
+    worker thread hop each (`memory.history.database.sqlite_reader`); `close` releases it.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -352,7 +352,7 @@ def _read_rows(
 
 def _related_statement() -> Executable:
     """user_id, conversation_id, limit -> the user's newest exchanges in other
-    conversations, newest first (built once: see `memory.statements`)."""
+    conversations, newest first (built once: see `memory.history.statements`)."""
     c, m = _conversations.c, _messages.c
     reply = _messages.alias("reply")
     r = reply.c

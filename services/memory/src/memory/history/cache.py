@@ -32,22 +32,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
-from contracts.rpc import (
-    ContextReply,
-    ContextRequest,
-    ConversationCreateRequest,
-    ConversationDeleteReply,
-    ConversationDeleteRequest,
-    ConversationGetReply,
-    ConversationGetRequest,
-    ConversationListReply,
-    ConversationListRequest,
-    ConversationUpdateRequest,
-    ConversationWriteReply,
-)
-from memory.statements import FINAL_STATUSES
-from memory.store import CachedWindow, ConversationStore, Exchange, StoreOutcome
+from memory.history.statements import FINAL_STATUSES
+from memory.history.store import CachedWindow, ConversationStore, Exchange, StoreOutcome
 
 __all__ = ["CachedConversationStore", "WindowCache", "connect_redis"]
 
@@ -257,24 +245,24 @@ class CachedConversationStore:
         return outcome
 
     async def create_conversation(
-        self, request: ConversationCreateRequest, now: datetime
-    ) -> ConversationWriteReply:
+        self, request: rpc.ConversationCreateRequest, now: datetime
+    ) -> rpc.ConversationWriteReply:
         reply = await self._inner.create_conversation(request, now)
         if reply.created:
             await self._refresh([request.conversation_id])
         return reply
 
     async def update_conversation(
-        self, request: ConversationUpdateRequest
-    ) -> ConversationWriteReply:
+        self, request: rpc.ConversationUpdateRequest
+    ) -> rpc.ConversationWriteReply:
         reply = await self._inner.update_conversation(request)
         if reply.conversation is not None:
             await self._refresh([request.conversation_id])
         return reply
 
     async def delete_conversation(
-        self, request: ConversationDeleteRequest, now: datetime
-    ) -> ConversationDeleteReply:
+        self, request: rpc.ConversationDeleteRequest, now: datetime
+    ) -> rpc.ConversationDeleteReply:
         reply = await self._inner.delete_conversation(request, now)
         if reply.deleted:
             await self._mark_deleted([request.conversation_id])
@@ -290,11 +278,11 @@ class CachedConversationStore:
 
     # --- reads ----------------------------------------------------------------------
 
-    async def context(self, request: ContextRequest, max_messages: int) -> ContextReply:
+    async def context(self, request: rpc.ContextRequest, max_messages: int) -> rpc.ContextReply:
         window = await self._window(request.conversation_id)
         if window is not None:
             if window.user_id != request.user_id:
-                return ContextReply()
+                return rpc.ContextReply()
             limit = min(request.limit, max_messages)
             reply = _context_from(window, request, limit)
             if reply is not None:
@@ -308,25 +296,29 @@ class CachedConversationStore:
                     return reply
         return await self._inner.context(request, max_messages)
 
-    async def get_conversation(self, request: ConversationGetRequest) -> ConversationGetReply:
+    async def get_conversation(
+        self, request: rpc.ConversationGetRequest
+    ) -> rpc.ConversationGetReply:
         if request.before is None and request.message_ids is None:
             window = await self._window(request.conversation_id)
             if window is not None:
                 if window.user_id != request.user_id:
-                    return ConversationGetReply(conversation=None)
+                    return rpc.ConversationGetReply(conversation=None)
                 held = window.messages
                 if request.limit is None and window.complete:
-                    return ConversationGetReply(conversation=window.conversation, messages=held)
+                    return rpc.ConversationGetReply(conversation=window.conversation, messages=held)
                 if request.limit is not None and (request.limit <= len(held) or window.complete):
                     page = held[-request.limit :]
-                    return ConversationGetReply(
+                    return rpc.ConversationGetReply(
                         conversation=window.conversation,
                         messages=page,
                         has_more=len(page) < len(held) or not window.complete,
                     )
         return await self._inner.get_conversation(request)
 
-    async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
+    async def list_conversations(
+        self, request: rpc.ConversationListRequest
+    ) -> rpc.ConversationListReply:
         return await self._inner.list_conversations(request)
 
     async def related_exchanges(
@@ -342,8 +334,8 @@ class CachedConversationStore:
 
 
 def _context_from(
-    window: CachedWindow, request: ContextRequest, limit: int, *, unstored: bool = False
-) -> ContextReply | None:
+    window: CachedWindow, request: rpc.ContextRequest, limit: int, *, unstored: bool = False
+) -> rpc.ContextReply | None:
     """The context as the SQL query gives it, or None when the window cannot tell.
 
     `unstored`: SQL holds neither the user message nor the reply."""
@@ -359,7 +351,7 @@ def _context_from(
         before = messages  # memory does not hold the user message yet: it is the newest
     elif reply is not None:
         # Answered already: the worker stops at the reply, the history does not matter.
-        return ContextReply(system_prompt=prompt, existing_reply=reply)
+        return rpc.ContextReply(system_prompt=prompt, existing_reply=reply)
     else:
         return None  # older than the window, or not held yet: SQL knows
     history = [
@@ -371,7 +363,7 @@ def _context_from(
     if len(history) < limit and not window.complete:
         return None
     kept = history[len(history) - limit :] if limit else []
-    return ContextReply(
+    return rpc.ContextReply(
         system_prompt=prompt,
         messages=tuple(ContextMessage(role=m.role, content=m.content) for m in kept),
         existing_reply=reply,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from faststream.nats import JStream, NatsRouter, PullSub
-from nats.js.api import AckPolicy as AckPolicyJS
-from nats.js.api import ConsumerConfig
+from faststream.nats import JStream, NatsRouter
 
 from contracts import subjects, topology
 from contracts.events import UsageRecorded
@@ -15,25 +13,14 @@ from contracts.rpc import (
     UsageTotalsReply,
     UsageTotalsRequest,
 )
+from runtime.durable import declare_pulled
 from usage.ledger import Ledger
+from usage.report_consumer import report_consumer_config
 from usage.settings import UsageSettings
 
-__all__ = ["SERVICE", "consumer_config", "create_router"]
+__all__ = ["SERVICE", "create_router"]
 
 SERVICE = "usage"
-
-
-def consumer_config(settings: UsageSettings) -> ConsumerConfig:
-    """The durable consumer of usage reports; `create_app` applies it at start, so a
-    changed setting updates the existing consumer instead of being ignored."""
-    return ConsumerConfig(
-        name=topology.USAGE_CONSUMER,
-        durable_name=topology.USAGE_CONSUMER,
-        filter_subject=subjects.USAGE_REPORTED,
-        ack_policy=AckPolicyJS.EXPLICIT,
-        ack_wait=settings.usage_ack_wait_seconds,
-        max_ack_pending=1000,
-    )
 
 
 def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
@@ -42,9 +29,8 @@ def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
     # The stream is created by `topology.ensure_streams` at start, never by FastStream.
     stream = JStream(topology.USAGE_STREAM, declare=False)
 
-    # Declarations for the AsyncAPI document only: `usage.consumer.ReportConsumer` pulls
-    # the reports and republishes the entries itself, without FastStream's per-message
-    # work. A subscriber without a handler subscribes to nothing.
+    # Declarations for the AsyncAPI document only: `usage.report_consumer.ReportConsumer`
+    # pulls the reports and republishes the entries itself.
     router.publisher(
         subjects.USAGE_RECORDED,
         stream=stream,
@@ -52,14 +38,12 @@ def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
         title="usage.recorded",
         description="Ledger entries, once per generation attempt, for analytics consumers.",
     )
-    router.subscriber(
-        subjects.USAGE_REPORTED,
-        stream=stream,
-        durable=topology.USAGE_CONSUMER,
-        pull_sub=PullSub(
-            batch_size=settings.usage_fetch_batch, timeout=settings.usage_fetch_wait_seconds
-        ),
-        config=consumer_config(settings),
+    declare_pulled(
+        router,
+        stream,
+        report_consumer_config(settings),
+        batch=settings.usage_fetch_batch,
+        wait=settings.usage_fetch_wait_seconds,
         title="usage.reported",
         description=(
             "UsageReported: one per generation attempt; recorded in the ledger once, "

@@ -1,6 +1,6 @@
 """What the handlers need from the history store.
 
-The SQL repository implements it; the Redis cache (`memory.cache`) wraps the same
+The SQL repository implements it; the Redis cache (`memory.history.cache`) wraps the same
 protocol, so the router and the app take any `ConversationStore`.
 """
 
@@ -14,22 +14,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from contracts import rpc
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
-from contracts.rpc import (
-    ContextReply,
-    ContextRequest,
-    ConversationCreateRequest,
-    ConversationDeleteReply,
-    ConversationDeleteRequest,
-    ConversationGetReply,
-    ConversationGetRequest,
-    ConversationListReply,
-    ConversationListRequest,
-    ConversationSummary,
-    ConversationUpdateRequest,
-    ConversationWriteReply,
-    StoredMessage,
-)
 
 __all__ = ["CachedWindow", "ConversationStore", "Exchange", "StoreOutcome"]
 
@@ -56,9 +42,9 @@ class CachedWindow(BaseModel):
 
     user_id: str
     revision: int
-    conversation: ConversationSummary
+    conversation: rpc.ConversationSummary
     # Oldest first; `complete` when they are all the conversation's messages.
-    messages: tuple[StoredMessage, ...]
+    messages: tuple[rpc.StoredMessage, ...]
     complete: bool
 
 
@@ -74,16 +60,16 @@ class ConversationStore(Protocol):
         ...
 
     async def create_conversation(
-        self, request: ConversationCreateRequest, now: datetime
-    ) -> ConversationWriteReply: ...
+        self, request: rpc.ConversationCreateRequest, now: datetime
+    ) -> rpc.ConversationWriteReply: ...
 
     async def update_conversation(
-        self, request: ConversationUpdateRequest
-    ) -> ConversationWriteReply: ...
+        self, request: rpc.ConversationUpdateRequest
+    ) -> rpc.ConversationWriteReply: ...
 
     async def delete_conversation(
-        self, request: ConversationDeleteRequest, now: datetime
-    ) -> ConversationDeleteReply: ...
+        self, request: rpc.ConversationDeleteRequest, now: datetime
+    ) -> rpc.ConversationDeleteReply: ...
 
     async def delete_idle(self, idle_since: datetime, now: datetime, limit: int) -> list[str]:
         """Delete up to `limit` conversations idle since before `idle_since`; their ids."""
@@ -93,7 +79,7 @@ class ConversationStore(Protocol):
         """Drop the markers of conversations deleted before `before`; how many."""
         ...
 
-    async def context(self, request: ContextRequest, max_messages: int) -> ContextReply: ...
+    async def context(self, request: rpc.ContextRequest, max_messages: int) -> rpc.ContextReply: ...
 
     async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
         """The conversation's summary and newest `size` messages (what the cache holds)."""
@@ -108,7 +94,9 @@ class ConversationStore(Protocol):
     ) -> list[Exchange]: ...
 
     async def list_conversations(
-        self, request: ConversationListRequest
-    ) -> ConversationListReply: ...
+        self, request: rpc.ConversationListRequest
+    ) -> rpc.ConversationListReply: ...
 
-    async def get_conversation(self, request: ConversationGetRequest) -> ConversationGetReply: ...
+    async def get_conversation(
+        self, request: rpc.ConversationGetRequest
+    ) -> rpc.ConversationGetReply: ...

@@ -16,20 +16,21 @@ from collections.abc import Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from contracts import topology
+from contracts import subjects, topology
 from contracts.events import UsageReported
-from runtime.batching import GroupCommit
-from runtime.pulling import PullLoop
+from runtime.durable import BatchConsumer
+from runtime.sql import database_unavailable
 from usage.budget import DailyTotals
 from usage.ledger import Ledger, Recorded
 from usage.metrics import UsageMetrics
 from usage.republish import Republisher
 from usage.settings import UsageSettings
 
-__all__ = ["ReportConsumer"]
+__all__ = ["ReportConsumer", "report_consumer_config"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,19 @@ _DEPTH = 3
 # Failed publishes redeliver their report; a busy batch's publishes merely wait
 # their turn, so this is generous (well under the ack wait).
 _PUBLISH_TIMEOUT = 10.0
+
+
+def report_consumer_config(settings: UsageSettings) -> ConsumerConfig:
+    """The durable consumer of usage reports; `create_app` applies it at start, so a
+    changed setting updates the existing consumer instead of being ignored."""
+    return ConsumerConfig(
+        name=topology.USAGE_CONSUMER,
+        durable_name=topology.USAGE_CONSUMER,
+        filter_subject=subjects.USAGE_REPORTED,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.usage_ack_wait_seconds,
+        max_ack_pending=1000,
+    )
 
 
 class ReportConsumer:
@@ -55,12 +69,13 @@ class ReportConsumer:
         self._metrics = metrics
         self._retry_delay = settings.usage_retry_delay_seconds
         self._republisher: Republisher | None = None
-        # Reports of concurrent pulls share a transaction when they meet in the queue.
-        self._writer: GroupCommit[UsageReported, Recorded] = GroupCommit(
-            self._write, max_batch=settings.usage_fetch_batch, systemic=unavailable
-        )
-        self._loop = PullLoop(
-            self._handle,
+        self._consumer: BatchConsumer[UsageReported, Recorded] = BatchConsumer(
+            decode=UsageReported.model_validate_json,
+            invalid=ValidationError,
+            undecodable=_log_malformed,
+            write=self._write,
+            settle=self._settle,
+            systemic=database_unavailable,
             stream=topology.USAGE_STREAM,
             durable=topology.USAGE_CONSUMER,
             batch=settings.usage_fetch_batch,
@@ -72,11 +87,11 @@ class ReportConsumer:
 
     async def start(self, nc: Client, js: JetStreamContext) -> None:
         self._republisher = Republisher(nc, js, timeout=_PUBLISH_TIMEOUT)
-        await self._loop.start(js)
+        await self._consumer.start(js)
 
     async def stop(self, timeout: float) -> None:
         """The reports in hand finish (commit, republish, ack) within `timeout` seconds."""
-        await self._loop.stop(timeout)
+        await self._consumer.stop(timeout)
 
     async def _write(self, events: Sequence[UsageReported]) -> list[Recorded]:
         results = await self._ledger.record_many(events)
@@ -86,24 +101,12 @@ class ReportConsumer:
                     self._metrics.recorded(result.entry)
         return results
 
-    async def _handle(self, messages: list[Msg]) -> None:
-        taken: list[Msg] = []
-        events: list[UsageReported] = []
-        for message in messages:
-            try:
-                events.append(UsageReported.model_validate_json(message.data))
-            except ValidationError:
-                # Never the payload in the log: only where it was.
-                log.warning(
-                    "a malformed usage report (stream sequence %s) was terminated",
-                    message.metadata.sequence.stream,
-                )
-                await message.term()
-                continue
-            taken.append(message)
-        if not events:
-            return
-        outcomes = await self._writer.submit_many(events)
+    async def _settle(
+        self,
+        taken: list[Msg],
+        events: list[UsageReported],
+        outcomes: list[Recorded | Exception],
+    ) -> None:
         recorded = [outcome for outcome in outcomes if isinstance(outcome, Recorded)]
         # After the commit, outside it (the next batch commits meanwhile), before any
         # ack: a failure redelivers the reports, which copies the totals again.
@@ -158,11 +161,12 @@ async def _done() -> None:
     pass
 
 
-def unavailable(error: Exception) -> bool:
-    """The database itself failed (down, locked, schema gone), not one report's values."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, (OperationalError, InterfaceError, OSError))
+def _log_malformed(message: Msg, _: Exception) -> None:
+    # Never the payload in the log: only where it was.
+    log.warning(
+        "a malformed usage report (stream sequence %s) was terminated",
+        message.metadata.sequence.stream,
+    )
 
 
 def refused_by_database(error: Exception) -> bool:

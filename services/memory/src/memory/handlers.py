@@ -1,33 +1,22 @@
-"""NATS handlers of memory: the request-reply endpoints (the chat events: `memory.consumer`)."""
+"""NATS handlers of memory: the request-reply endpoints (chat events: `memory.chat_consumer`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats import JStream, NatsRouter
+from faststream.nats.subscriber.usecases import LogicSubscriber
 
-from contracts import subjects, topology
+from contracts import rpc, subjects, topology
 from contracts.events import ConversationDeleted
-from contracts.rpc import (
-    ContextReply,
-    ContextRequest,
-    ConversationCreateRequest,
-    ConversationDeleteReply,
-    ConversationDeleteRequest,
-    ConversationGetReply,
-    ConversationGetRequest,
-    ConversationListReply,
-    ConversationListRequest,
-    ConversationUpdateRequest,
-    ConversationWriteReply,
-    Pong,
-)
-from memory.consumer import chat_consumer_config
-from memory.context import ContextBuilder
-from memory.knowledge import KnowledgeBase
+from memory.chat_consumer import chat_consumer_config
+from memory.context.builder import ContextBuilder
+from memory.context.knowledge import KnowledgeBase
+from memory.history.store import ConversationStore
 from memory.settings import MemorySettings
-from memory.store import ConversationStore
+from runtime.durable import declare_pulled
 
 __all__ = ["QUEUE", "SERVICE", "create_router"]
 
@@ -64,17 +53,17 @@ def create_router(
     # so one slow query would queue every worker's context request behind it).
     rpc_workers = settings.rpc_concurrency
 
-    # A declaration for the AsyncAPI document only: `memory.consumer.ChatConsumer` pulls
-    # the chat events itself, without FastStream's per-message work. A subscriber
-    # without a handler subscribes to nothing.
-    router.subscriber(
-        subjects.CHAT_ALL,
-        stream=chat_stream,
-        durable=topology.MEMORY_CONSUMER,
-        pull_sub=PullSub(
-            batch_size=settings.chat_batch_size, timeout=settings.chat_fetch_wait_seconds
-        ),
-        config=chat_consumer_config(settings),
+    def answers(subject: str, title: str) -> LogicSubscriber[Any]:
+        """The decorator of a request-reply handler, shared by the replicas."""
+        return router.subscriber(subject, queue=QUEUE, max_workers=rpc_workers, title=title)
+
+    # For the AsyncAPI document: `memory.chat_consumer.ChatConsumer` pulls the chat events.
+    declare_pulled(
+        router,
+        chat_stream,
+        chat_consumer_config(settings),
+        batch=settings.chat_batch_size,
+        wait=settings.chat_fetch_wait_seconds,
         title="memory.chat",
         description=(
             "ChatEvent (user messages, finished and failed replies): stored in stream "
@@ -82,51 +71,36 @@ def create_router(
         ),
     )
 
-    @router.subscriber(
-        subjects.MEMORY_CONTEXT, queue=QUEUE, max_workers=rpc_workers, title="memory.context"
-    )
-    async def context(request: ContextRequest) -> ContextReply:
+    @answers(subjects.MEMORY_CONTEXT, "memory.context")
+    async def context(request: rpc.ContextRequest) -> rpc.ContextReply:
         return await builder.build(request)
 
-    @router.subscriber(
-        subjects.MEMORY_CONVERSATION_LIST, queue=QUEUE, max_workers=rpc_workers, title="memory.list"
-    )
-    async def list_conversations(request: ConversationListRequest) -> ConversationListReply:
+    @answers(subjects.MEMORY_CONVERSATION_LIST, "memory.list")
+    async def list_conversations(request: rpc.ConversationListRequest) -> rpc.ConversationListReply:
         return await store.list_conversations(request)
 
-    @router.subscriber(
-        subjects.MEMORY_CONVERSATION_GET, queue=QUEUE, max_workers=rpc_workers, title="memory.get"
-    )
-    async def get_conversation(request: ConversationGetRequest) -> ConversationGetReply:
+    @answers(subjects.MEMORY_CONVERSATION_GET, "memory.get")
+    async def get_conversation(request: rpc.ConversationGetRequest) -> rpc.ConversationGetReply:
         return await store.get_conversation(request)
 
     # The writes commit before they reply; each is idempotent (a retried request gives
     # the same answer), so the gateway may repeat one that timed out.
-    @router.subscriber(
-        subjects.MEMORY_CONVERSATION_CREATE,
-        queue=QUEUE,
-        max_workers=rpc_workers,
-        title="memory.create",
-    )
-    async def create_conversation(request: ConversationCreateRequest) -> ConversationWriteReply:
+    @answers(subjects.MEMORY_CONVERSATION_CREATE, "memory.create")
+    async def create_conversation(
+        request: rpc.ConversationCreateRequest,
+    ) -> rpc.ConversationWriteReply:
         return await store.create_conversation(request, clock())
 
-    @router.subscriber(
-        subjects.MEMORY_CONVERSATION_UPDATE,
-        queue=QUEUE,
-        max_workers=rpc_workers,
-        title="memory.update",
-    )
-    async def update_conversation(request: ConversationUpdateRequest) -> ConversationWriteReply:
+    @answers(subjects.MEMORY_CONVERSATION_UPDATE, "memory.update")
+    async def update_conversation(
+        request: rpc.ConversationUpdateRequest,
+    ) -> rpc.ConversationWriteReply:
         return await store.update_conversation(request)
 
-    @router.subscriber(
-        subjects.MEMORY_CONVERSATION_DELETE,
-        queue=QUEUE,
-        max_workers=rpc_workers,
-        title="memory.delete",
-    )
-    async def delete_conversation(request: ConversationDeleteRequest) -> ConversationDeleteReply:
+    @answers(subjects.MEMORY_CONVERSATION_DELETE, "memory.delete")
+    async def delete_conversation(
+        request: rpc.ConversationDeleteRequest,
+    ) -> rpc.ConversationDeleteReply:
         reply = await store.delete_conversation(request, clock())
         if reply.deleted:
             # Before the reply: once deleted, no event of it can be replayed. A failure
@@ -146,7 +120,7 @@ def create_router(
     )
 
     @router.subscriber(subjects.ping(SERVICE), queue=QUEUE, title="memory.ping")
-    async def ping() -> Pong:
-        return Pong(service=SERVICE)
+    async def ping() -> rpc.Pong:
+        return rpc.Pong(service=SERVICE)
 
     return router

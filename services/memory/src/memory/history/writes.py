@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
-from memory.statements import Statements
-from memory.store import StoreOutcome
-from memory.titles import derive_title
+from memory.history.statements import Statements
+from memory.history.store import StoreOutcome
+from memory.history.titles import derive_title
 
 __all__ = ["write_events"]
 
-log = logging.getLogger("memory.repository")
+log = logging.getLogger("memory.history.repository")
 
 
 async def write_events(

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from contracts import subjects, topology
 from contracts.events import ChatEvent
 from memory.decoding import UndecodableEvent, decode_chat_event
+from memory.history.store import ConversationStore, StoreOutcome
 from memory.settings import MemorySettings
-from memory.store import ConversationStore, StoreOutcome
-from runtime.batching import GroupCommit
-from runtime.pulling import PullLoop
+from runtime.durable import BatchConsumer
+from runtime.sql import database_unavailable
 
 __all__ = ["ChatConsumer", "DeadLetters", "chat_consumer_config"]
 
@@ -86,11 +86,13 @@ class ChatConsumer:
     ) -> None:
         self._max_deliver = settings.memory_max_deliver
         self._dead = dead_letters
-        self._writer: GroupCommit[ChatEvent, StoreOutcome] = GroupCommit(
-            store.store_events, max_batch=settings.chat_batch_size, systemic=unavailable
-        )
-        self._loop = PullLoop(
-            self._handle,
+        self._consumer: BatchConsumer[ChatEvent, StoreOutcome] = BatchConsumer(
+            decode=decode_chat_event,
+            invalid=UndecodableEvent,
+            undecodable=_log_undecodable,
+            write=store.store_events,
+            settle=self._settle,
+            systemic=database_unavailable,
             stream=topology.CHAT_STREAM,
             durable=topology.MEMORY_CONSUMER,
             batch=settings.chat_batch_size,
@@ -101,31 +103,18 @@ class ChatConsumer:
         )
 
     async def start(self, js: JetStreamContext) -> None:
-        await self._loop.start(js)
+        await self._consumer.start(js)
 
     async def stop(self, timeout: float) -> None:
         """The events in hand are stored and acked first (at most `timeout` seconds)."""
-        await self._loop.stop(timeout)
+        await self._consumer.stop(timeout)
 
-    async def _handle(self, messages: list[Msg]) -> None:
-        taken: list[Msg] = []
-        events: list[ChatEvent] = []
-        for message in messages:
-            try:
-                events.append(decode_chat_event(message.data))
-            except UndecodableEvent as error:
-                # The error names the fields and their problems, never the contents.
-                log.warning(
-                    "chat event at stream sequence %s terminated: %s",
-                    message.metadata.sequence.stream,
-                    error,
-                )
-                await message.term()
-                continue
-            taken.append(message)
-        if not events:
-            return
-        outcomes = await self._writer.submit_many(events)
+    async def _settle(
+        self,
+        taken: list[Msg],
+        events: list[ChatEvent],
+        outcomes: list[StoreOutcome | Exception],
+    ) -> None:
         retried: Counter[str] = Counter()
         for message, event, outcome in zip(taken, events, outcomes, strict=True):
             if not isinstance(outcome, Exception):
@@ -133,7 +122,7 @@ class ChatConsumer:
                 continue
             deliveries = message.metadata.num_delivered or 1
             if isinstance(outcome, (DataError, IntegrityError)) or (
-                not unavailable(outcome) and deliveries >= self._max_deliver
+                not database_unavailable(outcome) and deliveries >= self._max_deliver
             ):
                 # Refused by the database itself, or failing alone again and again:
                 # retrying would block the stream.
@@ -151,8 +140,8 @@ class ChatConsumer:
             )
 
 
-def unavailable(error: Exception) -> bool:
-    """The database itself failed (down, locked, schema gone), not one event's values."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, (OperationalError, InterfaceError, OSError))
+def _log_undecodable(message: Msg, error: Exception) -> None:
+    # The error names the fields and their problems, never the contents.
+    log.warning(
+        "chat event at stream sequence %s terminated: %s", message.metadata.sequence.stream, error
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from memory.relevance import Bm25
+from memory.context.relevance import Bm25
 
 __all__ = ["KnowledgeBase", "load_knowledge"]
 
