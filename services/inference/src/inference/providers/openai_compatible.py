@@ -9,8 +9,8 @@ import httpx2
 from openai import AsyncOpenAI, AsyncStream, omit
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from inference.openai_wire import ChatMessage, UsageCounts, relay
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import Completion, ProviderRequest
+from inference.providers.openai_wire import ChatMessage, UsageCounts, relay
 
 __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 
@@ -67,7 +67,7 @@ def create_openai_compatible_provider(
 ) -> OpenAICompatibleProvider:
     """`base_url` includes the API prefix (`http://localhost:11434/v1` for Ollama).
     `include_usage=False` for an engine that rejects `stream_options` (usage is then
-    estimated). Retries are the router's, so the SDK's are off."""
+    estimated). Retries are the failover chain's, so the SDK's are off."""
     client = AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or _NO_KEY,

@@ -31,27 +31,27 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest, StoredMessage
-from inference.breaker import CircuitBreaker
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.models import Route, UnknownModelError, default_models, resolve
-from inference.outbox import Outbox
-from inference.outcomes import PublicError
-from inference.provider import Provider, ProviderRequest
-from inference.replay import ReplyLog, read_reply_log
-from inference.routing import (
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.chain import (
     Call,
+    Cancelled,
     Chain,
     ChainPolicy,
     Failed,
     Finished,
     Retrying,
     Spent,
-    Stopped,
     Token,
     Using,
 )
+from inference.failover.outcomes import PublicError
+from inference.outbox import Outbox
+from inference.providers.base import Provider, ProviderRequest
+from inference.providers.routes import Route, UnknownModelError, default_models, resolve
+from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
-from inference.stop import Stop
 from runtime.broker import jetstream
 from runtime.token_estimate import estimate_prompt_tokens
 
@@ -135,12 +135,12 @@ class Worker:
         request: GenerationRequested,
         delivery: int,
         broker: NatsBroker,
-        stop: Stop | None = None,
+        cancel: CancelSignal | None = None,
     ) -> bool:
         """Run one delivery; False when it should be tried again later (memory is away).
 
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
-        `stop`: the user's stop button for this request.
+        `cancel`: the user's stop button for this request.
         """
         conv, reply = request.conversation_id, request.message_id
         messages = await self._prompt(request, broker)
@@ -171,10 +171,10 @@ class Worker:
             if prior.finished:
                 log.info("reply %s already ended on an earlier delivery", reply)
                 return True
-        if stop is not None and await stop.settled():
-            # Stopped while queued (or between two deliveries): no provider is called.
+        if cancel is not None and await cancel.settled():
+            # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
-            await self._stopped(run, Stopped(None, prior.provider), prior.text, prior.tokens)
+            await self._cancelled(run, Cancelled(None, prior.provider), prior.text, prior.tokens)
             return True
         if prior.started:
             retrying = StatusEvent(message_id=reply, state="retrying", attempt=delivery)
@@ -192,7 +192,7 @@ class Worker:
         # The answer's tokens streamed before the last call: earlier deliveries', and
         # the calls of this one that broke off mid-answer (the next one continued).
         earlier = prior.tokens
-        async with contextlib.aclosing(self._chain.run(routes, call, stop)) as steps:
+        async with contextlib.aclosing(self._chain.run(routes, call, cancel)) as steps:
             async for step in steps:
                 if isinstance(step, Token):
                     text += step.text
@@ -204,8 +204,8 @@ class Worker:
                 elif isinstance(step, Failed):
                     await self._fail(run, step.provider, text, step.error, step.spent)
                     return True
-                elif isinstance(step, Stopped):
-                    await self._stopped(run, step, text, earlier)
+                elif isinstance(step, Cancelled):
+                    await self._cancelled(run, step, text, earlier)
                     return True
                 else:
                     if isinstance(step, Spent):
@@ -287,7 +287,7 @@ class Worker:
         provider = spent.call.route.provider
         await self._done(run, text, "complete", step.finish_reason, provider, usage, spent)
 
-    async def _stopped(self, run: _Run, step: Stopped, text: str, prior_tokens: int) -> None:
+    async def _cancelled(self, run: _Run, step: Cancelled, text: str, prior_tokens: int) -> None:
         """The user stopped it: the partial answer is stored as cancelled, its call accounted."""
         spent = step.spent
         if spent is not None:

@@ -21,7 +21,7 @@ import httpx2
 import openai
 
 from contracts.events import FinishReason, Usage
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [

@@ -23,13 +23,13 @@ from contracts.events import (
 from contracts.rpc import Pong
 from inference.admission import Admission
 from inference.clock import Clock
-from inference.consumer import consumer_config
 from inference.decoding import decode_request
-from inference.provider import Provider
-from inference.providers import default_providers
-from inference.replay import read_reply_log
+from inference.generation import ReadReplyLog, Worker
+from inference.providers.base import Provider
+from inference.providers.registry import default_providers
+from inference.reply_log import read_reply_log
 from inference.settings import InferenceSettings
-from inference.worker import ReadReplyLog, Worker
+from inference.work_queue import consumer_config
 
 __all__ = ["create_admission", "create_router"]
 
@@ -100,7 +100,7 @@ def create_router(
         description="The stop button: abort the conversation's generations this worker holds.",
     )
     async def cancel(request: CancelRequested) -> None:
-        admission.stops.cancel(request)
+        admission.cancels.cancel(request)
 
     _document_publishers(router)
 

@@ -9,8 +9,8 @@ import httpx
 from groq import AsyncGroq, AsyncStream, omit
 from groq.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from inference.openai_wire import ChatMessage, UsageCounts, frame_error, relay
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import Completion, ProviderRequest
+from inference.providers.openai_wire import ChatMessage, UsageCounts, frame_error, relay
 
 __all__ = ["GroqProvider", "create_groq_provider"]
 
@@ -60,8 +60,9 @@ def create_groq_provider(
     name: str = "groq",
 ) -> GroqProvider:
     """With None, the SDK reads `GROQ_API_KEY` and `GROQ_BASE_URL` itself; it raises
-    `groq.GroqError` when no key is found. Retries are the router's, so the SDK's are off.
-    `timeout` bounds each read of the stream (the router enforces the shorter stall time)."""
+    `groq.GroqError` when no key is found. Retries are the failover chain's, so the SDK's
+    are off. `timeout` bounds each read of the stream (the failover chain enforces the
+    shorter stall time)."""
     client = AsyncGroq(
         api_key=api_key,
         base_url=base_url,

@@ -15,7 +15,7 @@ over), and finally exactly one `Finished` or `Failed`.
   the next route, which continues the answer from the text streamed so far.
 - The circuit breaker skips providers that keep failing (see `breaker`).
 - A stop (the user's stop button) aborts the call in flight at once, closing its HTTP
-  stream, and ends the chain with `Stopped` instead. No chunk is read after the stop
+  stream, and ends the chain with `Cancelled` instead. No chunk is read after the stop
   (a drain would keep the provider generating and billing for an answer no one
   sees), so the provider's final usage never comes: the call is accounted with the
   counts its chunks already carried (`UsageMeter`), the rest estimated and the
@@ -35,22 +35,23 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from contracts.events import FinishReason, Outcome, Usage
-from inference.breaker import CircuitBreaker
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.models import Route
-from inference.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
-from inference.provider import (
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
+from inference.providers.base import (
     Completion,
     Provider,
     ProviderError,
     ProviderRequest,
     UsageMeter,
 )
-from inference.stop import Stop
+from inference.providers.routes import Route
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "Call",
+    "Cancelled",
     "Chain",
     "ChainPolicy",
     "Failed",
@@ -58,7 +59,6 @@ __all__ = [
     "Retrying",
     "Spent",
     "Step",
-    "Stopped",
     "Token",
     "Using",
 ]
@@ -127,27 +127,27 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
-class Stopped:
+class Cancelled:
     """The user stopped the generation; `spent`: the call it aborted, if one was running."""
 
     spent: Spent | None
     provider: str | None  # the last provider called
 
 
-Step = Token | Using | Retrying | Spent | Finished | Failed | Stopped
+Step = Token | Using | Retrying | Spent | Finished | Failed | Cancelled
 
 
 class _Attempt:
     """What one call streamed, and how it ended."""
 
-    __slots__ = ("completion", "error", "first_token", "stopped", "tokens")
+    __slots__ = ("cancelled", "completion", "error", "first_token", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.first_token: float | None = None
         self.completion: Completion | None = None
         self.error: ProviderError | None = None
-        self.stopped = False
+        self.cancelled = False
 
 
 _STALLED = "The model provider stopped responding."
@@ -157,7 +157,7 @@ class _Stalled(Exception):
     pass
 
 
-class _Stopped(Exception):
+class _Cancelled(Exception):
     pass
 
 
@@ -170,7 +170,7 @@ class _Watchdog:
     the time the worker spends publishing a token is not the provider's silence.
     """
 
-    def __init__(self, stall: float, stop: Stop | None = None) -> None:
+    def __init__(self, stall: float, cancel: CancelSignal | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -183,17 +183,17 @@ class _Watchdog:
         self._timer: asyncio.TimerHandle | None = self._loop.call_at(
             self._since + stall, self._check
         )
-        self._stop = stop
-        self._forget_stop = stop.on_set(self._abort) if stop is not None else None
+        self._cancel = cancel
+        self._forget_cancel = cancel.on_set(self._abort) if cancel is not None else None
 
     async def wait(self, stream: AsyncIterator[str | Completion]) -> str | Completion:
         self._since, self._waiting = self._loop.time(), True
         if self._fired is not None:  # the provider swallowed our cancellation and went on
             self._fired = None
             self._task.uncancel()
-        if self._stop is not None and self._stop.is_set:
+        if self._cancel is not None and self._cancel.is_set:
             self._waiting = False
-            raise _Stopped
+            raise _Cancelled
         if self._timer is None:
             self._timer = self._loop.call_at(self._since + self._stall, self._check)
         try:
@@ -216,7 +216,7 @@ class _Watchdog:
     def _abort(self) -> None:
         # Not waiting: the next `wait` sees the stop before it asks for a chunk.
         if self._waiting and self._fired is None:
-            self._fire(_Stopped)
+            self._fire(_Cancelled)
 
     def _check(self) -> None:
         now = self._loop.time()
@@ -230,9 +230,9 @@ class _Watchdog:
             )
 
     def close(self) -> None:
-        if self._forget_stop is not None:
-            self._forget_stop()
-            self._forget_stop = None
+        if self._forget_cancel is not None:
+            self._forget_cancel()
+            self._forget_cancel = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -264,7 +264,7 @@ class Chain:
         self._tracer = tracer or trace.get_tracer("inference")
 
     async def run(
-        self, routes: Sequence[Route], request: ProviderRequest, stop: Stop | None = None
+        self, routes: Sequence[Route], request: ProviderRequest, cancel: CancelSignal | None = None
     ) -> AsyncGenerator[Step, None]:
         """`request.continuation`: the answer already streamed (by an earlier delivery)."""
         parts = [request.continuation]  # the answer so far
@@ -275,7 +275,7 @@ class Chain:
         last: Route | None = None
         index = 0
         for route in routes:
-            if stop is not None and stop.is_set:
+            if cancel is not None and cancel.is_set:
                 break
             if not self._breaker.acquire(route.provider):
                 wait = self._breaker.retry_in(route.provider)
@@ -297,7 +297,7 @@ class Chain:
                 attempt = _Attempt()
                 meter = UsageMeter()
                 metered = replace(call_request, meter=meter)
-                deltas_of_call = self._call(route, metered, attempt, stop)
+                deltas_of_call = self._call(route, metered, attempt, cancel)
                 # Not made current: it would have to survive this generator's yields,
                 # and the worker's publishes belong to the consumer's span anyway.
                 span = self._tracer.start_span(
@@ -330,8 +330,8 @@ class Chain:
                     spent = Spent(call, completion.usage, completion.estimated, "completed")
                     yield Finished(spent, completion.finish_reason)
                     return
-                if attempt.stopped or (stop is not None and stop.is_set):
-                    yield Stopped(self._cancelled(call, call_request, meter), route.provider)
+                if attempt.cancelled or (cancel is not None and cancel.is_set):
+                    yield Cancelled(self._cancelled(call, call_request, meter), route.provider)
                     return
                 error = attempt.error or ProviderError(_BROKEN)
                 self._note_failure(route, error, attempt.tokens)
@@ -344,21 +344,21 @@ class Chain:
                 if spent_call is not None:
                     yield spent_call
                 yield Retrying(route, tries + 1, delay, retry_detail(error, delay))
-                await self._pause(delay, stop)
-                if stop is not None and stop.is_set:
-                    yield Stopped(None, route.provider)
+                await self._pause(delay, cancel)
+                if cancel is not None and cancel.is_set:
+                    yield Cancelled(None, route.provider)
                     return
-        if stop is not None and stop.is_set:
+        if cancel is not None and cancel.is_set:
             if pending is not None:
                 yield pending
-            yield Stopped(None, last.provider if last else None)
+            yield Cancelled(None, last.provider if last else None)
             return
         outcome = final_outcome(errors, skipped_for)
         yield Failed(pending, outcome, last.provider if last else None)
 
-    async def _pause(self, delay: float, stop: Stop | None) -> None:
+    async def _pause(self, delay: float, cancel: CancelSignal | None) -> None:
         """The backoff before a retry; a stop ends it early."""
-        if stop is None:
+        if cancel is None:
             await self._clock.sleep(delay)
             return
         stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -367,10 +367,10 @@ class Chain:
             if not stopped.done():
                 stopped.set_result(None)
 
-        forget = stop.on_set(wake)
+        forget = cancel.on_set(wake)
         sleep = asyncio.ensure_future(self._clock.sleep(delay))
         try:
-            if not stop.is_set:
+            if not cancel.is_set:
                 await asyncio.wait((sleep, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
             forget()
@@ -378,12 +378,12 @@ class Chain:
             stopped.cancel()
 
     async def _call(
-        self, route: Route, request: ProviderRequest, attempt: _Attempt, stop: Stop | None
+        self, route: Route, request: ProviderRequest, attempt: _Attempt, cancel: CancelSignal | None
     ) -> AsyncGenerator[str, None]:
         """The call's text deltas; how it ended is left in `attempt`."""
         stream = self._providers[route.provider].stream(request)
         stall = self._policy.stall
-        watchdog = _Watchdog(stall, stop)
+        watchdog = _Watchdog(stall, cancel)
         try:
             while True:
                 try:
@@ -395,8 +395,8 @@ class Chain:
                     log.warning("provider %s stalled (no chunk for %.1f s)", route.provider, stall)
                     attempt.error = ProviderError(_STALLED)
                     return
-                except _Stopped:
-                    attempt.stopped = True
+                except _Cancelled:
+                    attempt.cancelled = True
                     return
                 except ProviderError as exc:
                     attempt.error = exc
@@ -487,7 +487,7 @@ def _end_span(span: trace.Span, attempt: _Attempt) -> None:
     span.set_attribute("tokens", attempt.tokens)
     if attempt.completion is not None:
         span.set_attribute("finish_reason", attempt.completion.finish_reason)
-    elif attempt.stopped:
+    elif attempt.cancelled:
         span.set_attribute("stopped", True)
     elif attempt.error is not None:
         span.set_attribute("error.code", attempt.error.code)

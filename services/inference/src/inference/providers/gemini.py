@@ -2,7 +2,7 @@
 
 The SDK reads its own environment when we pass nothing: the key from `GOOGLE_API_KEY`
 or `GEMINI_API_KEY`, the endpoint from `GOOGLE_GEMINI_BASE_URL`. Its own retries,
-automatic stream continuation and function calling are off: the router owns retries
+automatic stream continuation and function calling are off: the failover chain owns retries
 and failover, and a call must be one HTTP request whose failure we see.
 
 Continuation (`ProviderRequest.continuation`): Gemini has no answer prefill, so the
@@ -28,7 +28,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from contracts.events import ContextMessage, FinishReason, Usage
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -46,7 +46,7 @@ CONTINUE_INSTRUCTION = (
     "any preamble: reply only with the text that follows."
 )
 # Also sent as Google's server-side deadline (X-Server-Timeout), so it must outlast a
-# long answer; the router's own stall timer catches a silent stream much sooner.
+# long answer; the failover chain's own stall timer catches a silent stream much sooner.
 DEFAULT_TIMEOUT_SECONDS = 120.0
 # A repeated start shorter than this could be a coincidence, not a repeat.
 _MIN_REPEAT_CHARS = 16
@@ -116,7 +116,7 @@ def create_gemini_provider(
         base_url=base_url,
         # Milliseconds: the connect timeout and the longest wait for each chunk.
         timeout=max(1, math.ceil(timeout * 1000)),
-        # One attempt (and no hidden reconnects): the router retries and fails over.
+        # One attempt (and no hidden reconnects): the failover chain retries and fails over.
         retry_options=types.HttpRetryOptions(attempts=1),
         async_client_args={"event_hooks": {"response": [_track_response]}},
     )
