@@ -29,6 +29,7 @@ from google.genai import types
 
 from contracts.events import ContextMessage, FinishReason, Usage
 from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.continuation import ContinuationGuard
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -48,8 +49,6 @@ CONTINUE_INSTRUCTION = (
 # Also sent as Google's server-side deadline (X-Server-Timeout), so it must outlast a
 # long answer; the failover chain's own stall timer catches a silent stream much sooner.
 DEFAULT_TIMEOUT_SECONDS = 120.0
-# A repeated start shorter than this could be a coincidence, not a repeat.
-_MIN_REPEAT_CHARS = 16
 
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -148,7 +147,7 @@ class GeminiProvider:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        repeat = _RepeatFilter(request.continuation)
+        guard = ContinuationGuard(request.continuation)
         streamed: list[str] = []
         usage: types.GenerateContentResponseUsageMetadata | None = None
         finish: str | None = None
@@ -177,7 +176,7 @@ class GeminiProvider:
                         for part in (candidate.content.parts or [] if candidate.content else [])
                         if part.text and not part.thought
                     )
-                    if text and (new := repeat.feed(text)):
+                    if text and (new := guard.feed(text)):
                         streamed.append(new)
                         yield new
                     if candidate.finish_reason is not None:
@@ -185,7 +184,7 @@ class GeminiProvider:
             except Exception as exc:
                 streamed_chars = sum(map(len, streamed))
                 raise self._provider_error(exc, request.model, started, streamed_chars) from None
-            if rest := repeat.flush():
+            if rest := guard.flush():
                 streamed.append(rest)
                 yield rest
         finally:
@@ -259,33 +258,6 @@ def _max_output_tokens(request: ProviderRequest) -> int | None:
         return None
     # `max_tokens` bounds the whole answer, the part already streamed included.
     return max(1, request.max_tokens - estimate_tokens(request.continuation))
-
-
-class _RepeatFilter:
-    """Drops a repeat of the partial answer at the start of a continuation."""
-
-    def __init__(self, continuation: str) -> None:
-        self._partial = continuation.strip()
-        self._active = len(self._partial) >= _MIN_REPEAT_CHARS
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        if not self._active:
-            return text
-        self._held += text
-        candidate = self._held.lstrip()
-        if self._partial.startswith(candidate):
-            return ""  # so far it could still be a repeat: hold it
-        self._active = False
-        held, self._held = self._held, ""
-        if candidate.startswith(self._partial):
-            return candidate[len(self._partial) :]
-        return held
-
-    def flush(self) -> str:
-        # The answer ended while it still looked like a (possibly cut) repeat.
-        held, self._held, self._active = self._held, "", False
-        return "" if self._partial.startswith(held.lstrip()) else held
 
 
 def _counts(

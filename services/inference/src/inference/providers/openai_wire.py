@@ -22,6 +22,7 @@ import openai
 
 from contracts.events import FinishReason, Usage
 from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.continuation import ContinuationGuard
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -43,7 +44,7 @@ log = logging.getLogger("inference.providers")
 # A continuation is asked for as a new turn, not as an assistant prefill: OpenAI and
 # most compatible engines start a fresh assistant message after a trailing assistant
 # one, so the partial answer goes in as the assistant's turn and this instruction
-# follows as the user's. `_RestartGuard` drops a restart the model may still make.
+# follows as the user's. `ContinuationGuard` drops a restart the model may still make.
 CONTINUE_INSTRUCTION = (
     "Your previous answer was cut off. Continue it exactly where it stopped, "
     "mid-sentence or mid-word if need be. Do not repeat any of it and do not comment "
@@ -129,7 +130,7 @@ async def relay(
             return
         raise provider_error(name, exc) from None
 
-    guard = _RestartGuard(request.continuation)
+    guard = ContinuationGuard(request.continuation)
     received: list[str] = []
     usage: UsageCounts | None = None
     finish: str | None = None
@@ -173,37 +174,6 @@ def _completion(
     return Completion(
         usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
     )
-
-
-class _RestartGuard:
-    """Drops a continuation's restart: an answer that begins with the whole partial one.
-
-    Text is held back only while it could still be such a repeat, so a continuation
-    that does not repeat streams with no delay beyond its first differing delta.
-    """
-
-    def __init__(self, partial: str) -> None:
-        self._partial = partial.strip()
-        self._held = ""
-        self._open = bool(self._partial)
-
-    def feed(self, delta: str) -> str:
-        if not self._open:
-            return delta
-        self._held += delta
-        probe = self._held.lstrip()
-        if self._partial.startswith(probe):
-            return ""
-        self._open = False
-        held, self._held = self._held, ""
-        if probe.startswith(self._partial):
-            return probe[len(self._partial) :]
-        return held
-
-    def flush(self) -> str:
-        """What is still held back when the stream ends."""
-        held, self._held = self._held, ""
-        return "" if held.strip() == self._partial else held
 
 
 # --- failures ------------------------------------------------------------------------
