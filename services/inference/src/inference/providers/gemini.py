@@ -13,7 +13,6 @@ partial answer anyway, that repeated start is dropped, so only new text is yield
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import re
@@ -30,6 +29,7 @@ from google.genai import types
 from contracts.events import ContextMessage, FinishReason, Usage
 from inference.providers.base import Completion, ProviderError, ProviderRequest
 from inference.providers.continuation import ContinuationGuard
+from inference.providers.retry_after import retry_after_seconds
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -377,29 +377,15 @@ def _headers(exc: genai_errors.APIError) -> Mapping[str, str]:
 
 
 def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float | None:
-    header = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if header is not None:
-        seconds = _parse_retry_after(header)
-        if seconds is not None:
-            return seconds
+    seconds = retry_after_seconds(headers)
+    if seconds is not None:
+        return seconds
     for detail in _details(body):
         if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
             match = _RETRY_DELAY.match(str(detail.get("retryDelay", "")))
             if match:
                 return float(match.group(1))
     return None
-
-
-def _parse_retry_after(value: str) -> float | None:
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_detail(exc: Exception) -> str:

@@ -11,8 +11,6 @@ import logging
 import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 
 import groq
@@ -23,6 +21,7 @@ import openai
 from contracts.events import FinishReason, Usage
 from inference.providers.base import Completion, ProviderError, ProviderRequest
 from inference.providers.continuation import ContinuationGuard
+from inference.providers.retry_after import retry_after_seconds
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "provider_error",
     "relay",
     "remaining_tokens",
-    "retry_after_seconds",
 ]
 
 log = logging.getLogger("inference.providers")
@@ -247,29 +245,6 @@ def frame_error(name: str, body: object, *, streamed: int = 0) -> ProviderError:
     status = _status_in(body)
     code, retryable = _classify(status, labels)
     return _fail(name, code, retryable, labels or ["error_frame"], streamed, status=status)
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The provider's wait hint: `retry-after-ms`, or `Retry-After` in seconds or a date."""
-    if millis := headers.get("retry-after-ms"):
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _classify(status: int | None, labels: list[str]) -> tuple[str, bool]:
