@@ -22,6 +22,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -65,19 +66,17 @@ _FINISH: dict[str, FinishReason] = {
 }
 _RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 
-_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
+# The SDK's HTTP backend is httpx2 (a fork of httpx with its own exception classes);
+# it can still be configured to use httpx.
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError, httpx2.TransportError)
 _NOT_REACHED_ERRORS: tuple[type[Exception], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
 )
-try:  # the SDK's default HTTP backend: a fork of httpx with its own exception classes
-    import httpx2
-except ImportError:  # pragma: no cover  (older SDKs use httpx only)
-    pass
-else:
-    _TRANSPORT_ERRORS += (httpx2.TransportError,)
-    _NOT_REACHED_ERRORS += (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
 # The HTTP responses opened by the stream call running in this context. The SDK keeps
