@@ -142,19 +142,12 @@ class Worker:
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
         `cancel`: the user's stop button for this request.
         """
-        conv, reply = request.conversation_id, request.message_id
         messages = await self._prompt(request, broker)
         if messages is None:
             return False
         alias = request.options.model or self._settings.default_model
         if isinstance(messages, StoredMessage):
-            log.info("reply %s already stored; not generating again", reply)
-            # A client may wait for its end when the first delivery's aged out of the
-            # events stream; past the dedupe window, republishing one still there
-            # would give the reply a second end.
-            ended = await self._read_log(jetstream(broker), conv, reply)
-            if not ended.finished:
-                await Outbox(broker).terminal(conv, _final_event(messages, alias))
+            await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
         run = _Run(request, Outbox(broker), alias, delivery, messages, created_at)
@@ -164,26 +157,60 @@ class Worker:
             message = f"Model {alias!r} is not available."
             await self._fail(run, None, "", PublicError("unknown_model", message, False))
             return True
-
-        prior = ReplyLog()
-        if delivery > 1:
-            prior = await self._read_log(jetstream(broker), conv, reply)
-            if prior.finished:
-                log.info("reply %s already ended on an earlier delivery", reply)
-                return True
+        prior = await self._earlier_deliveries(run, broker)
+        if prior is None:
+            return True
         if cancel is not None and await cancel.settled():
             # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
             await self._cancelled(run, Cancelled(None, prior.provider), prior.text, prior.tokens)
             return True
         if prior.started:
-            retrying = StatusEvent(message_id=reply, state="retrying", attempt=delivery)
-            await run.outbox.event(conv, retrying)
+            retrying = StatusEvent(
+                message_id=request.message_id, state="retrying", attempt=delivery
+            )
+            await run.outbox.event(request.conversation_id, retrying)
             await self._report_interrupted(run, prior, routes)
+        await self._stream(run, routes, prior, cancel)
+        return True
 
+    async def _end_again(
+        self, request: GenerationRequested, stored: StoredMessage, alias: str, broker: NatsBroker
+    ) -> None:
+        """A reply memory already holds final: its end again, if the events lack it."""
+        conv, reply = request.conversation_id, request.message_id
+        log.info("reply %s already stored; not generating again", reply)
+        # A client may wait for its end when the first delivery's aged out of the
+        # events stream; past the dedupe window, republishing one still there
+        # would give the reply a second end.
+        ended = await self._read_log(jetstream(broker), conv, reply)
+        if not ended.finished:
+            await Outbox(broker).terminal(conv, _final_event(stored, alias))
+
+    async def _earlier_deliveries(self, run: _Run, broker: NatsBroker) -> ReplyLog | None:
+        """What earlier deliveries streamed (nothing on the first); None: the reply ended."""
+        if run.delivery <= 1:
+            return ReplyLog()
+        request = run.request
+        prior = await self._read_log(jetstream(broker), request.conversation_id, request.message_id)
+        if prior.finished:
+            log.info("reply %s already ended on an earlier delivery", request.message_id)
+            return None
+        return prior
+
+    async def _stream(
+        self,
+        run: _Run,
+        routes: tuple[Route, ...],
+        prior: ReplyLog,
+        cancel: CancelSignal | None,
+    ) -> None:
+        """Run the failover chain, publishing its steps until the reply ends."""
+        request = run.request
+        conv, reply = request.conversation_id, request.message_id
         call = ProviderRequest(
             model="",  # each route's own
-            messages=messages,
+            messages=run.messages,
             max_tokens=request.options.max_tokens,
             temperature=request.options.temperature,
             continuation=prior.text,
@@ -200,13 +227,13 @@ class Worker:
                     await run.outbox.token(conv, token)
                 elif isinstance(step, Finished):
                     await self._finish(run, step, text, earlier)
-                    return True
+                    return
                 elif isinstance(step, Failed):
                     await self._fail(run, step.provider, text, step.error, step.spent)
-                    return True
+                    return
                 elif isinstance(step, Cancelled):
                     await self._cancelled(run, step, text, earlier)
-                    return True
+                    return
                 else:
                     if isinstance(step, Spent):
                         earlier += step.call.tokens

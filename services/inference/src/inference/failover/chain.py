@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
@@ -244,6 +244,44 @@ class _Watchdog:
 _BROKEN = "The model provider failed to answer."
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What one run of the chain carries from route to route."""
+
+    parts: list[str]  # the answer so far
+    began: float  # monotonic, of the first call: the retry budget counts from it
+    errors: list[ProviderError] = field(default_factory=list)  # each provider's last
+    skipped_for: float | None = None  # the shortest cooldown of a skipped provider
+    pending: Spent | None = None  # a failed call, reported once we know what follows
+    last: Route | None = None  # the route called last
+    index: int = 0  # the calls made so far
+
+    def call(self, route: Route, started: float, ended: float, attempt: _Attempt) -> Call:
+        """The record of a call that just ended, numbered in this run."""
+        call = Call(
+            route=route,
+            index=self.index,
+            started=started,
+            ended=ended,
+            first_token=attempt.first_token,
+            tokens=attempt.tokens,
+        )
+        self.index += 1
+        return call
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterCall:
+    """The steps a call's end adds, and the wait before its route is called again."""
+
+    steps: tuple[Step, ...]
+    retry_in: float | None = None  # None: no retry on this route
+
+
+def _is_set(cancel: CancelSignal | None) -> bool:
+    return cancel is not None and cancel.is_set
+
+
 class Chain:
     def __init__(
         self,
@@ -267,94 +305,117 @@ class Chain:
         self, routes: Sequence[Route], request: ProviderRequest, cancel: CancelSignal | None = None
     ) -> AsyncGenerator[Step, None]:
         """`request.continuation`: the answer already streamed (by an earlier delivery)."""
-        parts = [request.continuation]  # the answer so far
-        began = self._clock.monotonic()
-        errors: list[ProviderError] = []  # the last failure of each provider called
-        skipped_for: float | None = None
-        pending: Spent | None = None  # a failed call, reported once we know what follows
-        last: Route | None = None
-        index = 0
+        chain = _Progress(parts=[request.continuation], began=self._clock.monotonic())
         for route in routes:
-            if cancel is not None and cancel.is_set:
+            if _is_set(cancel):
                 break
-            if not self._breaker.acquire(route.provider):
-                wait = self._breaker.retry_in(route.provider)
-                skipped_for = wait if skipped_for is None else min(skipped_for, wait)
-                log.info("provider %s is cooling down; skipped", route.provider)
+            if not self._available(route, chain):
                 continue
-            if pending is not None:
-                yield replace(pending, outcome="switched")
-                pending = None
-            yield Using(route, first=last is None)
-            last = route
-            text = "".join(parts)
-            parts = [text]
-            call_request = replace(request, model=route.model, continuation=text)
-            tries = 0
-            while True:
-                tries += 1
-                started = self._clock.monotonic()
-                attempt = _Attempt()
-                meter = UsageMeter()
-                metered = replace(call_request, meter=meter)
-                deltas_of_call = self._call(route, metered, attempt, cancel)
-                # Not made current: it would have to survive this generator's yields,
-                # and the worker's publishes belong to the consumer's span anyway.
-                span = self._tracer.start_span(
-                    "provider.stream",
-                    kind=SpanKind.CLIENT,
-                    attributes={"provider": route.provider, "model": route.model, "attempt": tries},
-                )
-                try:
-                    async with contextlib.aclosing(deltas_of_call) as deltas:
-                        async for delta in deltas:
-                            parts.append(delta)
-                            yield Token(delta)
-                finally:
-                    _end_span(span, attempt)
-                call = Call(
-                    route=route,
-                    index=index,
-                    started=started,
-                    ended=self._clock.monotonic(),
-                    first_token=attempt.first_token,
-                    tokens=attempt.tokens,
-                )
-                index += 1
-                if attempt.completion is not None:
-                    self._breaker.success(route.provider)
-                    completion = attempt.completion
-                    if completion.finish_reason == "content_filter" and not any(parts):
-                        # The stored answer is what clients saw: say why there is none.
-                        yield Token(REFUSAL)
-                    spent = Spent(call, completion.usage, completion.estimated, "completed")
-                    yield Finished(spent, completion.finish_reason)
-                    return
-                if attempt.cancelled or (cancel is not None and cancel.is_set):
-                    yield Cancelled(self._cancelled(call, call_request, meter), route.provider)
-                    return
-                error = attempt.error or ProviderError(_BROKEN)
-                self._note_failure(route, error, attempt.tokens)
-                spent_call = self._estimate(call, call_request, "failed") if error.reached else None
-                delay = self._retry_delay(route, error, attempt.tokens, tries, began)
-                if delay is None:
-                    errors.append(error)
-                    pending = spent_call
-                    break
-                if spent_call is not None:
-                    yield spent_call
-                yield Retrying(route, tries + 1, delay, retry_detail(error, delay))
-                await self._pause(delay, cancel)
-                if cancel is not None and cancel.is_set:
-                    yield Cancelled(None, route.provider)
-                    return
-        if cancel is not None and cancel.is_set:
-            if pending is not None:
-                yield pending
-            yield Cancelled(None, last.provider if last else None)
+            if chain.pending is not None:
+                yield replace(chain.pending, outcome="switched")
+                chain.pending = None
+            yield Using(route, first=chain.last is None)
+            chain.last = route
+            async with contextlib.aclosing(self._on_route(route, request, chain, cancel)) as steps:
+                async for step in steps:
+                    yield step
+                    if isinstance(step, Finished | Cancelled):
+                        return
+        last = chain.last.provider if chain.last else None
+        if _is_set(cancel):
+            if chain.pending is not None:
+                yield chain.pending
+            yield Cancelled(None, last)
             return
-        outcome = final_outcome(errors, skipped_for)
-        yield Failed(pending, outcome, last.provider if last else None)
+        yield Failed(chain.pending, final_outcome(chain.errors, chain.skipped_for), last)
+
+    def _available(self, route: Route, chain: _Progress) -> bool:
+        """Whether the route's provider may be called (its circuit breaker lets it)."""
+        if self._breaker.acquire(route.provider):
+            return True
+        wait = self._breaker.retry_in(route.provider)
+        chain.skipped_for = wait if chain.skipped_for is None else min(chain.skipped_for, wait)
+        log.info("provider %s is cooling down; skipped", route.provider)
+        return False
+
+    async def _on_route(
+        self,
+        route: Route,
+        request: ProviderRequest,
+        chain: _Progress,
+        cancel: CancelSignal | None,
+    ) -> AsyncGenerator[Step, None]:
+        """The calls of one route: it ends the chain (`Finished`, `Cancelled`), or the
+        chain moves on to the next route when this one returns without."""
+        text = "".join(chain.parts)
+        chain.parts = [text]
+        call_request = replace(request, model=route.model, continuation=text)
+        tries = 0
+        while True:
+            tries += 1
+            started = self._clock.monotonic()
+            attempt = _Attempt()
+            meter = UsageMeter()
+            deltas_of_call = self._call(route, replace(call_request, meter=meter), attempt, cancel)
+            # Not made current: it would have to survive this generator's yields,
+            # and the worker's publishes belong to the consumer's span anyway.
+            span = self._tracer.start_span(
+                "provider.stream",
+                kind=SpanKind.CLIENT,
+                attributes={"provider": route.provider, "model": route.model, "attempt": tries},
+            )
+            try:
+                async with contextlib.aclosing(deltas_of_call) as deltas:
+                    async for delta in deltas:
+                        chain.parts.append(delta)
+                        yield Token(delta)
+            finally:
+                _end_span(span, attempt)
+            call = chain.call(route, started, self._clock.monotonic(), attempt)
+            after = self._after_call(call, attempt, call_request, meter, tries, chain, cancel)
+            for step in after.steps:
+                yield step
+            if after.retry_in is None:
+                return
+            await self._pause(after.retry_in, cancel)
+            if _is_set(cancel):
+                yield Cancelled(None, route.provider)
+                return
+
+    def _after_call(
+        self,
+        call: Call,
+        attempt: _Attempt,
+        request: ProviderRequest,
+        meter: UsageMeter,
+        tries: int,
+        chain: _Progress,
+        cancel: CancelSignal | None,
+    ) -> _AfterCall:
+        """What follows a call: the chain's end, a retry of its route, or the next route."""
+        route = call.route
+        if attempt.completion is not None:
+            self._breaker.success(route.provider)
+            completion = attempt.completion
+            steps: list[Step] = []
+            if completion.finish_reason == "content_filter" and not any(chain.parts):
+                # The stored answer is what clients saw: say why there is none.
+                steps.append(Token(REFUSAL))
+            spent = Spent(call, completion.usage, completion.estimated, "completed")
+            steps.append(Finished(spent, completion.finish_reason))
+            return _AfterCall(tuple(steps))
+        if attempt.cancelled or _is_set(cancel):
+            return _AfterCall((Cancelled(self._cancelled(call, request, meter), route.provider),))
+        error = attempt.error or ProviderError(_BROKEN)
+        self._note_failure(route, error, attempt.tokens)
+        spent_call = self._estimate(call, request, "failed") if error.reached else None
+        delay = self._retry_delay(route, error, attempt.tokens, tries, chain.began)
+        if delay is None:
+            chain.errors.append(error)
+            chain.pending = spent_call
+            return _AfterCall(())
+        retrying = Retrying(route, tries + 1, delay, retry_detail(error, delay))
+        return _AfterCall((retrying,) if spent_call is None else (spent_call, retrying), delay)
 
     async def _pause(self, delay: float, cancel: CancelSignal | None) -> None:
         """The backoff before a retry; a stop ends it early."""
