@@ -30,7 +30,7 @@ from contracts.events import (
     Usage,
     UsageReported,
 )
-from contracts.rpc import ContextReply, ContextRequest, StoredMessage
+from contracts.rpc import ContextReply, ContextRequest, ReplyError, StoredMessage
 from inference.cancel import CancelSignal
 from inference.clock import Clock
 from inference.failover.breaker import CircuitBreaker
@@ -448,6 +448,20 @@ class Worker:
         await run.outbox.usage(reported)
 
 
+# The end of a reply stored without its error, told from its status.
+_STATUS_ERRORS = {
+    "failed": ReplyError(
+        code="generation_failed", message="The reply could not be produced.", retryable=False
+    ),
+    # Cut short for good; the partial answer is stored, sending again may succeed.
+    "interrupted": ReplyError(
+        code="generation_interrupted",
+        message="The reply was cut short. Please send the message again.",
+        retryable=True,
+    ),
+}
+
+
 def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
     """The end of a reply as memory holds it, to publish again: the same end as its first.
 
@@ -455,27 +469,13 @@ def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
     one. A reply stored before it kept them has its end told from its status: a complete
     one ends with `stop`, a failed one with `generation_failed`.
     """
-    if stored.error is not None:
+    error = stored.error or _STATUS_ERRORS.get(stored.status)
+    if error is not None:
         return ErrorEvent(
             message_id=stored.id,
-            code=stored.error.code,
-            message=stored.error.message,
-            retryable=stored.error.retryable,
-        )
-    if stored.status == "failed":
-        return ErrorEvent(
-            message_id=stored.id,
-            code="generation_failed",
-            message="The reply could not be produced.",
-            retryable=False,
-        )
-    if stored.status == "interrupted":
-        # Cut short for good; the partial answer is stored, sending again may succeed.
-        return ErrorEvent(
-            message_id=stored.id,
-            code="generation_interrupted",
-            message="The reply was cut short. Please send the message again.",
-            retryable=True,
+            code=error.code,
+            message=error.message,
+            retryable=error.retryable,
         )
     finish_reason = stored.finish_reason
     if finish_reason is None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import cast
 
 import httpx2
 from openai import AsyncOpenAI, AsyncStream, omit
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from inference.providers.base import Completion, ProviderRequest
-from inference.providers.openai_wire import ChatMessage, UsageCounts, relay
+from inference.providers.base import ProviderRequest
+from inference.providers.openai_wire import ChatMessage, OpenAIStyleProvider, UsageCounts
 
 __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 
@@ -19,23 +18,12 @@ __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 _NO_KEY = "no-key"
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI, ChatCompletionChunk]):
     def __init__(
         self, client: AsyncOpenAI, *, name: str = "openai", include_usage: bool = True
     ) -> None:
-        self._client = client
-        self._name = name
+        super().__init__(client, name=name)
         self._include_usage = include_usage
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
-        return relay(self._name, request, self._open, _usage)
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     async def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
@@ -51,9 +39,8 @@ class OpenAICompatibleProvider:
             temperature=omit if request.temperature is None else request.temperature,
         )
 
-
-def _usage(chunk: ChatCompletionChunk) -> UsageCounts | None:
-    return chunk.usage
+    def _usage(self, chunk: ChatCompletionChunk) -> UsageCounts | None:
+        return chunk.usage
 
 
 def create_openai_compatible_provider(

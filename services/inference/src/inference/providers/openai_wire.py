@@ -10,8 +10,9 @@ import json
 import logging
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import groq
 import httpx
@@ -28,6 +29,7 @@ __all__ = [
     "CONTINUE_INSTRUCTION",
     "ChatMessage",
     "ChunkStream",
+    "OpenAIStyleProvider",
     "OpenStream",
     "UsageCounts",
     "chat_messages",
@@ -87,7 +89,45 @@ class ChunkStream(Protocol[C_co]):
     async def close(self) -> None: ...
 
 
+class SdkClient(Protocol):
+    """The SDK's async client, closed with the provider."""
+
+    async def close(self) -> None: ...
+
+
+K = TypeVar("K", bound=SdkClient)
+
 OpenStream = Callable[[ProviderRequest, list[ChatMessage], int | None], Awaitable[ChunkStream[C]]]
+
+
+class OpenAIStyleProvider(ABC, Generic[K, C]):
+    """A provider whose SDK streams OpenAI-style chat completion chunks.
+
+    A subclass opens the stream with its SDK (`_open`) and says where a chunk carries
+    the usage (`_usage`); the relay, the continuation and the errors are the same.
+    """
+
+    def __init__(self, client: K, *, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
+        return relay(self._name, request, self._open, self._usage)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    @abstractmethod
+    async def _open(
+        self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
+    ) -> ChunkStream[C]: ...
+
+    @abstractmethod
+    def _usage(self, chunk: C) -> UsageCounts | None: ...
 
 
 def chat_messages(request: ProviderRequest) -> list[ChatMessage]:
