@@ -9,8 +9,8 @@ from bench.options import THROUGHPUT_ANSWER_TOKENS, Options
 from bench.stats import StreamTiming
 from bench.workload import prompt, stagger
 from contracts.events import ContextMessage
-from inference.demo import DemoProvider
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import Completion, ProviderRequest
+from inference.providers.demo import DemoProvider
 
 __all__ = ["direct_latency", "direct_throughput"]
 

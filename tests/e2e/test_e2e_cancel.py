@@ -18,7 +18,7 @@ from stacks import running_stack, until
 from websockets.asyncio.client import connect
 
 from devstack.runner import DevStack
-from inference.demo import demo_answer
+from inference.providers.demo import demo_answer
 
 SLOW_ENV = {
     "LIVECHAT_DEMO_TTFT_MS": "50",

@@ -12,7 +12,7 @@ import pytest
 from contracts import ids, subjects
 from contracts.events import StatusEvent, TokenEvent
 from inference import Completion, DemoProvider, ProviderRequest
-from inference.demo import demo_answer
+from inference.providers.demo import demo_answer
 
 
 def names(events: list[Any]) -> list[str]:
@@ -129,7 +129,7 @@ async def test_sigterm_hands_an_unfinished_generation_to_another_worker(
     log = worker.stderr.read().decode() if worker.stderr else ""
     assert code == 0, log
     assert request.content not in log and "".join(tokens[:4]) not in log
-    # Stopped unfinished and not acked: the request is still the work queue's.
+    # Cancelled unfinished and not acked: the request is still the work queue's.
     assert not await bus.ended(request)
     assert not await bus.work_done()
 

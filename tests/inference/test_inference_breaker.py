@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inference.breaker import CircuitBreaker
 from inference.clock import Clock
+from inference.failover.breaker import CircuitBreaker
 
 
 class Manual(Clock):

@@ -28,9 +28,9 @@ from contracts.events import (
 )
 from inference import InferenceSettings, Provider
 from inference.clock import Clock
-from inference.demo import demo_answer
-from inference.groq_provider import create_groq_provider
-from inference.openai_compat import create_openai_compatible_provider
+from inference.providers.demo import demo_answer
+from inference.providers.groq import create_groq_provider
+from inference.providers.openai_compatible import create_openai_compatible_provider
 
 CHUNKS = ("The ", "answer ", "so ", "far ", "and ", "the ", "rest.")
 

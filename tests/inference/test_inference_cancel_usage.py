@@ -19,13 +19,13 @@ from fake_openai import stall_after as openai_stall_after
 
 from contracts.events import ContextMessage, Usage
 from inference import Completion, Provider, ProviderRequest
-from inference.breaker import CircuitBreaker
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.gemini_provider import create_gemini_provider
-from inference.groq_provider import create_groq_provider
-from inference.models import Route
-from inference.routing import Chain, ChainPolicy, Step, Stopped, Token
-from inference.stop import Stop
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.chain import Cancelled, Chain, ChainPolicy, Step, Token
+from inference.providers.gemini import create_gemini_provider
+from inference.providers.groq import create_groq_provider
+from inference.providers.routes import Route
 from runtime.token_estimate import estimate_prompt_tokens
 
 KEY = "gemini-test-key"
@@ -48,7 +48,7 @@ async def stop_after(
     providers: dict[str, Provider], route: Route, tokens: int
 ) -> tuple[list[Step], float]:
     """Run the chain, press stop after `tokens` tokens; the steps and how long the stop took."""
-    stop = Stop(conversation_id="c1", user_id="u1", work_seq=1)
+    stop = CancelSignal(conversation_id="c1", user_id="u1", work_seq=1)
     steps: list[Step] = []
     loop = asyncio.get_running_loop()
     pressed = 0.0
@@ -87,7 +87,7 @@ async def test_a_stopped_gemini_call_keeps_the_prompt_count_gemini_sent(
     finally:
         await provider.aclose()
     stopped = steps[-1]
-    assert isinstance(stopped, Stopped) and stopped.spent is not None
+    assert isinstance(stopped, Cancelled) and stopped.spent is not None
     spent = stopped.spent
     # The prompt as Gemini counted it; the answer's count comes only with its end.
     assert spent.usage == Usage.of(57, 2)
@@ -105,7 +105,7 @@ async def test_a_stopped_groq_call_without_any_count_is_estimated(
     finally:
         await provider.aclose()
     stopped = steps[-1]
-    assert isinstance(stopped, Stopped) and stopped.spent is not None
+    assert isinstance(stopped, Cancelled) and stopped.spent is not None
     prompt = estimate_prompt_tokens(m.content for m in REQUEST.messages)
     assert stopped.spent.usage == Usage.of(prompt, 2)
     assert (stopped.spent.estimated, stopped.spent.outcome) == (True, "cancelled")
@@ -130,6 +130,6 @@ class RunningTotals:
 async def test_a_stopped_call_whose_chunks_carried_its_count_is_accounted_exactly() -> None:
     steps, _ = await stop_after({"local": RunningTotals()}, Route("local", "m"), 3)
     stopped = steps[-1]
-    assert isinstance(stopped, Stopped) and stopped.spent is not None
+    assert isinstance(stopped, Cancelled) and stopped.spent is not None
     assert stopped.spent.usage == Usage.of(31, 6)
     assert (stopped.spent.estimated, stopped.spent.outcome) == (False, "cancelled")

@@ -9,7 +9,7 @@ from typing import Any
 from contracts import ids, subjects
 from contracts.events import CONVERSATION_EVENT, StatusEvent, TokenEvent
 from contracts.rpc import Pong
-from inference.demo import demo_answer
+from inference.providers.demo import demo_answer
 
 
 async def test_killed_worker_is_replaced_without_duplicated_or_missing_tokens(

@@ -27,13 +27,13 @@ from fake_gemini import (
 )
 
 from contracts.events import ContextMessage
-from inference.gemini_provider import (
+from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.gemini import (
     CONTINUE_INSTRUCTION,
     GeminiProvider,
     create_gemini_provider,
     gemini_key_configured,
 )
-from inference.provider import Completion, ProviderError, ProviderRequest
 
 KEY = "AIzaSy-test-key-that-must-never-leak-0123"
 MODEL = "gemini-2.5-flash"

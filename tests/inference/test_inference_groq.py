@@ -23,9 +23,10 @@ from fake_openai import (
 )
 
 from contracts.events import ContextMessage
-from inference.groq_provider import GroqProvider, create_groq_provider
-from inference.openai_wire import CONTINUE_INSTRUCTION, retry_after_seconds
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.groq import GroqProvider, create_groq_provider
+from inference.providers.openai_wire import CONTINUE_INSTRUCTION
+from inference.providers.retry_after import retry_after_seconds
 
 KEY = "gsk_test_secret_key_0123456789"
 MODEL = "llama-3.3-70b-versatile"

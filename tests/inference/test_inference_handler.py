@@ -15,7 +15,7 @@ from contracts.events import (
 from contracts.rpc import ContextReply, ContextRequest, Pong
 from inference import InferenceSettings, create_router
 from inference.clock import InstantClock
-from inference.demo import demo_answer
+from inference.providers.demo import demo_answer
 
 
 async def test_handler_streams_then_stores_accounts_and_ends(make_request: Any, poll: Any) -> None:

@@ -14,8 +14,8 @@ from contracts import ids, subjects, topology
 from contracts.events import GenerationRequested
 from devstack.ports import free_port
 from inference import InferenceSettings
-from inference.consumer import ensure_consumer
 from inference.metrics import install_metrics
+from inference.work_queue import ensure_consumer
 
 
 def pending(text: str) -> dict[str, float]:

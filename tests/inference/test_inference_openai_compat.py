@@ -20,9 +20,12 @@ from fake_openai import (
 )
 
 from contracts.events import ContextMessage
-from inference.openai_compat import OpenAICompatibleProvider, create_openai_compatible_provider
-from inference.openai_wire import CONTINUE_INSTRUCTION
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.openai_compatible import (
+    OpenAICompatibleProvider,
+    create_openai_compatible_provider,
+)
+from inference.providers.openai_wire import CONTINUE_INSTRUCTION
 
 KEY = "sk-local-secret-key-9876543210"
 MODEL = "llama3.2:3b"

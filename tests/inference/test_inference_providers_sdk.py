@@ -40,8 +40,8 @@ from contracts.events import (
 from contracts.rpc import ContextReply
 from inference import InferenceSettings
 from inference.clock import Clock
-from inference.outcomes import REFUSAL
-from inference.providers import default_providers
+from inference.failover.outcomes import REFUSAL
+from inference.providers.registry import default_providers
 
 GROQ_KEY = "gsk_fake_key_never_shown_0123"
 GEMINI_KEY = "AIza_fake_key_never_shown_4567"

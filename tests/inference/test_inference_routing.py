@@ -29,11 +29,11 @@ from contracts.events import (
     Usage,
 )
 from inference import Completion, ProviderError, ProviderRequest
-from inference.breaker import CircuitBreaker
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.models import Route, UnknownModelError, resolve
-from inference.outcomes import REFUSAL
-from inference.routing import (
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.chain import (
+    Cancelled,
     Chain,
     ChainPolicy,
     Failed,
@@ -41,11 +41,11 @@ from inference.routing import (
     Retrying,
     Spent,
     Step,
-    Stopped,
     Token,
     Using,
 )
-from inference.stop import Stop
+from inference.failover.outcomes import REFUSAL
+from inference.providers.routes import Route, UnknownModelError, resolve
 
 GROQ = Route("groq", "llama-3.3-70b-versatile")
 GEMINI = Route("gemini", "gemini-2.5-flash")
@@ -554,7 +554,7 @@ async def test_a_stop_aborts_a_silent_call_at_once_and_goes_nowhere_else() -> No
     groq = Scripted("groq", ["Hello", " there", STALL])
     gemini = Scripted("gemini", ["never", done()])
     h = Harness(groq, gemini, stall=600.0)
-    stop = Stop("conv", "local", 1)
+    stop = CancelSignal("conv", "local", 1)
     steps: list[Step] = []
 
     async def consume() -> None:
@@ -565,9 +565,9 @@ async def test_a_stop_aborts_a_silent_call_at_once_and_goes_nowhere_else() -> No
                 asyncio.get_running_loop().call_later(0.05, stop.set)
 
     await asyncio.wait_for(consume(), 10)  # the stall timer (600 s) never fires
-    assert kinds(steps) == ["using:groq", "token", "token", "stopped"]
+    assert kinds(steps) == ["using:groq", "token", "token", "cancelled"]
     stopped = steps[-1]
-    assert isinstance(stopped, Stopped) and stopped.provider == "groq"
+    assert isinstance(stopped, Cancelled) and stopped.provider == "groq"
     assert stopped.spent is not None and stopped.spent.outcome == "cancelled"
     assert stopped.spent.estimated and stopped.spent.usage.completion_tokens == 2
     assert groq.closed == 1  # the provider's stream was closed
@@ -577,17 +577,17 @@ async def test_a_stop_aborts_a_silent_call_at_once_and_goes_nowhere_else() -> No
 async def test_a_stop_before_the_first_call_calls_no_provider() -> None:
     groq = Scripted("groq", ["never", done()])
     h = Harness(groq)
-    stop = Stop("conv", "local", 1)
+    stop = CancelSignal("conv", "local", 1)
     stop.set()
     steps = [step async for step in h.chain.run((GROQ,), REQUEST, stop)]
-    assert kinds(steps) == ["stopped"]
+    assert kinds(steps) == ["cancelled"]
     assert groq.calls == []
 
 
 async def test_a_stop_during_a_backoff_ends_it_early() -> None:
     groq = Scripted("groq", [rate_limited(3.0)], ["late", done()])
     h = Harness(groq)
-    stop = Stop("conv", "local", 1)
+    stop = CancelSignal("conv", "local", 1)
     h.clock.sleep = lambda seconds: asyncio.sleep(3600)  # type: ignore[method-assign]
     steps: list[Step] = []
 
@@ -598,18 +598,18 @@ async def test_a_stop_during_a_backoff_ends_it_early() -> None:
                 asyncio.get_running_loop().call_later(0.05, stop.set)
 
     await asyncio.wait_for(consume(), 10)
-    assert kinds(steps) == ["using:groq", "spent:failed", "retrying", "stopped"]
+    assert kinds(steps) == ["using:groq", "spent:failed", "retrying", "cancelled"]
     assert len(groq.calls) == 1
 
 
 async def test_a_stop_between_two_chunks_asks_for_no_further_chunk() -> None:
     groq = Scripted("groq", ["One", " two", " three", done()])
     h = Harness(groq)
-    stop = Stop("conv", "local", 1)
+    stop = CancelSignal("conv", "local", 1)
     steps: list[Step] = []
     async for step in h.chain.run((GROQ,), REQUEST, stop):
         steps.append(step)
         if isinstance(step, Token):
             stop.set()  # while the worker publishes the first token
-    assert kinds(steps) == ["using:groq", "token", "stopped"]
+    assert kinds(steps) == ["using:groq", "token", "cancelled"]
     assert text(steps) == "One" and groq.closed == 1

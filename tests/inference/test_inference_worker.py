@@ -29,7 +29,7 @@ from contracts.rpc import (
 )
 from inference import Completion, DemoProvider, ProviderError, ProviderRequest
 from inference.clock import InstantClock
-from inference.demo import demo_answer
+from inference.providers.demo import demo_answer
 from memory import MemorySettings
 from memory import create_app as create_memory
 

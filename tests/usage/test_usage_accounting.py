@@ -25,7 +25,7 @@ from contracts.events import (
 from contracts.rpc import ContextReply, UsageExportReply, UsageExportRequest
 from inference import InferenceSettings
 from inference import create_app as create_inference_app
-from inference.groq_provider import create_groq_provider
+from inference.providers.groq import create_groq_provider
 from usage import UsageSettings
 from usage import create_app as create_usage_app
 from usage.prices import Price

@@ -19,7 +19,7 @@ __all__ = ["system_document"]
 def system_document() -> str:
     # Imported here: devstack itself does not depend on the services.
     import gateway.nats_router
-    import inference.router
+    import inference.handlers
     import inference.settings
     import memory.handlers
     import memory.history.repository
@@ -32,7 +32,7 @@ def system_document() -> str:
     engine = create_async_engine("sqlite+aiosqlite://")
     broker = NatsBroker()
     broker.include_router(gateway.nats_router.create_router())
-    broker.include_router(inference.router.create_router(inference.settings.InferenceSettings()))
+    broker.include_router(inference.handlers.create_router(inference.settings.InferenceSettings()))
     broker.include_router(
         memory.handlers.create_router(
             memory.settings.MemorySettings(),

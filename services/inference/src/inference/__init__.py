@@ -1,9 +1,9 @@
 """livechat inference workers: context, provider chain, token events."""
 
 from inference.app import create_app
-from inference.demo import DemoProvider
-from inference.provider import Completion, Provider, ProviderError, ProviderRequest
-from inference.router import create_router
+from inference.handlers import create_router
+from inference.providers.base import Completion, Provider, ProviderError, ProviderRequest
+from inference.providers.demo import DemoProvider
 from inference.settings import InferenceSettings
 
 __all__ = [

@@ -22,10 +22,10 @@ from faststream.nats.message import NatsMessage
 from nats.errors import NotJSMessageError
 
 from contracts.events import GenerationRequested, StatusEvent
+from inference.cancel import CancelSignal, CancelSignals
 from inference.heartbeat import heartbeat
 from inference.outbox import Outbox
 from inference.settings import InferenceSettings
-from inference.stop import Stop, Stops
 
 __all__ = ["Admission", "Generator"]
 
@@ -38,7 +38,7 @@ class Generator(Protocol):
         request: GenerationRequested,
         delivery: int,
         broker: NatsBroker,
-        stop: Stop | None = None,
+        stop: CancelSignal | None = None,
     ) -> bool:
         """Run one delivery of a request; False when it should be tried again later."""
         ...
@@ -46,12 +46,15 @@ class Generator(Protocol):
 
 class Admission:
     def __init__(
-        self, settings: InferenceSettings, generator: Generator, stops: Stops | None = None
+        self,
+        settings: InferenceSettings,
+        generator: Generator,
+        cancels: CancelSignals | None = None,
     ) -> None:
         self._settings = settings
         self._generator = generator
         # The stop buttons of the requests this worker holds (waiting or running).
-        self.stops = stops or Stops()
+        self.cancels = cancels or CancelSignals()
         self._slots = settings.max_concurrency
         self._busy = 0
         self._waiting = 0
@@ -73,9 +76,9 @@ class Admission:
         A request stopped while it waits for a slot goes on without one: it only
         publishes that it was stopped.
         """
-        stop = self.stops.hold(request, _work_seq(message))
+        stop = self.cancels.hold(request, _work_seq(message))
         # Read while the request waits and asks memory; awaited before any provider call.
-        stop.check = asyncio.create_task(self.stops.check_pressed(stop))
+        stop.check = asyncio.create_task(self.cancels.check_pressed(stop))
         admitted: bool | None
         if self._busy < self._slots and not self._closing:
             # A free slot, taken at once (no await: nothing runs in between). Nothing to
@@ -120,7 +123,7 @@ class Admission:
         await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _take_slot(
-        self, request: GenerationRequested, broker: NatsBroker, stop: Stop
+        self, request: GenerationRequested, broker: NatsBroker, stop: CancelSignal
     ) -> bool | None:
         """True: a slot is taken; False: stopped meanwhile, no slot; None: closing."""
         if self._busy >= self._slots and not self._closing:
@@ -152,8 +155,8 @@ class Admission:
         async with self._changed:
             self._changed.notify_all()
 
-    def _drop(self, stop: Stop) -> None:
-        self.stops.release(stop)
+    def _drop(self, stop: CancelSignal) -> None:
+        self.cancels.release(stop)
         if stop.check is not None:
             stop.check.cancel()
 
@@ -176,7 +179,7 @@ class Admission:
         request: GenerationRequested,
         message: NatsMessage,
         broker: NatsBroker,
-        stop: Stop,
+        stop: CancelSignal,
         *,
         slot: bool,
     ) -> None:

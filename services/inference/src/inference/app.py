@@ -12,13 +12,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from contracts import topology
 from contracts.topology import INFERENCE_STREAMS, ensure_streams
 from inference.clock import Clock
-from inference.consumer import ensure_consumer
+from inference.handlers import create_admission, create_router
 from inference.metrics import install_metrics
-from inference.provider import Provider
-from inference.providers import default_providers
-from inference.router import create_admission, create_router
+from inference.providers.base import Provider
+from inference.providers.registry import default_providers
 from inference.settings import InferenceSettings
 from inference.tracing import SERVICE_NAME, install_tracing
+from inference.work_queue import ensure_consumer
 from runtime.broker import create_broker, jetstream
 from runtime.reconnect import rerun_on_reconnect
 from runtime.telemetry import tracer_provider_from
@@ -69,7 +69,7 @@ def create_app(
         await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
         await topology.ensure_buckets(js)
-        admission.stops.bind(await js.key_value(topology.CANCEL_BUCKET))
+        admission.cancels.bind(await js.key_value(topology.CANCEL_BUCKET))
 
     async def close_providers() -> None:
         if not owned:

@@ -11,16 +11,13 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from contracts import LivechatSettings, topology
-from runtime.metrics import backlog_server
+from runtime.app_metrics import install_backlog_metrics
 
 __all__ = ["install_metrics"]
 
 
 def install_metrics(app: FastStream, broker: NatsBroker, settings: LivechatSettings) -> None:
     """Serve `GET /metrics` on settings.metrics_port while the app runs (0: not at all)."""
-    server = backlog_server(
-        settings, broker.connect, topology.WORK_STREAM, topology.INFERENCE_CONSUMER
+    install_backlog_metrics(
+        app, broker, settings, topology.WORK_STREAM, topology.INFERENCE_CONSUMER
     )
-    if server is not None:
-        app.after_startup(server.start)
-        app.on_shutdown(server.stop)

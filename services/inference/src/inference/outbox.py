@@ -64,28 +64,30 @@ class Outbox:
         await self.event(conversation_id, event, msg_id=ids.msg_id("done", conversation_id, reply))
 
     async def finished(self, event: GenerationFinished) -> None:
-        await self._broker.publish(
-            event,
-            subjects.chat_finished(event.conversation_id),
-            stream=topology.CHAT_STREAM,
-            headers={"Nats-Msg-Id": ids.msg_id("fin", event.conversation_id, event.message_id)},
-            timeout=self._timeout,
-        )
+        fin = ids.msg_id("fin", event.conversation_id, event.message_id)
+        await self._store(event, subjects.chat_finished(event.conversation_id), fin)
 
     async def failed(self, event: GenerationFailed) -> None:
-        await self._broker.publish(
-            event,
-            subjects.chat_failed(event.conversation_id),
-            stream=topology.CHAT_STREAM,
-            headers={"Nats-Msg-Id": ids.msg_id("failed", event.conversation_id, event.message_id)},
-            timeout=self._timeout,
-        )
+        failed = ids.msg_id("failed", event.conversation_id, event.message_id)
+        await self._store(event, subjects.chat_failed(event.conversation_id), failed)
 
     async def usage(self, event: UsageReported) -> None:
+        usage = ids.msg_id("usage", event.attempt_id)
+        await self._store(event, subjects.USAGE_REPORTED, usage, stream=topology.USAGE_STREAM)
+
+    async def _store(
+        self,
+        event: GenerationFinished | GenerationFailed | UsageReported,
+        subject: str,
+        msg_id: str,
+        *,
+        stream: str = topology.CHAT_STREAM,
+    ) -> None:
+        """Publish to a file stream and wait for its ack; `msg_id` dedupes a repeat."""
         await self._broker.publish(
             event,
-            subjects.USAGE_REPORTED,
-            stream=topology.USAGE_STREAM,
-            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+            subject,
+            stream=stream,
+            headers={"Nats-Msg-Id": msg_id},
             timeout=self._timeout,
         )

@@ -51,7 +51,7 @@ class InferenceSettings(LivechatSettings):
     # One provider call's HTTP timeout (connect, and each read).
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
 
-    # The router. Before a provider's first token, a retryable failure is tried again
+    # The failover chain. Before a provider's first token, a retryable failure is tried again
     # (at most max_attempts calls per provider) after an exponential backoff with
     # jitter, or the provider's Retry-After, while the request stays within its retry
     # budget (time since its first call); then the next provider of the chain.

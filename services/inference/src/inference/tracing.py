@@ -4,7 +4,7 @@ Off by default: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER is s
 (`console` prints spans, `none` turns tracing off). The trace context travels in
 the NATS message headers (W3C `traceparent`), so one trace spans the gateway's
 request, its publish, the worker that consumes it, and the worker's provider calls
-(`provider.stream` spans, see `routing.Chain`).
+(`provider.stream` spans, see `failover.chain.Chain`).
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from pydantic import ValidationError
 from contracts import topology
 from contracts.events import CancelRequested, GenerationRequested
 
-__all__ = ["Stop", "Stops"]
+__all__ = ["CancelSignal", "CancelSignals"]
 
 log = logging.getLogger("inference")
 
 
 @dataclass(eq=False, slots=True)
-class Stop:
+class CancelSignal:
     """One generation's stop signal; `set` wakes what the generation waits on."""
 
     conversation_id: str
@@ -62,7 +62,7 @@ class Stop:
             await self.check
         return self.is_set
 
-    def stops(self, cancel: CancelRequested) -> bool:
+    def applies_to(self, cancel: CancelRequested) -> bool:
         return (
             cancel.conversation_id == self.conversation_id
             and cancel.user_id == self.user_id
@@ -70,23 +70,23 @@ class Stop:
         )
 
 
-class Stops:
+class CancelSignals:
     """The stops of the generations this worker holds, by conversation."""
 
     def __init__(self) -> None:
-        self._held: dict[str, set[Stop]] = {}
+        self._held: dict[str, set[CancelSignal]] = {}
         self._bucket: KeyValue | None = None
 
     def bind(self, bucket: KeyValue) -> None:
         """The cancel bucket (a worker without one only hears live stops)."""
         self._bucket = bucket
 
-    def hold(self, request: GenerationRequested, work_seq: int) -> Stop:
-        stop = Stop(request.conversation_id, request.user_id, work_seq)
+    def hold(self, request: GenerationRequested, work_seq: int) -> CancelSignal:
+        stop = CancelSignal(request.conversation_id, request.user_id, work_seq)
         self._held.setdefault(request.conversation_id, set()).add(stop)
         return stop
 
-    def release(self, stop: Stop) -> None:
+    def release(self, stop: CancelSignal) -> None:
         held = self._held.get(stop.conversation_id)
         if held is not None:
             held.discard(stop)
@@ -95,12 +95,12 @@ class Stops:
 
     def cancel(self, cancel: CancelRequested) -> int:
         """Set the stops `cancel` applies to; how many it set."""
-        hit = [s for s in self._held.get(cancel.conversation_id, ()) if s.stops(cancel)]
+        hit = [s for s in self._held.get(cancel.conversation_id, ()) if s.applies_to(cancel)]
         for stop in hit:
             stop.set()
         return len(hit)
 
-    async def check_pressed(self, stop: Stop) -> None:
+    async def check_pressed(self, stop: CancelSignal) -> None:
         """Set `stop` if a stop pressed while its request waited in the queue applies."""
         if self._bucket is None or stop.is_set:
             return
@@ -119,5 +119,5 @@ class Stops:
         except ValidationError:
             log.warning("ignored an unreadable entry of the cancel bucket")
             return
-        if stop.stops(cancel):
+        if stop.applies_to(cancel):
             stop.set()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import cast
 
 import httpx2
 from openai import AsyncOpenAI, AsyncStream, omit
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from inference.openai_wire import ChatMessage, UsageCounts, relay
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import ProviderRequest
+from inference.providers.openai_wire import ChatMessage, OpenAIStyleProvider, UsageCounts
 
 __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 
@@ -19,23 +18,12 @@ __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 _NO_KEY = "no-key"
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI, ChatCompletionChunk]):
     def __init__(
         self, client: AsyncOpenAI, *, name: str = "openai", include_usage: bool = True
     ) -> None:
-        self._client = client
-        self._name = name
+        super().__init__(client, name=name)
         self._include_usage = include_usage
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
-        return relay(self._name, request, self._open, _usage)
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     async def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
@@ -51,9 +39,8 @@ class OpenAICompatibleProvider:
             temperature=omit if request.temperature is None else request.temperature,
         )
 
-
-def _usage(chunk: ChatCompletionChunk) -> UsageCounts | None:
-    return chunk.usage
+    def _usage(self, chunk: ChatCompletionChunk) -> UsageCounts | None:
+        return chunk.usage
 
 
 def create_openai_compatible_provider(
@@ -67,7 +54,7 @@ def create_openai_compatible_provider(
 ) -> OpenAICompatibleProvider:
     """`base_url` includes the API prefix (`http://localhost:11434/v1` for Ollama).
     `include_usage=False` for an engine that rejects `stream_options` (usage is then
-    estimated). Retries are the router's, so the SDK's are off."""
+    estimated). Retries are the failover chain's, so the SDK's are off."""
     client = AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or _NO_KEY,

@@ -7,12 +7,12 @@ OpenAI-compatible server: Ollama, vLLM, a llama.cpp server) when its base URL is
 from __future__ import annotations
 
 from inference.clock import Clock
-from inference.demo import DemoProvider
-from inference.gemini_provider import create_gemini_provider
-from inference.groq_provider import create_groq_provider
-from inference.models import DEMO, GEMINI, GROQ, OPENAI
-from inference.openai_compat import create_openai_compatible_provider
-from inference.provider import Provider
+from inference.providers.base import Provider
+from inference.providers.demo import DemoProvider
+from inference.providers.gemini import create_gemini_provider
+from inference.providers.groq import create_groq_provider
+from inference.providers.openai_compatible import create_openai_compatible_provider
+from inference.providers.routes import DEMO, GEMINI, GROQ, OPENAI
 from inference.settings import InferenceSettings
 
 __all__ = ["default_providers"]

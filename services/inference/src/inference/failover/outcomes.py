@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inference.provider import ProviderError
+from inference.providers.base import ProviderError
 
 __all__ = ["REFUSAL", "PublicError", "busy_message", "final_outcome", "retry_detail"]
 

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import cast
 
 import httpx
 from groq import AsyncGroq, AsyncStream, omit
 from groq.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from inference.openai_wire import ChatMessage, UsageCounts, frame_error, relay
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import ProviderRequest
+from inference.providers.openai_wire import (
+    ChatMessage,
+    OpenAIStyleProvider,
+    UsageCounts,
+    frame_error,
+)
 
 __all__ = ["GroqProvider", "create_groq_provider"]
 
 
-class GroqProvider:
+class GroqProvider(OpenAIStyleProvider[AsyncGroq, ChatCompletionChunk]):
     def __init__(self, client: AsyncGroq, *, name: str = "groq") -> None:
-        self._client = client
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
-        return relay(self._name, request, self._open, self._usage)
-
-    async def aclose(self) -> None:
-        await self._client.close()
+        super().__init__(client, name=name)
 
     async def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
@@ -60,8 +53,9 @@ def create_groq_provider(
     name: str = "groq",
 ) -> GroqProvider:
     """With None, the SDK reads `GROQ_API_KEY` and `GROQ_BASE_URL` itself; it raises
-    `groq.GroqError` when no key is found. Retries are the router's, so the SDK's are off.
-    `timeout` bounds each read of the stream (the router enforces the shorter stall time)."""
+    `groq.GroqError` when no key is found. Retries are the failover chain's, so the SDK's
+    are off. `timeout` bounds each read of the stream (the failover chain enforces the
+    shorter stall time)."""
     client = AsyncGroq(
         api_key=api_key,
         base_url=base_url,

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from contracts.events import FinishReason, Usage
 from inference.clock import Clock
-from inference.provider import Completion, ProviderRequest
+from inference.providers.base import Completion, ProviderRequest
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = ["DemoProvider", "demo_answer"]

@@ -30,28 +30,28 @@ from contracts.events import (
     Usage,
     UsageReported,
 )
-from contracts.rpc import ContextReply, ContextRequest, StoredMessage
-from inference.breaker import CircuitBreaker
+from contracts.rpc import ContextReply, ContextRequest, ReplyError, StoredMessage
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.models import Route, UnknownModelError, default_models, resolve
-from inference.outbox import Outbox
-from inference.outcomes import PublicError
-from inference.provider import Provider, ProviderRequest
-from inference.replay import ReplyLog, read_reply_log
-from inference.routing import (
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.chain import (
     Call,
+    Cancelled,
     Chain,
     ChainPolicy,
     Failed,
     Finished,
     Retrying,
     Spent,
-    Stopped,
     Token,
     Using,
 )
+from inference.failover.outcomes import PublicError
+from inference.outbox import Outbox
+from inference.providers.base import Provider, ProviderRequest
+from inference.providers.routes import Route, UnknownModelError, default_models, resolve
+from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
-from inference.stop import Stop
 from runtime.broker import jetstream
 from runtime.token_estimate import estimate_prompt_tokens
 
@@ -135,26 +135,19 @@ class Worker:
         request: GenerationRequested,
         delivery: int,
         broker: NatsBroker,
-        stop: Stop | None = None,
+        cancel: CancelSignal | None = None,
     ) -> bool:
         """Run one delivery; False when it should be tried again later (memory is away).
 
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
-        `stop`: the user's stop button for this request.
+        `cancel`: the user's stop button for this request.
         """
-        conv, reply = request.conversation_id, request.message_id
         messages = await self._prompt(request, broker)
         if messages is None:
             return False
         alias = request.options.model or self._settings.default_model
         if isinstance(messages, StoredMessage):
-            log.info("reply %s already stored; not generating again", reply)
-            # A client may wait for its end when the first delivery's aged out of the
-            # events stream; past the dedupe window, republishing one still there
-            # would give the reply a second end.
-            ended = await self._read_log(jetstream(broker), conv, reply)
-            if not ended.finished:
-                await Outbox(broker).terminal(conv, _final_event(messages, alias))
+            await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
         run = _Run(request, Outbox(broker), alias, delivery, messages, created_at)
@@ -164,26 +157,60 @@ class Worker:
             message = f"Model {alias!r} is not available."
             await self._fail(run, None, "", PublicError("unknown_model", message, False))
             return True
-
-        prior = ReplyLog()
-        if delivery > 1:
-            prior = await self._read_log(jetstream(broker), conv, reply)
-            if prior.finished:
-                log.info("reply %s already ended on an earlier delivery", reply)
-                return True
-        if stop is not None and await stop.settled():
-            # Stopped while queued (or between two deliveries): no provider is called.
+        prior = await self._earlier_deliveries(run, broker)
+        if prior is None:
+            return True
+        if cancel is not None and await cancel.settled():
+            # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
-            await self._stopped(run, Stopped(None, prior.provider), prior.text, prior.tokens)
+            await self._cancelled(run, Cancelled(None, prior.provider), prior.text, prior.tokens)
             return True
         if prior.started:
-            retrying = StatusEvent(message_id=reply, state="retrying", attempt=delivery)
-            await run.outbox.event(conv, retrying)
+            retrying = StatusEvent(
+                message_id=request.message_id, state="retrying", attempt=delivery
+            )
+            await run.outbox.event(request.conversation_id, retrying)
             await self._report_interrupted(run, prior, routes)
+        await self._stream(run, routes, prior, cancel)
+        return True
 
+    async def _end_again(
+        self, request: GenerationRequested, stored: StoredMessage, alias: str, broker: NatsBroker
+    ) -> None:
+        """A reply memory already holds final: its end again, if the events lack it."""
+        conv, reply = request.conversation_id, request.message_id
+        log.info("reply %s already stored; not generating again", reply)
+        # A client may wait for its end when the first delivery's aged out of the
+        # events stream; past the dedupe window, republishing one still there
+        # would give the reply a second end.
+        ended = await self._read_log(jetstream(broker), conv, reply)
+        if not ended.finished:
+            await Outbox(broker).terminal(conv, _final_event(stored, alias))
+
+    async def _earlier_deliveries(self, run: _Run, broker: NatsBroker) -> ReplyLog | None:
+        """What earlier deliveries streamed (nothing on the first); None: the reply ended."""
+        if run.delivery <= 1:
+            return ReplyLog()
+        request = run.request
+        prior = await self._read_log(jetstream(broker), request.conversation_id, request.message_id)
+        if prior.finished:
+            log.info("reply %s already ended on an earlier delivery", request.message_id)
+            return None
+        return prior
+
+    async def _stream(
+        self,
+        run: _Run,
+        routes: tuple[Route, ...],
+        prior: ReplyLog,
+        cancel: CancelSignal | None,
+    ) -> None:
+        """Run the failover chain, publishing its steps until the reply ends."""
+        request = run.request
+        conv, reply = request.conversation_id, request.message_id
         call = ProviderRequest(
             model="",  # each route's own
-            messages=messages,
+            messages=run.messages,
             max_tokens=request.options.max_tokens,
             temperature=request.options.temperature,
             continuation=prior.text,
@@ -192,7 +219,7 @@ class Worker:
         # The answer's tokens streamed before the last call: earlier deliveries', and
         # the calls of this one that broke off mid-answer (the next one continued).
         earlier = prior.tokens
-        async with contextlib.aclosing(self._chain.run(routes, call, stop)) as steps:
+        async with contextlib.aclosing(self._chain.run(routes, call, cancel)) as steps:
             async for step in steps:
                 if isinstance(step, Token):
                     text += step.text
@@ -200,13 +227,13 @@ class Worker:
                     await run.outbox.token(conv, token)
                 elif isinstance(step, Finished):
                     await self._finish(run, step, text, earlier)
-                    return True
+                    return
                 elif isinstance(step, Failed):
                     await self._fail(run, step.provider, text, step.error, step.spent)
-                    return True
-                elif isinstance(step, Stopped):
-                    await self._stopped(run, step, text, earlier)
-                    return True
+                    return
+                elif isinstance(step, Cancelled):
+                    await self._cancelled(run, step, text, earlier)
+                    return
                 else:
                     if isinstance(step, Spent):
                         earlier += step.call.tokens
@@ -287,7 +314,7 @@ class Worker:
         provider = spent.call.route.provider
         await self._done(run, text, "complete", step.finish_reason, provider, usage, spent)
 
-    async def _stopped(self, run: _Run, step: Stopped, text: str, prior_tokens: int) -> None:
+    async def _cancelled(self, run: _Run, step: Cancelled, text: str, prior_tokens: int) -> None:
         """The user stopped it: the partial answer is stored as cancelled, its call accounted."""
         spent = step.spent
         if spent is not None:
@@ -421,6 +448,20 @@ class Worker:
         await run.outbox.usage(reported)
 
 
+# The end of a reply stored without its error, told from its status.
+_STATUS_ERRORS = {
+    "failed": ReplyError(
+        code="generation_failed", message="The reply could not be produced.", retryable=False
+    ),
+    # Cut short for good; the partial answer is stored, sending again may succeed.
+    "interrupted": ReplyError(
+        code="generation_interrupted",
+        message="The reply was cut short. Please send the message again.",
+        retryable=True,
+    ),
+}
+
+
 def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
     """The end of a reply as memory holds it, to publish again: the same end as its first.
 
@@ -428,27 +469,13 @@ def _final_event(stored: StoredMessage, alias: str) -> DoneEvent | ErrorEvent:
     one. A reply stored before it kept them has its end told from its status: a complete
     one ends with `stop`, a failed one with `generation_failed`.
     """
-    if stored.error is not None:
+    error = stored.error or _STATUS_ERRORS.get(stored.status)
+    if error is not None:
         return ErrorEvent(
             message_id=stored.id,
-            code=stored.error.code,
-            message=stored.error.message,
-            retryable=stored.error.retryable,
-        )
-    if stored.status == "failed":
-        return ErrorEvent(
-            message_id=stored.id,
-            code="generation_failed",
-            message="The reply could not be produced.",
-            retryable=False,
-        )
-    if stored.status == "interrupted":
-        # Cut short for good; the partial answer is stored, sending again may succeed.
-        return ErrorEvent(
-            message_id=stored.id,
-            code="generation_interrupted",
-            message="The reply was cut short. Please send the message again.",
-            retryable=True,
+            code=error.code,
+            message=error.message,
+            retryable=error.retryable,
         )
     finish_reason = stored.finish_reason
     if finish_reason is None:

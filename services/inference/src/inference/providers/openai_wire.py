@@ -10,10 +10,9 @@ import json
 import logging
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import groq
 import httpx
@@ -21,13 +20,16 @@ import httpx2
 import openai
 
 from contracts.events import FinishReason, Usage
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.continuation import ContinuationGuard
+from inference.providers.retry_after import retry_after_seconds
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "CONTINUE_INSTRUCTION",
     "ChatMessage",
     "ChunkStream",
+    "OpenAIStyleProvider",
     "OpenStream",
     "UsageCounts",
     "chat_messages",
@@ -35,7 +37,6 @@ __all__ = [
     "provider_error",
     "relay",
     "remaining_tokens",
-    "retry_after_seconds",
 ]
 
 log = logging.getLogger("inference.providers")
@@ -43,7 +44,7 @@ log = logging.getLogger("inference.providers")
 # A continuation is asked for as a new turn, not as an assistant prefill: OpenAI and
 # most compatible engines start a fresh assistant message after a trailing assistant
 # one, so the partial answer goes in as the assistant's turn and this instruction
-# follows as the user's. `_RestartGuard` drops a restart the model may still make.
+# follows as the user's. `ContinuationGuard` drops a restart the model may still make.
 CONTINUE_INSTRUCTION = (
     "Your previous answer was cut off. Continue it exactly where it stopped, "
     "mid-sentence or mid-word if need be. Do not repeat any of it and do not comment "
@@ -88,7 +89,45 @@ class ChunkStream(Protocol[C_co]):
     async def close(self) -> None: ...
 
 
+class SdkClient(Protocol):
+    """The SDK's async client, closed with the provider."""
+
+    async def close(self) -> None: ...
+
+
+K = TypeVar("K", bound=SdkClient)
+
 OpenStream = Callable[[ProviderRequest, list[ChatMessage], int | None], Awaitable[ChunkStream[C]]]
+
+
+class OpenAIStyleProvider(ABC, Generic[K, C]):
+    """A provider whose SDK streams OpenAI-style chat completion chunks.
+
+    A subclass opens the stream with its SDK (`_open`) and says where a chunk carries
+    the usage (`_usage`); the relay, the continuation and the errors are the same.
+    """
+
+    def __init__(self, client: K, *, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
+        return relay(self._name, request, self._open, self._usage)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    @abstractmethod
+    async def _open(
+        self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
+    ) -> ChunkStream[C]: ...
+
+    @abstractmethod
+    def _usage(self, chunk: C) -> UsageCounts | None: ...
 
 
 def chat_messages(request: ProviderRequest) -> list[ChatMessage]:
@@ -129,7 +168,7 @@ async def relay(
             return
         raise provider_error(name, exc) from None
 
-    guard = _RestartGuard(request.continuation)
+    guard = ContinuationGuard(request.continuation)
     received: list[str] = []
     usage: UsageCounts | None = None
     finish: str | None = None
@@ -173,37 +212,6 @@ def _completion(
     return Completion(
         usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
     )
-
-
-class _RestartGuard:
-    """Drops a continuation's restart: an answer that begins with the whole partial one.
-
-    Text is held back only while it could still be such a repeat, so a continuation
-    that does not repeat streams with no delay beyond its first differing delta.
-    """
-
-    def __init__(self, partial: str) -> None:
-        self._partial = partial.strip()
-        self._held = ""
-        self._open = bool(self._partial)
-
-    def feed(self, delta: str) -> str:
-        if not self._open:
-            return delta
-        self._held += delta
-        probe = self._held.lstrip()
-        if self._partial.startswith(probe):
-            return ""
-        self._open = False
-        held, self._held = self._held, ""
-        if probe.startswith(self._partial):
-            return probe[len(self._partial) :]
-        return held
-
-    def flush(self) -> str:
-        """What is still held back when the stream ends."""
-        held, self._held = self._held, ""
-        return "" if held.strip() == self._partial else held
 
 
 # --- failures ------------------------------------------------------------------------
@@ -277,29 +285,6 @@ def frame_error(name: str, body: object, *, streamed: int = 0) -> ProviderError:
     status = _status_in(body)
     code, retryable = _classify(status, labels)
     return _fail(name, code, retryable, labels or ["error_frame"], streamed, status=status)
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The provider's wait hint: `retry-after-ms`, or `Retry-After` in seconds or a date."""
-    if millis := headers.get("retry-after-ms"):
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _classify(status: int | None, labels: list[str]) -> tuple[str, bool]:

@@ -23,13 +23,13 @@ from contracts.events import (
 from contracts.rpc import Pong
 from inference.admission import Admission
 from inference.clock import Clock
-from inference.consumer import consumer_config
 from inference.decoding import decode_request
-from inference.provider import Provider
-from inference.providers import default_providers
-from inference.replay import read_reply_log
+from inference.generation import ReadReplyLog, Worker
+from inference.providers.base import Provider
+from inference.providers.registry import default_providers
+from inference.reply_log import read_reply_log
 from inference.settings import InferenceSettings
-from inference.worker import ReadReplyLog, Worker
+from inference.work_queue import consumer_config
 
 __all__ = ["create_admission", "create_router"]
 
@@ -53,16 +53,11 @@ def create_admission(
 
 
 def create_router(
-    settings: InferenceSettings,
-    *,
-    providers: Mapping[str, Provider] | None = None,
-    clock: Clock | None = None,
-    read_log: ReadReplyLog = read_reply_log,
-    admission: Admission | None = None,
+    settings: InferenceSettings, *, clock: Clock | None = None, admission: Admission | None = None
 ) -> NatsRouter:
-    """`admission` (else built from the rest) is what the app's shutdown closes."""
+    """`admission` (else one with the configured providers) is what the app's shutdown closes."""
     if admission is None:
-        admission = create_admission(settings, providers=providers, clock=clock, read_log=read_log)
+        admission = create_admission(settings, clock=clock)
     router = NatsRouter()
 
     # One message at a time, and no more than one fetched ahead: the handler only
@@ -100,7 +95,7 @@ def create_router(
         description="The stop button: abort the conversation's generations this worker holds.",
     )
     async def cancel(request: CancelRequested) -> None:
-        admission.stops.cancel(request)
+        admission.cancels.cancel(request)
 
     _document_publishers(router)
 
@@ -113,33 +108,39 @@ def create_router(
 
 _CONV = "{conversation_id}"
 
+# What a worker publishes: (subject, title, description, schema).
+_PUBLISHED: tuple[tuple[str, str, str, object], ...] = (
+    (
+        subjects.events(_CONV),
+        "inference.conversation_events",
+        "start, status, token, done and error events of a generation.",
+        ConversationEvent,
+    ),
+    (
+        subjects.chat_finished(_CONV),
+        "inference.generation_finished",
+        "The stored answer: complete, cancelled or interrupted.",
+        GenerationFinished,
+    ),
+    (
+        subjects.chat_failed(_CONV),
+        "inference.generation_failed",
+        "A generation that could not be produced; partial content kept.",
+        GenerationFailed,
+    ),
+    (
+        subjects.USAGE_REPORTED,
+        "inference.usage_reported",
+        "The usage of one generation attempt, reported once.",
+        UsageReported,
+    ),
+)
+
 
 def _document_publishers(router: NatsRouter) -> None:
     """What a worker publishes, declared for the AsyncAPI document.
 
     The worker publishes through the broker directly (token events at full rate).
     """
-    router.publisher(
-        subjects.events(_CONV),
-        title="inference.conversation_events",
-        description="start, status, token, done and error events of a generation.",
-        schema=ConversationEvent,
-    )
-    router.publisher(
-        subjects.chat_finished(_CONV),
-        title="inference.generation_finished",
-        description="The stored answer: complete, cancelled or interrupted.",
-        schema=GenerationFinished,
-    )
-    router.publisher(
-        subjects.chat_failed(_CONV),
-        title="inference.generation_failed",
-        description="A generation that could not be produced; partial content kept.",
-        schema=GenerationFailed,
-    )
-    router.publisher(
-        subjects.USAGE_REPORTED,
-        title="inference.usage_reported",
-        description="The usage of one generation attempt, reported once.",
-        schema=UsageReported,
-    )
+    for subject, title, description, schema in _PUBLISHED:
+        router.publisher(subject, title=title, description=description, schema=schema)

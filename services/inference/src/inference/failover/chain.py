@@ -15,7 +15,7 @@ over), and finally exactly one `Finished` or `Failed`.
   the next route, which continues the answer from the text streamed so far.
 - The circuit breaker skips providers that keep failing (see `breaker`).
 - A stop (the user's stop button) aborts the call in flight at once, closing its HTTP
-  stream, and ends the chain with `Stopped` instead. No chunk is read after the stop
+  stream, and ends the chain with `Cancelled` instead. No chunk is read after the stop
   (a drain would keep the provider generating and billing for an answer no one
   sees), so the provider's final usage never comes: the call is accounted with the
   counts its chunks already carried (`UsageMeter`), the rest estimated and the
@@ -29,28 +29,29 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from contracts.events import FinishReason, Outcome, Usage
-from inference.breaker import CircuitBreaker
+from inference.cancel import CancelSignal
 from inference.clock import Clock
-from inference.models import Route
-from inference.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
-from inference.provider import (
+from inference.failover.breaker import CircuitBreaker
+from inference.failover.outcomes import REFUSAL, PublicError, final_outcome, retry_detail
+from inference.providers.base import (
     Completion,
     Provider,
     ProviderError,
     ProviderRequest,
     UsageMeter,
 )
-from inference.stop import Stop
+from inference.providers.routes import Route
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "Call",
+    "Cancelled",
     "Chain",
     "ChainPolicy",
     "Failed",
@@ -58,7 +59,6 @@ __all__ = [
     "Retrying",
     "Spent",
     "Step",
-    "Stopped",
     "Token",
     "Using",
 ]
@@ -127,27 +127,27 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
-class Stopped:
+class Cancelled:
     """The user stopped the generation; `spent`: the call it aborted, if one was running."""
 
     spent: Spent | None
     provider: str | None  # the last provider called
 
 
-Step = Token | Using | Retrying | Spent | Finished | Failed | Stopped
+Step = Token | Using | Retrying | Spent | Finished | Failed | Cancelled
 
 
 class _Attempt:
     """What one call streamed, and how it ended."""
 
-    __slots__ = ("completion", "error", "first_token", "stopped", "tokens")
+    __slots__ = ("cancelled", "completion", "error", "first_token", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.first_token: float | None = None
         self.completion: Completion | None = None
         self.error: ProviderError | None = None
-        self.stopped = False
+        self.cancelled = False
 
 
 _STALLED = "The model provider stopped responding."
@@ -157,7 +157,7 @@ class _Stalled(Exception):
     pass
 
 
-class _Stopped(Exception):
+class _Cancelled(Exception):
     pass
 
 
@@ -170,7 +170,7 @@ class _Watchdog:
     the time the worker spends publishing a token is not the provider's silence.
     """
 
-    def __init__(self, stall: float, stop: Stop | None = None) -> None:
+    def __init__(self, stall: float, cancel: CancelSignal | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -183,17 +183,17 @@ class _Watchdog:
         self._timer: asyncio.TimerHandle | None = self._loop.call_at(
             self._since + stall, self._check
         )
-        self._stop = stop
-        self._forget_stop = stop.on_set(self._abort) if stop is not None else None
+        self._cancel = cancel
+        self._forget_cancel = cancel.on_set(self._abort) if cancel is not None else None
 
     async def wait(self, stream: AsyncIterator[str | Completion]) -> str | Completion:
         self._since, self._waiting = self._loop.time(), True
         if self._fired is not None:  # the provider swallowed our cancellation and went on
             self._fired = None
             self._task.uncancel()
-        if self._stop is not None and self._stop.is_set:
+        if self._cancel is not None and self._cancel.is_set:
             self._waiting = False
-            raise _Stopped
+            raise _Cancelled
         if self._timer is None:
             self._timer = self._loop.call_at(self._since + self._stall, self._check)
         try:
@@ -216,7 +216,7 @@ class _Watchdog:
     def _abort(self) -> None:
         # Not waiting: the next `wait` sees the stop before it asks for a chunk.
         if self._waiting and self._fired is None:
-            self._fire(_Stopped)
+            self._fire(_Cancelled)
 
     def _check(self) -> None:
         now = self._loop.time()
@@ -230,9 +230,9 @@ class _Watchdog:
             )
 
     def close(self) -> None:
-        if self._forget_stop is not None:
-            self._forget_stop()
-            self._forget_stop = None
+        if self._forget_cancel is not None:
+            self._forget_cancel()
+            self._forget_cancel = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -242,6 +242,44 @@ class _Watchdog:
 
 
 _BROKEN = "The model provider failed to answer."
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one run of the chain carries from route to route."""
+
+    parts: list[str]  # the answer so far
+    began: float  # monotonic, of the first call: the retry budget counts from it
+    errors: list[ProviderError] = field(default_factory=list)  # each provider's last
+    skipped_for: float | None = None  # the shortest cooldown of a skipped provider
+    pending: Spent | None = None  # a failed call, reported once we know what follows
+    last: Route | None = None  # the route called last
+    index: int = 0  # the calls made so far
+
+    def call(self, route: Route, started: float, ended: float, attempt: _Attempt) -> Call:
+        """The record of a call that just ended, numbered in this run."""
+        call = Call(
+            route=route,
+            index=self.index,
+            started=started,
+            ended=ended,
+            first_token=attempt.first_token,
+            tokens=attempt.tokens,
+        )
+        self.index += 1
+        return call
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterCall:
+    """The steps a call's end adds, and the wait before its route is called again."""
+
+    steps: tuple[Step, ...]
+    retry_in: float | None = None  # None: no retry on this route
+
+
+def _is_set(cancel: CancelSignal | None) -> bool:
+    return cancel is not None and cancel.is_set
 
 
 class Chain:
@@ -264,101 +302,124 @@ class Chain:
         self._tracer = tracer or trace.get_tracer("inference")
 
     async def run(
-        self, routes: Sequence[Route], request: ProviderRequest, stop: Stop | None = None
+        self, routes: Sequence[Route], request: ProviderRequest, cancel: CancelSignal | None = None
     ) -> AsyncGenerator[Step, None]:
         """`request.continuation`: the answer already streamed (by an earlier delivery)."""
-        parts = [request.continuation]  # the answer so far
-        began = self._clock.monotonic()
-        errors: list[ProviderError] = []  # the last failure of each provider called
-        skipped_for: float | None = None
-        pending: Spent | None = None  # a failed call, reported once we know what follows
-        last: Route | None = None
-        index = 0
+        chain = _Progress(parts=[request.continuation], began=self._clock.monotonic())
         for route in routes:
-            if stop is not None and stop.is_set:
+            if _is_set(cancel):
                 break
-            if not self._breaker.acquire(route.provider):
-                wait = self._breaker.retry_in(route.provider)
-                skipped_for = wait if skipped_for is None else min(skipped_for, wait)
-                log.info("provider %s is cooling down; skipped", route.provider)
+            if not self._available(route, chain):
                 continue
-            if pending is not None:
-                yield replace(pending, outcome="switched")
-                pending = None
-            yield Using(route, first=last is None)
-            last = route
-            text = "".join(parts)
-            parts = [text]
-            call_request = replace(request, model=route.model, continuation=text)
-            tries = 0
-            while True:
-                tries += 1
-                started = self._clock.monotonic()
-                attempt = _Attempt()
-                meter = UsageMeter()
-                metered = replace(call_request, meter=meter)
-                deltas_of_call = self._call(route, metered, attempt, stop)
-                # Not made current: it would have to survive this generator's yields,
-                # and the worker's publishes belong to the consumer's span anyway.
-                span = self._tracer.start_span(
-                    "provider.stream",
-                    kind=SpanKind.CLIENT,
-                    attributes={"provider": route.provider, "model": route.model, "attempt": tries},
-                )
-                try:
-                    async with contextlib.aclosing(deltas_of_call) as deltas:
-                        async for delta in deltas:
-                            parts.append(delta)
-                            yield Token(delta)
-                finally:
-                    _end_span(span, attempt)
-                call = Call(
-                    route=route,
-                    index=index,
-                    started=started,
-                    ended=self._clock.monotonic(),
-                    first_token=attempt.first_token,
-                    tokens=attempt.tokens,
-                )
-                index += 1
-                if attempt.completion is not None:
-                    self._breaker.success(route.provider)
-                    completion = attempt.completion
-                    if completion.finish_reason == "content_filter" and not any(parts):
-                        # The stored answer is what clients saw: say why there is none.
-                        yield Token(REFUSAL)
-                    spent = Spent(call, completion.usage, completion.estimated, "completed")
-                    yield Finished(spent, completion.finish_reason)
-                    return
-                if attempt.stopped or (stop is not None and stop.is_set):
-                    yield Stopped(self._cancelled(call, call_request, meter), route.provider)
-                    return
-                error = attempt.error or ProviderError(_BROKEN)
-                self._note_failure(route, error, attempt.tokens)
-                spent_call = self._estimate(call, call_request, "failed") if error.reached else None
-                delay = self._retry_delay(route, error, attempt.tokens, tries, began)
-                if delay is None:
-                    errors.append(error)
-                    pending = spent_call
-                    break
-                if spent_call is not None:
-                    yield spent_call
-                yield Retrying(route, tries + 1, delay, retry_detail(error, delay))
-                await self._pause(delay, stop)
-                if stop is not None and stop.is_set:
-                    yield Stopped(None, route.provider)
-                    return
-        if stop is not None and stop.is_set:
-            if pending is not None:
-                yield pending
-            yield Stopped(None, last.provider if last else None)
+            if chain.pending is not None:
+                yield replace(chain.pending, outcome="switched")
+                chain.pending = None
+            yield Using(route, first=chain.last is None)
+            chain.last = route
+            async with contextlib.aclosing(self._on_route(route, request, chain, cancel)) as steps:
+                async for step in steps:
+                    yield step
+                    if isinstance(step, Finished | Cancelled):
+                        return
+        last = chain.last.provider if chain.last else None
+        if _is_set(cancel):
+            if chain.pending is not None:
+                yield chain.pending
+            yield Cancelled(None, last)
             return
-        outcome = final_outcome(errors, skipped_for)
-        yield Failed(pending, outcome, last.provider if last else None)
+        yield Failed(chain.pending, final_outcome(chain.errors, chain.skipped_for), last)
 
-    async def _pause(self, delay: float, stop: Stop | None) -> None:
+    def _available(self, route: Route, chain: _Progress) -> bool:
+        """Whether the route's provider may be called (its circuit breaker lets it)."""
+        if self._breaker.acquire(route.provider):
+            return True
+        wait = self._breaker.retry_in(route.provider)
+        chain.skipped_for = wait if chain.skipped_for is None else min(chain.skipped_for, wait)
+        log.info("provider %s is cooling down; skipped", route.provider)
+        return False
+
+    async def _on_route(
+        self,
+        route: Route,
+        request: ProviderRequest,
+        chain: _Progress,
+        cancel: CancelSignal | None,
+    ) -> AsyncGenerator[Step, None]:
+        """The calls of one route: it ends the chain (`Finished`, `Cancelled`), or the
+        chain moves on to the next route when this one returns without."""
+        text = "".join(chain.parts)
+        chain.parts = [text]
+        call_request = replace(request, model=route.model, continuation=text)
+        tries = 0
+        while True:
+            tries += 1
+            started = self._clock.monotonic()
+            attempt = _Attempt()
+            meter = UsageMeter()
+            deltas_of_call = self._call(route, replace(call_request, meter=meter), attempt, cancel)
+            # Not made current: it would have to survive this generator's yields,
+            # and the worker's publishes belong to the consumer's span anyway.
+            span = self._tracer.start_span(
+                "provider.stream",
+                kind=SpanKind.CLIENT,
+                attributes={"provider": route.provider, "model": route.model, "attempt": tries},
+            )
+            try:
+                async with contextlib.aclosing(deltas_of_call) as deltas:
+                    async for delta in deltas:
+                        chain.parts.append(delta)
+                        yield Token(delta)
+            finally:
+                _end_span(span, attempt)
+            call = chain.call(route, started, self._clock.monotonic(), attempt)
+            after = self._after_call(call, attempt, call_request, meter, tries, chain, cancel)
+            for step in after.steps:
+                yield step
+            if after.retry_in is None:
+                return
+            await self._pause(after.retry_in, cancel)
+            if _is_set(cancel):
+                yield Cancelled(None, route.provider)
+                return
+
+    def _after_call(
+        self,
+        call: Call,
+        attempt: _Attempt,
+        request: ProviderRequest,
+        meter: UsageMeter,
+        tries: int,
+        chain: _Progress,
+        cancel: CancelSignal | None,
+    ) -> _AfterCall:
+        """What follows a call: the chain's end, a retry of its route, or the next route."""
+        route = call.route
+        if attempt.completion is not None:
+            self._breaker.success(route.provider)
+            completion = attempt.completion
+            steps: list[Step] = []
+            if completion.finish_reason == "content_filter" and not any(chain.parts):
+                # The stored answer is what clients saw: say why there is none.
+                steps.append(Token(REFUSAL))
+            spent = Spent(call, completion.usage, completion.estimated, "completed")
+            steps.append(Finished(spent, completion.finish_reason))
+            return _AfterCall(tuple(steps))
+        if attempt.cancelled or _is_set(cancel):
+            return _AfterCall((Cancelled(self._cancelled(call, request, meter), route.provider),))
+        error = attempt.error or ProviderError(_BROKEN)
+        self._note_failure(route, error, attempt.tokens)
+        spent_call = self._estimate(call, request, "failed") if error.reached else None
+        delay = self._retry_delay(route, error, attempt.tokens, tries, chain.began)
+        if delay is None:
+            chain.errors.append(error)
+            chain.pending = spent_call
+            return _AfterCall(())
+        retrying = Retrying(route, tries + 1, delay, retry_detail(error, delay))
+        return _AfterCall((retrying,) if spent_call is None else (spent_call, retrying), delay)
+
+    async def _pause(self, delay: float, cancel: CancelSignal | None) -> None:
         """The backoff before a retry; a stop ends it early."""
-        if stop is None:
+        if cancel is None:
             await self._clock.sleep(delay)
             return
         stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -367,10 +428,10 @@ class Chain:
             if not stopped.done():
                 stopped.set_result(None)
 
-        forget = stop.on_set(wake)
+        forget = cancel.on_set(wake)
         sleep = asyncio.ensure_future(self._clock.sleep(delay))
         try:
-            if not stop.is_set:
+            if not cancel.is_set:
                 await asyncio.wait((sleep, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
             forget()
@@ -378,12 +439,12 @@ class Chain:
             stopped.cancel()
 
     async def _call(
-        self, route: Route, request: ProviderRequest, attempt: _Attempt, stop: Stop | None
+        self, route: Route, request: ProviderRequest, attempt: _Attempt, cancel: CancelSignal | None
     ) -> AsyncGenerator[str, None]:
         """The call's text deltas; how it ended is left in `attempt`."""
         stream = self._providers[route.provider].stream(request)
         stall = self._policy.stall
-        watchdog = _Watchdog(stall, stop)
+        watchdog = _Watchdog(stall, cancel)
         try:
             while True:
                 try:
@@ -395,8 +456,8 @@ class Chain:
                     log.warning("provider %s stalled (no chunk for %.1f s)", route.provider, stall)
                     attempt.error = ProviderError(_STALLED)
                     return
-                except _Stopped:
-                    attempt.stopped = True
+                except _Cancelled:
+                    attempt.cancelled = True
                     return
                 except ProviderError as exc:
                     attempt.error = exc
@@ -487,7 +548,7 @@ def _end_span(span: trace.Span, attempt: _Attempt) -> None:
     span.set_attribute("tokens", attempt.tokens)
     if attempt.completion is not None:
         span.set_attribute("finish_reason", attempt.completion.finish_reason)
-    elif attempt.stopped:
+    elif attempt.cancelled:
         span.set_attribute("stopped", True)
     elif attempt.error is not None:
         span.set_attribute("error.code", attempt.error.code)

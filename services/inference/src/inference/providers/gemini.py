@@ -2,7 +2,7 @@
 
 The SDK reads its own environment when we pass nothing: the key from `GOOGLE_API_KEY`
 or `GEMINI_API_KEY`, the endpoint from `GOOGLE_GEMINI_BASE_URL`. Its own retries,
-automatic stream continuation and function calling are off: the router owns retries
+automatic stream continuation and function calling are off: the failover chain owns retries
 and failover, and a call must be one HTTP request whose failure we see.
 
 Continuation (`ProviderRequest.continuation`): Gemini has no answer prefill, so the
@@ -13,7 +13,6 @@ partial answer anyway, that repeated start is dropped, so only new text is yield
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import re
@@ -23,12 +22,15 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
 from contracts.events import ContextMessage, FinishReason, Usage
-from inference.provider import Completion, ProviderError, ProviderRequest
+from inference.providers.base import Completion, ProviderError, ProviderRequest
+from inference.providers.continuation import ContinuationGuard
+from inference.providers.retry_after import retry_after_seconds
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
@@ -46,10 +48,8 @@ CONTINUE_INSTRUCTION = (
     "any preamble: reply only with the text that follows."
 )
 # Also sent as Google's server-side deadline (X-Server-Timeout), so it must outlast a
-# long answer; the router's own stall timer catches a silent stream much sooner.
+# long answer; the failover chain's own stall timer catches a silent stream much sooner.
 DEFAULT_TIMEOUT_SECONDS = 120.0
-# A repeated start shorter than this could be a coincidence, not a repeat.
-_MIN_REPEAT_CHARS = 16
 
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -66,19 +66,17 @@ _FINISH: dict[str, FinishReason] = {
 }
 _RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 
-_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
+# The SDK's HTTP backend is httpx2 (a fork of httpx with its own exception classes);
+# it can still be configured to use httpx.
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError, httpx2.TransportError)
 _NOT_REACHED_ERRORS: tuple[type[Exception], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
 )
-try:  # the SDK's default HTTP backend: a fork of httpx with its own exception classes
-    import httpx2
-except ImportError:  # pragma: no cover  (older SDKs use httpx only)
-    pass
-else:
-    _TRANSPORT_ERRORS += (httpx2.TransportError,)
-    _NOT_REACHED_ERRORS += (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
 # The HTTP responses opened by the stream call running in this context. The SDK keeps
@@ -116,7 +114,7 @@ def create_gemini_provider(
         base_url=base_url,
         # Milliseconds: the connect timeout and the longest wait for each chunk.
         timeout=max(1, math.ceil(timeout * 1000)),
-        # One attempt (and no hidden reconnects): the router retries and fails over.
+        # One attempt (and no hidden reconnects): the failover chain retries and fails over.
         retry_options=types.HttpRetryOptions(attempts=1),
         async_client_args={"event_hooks": {"response": [_track_response]}},
     )
@@ -148,7 +146,7 @@ class GeminiProvider:
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
-        repeat = _RepeatFilter(request.continuation)
+        guard = ContinuationGuard(request.continuation)
         streamed: list[str] = []
         usage: types.GenerateContentResponseUsageMetadata | None = None
         finish: str | None = None
@@ -177,7 +175,7 @@ class GeminiProvider:
                         for part in (candidate.content.parts or [] if candidate.content else [])
                         if part.text and not part.thought
                     )
-                    if text and (new := repeat.feed(text)):
+                    if text and (new := guard.feed(text)):
                         streamed.append(new)
                         yield new
                     if candidate.finish_reason is not None:
@@ -185,7 +183,7 @@ class GeminiProvider:
             except Exception as exc:
                 streamed_chars = sum(map(len, streamed))
                 raise self._provider_error(exc, request.model, started, streamed_chars) from None
-            if rest := repeat.flush():
+            if rest := guard.flush():
                 streamed.append(rest)
                 yield rest
         finally:
@@ -259,33 +257,6 @@ def _max_output_tokens(request: ProviderRequest) -> int | None:
         return None
     # `max_tokens` bounds the whole answer, the part already streamed included.
     return max(1, request.max_tokens - estimate_tokens(request.continuation))
-
-
-class _RepeatFilter:
-    """Drops a repeat of the partial answer at the start of a continuation."""
-
-    def __init__(self, continuation: str) -> None:
-        self._partial = continuation.strip()
-        self._active = len(self._partial) >= _MIN_REPEAT_CHARS
-        self._held = ""
-
-    def feed(self, text: str) -> str:
-        if not self._active:
-            return text
-        self._held += text
-        candidate = self._held.lstrip()
-        if self._partial.startswith(candidate):
-            return ""  # so far it could still be a repeat: hold it
-        self._active = False
-        held, self._held = self._held, ""
-        if candidate.startswith(self._partial):
-            return candidate[len(self._partial) :]
-        return held
-
-    def flush(self) -> str:
-        # The answer ended while it still looked like a (possibly cut) repeat.
-        held, self._held, self._active = self._held, "", False
-        return "" if self._partial.startswith(held.lstrip()) else held
 
 
 def _counts(
@@ -405,29 +376,15 @@ def _headers(exc: genai_errors.APIError) -> Mapping[str, str]:
 
 
 def _retry_after(headers: Mapping[str, str], body: Mapping[str, Any]) -> float | None:
-    header = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if header is not None:
-        seconds = _parse_retry_after(header)
-        if seconds is not None:
-            return seconds
+    seconds = retry_after_seconds(headers)
+    if seconds is not None:
+        return seconds
     for detail in _details(body):
         if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
             match = _RETRY_DELAY.match(str(detail.get("retryDelay", "")))
             if match:
                 return float(match.group(1))
     return None
-
-
-def _parse_retry_after(value: str) -> float | None:
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_detail(exc: Exception) -> str:

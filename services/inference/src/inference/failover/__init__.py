@@ -1,0 +1,1 @@
+"""The failover chain of one generation: retries, provider switches, stalls, breakers."""
