@@ -1,4 +1,4 @@
-"""Model aliases resolved to the routes a worker can call (table: contracts.models)."""
+"""Model aliases resolved to the routes a worker can call (table: contracts.aliases)."""
 
 from __future__ import annotations
 
