@@ -19,8 +19,9 @@ _NATS_FIXTURES = frozenset({"nats_server", "stack"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `nats` every test that starts a real nats-server, so that `pytest -m "not nats"` (`make test-fast`)
-    runs without one. Modules that start one by hand carry the mark themselves."""
+    """Mark `nats` every test that starts a real nats-server, so that
+    `pytest -m "not nats"` (`make test-fast`) runs without one. Modules that start
+    one by hand carry the mark themselves."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & _NATS_FIXTURES or item.path.parent.name in _WHOLE_SYSTEM_DIRS:
