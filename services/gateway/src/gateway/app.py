@@ -13,31 +13,25 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
-from gateway.chat import ChatPublisher
 from gateway.errors import install_error_handlers
-from gateway.hub import EventHub
-from gateway.limits import create_limits
-from gateway.metrics import GatewayMetrics, MetricsMiddleware
-from gateway.nats_router import create_router
-from gateway.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
-from gateway.ownership import Ownership, follow_deletions
-from gateway.queue_status import QueueStatus
-from gateway.routes import (
-    aisdk,
-    cancel,
-    conversations,
-    events,
-    health,
-    messages,
-    openai_compat,
-    page,
-    usage,
-    ws,
-)
-from gateway.runtime import Gateway
+from gateway.fanout.hub import EventHub
+from gateway.fanout.signals import SignalHub
+from gateway.handlers import create_router
+from gateway.intake.chat import ChatPublisher
+from gateway.intake.limits import create_limits
+from gateway.intake.ownership import Ownership, follow_deletions
+from gateway.intake.queue_status import QueueStatus
+from gateway.ops import health
+from gateway.ops.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.ops.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
+from gateway.ops.tracing import instrument_app
+from gateway.protocols import page
+from gateway.protocols.aisdk import routes as aisdk
+from gateway.protocols.openai import routes as openai_compat
+from gateway.protocols.rest import cancel, conversations, events, messages, usage
+from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
-from gateway.signals import SignalHub
-from gateway.tracing import instrument_app
+from gateway.state import Gateway
 from runtime import broker as runtime_broker
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
