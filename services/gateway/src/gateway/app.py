@@ -17,9 +17,9 @@ from gateway.errors import install_error_handlers
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
-from gateway.intake.chat import ChatPublisher
 from gateway.intake.limits import create_limits
 from gateway.intake.ownership import Ownership, follow_deletions
+from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops import health
 from gateway.ops.metrics import GatewayMetrics, MetricsMiddleware
@@ -122,7 +122,7 @@ def create_app(
                 js=js,
                 hub=hub,
                 backends=backends,
-                chat=ChatPublisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
+                publisher=Publisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
                 metrics=metrics,
                 signals=signals,
                 owners=owners,

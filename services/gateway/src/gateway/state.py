@@ -13,8 +13,8 @@ from gateway.backends import Backends
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
-from gateway.intake.chat import ChatPublisher
 from gateway.intake.ownership import Ownership
+from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
@@ -30,7 +30,7 @@ class Gateway:
     js: JetStreamContext
     hub: EventHub
     backends: Backends
-    chat: ChatPublisher
+    publisher: Publisher  # the one publisher of messages and generation requests
     metrics: GatewayMetrics
     signals: SignalHub
     owners: Ownership  # who may send into a conversation (auth on)

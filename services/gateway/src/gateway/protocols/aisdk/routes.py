@@ -26,14 +26,13 @@ from gateway.errors import ApiError, from_validation_error
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.replay import last_event
 from gateway.fanout.resume import check_access, prepare_resume
-from gateway.intake.accept import accept_message
+from gateway.intake import pipeline
 from gateway.intake.body import read_model
-from gateway.intake.chat import Submission, check_conversation_id, check_message
-from gateway.intake.generation import publish_generation
+from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
+from gateway.intake.publisher import Submission
 from gateway.protocols.aisdk.schema import UIChatRequest
 from gateway.protocols.aisdk.stream import UI_STREAM_HEADERS, ui_message_stream
-from gateway.protocols.rest.relay import earlier_message, reply_filter
 from gateway.schemas import MessageIn
 from gateway.state import Gateway, gateway_of
 
@@ -77,13 +76,9 @@ async def _stored_conversation(
 
 
 async def _regenerate(
-    gateway: Gateway,
-    user_id: str,
-    body: UIChatRequest,
-    user_message_id: str,
-    message: MessageIn,
-    model: str,
+    gateway: Gateway, body: UIChatRequest, user_message_id: str, message: pipeline.Admitted
 ) -> Submission:
+    user_id, model = message.user_id, message.model
     stored = await _stored_conversation(gateway, user_id, body.id, user_message_id)
     if stored.conversation is None:
         raise ApiError(404, "not_found", "no such chat")
@@ -101,19 +96,13 @@ async def _regenerate(
         content=asked.content,
         options=GenerationOptions(
             model=model,
-            system_prompt=message.system_prompt,
-            max_tokens=message.max_tokens,
-            temperature=message.temperature,
+            system_prompt=message.body.system_prompt,
+            max_tokens=message.body.max_tokens,
+            temperature=message.body.temperature,
         ),
         requested_at=datetime.now(UTC),
     )
-    await publish_generation(
-        gateway.js,
-        request,
-        kind="regen",
-        timeout=gateway.settings.rpc_timeout_seconds,
-        queue=gateway.queue,
-    )
+    await gateway.publisher.request_generation(request, kind="regen")
     return Submission(body.id, asked.id, reply, model, duplicate=False)
 
 
@@ -145,29 +134,18 @@ async def post_chat(request: Request, user_id: Annotated[str, Depends(current_us
     # Ids of other generators are accepted; one that is no livechat id gets a fresh one.
     message_id = last.id if ids.is_valid_id(last.id) else None
     message = _message(body, last.text(), message_id)
-    model = check_message(message, settings)
     regenerate = body.trigger == "regenerate-message"
-    earlier = None
-    if not regenerate:  # a regeneration finds the chat in memory
-        await gateway.owners.check(user_id, body.id)  # another user's: 404
-        if message_id is not None:  # as for POST .../messages: a repeat is answered once
-            earlier = await earlier_message(gateway, user_id, body.id, message_id)
-    if earlier is None or not earlier.repeat:  # a retry is counted once
-        await limits_of(request).check(user_id)  # 429 before anything is published
+    # A regeneration finds the chat in memory; a message is answered once, as for
+    # POST .../messages.
+    admitted = await pipeline.admit(
+        gateway, limits_of(request), user_id, body.id, message, new_message=not regenerate
+    )
     # Attach before publishing: the reply's first event cannot be missed.
     feed = gateway.feed(body.id)
-    try:
-        if regenerate:
-            sub = await _regenerate(gateway, user_id, body, last.id, message, model)
-        else:
-            sub = await accept_message(gateway, user_id, body.id, message, model, earlier)
-            gateway.metrics.messages_accepted.labels(str(sub.duplicate).lower()).inc()
-    except BaseException:
-        await feed.close()
-        raise
-    if sub.duplicate:
-        # Already accepted: relay the generation that answers it, from its first event.
-        feed.replay_after(0, reply_filter(sub.reply_id))
+    if regenerate:
+        sub = await pipeline.attached(feed, _regenerate(gateway, body, last.id, admitted))
+    else:
+        sub = await pipeline.accept(gateway, admitted, feed)
     return _stream(gateway, feed, sub, user_id)
 
 

@@ -16,9 +16,8 @@ from pydantic_core import to_json
 from contracts import rpc
 from contracts.events import ConversationEvent, DoneEvent, ErrorEvent, StartEvent, TokenEvent
 from gateway.fanout.feed import EventFeed
-from gateway.intake.chat import Submission
-from gateway.intake.generation import reply_events
-from gateway.protocols.rest.relay import stored_error, stored_finish_reason, stored_reply
+from gateway.fanout.reply import reply_events, stored_error, stored_finish_reason, stored_reply
+from gateway.intake.publisher import Submission
 from gateway.state import Gateway
 
 __all__ = ["UI_STREAM_HEADERS", "UIStreamWriter", "ui_message_stream"]

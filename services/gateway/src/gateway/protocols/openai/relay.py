@@ -10,9 +10,9 @@ from typing import Any
 from pydantic_core import to_json
 
 from contracts.events import DoneEvent, ErrorEvent, TokenEvent
-from gateway.errors import ApiError
+from gateway.errors import ApiError, error_status
 from gateway.fanout.feed import EventFeed
-from gateway.intake.generation import reply_events
+from gateway.fanout.reply import reply_events
 from gateway.protocols.openai.schema import (
     completion,
     completion_chunk,
@@ -20,7 +20,6 @@ from gateway.protocols.openai.schema import (
     openai_error_body,
     usage_chunk,
 )
-from gateway.protocols.rest.relay import error_status
 
 __all__ = ["Completion", "completion_json", "completion_sse"]
 

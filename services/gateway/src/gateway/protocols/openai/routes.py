@@ -25,8 +25,8 @@ from gateway.access.auth import current_user
 from gateway.errors import ApiError
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
-from gateway.intake.generation import publish_generation
 from gateway.intake.limits import limits_of
+from gateway.intake.pipeline import attached
 from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
 from gateway.protocols.openai.schema import ChatCompletionRequest, openai_error, split_prompt
 from gateway.protocols.rest.messages import SSE_HEADERS
@@ -104,17 +104,7 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     await limits_of(request).check(user_id)  # 429 before anything is published
     # Attach before publishing: the first token cannot be missed.
     feed = gateway.feed(generation.conversation_id)
-    try:
-        await publish_generation(
-            gateway.js,
-            generation,
-            kind="gen",
-            timeout=settings.rpc_timeout_seconds,
-            queue=gateway.queue,
-        )
-    except BaseException:
-        await feed.close()
-        raise
+    await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
     done = Completion(generation.message_id, body.model)
     if body.stream:
         chunks = completion_sse(

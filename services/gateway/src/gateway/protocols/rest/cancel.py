@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from gateway.access.auth import current_user
 from gateway.fanout.resume import check_access
 from gateway.intake.cancel import cancel_generation
-from gateway.intake.chat import check_conversation_id
+from gateway.intake.checks import check_conversation_id
 from gateway.state import gateway_of
 
 __all__ = ["router"]

@@ -16,7 +16,7 @@ from gateway.backends import BackendUnavailable
 from gateway.errors import ApiError
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
-from gateway.intake.chat import check_conversation_id
+from gateway.intake.checks import check_conversation_id
 from gateway.schemas import public
 from gateway.state import gateway_of
 

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
 from gateway.fanout.resume import check_access, parse_last_event_id, prepare_resume, resume_sse
-from gateway.intake.chat import check_conversation_id
+from gateway.intake.checks import check_conversation_id
 from gateway.protocols.rest.messages import SSE_HEADERS
 from gateway.state import gateway_of
 

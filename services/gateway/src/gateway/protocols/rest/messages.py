@@ -11,17 +11,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
-from gateway.intake.accept import accept_message
+from gateway.intake import pipeline
 from gateway.intake.body import read_model
-from gateway.intake.chat import check_conversation_id, check_message
+from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
-from gateway.protocols.rest.relay import (
-    earlier_message,
-    json_reply,
-    reply_filter,
-    sse_reply,
-    stored_as_json,
-)
+from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
 from gateway.schemas import MessageIn
 from gateway.state import gateway_of
 
@@ -48,28 +42,14 @@ async def post_message(
     settings = gateway.settings
     check_conversation_id(conversation_id)
     body = await read_model(request, MessageIn, settings.max_body_bytes)
-    model = check_message(body, settings)
-    await gateway.owners.check(user_id, conversation_id)  # another user's: 404
-    earlier = None
-    if body.id is not None:
-        earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
-    if earlier is None or not earlier.repeat:  # a retry is counted once
-        await limits_of(request).check(user_id)  # 429 before anything is published
+    message = await pipeline.admit(gateway, limits_of(request), user_id, conversation_id, body)
     streaming = "text/event-stream" in request.headers.get("accept", "")
-    if earlier is not None and earlier.reply is not None and not streaming:
+    if message.answered is not None and not streaming:
         # Answered before (perhaps past the dedupe window): the same answer, nothing new.
-        return JSONResponse(stored_as_json(earlier.reply))
+        return JSONResponse(stored_as_json(message.answered))
     # Attach before publishing: the reply's first event cannot be missed.
     feed = gateway.feed(conversation_id)
-    try:
-        sub = await accept_message(gateway, user_id, conversation_id, body, model, earlier)
-    except BaseException:
-        await feed.close()
-        raise
-    gateway.metrics.messages_accepted.labels(str(sub.duplicate).lower()).inc()
-    if sub.duplicate:
-        # Already accepted: relay the generation that answers it, from its first event.
-        feed.replay_after(0, reply_filter(sub.reply_id))
+    sub = await pipeline.accept(gateway, message, feed)
     if streaming:
         return StreamingResponse(
             sse_reply(gateway, feed, sub, user_id),

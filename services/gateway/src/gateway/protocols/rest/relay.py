@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,189 +12,29 @@ from nats.errors import Error as NatsError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from contracts import ids, rpc, subjects, topology
+from contracts import rpc, subjects, topology
 from contracts.events import (
     DoneEvent,
     ErrorEvent,
-    FinishReason,
     GenerationFinished,
     StartEvent,
     TokenEvent,
 )
-from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError
-from gateway.fanout.feed import EventFeed, ReplayFilter
-from gateway.fanout.replay import first_sequence
-from gateway.intake.chat import Submission
+from gateway.errors import ApiError, error_status
+from gateway.fanout.feed import EventFeed
+from gateway.fanout.reply import stored_error, stored_reply, stored_reply_events
+from gateway.intake.publisher import Submission
 from gateway.state import Gateway
 
-__all__ = [
-    "Earlier",
-    "earlier_message",
-    "error_status",
-    "json_reply",
-    "reply_filter",
-    "sse_reply",
-    "stored_as_json",
-    "stored_error",
-    "stored_events",
-    "stored_finish_reason",
-    "stored_reply",
-    "stored_reply_events",
-]
+__all__ = ["json_reply", "sse_reply", "stored_as_json"]
 
 log = logging.getLogger(__name__)
 
-# `interrupted`: a generation cut short for good (its partial answer is final too).
-_FINAL = ("complete", "cancelled", "failed", "interrupted")
 _PING = b": ping\n\n"
-# The end of a failed reply stored before memory kept its error.
-_GENERATION_FAILED = rpc.ReplyError(
-    code="generation_failed", message="the reply could not be produced", retryable=False
-)
-
-_ERROR_STATUS = {
-    "rate_limited": 429,
-    "budget_exceeded": 429,
-    "quota_exceeded": 429,
-    "invalid_request": 400,
-    "bad_request": 400,
-    "unknown_model": 400,
-    "content_filter": 400,
-    "context_too_long": 413,
-    "message_too_long": 413,
-    "not_found": 404,
-    "unauthorized": 401,
-    "timeout": 503,
-}
-
-
-def reply_filter(reply_id: str) -> ReplayFilter:
-    return lambda event: event.message_id == reply_id
-
-
-def error_status(code: str) -> int:
-    """The HTTP status of an `error` event in JSON mode; upstream trouble is a 503."""
-    return _ERROR_STATUS.get(code, 503)
-
-
-@dataclass(frozen=True, slots=True)
-class Earlier:
-    """What memory holds of a message id a client sends again."""
-
-    accepted: bool  # the user message is stored
-    reply: rpc.StoredMessage | None  # its reply, when final
-
-    @property
-    def repeat(self) -> bool:
-        """Sent before: not a new message (nor counted again by the rate limit)."""
-        return self.accepted or self.reply is not None
-
-
-async def _find_final(
-    gateway: Gateway, user_id: str, conversation_id: str, reply_id: str, message_id: str | None
-) -> tuple[bool, rpc.StoredMessage | None]:
-    # Only the two messages asked about: the answer stays small however long the
-    # conversation (a whole one may exceed the NATS payload limit).
-    wanted = (reply_id,) if message_id is None else (message_id, reply_id)
-    try:
-        found = await gateway.backends.get_conversation(
-            user_id, conversation_id, message_ids=wanted
-        )
-    except BackendUnavailable:
-        return False, None
-    accepted = False
-    for message in found.messages:
-        if message.id == message_id and message.role == "user":
-            accepted = True
-        elif message.id == reply_id and message.status in _FINAL:
-            return True, message
-    return accepted, None
-
-
-async def earlier_message(
-    gateway: Gateway, user_id: str, conversation_id: str, message_id: str
-) -> Earlier:
-    """Asked before publishing a client-given id: past the dedupe window a repeat is not
-    deduplicated by NATS, and a reply already final must be answered, not generated."""
-    reply_id = ids.reply_id(conversation_id, message_id)
-    accepted, reply = await _find_final(gateway, user_id, conversation_id, reply_id, message_id)
-    return Earlier(accepted, reply)
-
-
-async def stored_reply(gateway: Gateway, user_id: str, sub: Submission) -> rpc.StoredMessage | None:
-    """The reply as memory holds it, if final: the answer when its events aged out."""
-    _, reply = await _find_final(
-        gateway, user_id, sub.conversation_id, sub.reply_id, sub.message_id
-    )
-    return reply
-
-
-def stored_error(message: rpc.StoredMessage) -> rpc.ReplyError | None:
-    """The error a final reply ended with, as memory holds it; None: it ended with `done`."""
-    if message.error is not None:
-        return message.error
-    return _GENERATION_FAILED if message.status == "failed" else None
-
-
-def stored_finish_reason(message: rpc.StoredMessage) -> FinishReason:
-    """The finish reason of a reply that ended with `done`, as memory holds it."""
-    if message.finish_reason is not None:
-        return message.finish_reason
-    # Stored before memory kept it: told from the status.
-    return "cancelled" if message.status == "cancelled" else "stop"
 
 
 def _sse_frame(event_id: int, data: dict[str, Any]) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, data["type"].encode(), to_json(data))
-
-
-def stored_events(
-    sub: Submission, message: rpc.StoredMessage, first_seq: int
-) -> list[dict[str, Any]]:
-    """A final reply as memory holds it, as the events a client would have got."""
-    # Synthesized from history because the reply's events aged out of the stream (or
-    # were never seen by this client). The ids sit just below the stream's oldest
-    # event: they increase, collide with no real event, and resuming after them
-    # yields exactly what the stream still holds.
-    last_id = max(first_seq - 1, 2)
-
-    def event(event_id: int, event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
-        head = {
-            "type": event_type,
-            "event_id": event_id,
-            "conversation_id": sub.conversation_id,
-            "message_id": sub.reply_id,
-        }
-        return {**head, **fields}
-
-    events = []
-    if message.content:
-        # A failed reply's partial answer too: the tokens, joined, are the stored message.
-        events.append(event(last_id - 1, "token", {"content": message.content}))
-    error = stored_error(message)
-    if error is not None:
-        events.append(event(last_id, "error", error.model_dump()))
-        return events
-    done: dict[str, Any] = {
-        "finish_reason": stored_finish_reason(message),
-        "model": message.model or "",
-        "provider": message.provider or "",
-    }
-    if message.usage is not None:
-        done["usage"] = message.usage.model_dump()
-    events.append(event(last_id, "done", done))
-    return events
-
-
-async def stored_reply_events(
-    gateway: Gateway, sub: Submission, message: rpc.StoredMessage
-) -> list[dict[str, Any]]:
-    try:
-        first_seq = await first_sequence(gateway.js)
-    except (NatsError, TimeoutError):
-        first_seq = 0
-    return stored_events(sub, message, first_seq)
 
 
 async def _stored_sse(gateway: Gateway, sub: Submission, message: rpc.StoredMessage) -> bytes:

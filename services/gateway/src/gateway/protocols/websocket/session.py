@@ -13,13 +13,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from gateway.errors import ApiError, describe_validation_errors
 from gateway.fanout.feed import EventFeed, ReplayFilter
 from gateway.fanout.presence import ClientSignals
+from gateway.fanout.reply import stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
-from gateway.intake.accept import accept_message
+from gateway.intake import pipeline
 from gateway.intake.cancel import cancel_generation
-from gateway.intake.chat import check_message
 from gateway.intake.limits import limits_of
 from gateway.intake.ratelimit import FrameLimiter, Verdict
-from gateway.protocols.rest.relay import earlier_message, reply_filter, stored_reply_events
 from gateway.schemas import (
     WS_FRAME,
     WsCancel,
@@ -243,37 +242,29 @@ class WsSession:
 
     async def _message(self, frame: WsMessage) -> None:
         gateway = self._gateway
-        model = check_message(frame, gateway.settings)
         conversation_id = frame.conversation_id
-        self._check_room(conversation_id)
         user_id = self._user_id
-        await gateway.owners.check(user_id, conversation_id)  # another user's: not_found
-        earlier = None
-        if frame.id is not None:  # as for POST: a repeat is not answered twice
-            earlier = await earlier_message(gateway, user_id, conversation_id, frame.id)
-        if earlier is None or not earlier.repeat:  # a retry is counted once
-            await limits_of(self._ws).check(user_id)  # before anything is published
+        message = await pipeline.admit(
+            gateway,
+            limits_of(self._ws),
+            user_id,
+            conversation_id,
+            frame,
+            reserve=lambda: self._check_room(conversation_id),
+        )
         following = conversation_id in self._followers
         # Attach before publishing, as for POST.
         feed = None if following else gateway.feed(conversation_id)
-        try:
-            sub = await accept_message(gateway, user_id, conversation_id, frame, model, earlier)
-        except BaseException:
-            if feed is not None:
-                await feed.close()
-            raise
-        gateway.metrics.messages_accepted.labels(str(sub.duplicate).lower()).inc()
-        if sub.duplicate and earlier is not None and earlier.reply is not None:
+        # A message answered before is sent as memory holds it, not replayed.
+        sub = await pipeline.accept(gateway, message, feed, replay=message.answered is None)
+        if sub.duplicate and message.answered is not None:
             # Answered before: that answer, as memory holds it (its events may be gone).
-            for event in await stored_reply_events(gateway, sub, earlier.reply):
+            for event in await stored_reply_events(gateway, sub, message.answered):
                 await self._send(to_json(event).decode())
-        elif sub.duplicate:
+        elif sub.duplicate and feed is None:
             # Being generated: its events from its start, then live, on this socket.
-            if feed is None:
-                feed = await self._refollow(conversation_id)
-                feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
-            else:
-                feed.replay_after(0, reply_filter(sub.reply_id))
+            feed = await self._refollow(conversation_id)
+            feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
         if feed is not None:
             self._follow(feed)
 

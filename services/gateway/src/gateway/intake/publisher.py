@@ -1,4 +1,9 @@
-"""Accepting a user message: the checks, then the three JetStream publishes."""
+"""The gateway's one publisher of a message and of generation requests (JetStream).
+
+A message is echoed, stored and answered (three publishes); a regeneration or a
+stateless completion comes with no new user message, so only its generation
+request is published, to the same workers and the same usage ledger.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +28,8 @@ from gateway.errors import ApiError
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops.tracing import trace_headers
 from gateway.schemas import MessageIn
-from gateway.settings import GatewaySettings
 
-__all__ = ["ChatPublisher", "Submission", "check_conversation_id", "check_message"]
+__all__ = ["Publisher", "Submission"]
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +43,7 @@ class Submission:
     duplicate: bool  # the message id was already accepted: do not answer twice
 
 
-def check_conversation_id(conversation_id: str) -> None:
-    if not ids.is_valid_id(conversation_id):
-        raise ApiError(
-            400, "invalid_conversation_id", "conversation id must be 1-64 of [A-Za-z0-9_-]"
-        )
-
-
-def check_message(body: MessageIn, settings: GatewaySettings) -> str:
-    """The checks beyond the body's shape; returns the model alias to use."""
-    if not body.content.strip():
-        raise ApiError(422, "validation_error", "content: must not be empty")
-    if len(body.content) > settings.max_message_chars:
-        raise ApiError(
-            413,
-            "message_too_long",
-            f"content is longer than {settings.max_message_chars} characters",
-        )
-    model = body.model or settings.default_model
-    known = settings.model_table()
-    if model not in known:
-        raise ApiError(400, "unknown_model", f"unknown model {model!r}; known: {', '.join(known)}")
-    return model
-
-
-class ChatPublisher:
+class Publisher:
     def __init__(
         self, js: JetStreamContext, *, timeout: float, queue: QueueStatus | None = None
     ) -> None:
@@ -162,3 +142,18 @@ class ChatPublisher:
         if self._queue is not None:
             self._queue.track(conversation_id, reply, request.seq)
         return Submission(conversation_id, message_id, reply, model, duplicate)
+
+    async def request_generation(self, request: GenerationRequested, *, kind: str) -> bool:
+        """Queue a generation request alone (deduped per reply, `kind`: "gen" or "regen");
+        True when it was queued before."""
+        msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
+        try:
+            (ack,) = await self._publish_all([(subjects.GENERATE, request, msg_id)])
+        except (NatsError, TimeoutError) as exc:
+            log.warning("publishing a generation request failed: %s", type(exc).__name__)
+            raise ApiError(
+                503, "service_unavailable", "the request could not be queued; retry", retryable=True
+            ) from exc
+        if self._queue is not None:
+            self._queue.track(request.conversation_id, request.message_id, ack.seq)
+        return bool(ack.duplicate)
