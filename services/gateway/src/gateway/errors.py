@@ -20,6 +20,8 @@ __all__ = [
     "error_status",
     "from_validation_error",
     "install_error_handlers",
+    "no_such_conversation",
+    "not_answering",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,3 +163,15 @@ _EVENT_ERROR_STATUS = {
 def error_status(code: str) -> int:
     """The HTTP status of an `error` event in JSON mode; upstream trouble is a 503."""
     return _EVENT_ERROR_STATUS.get(code, 503)
+
+
+def not_answering(service: str) -> ApiError:
+    """A backend service that did not answer: a retryable 503."""
+    return ApiError(
+        503, "service_unavailable", f"the {service} service did not answer", retryable=True
+    )
+
+
+def no_such_conversation() -> ApiError:
+    """Also for another user's conversation: whose it is is never told."""
+    return ApiError(404, "not_found", "no such conversation")

@@ -7,6 +7,7 @@ publishers document what the gateway sends where.
 from __future__ import annotations
 
 from faststream.nats import NatsRouter
+from pydantic import BaseModel
 
 from contracts import subjects
 from contracts.events import (
@@ -22,42 +23,56 @@ __all__ = ["create_router"]
 _CONV = "{conversation_id}"
 
 
+_SIGNALS = (
+    (TypingSignal, "A client started or stopped typing"),
+    (PresenceSignal, "A client joined or left the conversation"),
+    (ReadSignal, "A client has shown the conversation up to an event"),
+)
+
+
+def _publications() -> list[tuple[str, str, str, type[BaseModel]]]:
+    """(subject, title, description, payload) of everything the gateway publishes."""
+    signals = [
+        (
+            subjects.signals(_CONV),
+            f"gateway.{schema.model_fields['type'].default}_signal",
+            f"{what} (core NATS, not stored); every gateway relays it to "
+            "the conversation's other clients.",
+            schema,
+        )
+        for schema, what in _SIGNALS
+    ]
+    return [
+        (
+            subjects.events(_CONV),
+            "gateway.message_echo",
+            "A user message echoed to every client of the conversation.",
+            MessageEvent,
+        ),
+        *signals,
+        (
+            subjects.chat_user(_CONV),
+            "gateway.user_message_accepted",
+            "A validated user message, for memory to store.",
+            UserMessageAccepted,
+        ),
+        (
+            subjects.GENERATE,
+            "gateway.generation_requested",
+            "Ask the inference workers to answer a user message.",
+            GenerationRequested,
+        ),
+        (
+            subjects.cancel(_CONV),
+            "gateway.cancel_requested",
+            "The stop button (core NATS; also kept in the LIVECHAT_CANCEL bucket).",
+            CancelRequested,
+        ),
+    ]
+
+
 def create_router() -> NatsRouter:
     router = NatsRouter()
-    router.publisher(
-        subjects.events(_CONV),
-        title="gateway.message_echo",
-        description="A user message echoed to every client of the conversation.",
-        schema=MessageEvent,
-    )
-    for schema, what in (
-        (TypingSignal, "A client started or stopped typing"),
-        (PresenceSignal, "A client joined or left the conversation"),
-        (ReadSignal, "A client has shown the conversation up to an event"),
-    ):
-        router.publisher(
-            subjects.signals(_CONV),
-            title=f"gateway.{schema.model_fields['type'].default}_signal",
-            description=f"{what} (core NATS, not stored); every gateway relays it to "
-            "the conversation's other clients.",
-            schema=schema,
-        )
-    router.publisher(
-        subjects.chat_user(_CONV),
-        title="gateway.user_message_accepted",
-        description="A validated user message, for memory to store.",
-        schema=UserMessageAccepted,
-    )
-    router.publisher(
-        subjects.GENERATE,
-        title="gateway.generation_requested",
-        description="Ask the inference workers to answer a user message.",
-        schema=GenerationRequested,
-    )
-    router.publisher(
-        subjects.cancel(_CONV),
-        title="gateway.cancel_requested",
-        description="The stop button (core NATS; also kept in the LIVECHAT_CANCEL bucket).",
-        schema=CancelRequested,
-    )
+    for subject, title, description, schema in _publications():
+        router.publisher(subject, title=title, description=description, schema=schema)
     return router

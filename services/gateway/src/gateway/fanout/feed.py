@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 
@@ -11,7 +12,9 @@ from gateway.fanout.hub import EventHub
 from gateway.fanout.listener import Lagged, Listener
 from gateway.fanout.replay import StreamReplay, last_sequence
 
-__all__ = ["EventFeed", "ReplayFilter"]
+__all__ = ["EventFeed", "ReplayFilter", "attached"]
+
+T = TypeVar("T")
 
 ReplayFilter = Callable[[RelayedEvent], bool]
 
@@ -108,3 +111,14 @@ class EventFeed:
         replay, self._replay = self._replay, None
         if replay is not None:
             await replay.close()
+
+
+async def attached(feed: EventFeed | None, work: Awaitable[T]) -> T:
+    """`work` (a publish, a resume) done with `feed` attached before it, so that nothing
+    it leads to is missed; the feed is closed when the work fails."""
+    try:
+        return await work
+    except BaseException:
+        if feed is not None:
+            await feed.close()
+        raise

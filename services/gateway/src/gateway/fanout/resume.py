@@ -12,7 +12,7 @@ from contracts import ids
 from contracts.events import MessageEvent
 from gateway.access.auth import LOCAL_USER
 from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError
+from gateway.errors import ApiError, no_such_conversation, not_answering
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.frames import RelayedEvent
 from gateway.fanout.replay import last_event
@@ -57,11 +57,9 @@ async def check_access(gateway: Gateway, user_id: str, conversation_id: str) -> 
         # One message at most: the answer stays small however long the conversation.
         found = await gateway.backends.get_conversation(user_id, conversation_id, limit=1)
     except BackendUnavailable:
-        raise ApiError(
-            503, "service_unavailable", "the memory service did not answer", retryable=True
-        ) from None
+        raise not_answering("memory") from None
     if found.conversation is None:
-        raise ApiError(404, "not_found", "no such conversation")
+        raise no_such_conversation()
 
 
 @dataclass(slots=True)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import ApiError, from_validation_error
 
-__all__ = ["read_model"]
+__all__ = ["body_schema", "read_model"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's `openapi_extra` for a body read with `read_model` (not a parameter)."""
+    content = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _too_large(limit: int) -> ApiError:

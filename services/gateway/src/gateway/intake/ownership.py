@@ -20,7 +20,7 @@ from nats.aio.subscription import Subscription
 
 from contracts import rpc, subjects
 from gateway.backends import Backends, BackendUnavailable
-from gateway.errors import ApiError
+from gateway.errors import no_such_conversation, not_answering
 
 __all__ = ["Ownership", "follow_deletions"]
 
@@ -61,11 +61,9 @@ class Ownership:
         try:
             reply = await self._backends.create_conversation(request)
         except BackendUnavailable:
-            raise ApiError(
-                503, "service_unavailable", "the memory service did not answer", retryable=True
-            ) from None
+            raise not_answering("memory") from None
         if reply.conversation is None:
-            raise ApiError(404, "not_found", "no such conversation")
+            raise no_such_conversation()
         if deletions == self._deletions:
             self._remember(conversation_id, user_id, now + self._ttl)
 

@@ -8,14 +8,13 @@ its own way (SSE, JSON, UI message stream, WebSocket frames).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from nats.errors import Error as NatsError
 
 from contracts import ids, rpc
-from gateway.fanout.feed import EventFeed
+from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.reply import find_final, reply_filter
 from gateway.fanout.resume import in_flight
@@ -25,9 +24,7 @@ from gateway.intake.publisher import Submission
 from gateway.schemas import MessageIn
 from gateway.state import Gateway
 
-__all__ = ["Admitted", "Earlier", "accept", "admit", "attached", "earlier_message"]
-
-T = TypeVar("T")
+__all__ = ["Admitted", "Earlier", "accept", "admit", "earlier_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +119,6 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     return await gateway.publisher.submit(
         user_id, conversation_id, body, model, accepted_before=True
     )
-
-
-async def attached(feed: EventFeed | None, publish: Awaitable[T]) -> T:
-    """`publish` with `feed` attached before it (the reply's first event cannot be
-    missed); the feed is closed when publishing fails."""
-    try:
-        return await publish
-    except BaseException:
-        if feed is not None:
-            await feed.close()
-        raise
 
 
 async def accept(

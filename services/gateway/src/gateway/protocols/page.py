@@ -1,11 +1,16 @@
-"""The web chat page at `/` and its static files under `/static/`."""
+"""The web chat page at `/` and its static files under `/static/` (conditional GETs: 304)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import Scope
 
 from gateway.errors import ApiError
 
@@ -38,19 +43,46 @@ _HEADERS = {
 }
 
 
-def _file(relative: str) -> FileResponse:
-    path = (STATIC_DIR / relative).resolve()
-    media_type = _MEDIA_TYPES.get(path.suffix)
-    if media_type is None or not path.is_relative_to(STATIC_DIR) or not path.is_file():
-        raise ApiError(404, "not_found", "no such file")
-    return FileResponse(path, media_type=media_type, headers=_HEADERS)
+class PageFiles(StaticFiles):
+    """Starlette's static files (path checks, ETag, 304) with the page's media types and
+    security headers; anything else is the API's 404."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            if exc.status_code == 404:
+                raise ApiError(404, "not_found", "no such file") from None
+            raise
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        media_type = _MEDIA_TYPES.get(Path(full_path).suffix)
+        if media_type is None:
+            raise ApiError(404, "not_found", "no such file")
+        response = FileResponse(
+            full_path,
+            status_code=status_code,
+            headers=_HEADERS,
+            media_type=media_type,
+            stat_result=stat_result,
+        )
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
+
+
+_files = PageFiles(directory=STATIC_DIR)
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
-async def page() -> FileResponse:
-    return _file("index.html")
+async def page(request: Request) -> Response:
+    return await _files.get_response("index.html", request.scope)
 
 
-@router.api_route("/static/{relative:path}", methods=["GET", "HEAD"])
-async def static(relative: str) -> FileResponse:
-    return _file(relative)
+router.mount("/static", _files, name="static")

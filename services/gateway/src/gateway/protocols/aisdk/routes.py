@@ -23,11 +23,11 @@ from contracts.events import GenerationOptions, GenerationRequested
 from gateway.access.auth import current_user
 from gateway.backends import BackendUnavailable
 from gateway.errors import ApiError, from_validation_error
-from gateway.fanout.feed import EventFeed
+from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.resume import check_access, prepare_resume
 from gateway.intake import pipeline
-from gateway.intake.body import read_model
+from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
@@ -117,12 +117,7 @@ def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) ->
 
 @router.post(
     "/api/chat",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": UIChatRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=body_schema(UIChatRequest),
 )
 async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
     gateway = gateway_of(request)
@@ -143,7 +138,7 @@ async def post_chat(request: Request, user_id: Annotated[str, Depends(current_us
     # Attach before publishing: the reply's first event cannot be missed.
     feed = gateway.feed(body.id)
     if regenerate:
-        sub = await pipeline.attached(feed, _regenerate(gateway, body, last.id, admitted))
+        sub = await attached(feed, _regenerate(gateway, body, last.id, admitted))
     else:
         sub = await pipeline.accept(gateway, admitted, feed)
     return _stream(gateway, feed, sub, user_id)
@@ -175,13 +170,9 @@ async def resume_chat(
         # nobody has written to yet has nothing in flight.
         return Response(status_code=204)
     feed = gateway.feed(chat_id)  # attached before looking: nothing live is missed
-    try:
-        # From the first event of the reply in flight: the SDK replaces its partial
-        # message with this one (`resumeStreamIsReplay`).
-        resume = await prepare_resume(gateway, feed, None)
-    except BaseException:
-        await feed.close()
-        raise
+    # From the first event of the reply in flight: the SDK replaces its partial
+    # message with this one (`resumeStreamIsReplay`).
+    resume = await attached(feed, prepare_resume(gateway, feed, None))
     if resume is None or not resume.open:
         await feed.close()
         return Response(status_code=204)

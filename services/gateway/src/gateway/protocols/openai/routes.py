@@ -23,10 +23,10 @@ from contracts import ids
 from contracts.events import GenerationOptions, GenerationRequested
 from gateway.access.auth import current_user
 from gateway.errors import ApiError
-from gateway.intake.body import read_model
+from gateway.fanout.feed import attached
+from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
-from gateway.intake.pipeline import attached
 from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
 from gateway.protocols.openai.schema import ChatCompletionRequest, openai_error, split_prompt
 from gateway.protocols.rest.messages import SSE_HEADERS
@@ -154,12 +154,7 @@ async def _stop(gateway: Gateway, user_id: str, conversation_id: str) -> None:
 
 @router.post(
     "/v1/chat/completions",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=body_schema(ChatCompletionRequest),
 )
 async def chat_completions(
     request: Request, user_id: Annotated[str, Depends(current_user)]

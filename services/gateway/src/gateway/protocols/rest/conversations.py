@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from contracts import ids, rpc
 from gateway.access.auth import current_user
 from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError
+from gateway.errors import ApiError, no_such_conversation, not_answering
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
-from gateway.schemas import public
+from gateway.schemas import ConversationList, ConversationOut, ConversationPage, public
 from gateway.state import gateway_of
 
 __all__ = ["ConversationCreateIn", "ConversationUpdateIn", "router"]
@@ -28,15 +28,6 @@ DEFAULT_PAGE = 200  # messages of GET /v1/conversations/{id} without `limit`
 
 User = Annotated[str, Depends(current_user)]
 Cursor = Annotated[str | None, Query(pattern=ids.ID_PATTERN)]
-
-
-def _unavailable(service: str) -> ApiError:
-    message = f"the {service} service did not answer"
-    return ApiError(503, "service_unavailable", message, retryable=True)
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, "not_found", "no such conversation")
 
 
 class _ConversationFields(BaseModel):
@@ -69,7 +60,12 @@ def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
     return public(summary)
 
 
-@router.post("/v1/conversations", status_code=201)
+@router.post(
+    "/v1/conversations",
+    status_code=201,
+    response_model=ConversationOut,
+    response_model_exclude_none=True,
+)
 async def create_conversation(request: Request, user_id: User) -> dict[str, Any]:
     gateway = gateway_of(request)
     body = await read_model(request, ConversationCreateIn, gateway.settings.max_body_bytes)
@@ -82,13 +78,13 @@ async def create_conversation(request: Request, user_id: User) -> dict[str, Any]
     try:
         reply = await gateway.backends.create_conversation(ask)
     except BackendUnavailable:
-        raise _unavailable("memory") from None
+        raise not_answering("memory") from None
     if reply.conversation is None:  # a fresh random id taken by someone else
         raise ApiError(409, "conflict", "the conversation could not be created; retry")
     return _conversation(reply.conversation)
 
 
-@router.get("/v1/conversations")
+@router.get("/v1/conversations", response_model=ConversationList, response_model_exclude_none=True)
 async def list_conversations(
     request: Request,
     user_id: User,
@@ -101,11 +97,15 @@ async def list_conversations(
             user_id, q or None, limit=limit, before=before
         )
     except BackendUnavailable:
-        raise _unavailable("memory") from None
+        raise not_answering("memory") from None
     return {"conversations": [public(c) for c in reply.conversations]}
 
 
-@router.get("/v1/conversations/{conversation_id}")
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    response_model=ConversationPage,
+    response_model_exclude_none=True,
+)
 async def get_conversation(
     conversation_id: str,
     request: Request,
@@ -121,9 +121,9 @@ async def get_conversation(
             user_id, conversation_id, limit=limit, before=before
         )
     except BackendUnavailable:
-        raise _unavailable("memory") from None
+        raise not_answering("memory") from None
     if reply.conversation is None:
-        raise _not_found()
+        raise no_such_conversation()
     return {
         **_conversation(reply.conversation),
         "messages": [public(m) for m in reply.messages],
@@ -131,7 +131,11 @@ async def get_conversation(
     }
 
 
-@router.patch("/v1/conversations/{conversation_id}")
+@router.patch(
+    "/v1/conversations/{conversation_id}",
+    response_model=ConversationOut,
+    response_model_exclude_none=True,
+)
 async def update_conversation(
     conversation_id: str, request: Request, user_id: User
 ) -> dict[str, Any]:
@@ -149,9 +153,9 @@ async def update_conversation(
     try:
         reply = await gateway.backends.update_conversation(ask)
     except BackendUnavailable:
-        raise _unavailable("memory") from None
+        raise not_answering("memory") from None
     if reply.conversation is None:
-        raise _not_found()
+        raise no_such_conversation()
     return _conversation(reply.conversation)
 
 
@@ -162,12 +166,12 @@ async def delete_conversation(conversation_id: str, request: Request, user_id: U
     try:
         reply = await gateway.backends.delete_conversation(user_id, conversation_id)
     except BackendUnavailable:
-        raise _unavailable("memory") from None
+        raise not_answering("memory") from None
     finally:
         # Its id may be someone else's next (also when the answer was lost on the way).
         gateway.owners.forget(conversation_id)
     if not reply.deleted:
-        raise _not_found()
+        raise no_such_conversation()
     # Stop its generation, else its tokens go on landing on `livechat.events.<id>`,
     # for whoever holds the id next. A stop that could not be sent is a 503: the
     # deletion is idempotent for its owner, so the retry stops it then.

@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
+from gateway.fanout.feed import attached
 from gateway.fanout.resume import check_access, parse_last_event_id, prepare_resume, resume_sse
 from gateway.intake.checks import check_conversation_id
 from gateway.protocols.rest.messages import SSE_HEADERS
@@ -32,11 +33,7 @@ async def conversation_events(
     after = parse_last_event_id(request.headers.get("last-event-id", last_event_id))
     await check_access(gateway, user_id, conversation_id)
     feed = gateway.feed(conversation_id)  # attached before looking: nothing live is missed
-    try:
-        resume = await prepare_resume(gateway, feed, after)
-    except BaseException:
-        await feed.close()
-        raise
+    resume = await attached(feed, prepare_resume(gateway, feed, after))
     if resume is None:
         await feed.close()
         return Response(status_code=204)

@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
 from gateway.intake import pipeline
-from gateway.intake.body import read_model
+from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
 from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
@@ -28,12 +28,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": MessageIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=body_schema(MessageIn),
 )
 async def post_message(
     conversation_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from contracts import rpc, subjects
 from contracts.events import UsageRecorded
 from gateway.access.auth import current_user
-from gateway.errors import ApiError
-from gateway.schemas import public
+from gateway.errors import ApiError, not_answering
+from gateway.schemas import UsageOut, public
 from gateway.state import gateway_of
 
 __all__ = ["CSV_COLUMNS", "router"]
@@ -80,12 +80,10 @@ async def _call(nc: Client, subject: str, request: BaseModel, reply: type[R], ti
         answer = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
         return reply.model_validate_json(answer.data)
     except (NatsError, TimeoutError, ValidationError):
-        raise ApiError(
-            503, "service_unavailable", "the usage service did not answer", retryable=True
-        ) from None
+        raise not_answering("usage") from None
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", response_model=UsageOut, response_model_exclude_none=True)
 async def usage(
     request: Request,
     user_id: User,

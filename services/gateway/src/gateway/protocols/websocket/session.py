@@ -11,7 +11,7 @@ from pydantic_core import to_json
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.errors import ApiError, describe_validation_errors
-from gateway.fanout.feed import EventFeed, ReplayFilter
+from gateway.fanout.feed import EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
 from gateway.fanout.reply import stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
@@ -295,13 +295,9 @@ class WsSession:
                 await current
         await check_access(self._gateway, self._user_id, conversation_id)
         feed = self._gateway.feed(conversation_id)
-        try:
-            # As GET .../events: after the id, or the generation in flight from its
-            # start; then live (a socket keeps following after the reply ends).
-            await prepare_resume(self._gateway, feed, frame.last_event_id)
-        except BaseException:
-            await feed.close()
-            raise
+        # As GET .../events: after the id, or the generation in flight from its
+        # start; then live (a socket keeps following after the reply ends).
+        await attached(feed, prepare_resume(self._gateway, feed, frame.last_event_id))
         self._follow(feed)
 
     def _follow(self, feed: EventFeed) -> None:
