@@ -63,7 +63,7 @@ asyncapi: $(STAMP)
 
 # A development token for USER (default: your login name), signed with LIVECHAT_JWT_SECRET.
 token: $(STAMP)
-	@$(BIN)/python -m gateway.tokens "$(USER)"
+	@$(BIN)/python -m gateway.access.issue_jwt "$(USER)"
 
 clean:
 	rm -rf $(VENV) .livechat

@@ -10,8 +10,8 @@ from playwright.sync_api import Page, expect
 from pydantic import SecretStr
 
 from devstack.runner import DevStack
+from gateway.access.issue_jwt import issue_token
 from gateway.settings import GatewaySettings
-from gateway.tokens import issue_token
 
 SECRET = "browser-test-secret-0123456789abcdef"
 STACK_ENV = {"LIVECHAT_JWT_SECRET": SECRET}

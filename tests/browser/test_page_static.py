@@ -43,7 +43,7 @@ def test_the_page_and_its_modules_are_served_with_a_strict_policy(
         "/static/../settings.py",
         "/static/%2e%2e/settings.py",
         "/static/..%2fapp.py",
-        "/static/js/../../routes/page.py",
+        "/static/js/../../protocols/page.py",
         "/static/nothing.js",
         "/static/js",
     ],

@@ -29,7 +29,7 @@ from contracts.events import ConversationDeleted, TokenEvent
 from contracts.settings import LivechatSettings
 from devstack.natsserver import NatsServer, nats_server_binary
 from devstack.ports import free_port
-from gateway.budget import BudgetWatch
+from gateway.intake.budget import BudgetWatch
 from usage.budget import allow_atomic_batches
 
 # Starts nats-server itself.

@@ -19,7 +19,7 @@ from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
 from devstack.natsserver import NatsServer
 from devstack.runner import DevStack
 from gateway import GatewaySettings
-from gateway.tokens import issue_token
+from gateway.access.issue_jwt import issue_token
 
 SECRET = "isolation-test-secret-0123456789abcdef"
 ALICE_WORD = "saxophone"  # only in alice's conversation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.msg import Msg
 
-from gateway.acks import stream_sequence
+from gateway.fanout.acks import stream_sequence
 
 
 @pytest.mark.parametrize(

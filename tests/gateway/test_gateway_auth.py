@@ -27,9 +27,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from devstack.ports import free_port
 from gateway import GatewaySettings
+from gateway.access.auth import LOCAL_USER, Authenticator, Unauthorized, current_user
+from gateway.access.issue_jwt import issue_token
 from gateway.app import create_app
-from gateway.auth import LOCAL_USER, Authenticator, Unauthorized, current_user
-from gateway.tokens import issue_token
 
 SECRET = "test-secret-of-thirty-two-bytes-or-more"
 ISSUER = "https://auth.example.test"
@@ -301,7 +301,7 @@ async def test_issued_development_tokens_are_accepted(
 
 def test_token_command_prints_a_token_or_explains_why_not() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
-    command = [sys.executable, "-m", "gateway.tokens", "alice"]
+    command = [sys.executable, "-m", "gateway.access.issue_jwt", "alice"]
     done = subprocess.run(
         command, env={**env, "LIVECHAT_JWT_SECRET": SECRET}, capture_output=True, text=True
     )

@@ -14,9 +14,9 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts import topology
-from gateway.budget import BudgetWatch
 from gateway.errors import ApiError
-from gateway.limits import KvCounter, Limits
+from gateway.intake.budget import BudgetWatch
+from gateway.intake.limits import KvCounter, Limits
 
 TIMEOUT = 10.0
 USER = "budget-user"

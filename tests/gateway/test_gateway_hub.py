@@ -12,8 +12,8 @@ from nats.js import JetStreamContext
 from contracts import subjects, topology
 from contracts.events import TokenEvent
 from devstack.natsserver import NatsServer
-from gateway.feed import EventFeed
-from gateway.hub import EventHub
+from gateway.fanout.feed import EventFeed
+from gateway.fanout.hub import EventHub
 
 
 async def publish_tokens(js: JetStreamContext, conv: str, start: int, count: int) -> list[int]:

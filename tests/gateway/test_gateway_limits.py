@@ -26,7 +26,7 @@ from contracts.events import Usage, UsageReported
 from contracts.topology import rate_key
 from devstack.ports import free_port
 from gateway import GatewaySettings
-from gateway.limits import FallbackCounter, KvCounter, RedisCounter
+from gateway.intake.limits import FallbackCounter, KvCounter, RedisCounter
 from gateway.server import uvicorn_config
 from usage import UsageSettings
 from usage import create_app as create_usage_app

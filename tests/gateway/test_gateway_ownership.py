@@ -19,7 +19,7 @@ from devstack.natsserver import NatsServer
 from devstack.ports import free_port
 from gateway import GatewaySettings
 from gateway.errors import ApiError
-from gateway.ownership import Ownership
+from gateway.intake.ownership import Ownership
 
 # The fixtures' types (tests/gateway/conftest.py) are not importable under importlib mode.
 FakeBackends = FakeWorker = GatewayServer = BackendsStarter = Any

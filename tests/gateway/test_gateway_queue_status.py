@@ -17,7 +17,7 @@ from nats.js.api import ConsumerInfo
 
 from contracts import subjects, topology
 from contracts.events import DoneEvent, GenerationRequested, StartEvent, TokenEvent, Usage
-from gateway.queue_status import QueueStatus
+from gateway.intake.queue_status import QueueStatus
 
 INTERVAL = 0.2
 

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from devstack.ports import free_port
 from gateway import GatewaySettings
-from gateway.origins import OriginPolicy, normalize_origin
+from gateway.access.origins import OriginPolicy, normalize_origin
 from gateway.server import uvicorn_config
 
 APP = "https://app.example"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit import FrameLimiter, TokenBucket, Verdict
+from gateway.intake.ratelimit import FrameLimiter, TokenBucket, Verdict
 
 
 class Clock:

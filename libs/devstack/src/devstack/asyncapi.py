@@ -18,7 +18,7 @@ __all__ = ["system_document"]
 
 def system_document() -> str:
     # Imported here: devstack itself does not depend on the services.
-    import gateway.nats_router
+    import gateway.handlers
     import inference.handlers
     import inference.settings
     import memory.handlers
@@ -31,7 +31,7 @@ def system_document() -> str:
     # Engines are never connected: building the routers needs only their collaborators.
     engine = create_async_engine("sqlite+aiosqlite://")
     broker = NatsBroker()
-    broker.include_router(gateway.nats_router.create_router())
+    broker.include_router(gateway.handlers.create_router())
     broker.include_router(inference.handlers.create_router(inference.settings.InferenceSettings()))
     broker.include_router(
         memory.handlers.create_router(

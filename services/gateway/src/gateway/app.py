@@ -4,40 +4,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
 
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
-from gateway.chat import ChatPublisher
 from gateway.errors import install_error_handlers
-from gateway.hub import EventHub
-from gateway.limits import create_limits
-from gateway.metrics import GatewayMetrics, MetricsMiddleware
-from gateway.nats_router import create_router
-from gateway.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
-from gateway.ownership import Ownership, follow_deletions
-from gateway.queue_status import QueueStatus
-from gateway.routes import (
-    aisdk,
-    cancel,
-    conversations,
-    events,
-    health,
-    messages,
-    openai_compat,
-    page,
-    usage,
-    ws,
-)
-from gateway.runtime import Gateway
+from gateway.fanout.hub import EventHub
+from gateway.fanout.signals import SignalHub
+from gateway.handlers import create_router
+from gateway.intake.limits import create_limits
+from gateway.intake.ownership import Ownership, follow_deletions
+from gateway.intake.publisher import Publisher
+from gateway.intake.queue_status import QueueStatus
+from gateway.ops import health
+from gateway.ops.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.ops.observability import ErrorCodeMiddleware, GenerationMetrics, follow_usage
+from gateway.ops.tracing import instrument_app
+from gateway.protocols import page
+from gateway.protocols.aisdk import routes as aisdk
+from gateway.protocols.openai import routes as openai_compat
+from gateway.protocols.rest import cancel, conversations, events, messages, usage
+from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
-from gateway.signals import SignalHub
-from gateway.tracing import instrument_app
+from gateway.state import Gateway
 from runtime import broker as runtime_broker
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
@@ -61,92 +56,123 @@ def create_broker(
     return broker
 
 
-def create_app(
+class _Reconnect:
+    """What a reconnect to NATS redoes: a restarted nats-server lost the memory stream
+    and bucket (recreated), the hub relays from the last event it saw (attached clients
+    miss nothing kept), and deletions announced meanwhile were not heard (owners forgotten)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self.js: JetStreamContext | None = None
+        self.hub: EventHub | None = None
+        self.owners: Ownership | None = None
+        self._restore = rerun_on_reconnect(self._restore_streams)
+
+    async def _restore_streams(self) -> None:
+        if self.js is None:
+            raise RuntimeError("not connected yet")  # retried by rerun_on_reconnect
+        await ensure_streams(self.js, self._settings, GATEWAY_STREAMS)
+        await ensure_buckets(self.js)  # the rate counters are in memory too
+        if self.hub is not None:
+            await self.hub.resubscribe()
+
+    async def reconnected(self) -> None:
+        if self.owners is not None:
+            self.owners.clear()
+        await self._restore()
+
+
+async def _start_gateway(
     settings: GatewaySettings,
-    *,
-    broker_factory: BrokerFactory = create_broker,
-    metrics: GatewayMetrics | None = None,
-    tracer_provider: TracerProvider | None = None,
-) -> FastAPI:
-    """The gateway app; connects to NATS when served (lifespan), not when built."""
-    metrics = metrics or GatewayMetrics()
-    generations = GenerationMetrics(metrics.registry)
+    broker: NatsBroker,
+    js: JetStreamContext,
+    metrics: GatewayMetrics,
+    generations: GenerationMetrics,
+    reconnect: _Reconnect,
+) -> Gateway:
+    """The parts built on the NATS connection, started (stop them with `_stop_gateway`)."""
+    nc = broker.connection
+    hub = reconnect.hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
+    await hub.start()
+    await follow_usage(nc, generations)  # ends with the connection
+    metrics.count_listeners(hub.listener_count)
+    signals = SignalHub(nc)
+    await signals.start()
+    backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
+    owners = reconnect.owners = Ownership(
+        backends,
+        enabled=settings.auth_enabled,
+        size=settings.owner_cache_size,
+        ttl_seconds=settings.owner_cache_ttl_seconds,
+    )
+    await follow_deletions(nc, owners)  # ends with the connection
+    queue = QueueStatus(
+        js,
+        interval=settings.queue_status_interval_seconds,
+        timeout=settings.rpc_timeout_seconds,
+        max_age=settings.generation_timeout_seconds,
+    )
+    await queue.start()
+    return Gateway(
+        settings=settings,
+        broker=broker,
+        nc=nc,
+        js=js,
+        hub=hub,
+        backends=backends,
+        publisher=Publisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
+        metrics=metrics,
+        signals=signals,
+        owners=owners,
+        queue=queue,
+    )
+
+
+async def _stop_gateway(gateway: Gateway) -> None:
+    if gateway.queue is not None:
+        await gateway.queue.stop()
+    await gateway.signals.stop()
+    await gateway.hub.stop()
+
+
+def _lifespan(
+    settings: GatewaySettings,
+    broker_factory: BrokerFactory,
+    metrics: GatewayMetrics,
+    generations: GenerationMetrics,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Connects to NATS when the app is served and builds the gateway's parts on it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub: EventHub | None = None
-        owners: Ownership | None = None
-
-        async def restore() -> None:
-            # A restarted nats-server lost the memory stream and bucket: recreate them,
-            # then relay from the last event seen so attached clients miss nothing kept.
-            await ensure_streams(js, settings, GATEWAY_STREAMS)
-            await ensure_buckets(js)  # the rate counters are in memory too
-            if hub is not None:
-                await hub.resubscribe()
-
-        restore_on_reconnect = rerun_on_reconnect(restore)
-
-        async def reconnected() -> None:
-            if owners is not None:
-                # Deletions announced while this gateway was away were not heard.
-                owners.clear()
-            await restore_on_reconnect()
-
-        broker = broker_factory(settings, reconnected)
+        reconnect = _Reconnect(settings)
+        broker = broker_factory(settings, reconnect.reconnected)
         await broker.start()
         try:
             nc = broker.connection
-            js = nc.jetstream(timeout=settings.rpc_timeout_seconds)
+            js = reconnect.js = nc.jetstream(timeout=settings.rpc_timeout_seconds)
             await ensure_streams(js, settings, GATEWAY_STREAMS)
             app.state.limits = await create_limits(js, settings, nc=nc)
-            hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
-            await hub.start()
-            await follow_usage(nc, generations)  # ends with the connection
-            metrics.count_listeners(hub.listener_count)
-            signals = SignalHub(nc)
-            await signals.start()
-            backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
-            owners = Ownership(
-                backends,
-                enabled=settings.auth_enabled,
-                size=settings.owner_cache_size,
-                ttl_seconds=settings.owner_cache_ttl_seconds,
-            )
-            await follow_deletions(nc, owners)  # ends with the connection
-            queue = QueueStatus(
-                js,
-                interval=settings.queue_status_interval_seconds,
-                timeout=settings.rpc_timeout_seconds,
-                max_age=settings.generation_timeout_seconds,
-            )
-            await queue.start()
-            app.state.gateway = Gateway(
-                settings=settings,
-                broker=broker,
-                nc=nc,
-                js=js,
-                hub=hub,
-                backends=backends,
-                chat=ChatPublisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
-                metrics=metrics,
-                signals=signals,
-                owners=owners,
-                queue=queue,
-            )
+            gateway = await _start_gateway(settings, broker, js, metrics, generations, reconnect)
+            app.state.gateway = gateway
             log.info("gateway connected to NATS")
             try:
                 yield
             finally:
-                await queue.stop()
-                await signals.stop()
-                await hub.stop()
+                await _stop_gateway(gateway)
                 await app.state.limits.aclose()
         finally:
             await broker.stop()
 
-    app = FastAPI(title="livechat gateway", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
+    return lifespan
+
+
+def _add_middleware(
+    app: FastAPI,
+    settings: GatewaySettings,
+    metrics: GatewayMetrics,
+    generations: GenerationMetrics,
+) -> None:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(ErrorCodeMiddleware, metrics=generations)
     if settings.allowed_origins:
@@ -158,18 +184,27 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["Retry-After", "X-Message-Id", "x-vercel-ai-ui-message-stream"],
         )
-    for module in (
-        health,
-        conversations,
-        messages,
-        cancel,
-        events,
-        usage,
-        ws,
-        openai_compat,
-        aisdk,
-        page,
-    ):
+
+
+# Health first; the page last (its routes match nothing the API serves).
+_ROUTES = (health, conversations, messages, cancel, events, usage, ws, openai_compat, aisdk, page)
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    broker_factory: BrokerFactory = create_broker,
+    metrics: GatewayMetrics | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The gateway app; connects to NATS when served (lifespan), not when built."""
+    metrics = metrics or GatewayMetrics()
+    generations = GenerationMetrics(metrics.registry)
+    lifespan = _lifespan(settings, broker_factory, metrics, generations)
+    app = FastAPI(title="livechat gateway", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    _add_middleware(app, settings, metrics, generations)
+    for module in _ROUTES:
         app.include_router(module.router)
     instrument_app(app, settings, tracer_provider)  # OTEL_*: off by default
     return app

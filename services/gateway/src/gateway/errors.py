@@ -17,8 +17,11 @@ __all__ = [
     "describe_validation_errors",
     "error_body",
     "error_response",
+    "error_status",
     "from_validation_error",
     "install_error_handlers",
+    "no_such_conversation",
+    "not_answering",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,3 +141,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+# The HTTP status of a reply's `error` event, when it is answered as one response.
+_EVENT_ERROR_STATUS = {
+    "rate_limited": 429,
+    "budget_exceeded": 429,
+    "quota_exceeded": 429,
+    "invalid_request": 400,
+    "bad_request": 400,
+    "unknown_model": 400,
+    "content_filter": 400,
+    "context_too_long": 413,
+    "message_too_long": 413,
+    "not_found": 404,
+    "unauthorized": 401,
+    "timeout": 503,
+}
+
+
+def error_status(code: str) -> int:
+    """The HTTP status of an `error` event in JSON mode; upstream trouble is a 503."""
+    return _EVENT_ERROR_STATUS.get(code, 503)
+
+
+def not_answering(service: str) -> ApiError:
+    """A backend service that did not answer: a retryable 503."""
+    return ApiError(
+        503, "service_unavailable", f"the {service} service did not answer", retryable=True
+    )
+
+
+def no_such_conversation() -> ApiError:
+    """Also for another user's conversation: whose it is is never told."""
+    return ApiError(404, "not_found", "no such conversation")

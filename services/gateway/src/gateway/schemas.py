@@ -12,7 +12,13 @@ from contracts.ids import ID_PATTERN
 __all__ = [
     "MAX_TOKENS",
     "WS_FRAME",
+    "ConversationList",
+    "ConversationOut",
+    "ConversationPage",
     "MessageIn",
+    "MessageOut",
+    "UsageOut",
+    "UsageTotalsOut",
     "WsCancel",
     "WsFrame",
     "WsMessage",
@@ -93,3 +99,41 @@ WS_FRAME: TypeAdapter[WsFrame] = TypeAdapter(WsFrame)
 def public(model: rpc.Rpc) -> dict[str, Any]:
     """An RPC model as clients see it: without the wire version."""
     return model.model_dump(mode="json", exclude={"schema_version"}, exclude_none=True)
+
+
+class _Public(BaseModel):
+    """Hides the wire version: the shapes below are RPC models as clients see them."""
+
+    schema_version: int = Field(default=1, exclude=True)
+
+
+class MessageOut(_Public, rpc.StoredMessage):
+    """A stored message."""
+
+
+class ConversationOut(_Public, rpc.ConversationSummary):
+    """A conversation (GET /v1/conversations/{id} adds its messages)."""
+
+
+class ConversationPage(ConversationOut):
+    """A conversation with its newest messages (`before`: older ones)."""
+
+    messages: list[MessageOut]
+    has_more: bool
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
+
+
+class UsageTotalsOut(_Public, rpc.UsageTotals):
+    """Requests, tokens and (when priced) cost."""
+
+
+class UsageOut(BaseModel):
+    """GET /v1/usage: totals, per model, and per `group_by` key when asked."""
+
+    totals: UsageTotalsOut
+    by_model: dict[str, UsageTotalsOut]
+    by_provider: dict[str, UsageTotalsOut] | None = None
+    by_conversation: dict[str, UsageTotalsOut] | None = None

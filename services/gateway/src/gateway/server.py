@@ -6,8 +6,8 @@ import signal
 
 import uvicorn
 
+from gateway.access.redact import install_redaction
 from gateway.app import create_app
-from gateway.redact import install_redaction
 from gateway.settings import GatewaySettings
 from runtime.logs import configure_logging
 

@@ -10,7 +10,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts import LivechatSettings
 from contracts.aliases import DEFAULT_ALIASES
-from gateway.apikeys import parse_api_keys
+from gateway.access.apikeys import parse_api_keys
 
 __all__ = ["MODEL_ALIASES", "GatewaySettings"]
 

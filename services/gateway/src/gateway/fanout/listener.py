@@ -1,0 +1,66 @@
+"""A bounded per-client mailbox the hub pushes into without ever waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from gateway.fanout.frames import RelayedEvent
+
+__all__ = ["Lagged", "Listener"]
+
+
+class Lagged(Exception):
+    """The client fell behind by more than its queue holds; catch up from the stream."""
+
+
+class Listener:
+    __slots__ = ("_items", "_limit", "_waiter", "conversation_id", "first_seq", "lagged")
+
+    def __init__(self, conversation_id: str, limit: int) -> None:
+        self.conversation_id = conversation_id
+        self._limit = limit
+        self._items: deque[RelayedEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.lagged = False
+        # The first sequence pushed: where a lagging live-only reader resumes.
+        self.first_seq: int | None = None
+
+    def push(self, event: RelayedEvent) -> None:
+        if self.lagged:
+            return
+        if self.first_seq is None:
+            self.first_seq = event.seq
+        if len(self._items) >= self._limit:
+            # Drop the backlog rather than grow without bound or block the hub;
+            # the reader replays what it missed from the stream.
+            self.lagged = True
+            self._items.clear()
+        else:
+            self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def reset(self) -> None:
+        self.lagged = False
+        self._items.clear()
+
+    async def get_batch(self, max_wait: float | None) -> list[RelayedEvent]:
+        """Everything queued, waiting up to `max_wait` for something; [] on timeout."""
+        if not self._items and not self.lagged:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if max_wait is None:
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, max_wait)
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+        if self.lagged:
+            raise Lagged
+        batch = list(self._items)
+        self._items.clear()
+        return batch

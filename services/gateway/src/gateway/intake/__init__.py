@@ -1,0 +1,1 @@
+"""Client -> NATS: accepting a message (checks, limits, ownership) and publishing it."""

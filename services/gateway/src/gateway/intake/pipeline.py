@@ -1,0 +1,135 @@
+"""The intake pipeline every protocol calls: a message's owner, repeated id and limits
+(`admit`), then its publishing with the client's feed attached before (`accept`).
+
+A protocol adapter parses its own input, calls `admit`, may answer a message
+already answered without publishing, then calls `accept` and relays the reply
+its own way (SSE, JSON, UI message stream, WebSocket frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nats.errors import Error as NatsError
+
+from contracts import ids, rpc
+from gateway.fanout.feed import EventFeed, attached
+from gateway.fanout.replay import last_event
+from gateway.fanout.reply import find_final, reply_filter
+from gateway.fanout.resume import in_flight
+from gateway.intake.checks import check_message
+from gateway.intake.limits import Limits
+from gateway.intake.publisher import Submission
+from gateway.schemas import MessageIn
+from gateway.state import Gateway
+
+__all__ = ["Admitted", "Earlier", "accept", "admit", "earlier_message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """What memory holds of a message id a client sends again."""
+
+    accepted: bool  # the user message is stored
+    reply: rpc.StoredMessage | None  # its reply, when final
+
+    @property
+    def repeat(self) -> bool:
+        """Sent before: not a new message (nor counted again by the rate limit)."""
+        return self.accepted or self.reply is not None
+
+
+async def earlier_message(
+    gateway: Gateway, user_id: str, conversation_id: str, message_id: str
+) -> Earlier:
+    """Asked before publishing a client-given id: past the dedupe window a repeat is not
+    deduplicated by NATS, and a reply already final must be answered, not generated."""
+    reply_id = ids.reply_id(conversation_id, message_id)
+    accepted, reply = await find_final(gateway, user_id, conversation_id, reply_id, message_id)
+    return Earlier(accepted, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A message that passed the checks and may be published."""
+
+    user_id: str
+    conversation_id: str
+    body: MessageIn
+    model: str
+    earlier: Earlier | None  # what memory holds of a client-given id
+
+    @property
+    def answered(self) -> rpc.StoredMessage | None:
+        """The final reply of a message sent before: answer it, generate nothing."""
+        return None if self.earlier is None else self.earlier.reply
+
+
+async def admit(
+    gateway: Gateway,
+    limits: Limits,
+    user_id: str,
+    conversation_id: str,
+    body: MessageIn,
+    *,
+    reserve: Callable[[], None] | None = None,
+    new_message: bool = True,
+) -> Admitted:
+    """The message's checks, then (`reserve`: a protocol's own check, e.g. a socket's room
+    for one more conversation) its owner, its repeated id, and the caller's limits.
+    `new_message=False`: an answer asked again for a stored message (a regeneration)."""
+    model = check_message(body, gateway.settings)
+    if reserve is not None:
+        reserve()
+    earlier = None
+    if new_message:
+        await gateway.owners.check(user_id, conversation_id)  # another user's: 404
+        if body.id is not None:  # a repeat is answered once
+            earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
+    if earlier is None or not earlier.repeat:  # a retry is counted once
+        await limits.check(user_id)  # 429 before anything is published
+    return Admitted(user_id, conversation_id, body, model, earlier)
+
+
+async def _publish(gateway: Gateway, message: Admitted) -> Submission:
+    """Publish the message, unless memory shows it was accepted before: then the reply
+    already given or being generated is followed."""
+    user_id, conversation_id, body, model = (
+        message.user_id,
+        message.conversation_id,
+        message.body,
+        message.model,
+    )
+    earlier = message.earlier
+    if earlier is None or not earlier.repeat:
+        return await gateway.publisher.submit(user_id, conversation_id, body, model)
+    message_id = body.id or ""
+    reply = ids.reply_id(conversation_id, message_id)
+    repeat = Submission(conversation_id, message_id, reply, model, duplicate=True)
+    if earlier.reply is not None:
+        return repeat  # final: relayed from the stream, or from memory once aged out
+    try:
+        newest = await last_event(gateway.js, conversation_id)
+    except (NatsError, TimeoutError):
+        newest = None  # unknown: asking again is safe, the publishes are deduplicated
+    if in_flight(conversation_id, newest) == reply:
+        return repeat  # being generated: follow it rather than ask for it twice
+    # Stored but not (or no longer visibly) being answered: ask for the answer again.
+    return await gateway.publisher.submit(
+        user_id, conversation_id, body, model, accepted_before=True
+    )
+
+
+async def accept(
+    gateway: Gateway, message: Admitted, feed: EventFeed | None, *, replay: bool = True
+) -> Submission:
+    """Publish an admitted message, counted, with `feed` attached before (None: the caller
+    follows the conversation already). `replay`: a message accepted before is relayed on
+    `feed` from its reply's first event (else the caller relays it its own way)."""
+    sub = await attached(feed, _publish(gateway, message))
+    gateway.metrics.messages_accepted.labels(str(sub.duplicate).lower()).inc()
+    if sub.duplicate and replay and feed is not None:
+        # Already accepted: relay the generation that answers it, from its first event.
+        feed.replay_after(0, reply_filter(sub.reply_id))
+    return sub

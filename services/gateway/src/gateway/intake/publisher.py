@@ -1,0 +1,159 @@
+"""The gateway's one publisher of a message and of generation requests (JetStream).
+
+A message is echoed, stored and answered (three publishes); a regeneration or a
+stateless completion comes with no new user message, so only its generation
+request is published, to the same workers and the same usage ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from pydantic import BaseModel
+
+from contracts import ids, subjects
+from contracts.events import (
+    GenerationOptions,
+    GenerationRequested,
+    MessageEvent,
+    UserMessageAccepted,
+)
+from gateway.errors import ApiError
+from gateway.intake.queue_status import QueueStatus
+from gateway.ops.tracing import trace_headers
+from gateway.schemas import MessageIn
+
+__all__ = ["Publisher", "Submission"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    conversation_id: str
+    message_id: str
+    reply_id: str
+    model: str
+    duplicate: bool  # the message id was already accepted: do not answer twice
+
+
+class Publisher:
+    def __init__(
+        self, js: JetStreamContext, *, timeout: float, queue: QueueStatus | None = None
+    ) -> None:
+        self._js = js
+        self._timeout = timeout
+        self._queue = queue  # tells the clients of a request no worker took yet
+
+    async def _publish_all(self, publishes: list[tuple[str, BaseModel, str]]) -> list[PubAck]:
+        """Publish in order on the one connection, then wait for every ack together:
+        one round trip (and one wait for the stores' fsync) instead of one each."""
+        acks: list[asyncio.Future[PubAck]] = []
+        try:
+            # One deadline for the lot. No `wait_stall`: nats-py waits for it with
+            # `asyncio.wait_for`, a task per call that yields to the loop, so the
+            # client's flusher wrote each message on its own and the generation
+            # request reached the server milliseconds after the echo.
+            async with asyncio.timeout(self._timeout):
+                for subject, event, msg_id in publishes:
+                    # Each call queues its message on the connection before returning:
+                    # the server receives them in this order.
+                    ack = await self._js.publish_async(
+                        subject,
+                        event.model_dump_json().encode(),
+                        headers=trace_headers({"Nats-Msg-Id": msg_id}),  # worker spans join ours
+                    )
+                    acks.append(ack)
+                return await asyncio.gather(*acks)
+        finally:
+            for ack in acks:
+                ack.cancel()  # no-op once done; else frees its slot (no ack ever came)
+
+    async def submit(
+        self,
+        user_id: str,
+        conversation_id: str,
+        body: MessageIn,
+        model: str,
+        *,
+        accepted_before: bool = False,
+    ) -> Submission:
+        """Publish the message; `accepted_before`: memory already holds it (a retry after
+        the dedupe window), so only the generation request is published again."""
+        message_id = body.id or ids.new_id()
+        reply = ids.reply_id(conversation_id, message_id)
+        now = datetime.now(UTC)
+        echo = MessageEvent(message_id=message_id, content=body.content, created_at=now)
+        accepted = UserMessageAccepted(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            user_id=user_id,
+            content=body.content,
+            created_at=now,
+            system_prompt=body.system_prompt,
+        )
+        requested = GenerationRequested(
+            message_id=reply,
+            conversation_id=conversation_id,
+            user_id=user_id,
+            user_message_id=message_id,
+            content=body.content,
+            options=GenerationOptions(
+                model=model,
+                system_prompt=body.system_prompt,
+                max_tokens=body.max_tokens,
+                temperature=body.temperature,
+            ),
+            requested_at=now,
+        )
+
+        def dedupe_id(kind: str) -> str:
+            return ids.msg_id(kind, conversation_id, message_id)
+
+        publishes: list[tuple[str, BaseModel, str]] = []
+        if not accepted_before:
+            publishes.append((subjects.events(conversation_id), echo, dedupe_id("echo")))
+            publishes.append((subjects.chat_user(conversation_id), accepted, dedupe_id("user")))
+        publishes.append((subjects.GENERATE, requested, dedupe_id("gen")))
+        # Sent in this order: the echo is shown, then the message is stored, then it is
+        # answered. A repeated message id is republished (each publish is deduped by its
+        # Nats-Msg-Id) so that a request of which a publish failed is completed by the
+        # client's retry.
+        try:
+            acks = await self._publish_all(publishes)
+        except (NatsError, TimeoutError) as exc:
+            log.warning("publishing a message failed: %s", type(exc).__name__)
+            raise ApiError(
+                503,
+                "service_unavailable",
+                "the message could not be queued; retry with the same message id",
+                retryable=True,
+                headers={"X-Message-Id": message_id},
+                details={"message_id": message_id},
+            ) from exc
+        request = acks[-1]  # the last publish: the generation request
+        duplicate = bool(request.duplicate) or accepted_before
+        if self._queue is not None:
+            self._queue.track(conversation_id, reply, request.seq)
+        return Submission(conversation_id, message_id, reply, model, duplicate)
+
+    async def request_generation(self, request: GenerationRequested, *, kind: str) -> bool:
+        """Queue a generation request alone (deduped per reply, `kind`: "gen" or "regen");
+        True when it was queued before."""
+        msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
+        try:
+            (ack,) = await self._publish_all([(subjects.GENERATE, request, msg_id)])
+        except (NatsError, TimeoutError) as exc:
+            log.warning("publishing a generation request failed: %s", type(exc).__name__)
+            raise ApiError(
+                503, "service_unavailable", "the request could not be queued; retry", retryable=True
+            ) from exc
+        if self._queue is not None:
+            self._queue.track(request.conversation_id, request.message_id, ack.seq)
+        return bool(ack.duplicate)

@@ -1,0 +1,1 @@
+"""Operating the gateway: metrics, tracing and health."""

@@ -1,0 +1,62 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from contracts import topology
+from gateway.backends import BACKEND_SERVICES
+from gateway.errors import error_body
+from gateway.state import gateway_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _events_stream(js: JetStreamContext) -> bool:
+    # A restarted nats-server loses the memory stream until the services recreate it.
+    try:
+        await js.stream_info(topology.EVENTS_STREAM)
+    except (NatsError, TimeoutError):
+        return False
+    return True
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    gateway = gateway_of(request)
+    if not gateway.nc.is_connected or not gateway.hub.running:
+        body = error_body("not_ready", "not connected to NATS")
+        body["checks"] = {"nats": False}
+        return JSONResponse(body, status_code=503)
+    events, *answers = await asyncio.gather(
+        _events_stream(gateway.js), *(gateway.backends.ping(s) for s in BACKEND_SERVICES)
+    )
+    checks = {
+        "nats": True,
+        "events_stream": events,
+        **dict(zip(BACKEND_SERVICES, answers, strict=True)),
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        body = error_body("not_ready", f"not answering: {', '.join(failed)}")
+        body["checks"] = checks
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""The client protocols, each a thin adapter over intake/ and fanout/, and the web page."""

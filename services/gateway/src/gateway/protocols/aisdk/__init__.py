@@ -1,0 +1,1 @@
+"""The Vercel AI SDK 5+ UI message stream endpoints."""

@@ -1,0 +1,181 @@
+"""POST /api/chat and GET /api/chat/{id}/stream: the Vercel AI SDK 5+ UI message stream.
+
+`useChat` with `DefaultChatTransport` works against these unchanged: the chat
+id is the conversation id, a submitted message goes through the same path as
+POST /v1/conversations/{id}/messages (stored, answered once), and a
+regeneration asks for a new reply to the stored user message (the earlier
+reply stays in history).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from nats.errors import Error as NatsError
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from contracts import ids, rpc
+from contracts.events import GenerationOptions, GenerationRequested
+from gateway.access.auth import current_user
+from gateway.backends import BackendUnavailable
+from gateway.errors import ApiError, from_validation_error
+from gateway.fanout.feed import EventFeed, attached
+from gateway.fanout.replay import last_event
+from gateway.fanout.resume import check_access, prepare_resume
+from gateway.intake import pipeline
+from gateway.intake.body import body_schema, read_model
+from gateway.intake.checks import check_conversation_id
+from gateway.intake.limits import limits_of
+from gateway.intake.publisher import Submission
+from gateway.protocols.aisdk.schema import UIChatRequest
+from gateway.protocols.aisdk.stream import UI_STREAM_HEADERS, ui_message_stream
+from gateway.schemas import MessageIn
+from gateway.state import Gateway, gateway_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+# The transport posts the whole chat every time: a long chat outgrows a message's cap.
+_BODY_FACTOR = 16
+_REGEN_PAGE = 50  # newest messages searched for the user message to answer again
+
+
+def _message(body: UIChatRequest, text: str, message_id: str | None) -> MessageIn:
+    try:
+        return MessageIn(
+            content=text,
+            id=message_id,
+            model=body.model,
+            system_prompt=body.system_prompt,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+        )
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def _stored_conversation(
+    gateway: Gateway, user_id: str, chat_id: str, message_id: str
+) -> rpc.ConversationGetReply:
+    # The message asked about, else the newest page: never the whole (maybe huge) chat.
+    try:
+        if ids.is_valid_id(message_id):
+            found = await gateway.backends.get_conversation(
+                user_id, chat_id, message_ids=(message_id,)
+            )
+            if found.conversation is None or found.messages:
+                return found
+        return await gateway.backends.get_conversation(user_id, chat_id, limit=_REGEN_PAGE)
+    except BackendUnavailable as exc:
+        raise ApiError(503, "service_unavailable", "history is unavailable; retry") from exc
+
+
+async def _regenerate(
+    gateway: Gateway, body: UIChatRequest, user_message_id: str, message: pipeline.Admitted
+) -> Submission:
+    user_id, model = message.user_id, message.model
+    stored = await _stored_conversation(gateway, user_id, body.id, user_message_id)
+    if stored.conversation is None:
+        raise ApiError(404, "not_found", "no such chat")
+    users = [m for m in stored.messages if m.role == "user"]
+    asked = next((m for m in users if m.id == user_message_id), users[-1] if users else None)
+    if asked is None:
+        raise ApiError(404, "not_found", "the chat has no user message to answer")
+    # A fresh reply id: the reply to a user message is otherwise answered once.
+    reply = ids.reply_id(body.id, f"{asked.id}/regenerate/{ids.new_id()}")
+    request = GenerationRequested(
+        message_id=reply,
+        conversation_id=body.id,
+        user_id=user_id,
+        user_message_id=asked.id,
+        content=asked.content,
+        options=GenerationOptions(
+            model=model,
+            system_prompt=message.body.system_prompt,
+            max_tokens=message.body.max_tokens,
+            temperature=message.body.temperature,
+        ),
+        requested_at=datetime.now(UTC),
+    )
+    await gateway.publisher.request_generation(request, kind="regen")
+    return Submission(body.id, asked.id, reply, model, duplicate=False)
+
+
+def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) -> Response:
+    return StreamingResponse(
+        ui_message_stream(gateway, feed, sub, user_id),
+        media_type="text/event-stream",
+        headers=UI_STREAM_HEADERS,
+        background=BackgroundTask(feed.close),
+    )
+
+
+@router.post(
+    "/api/chat",
+    openapi_extra=body_schema(UIChatRequest),
+)
+async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
+    gateway = gateway_of(request)
+    settings = gateway.settings
+    body = await read_model(request, UIChatRequest, settings.max_body_bytes * _BODY_FACTOR)
+    last = body.last_user_message()
+    if last is None:
+        raise ApiError(422, "validation_error", "messages: no message with role 'user'")
+    # Ids of other generators are accepted; one that is no livechat id gets a fresh one.
+    message_id = last.id if ids.is_valid_id(last.id) else None
+    message = _message(body, last.text(), message_id)
+    regenerate = body.trigger == "regenerate-message"
+    # A regeneration finds the chat in memory; a message is answered once, as for
+    # POST .../messages.
+    admitted = await pipeline.admit(
+        gateway, limits_of(request), user_id, body.id, message, new_message=not regenerate
+    )
+    # Attach before publishing: the reply's first event cannot be missed.
+    feed = gateway.feed(body.id)
+    if regenerate:
+        sub = await attached(feed, _regenerate(gateway, body, last.id, admitted))
+    else:
+        sub = await pipeline.accept(gateway, admitted, feed)
+    return _stream(gateway, feed, sub, user_id)
+
+
+async def _has_events(gateway: Gateway, chat_id: str) -> bool:
+    # With auth on, a chat gets its owner in memory before its first event is
+    # published: events memory does not show the caller are someone else's.
+    try:
+        return await last_event(gateway.js, chat_id) is not None
+    except (NatsError, TimeoutError):
+        raise ApiError(
+            503, "service_unavailable", "the events stream did not answer", retryable=True
+        ) from None
+
+
+@router.get("/api/chat/{chat_id}/stream")
+async def resume_chat(
+    chat_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
+) -> Response:
+    gateway = gateway_of(request)
+    check_conversation_id(chat_id)
+    try:
+        await check_access(gateway, user_id, chat_id)
+    except ApiError as exc:
+        if exc.status != 404 or await _has_events(gateway, chat_id):
+            raise  # another user's chat: 404, as everywhere
+        # `useChat({resume: true})` asks on every mount, for new chats too: a chat
+        # nobody has written to yet has nothing in flight.
+        return Response(status_code=204)
+    feed = gateway.feed(chat_id)  # attached before looking: nothing live is missed
+    # From the first event of the reply in flight: the SDK replaces its partial
+    # message with this one (`resumeStreamIsReplay`).
+    resume = await attached(feed, prepare_resume(gateway, feed, None))
+    if resume is None or not resume.open:
+        await feed.close()
+        return Response(status_code=204)
+    reply = next(iter(resume.open))
+    sub = Submission(chat_id, "", reply, "", duplicate=False)
+    return _stream(gateway, feed, sub, user_id)

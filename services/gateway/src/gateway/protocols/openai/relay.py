@@ -1,0 +1,116 @@
+"""A completion's events as OpenAI answers: streamed chunks, or one `chat.completion`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic_core import to_json
+
+from contracts.events import DoneEvent, ErrorEvent, TokenEvent
+from gateway.errors import ApiError, error_status
+from gateway.fanout.feed import EventFeed
+from gateway.fanout.reply import reply_events
+from gateway.protocols.openai.schema import (
+    completion,
+    completion_chunk,
+    finish_reason,
+    openai_error_body,
+    usage_chunk,
+)
+
+__all__ = ["Completion", "completion_json", "completion_sse"]
+
+_PING = b": ping\n\n"
+_DONE = b"data: [DONE]\n\n"
+
+
+class Completion:
+    """What names one completion in its answers."""
+
+    __slots__ = ("created", "id", "model", "reply_id")
+
+    def __init__(self, reply_id: str, model: str) -> None:
+        self.reply_id = reply_id
+        self.id = f"chatcmpl-{reply_id}"
+        self.model = model
+        self.created = int(time.time())
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + to_json(payload) + b"\n\n"
+
+
+async def completion_sse(
+    feed: EventFeed, done: Completion, *, include_usage: bool, ping_seconds: float
+) -> AsyncIterator[bytes]:
+    """`data:` chunks until the finish chunk (and the usage chunk), then `[DONE]`."""
+    cid, created, model = done.id, done.created, done.model
+    try:
+        # The role first, as OpenAI does: clients start the message on it.
+        first = completion_chunk(
+            cid, created, model, {"role": "assistant", "content": ""}, include_usage=include_usage
+        )
+        yield _data(first)
+        async for batch in reply_events(feed, done.reply_id, ping_seconds):
+            if not batch:
+                yield _PING
+                continue
+            frames = []
+            for event in batch:
+                if isinstance(event, TokenEvent):
+                    delta = {"content": event.content}
+                    chunk = completion_chunk(
+                        cid, created, model, delta, include_usage=include_usage
+                    )
+                    frames.append(_data(chunk))
+                elif isinstance(event, DoneEvent):
+                    finish = finish_reason(event.finish_reason)
+                    last = completion_chunk(
+                        cid, created, model, {}, finish=finish, include_usage=include_usage
+                    )
+                    frames.append(_data(last))
+                    if include_usage:
+                        frames.append(_data(usage_chunk(cid, created, model, event.usage)))
+                    frames.append(_DONE)
+                elif isinstance(event, ErrorEvent):
+                    # The SDK raises an APIError on a `data:` object with an `error`.
+                    status = error_status(event.code)
+                    frames.append(_data(openai_error_body(status, event.code, event.message)))
+            if frames:
+                yield b"".join(frames)
+    finally:
+        await feed.close()
+
+
+async def completion_json(feed: EventFeed, done: Completion, *, timeout: float) -> dict[str, Any]:
+    """Wait for the end of the completion and answer it as one `chat.completion`."""
+    parts: list[str] = []
+
+    async def collect() -> dict[str, Any]:
+        async for batch in reply_events(feed, done.reply_id, timeout):
+            for event in batch:
+                if isinstance(event, TokenEvent):
+                    parts.append(event.content)
+                elif isinstance(event, DoneEvent):
+                    finish = finish_reason(event.finish_reason)
+                    return completion(
+                        done.id,
+                        done.created,
+                        done.model,
+                        "".join(parts),
+                        finish,
+                        event.usage.model_dump(),
+                    )
+                elif isinstance(event, ErrorEvent):
+                    raise ApiError(error_status(event.code), event.code, event.message)
+        raise AssertionError("unreachable: reply_events ends on done or error")
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        raise ApiError(
+            503, "timeout", "the completion did not finish in time", retryable=True
+        ) from None

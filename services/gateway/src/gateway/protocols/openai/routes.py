@@ -1,0 +1,165 @@
+"""POST /v1/chat/completions: stateless OpenAI-compatible completions on the same workers.
+
+The conversation is the request's `messages`: it is handed to the worker as the
+prompt (`GenerationRequested.history`) and is not stored in history
+(`persist=False`), like OpenAI's own endpoint. The usage is accounted to the
+caller in the usage ledger as for any other generation, under a conversation
+id of its own (`oai-…`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from contracts import ids
+from contracts.events import GenerationOptions, GenerationRequested
+from gateway.access.auth import current_user
+from gateway.errors import ApiError
+from gateway.fanout.feed import attached
+from gateway.intake.body import body_schema, read_model
+from gateway.intake.cancel import cancel_generation
+from gateway.intake.limits import limits_of
+from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
+from gateway.protocols.openai.schema import ChatCompletionRequest, openai_error, split_prompt
+from gateway.protocols.rest.messages import SSE_HEADERS
+from gateway.settings import GatewaySettings
+from gateway.state import Gateway, gateway_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+log = logging.getLogger(__name__)
+
+CONVERSATION_PREFIX = "oai-"
+
+
+def _checked(body: ChatCompletionRequest, settings: GatewaySettings) -> GenerationOptions:
+    known = settings.model_table()
+    if body.model not in known:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"The model {body.model!r} does not exist; known models: {', '.join(known)}",
+        )
+    for message in body.messages:
+        if len(message.text()) > settings.max_message_chars:
+            raise ApiError(
+                413,
+                "message_too_long",
+                f"a message is longer than {settings.max_message_chars} characters",
+            )
+    return GenerationOptions(
+        model=body.model, max_tokens=body.token_limit, temperature=body.temperature
+    )
+
+
+def _request(
+    user_id: str, body: ChatCompletionRequest, options: GenerationOptions
+) -> GenerationRequested:
+    try:
+        history, content = split_prompt(body.messages)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_messages", str(exc)) from None
+    if not content.strip():
+        raise ApiError(400, "invalid_messages", "the last message must not be empty")
+    conversation_id = CONVERSATION_PREFIX + ids.new_id()
+    message_id = ids.new_id()
+    return GenerationRequested(
+        message_id=ids.reply_id(conversation_id, message_id),
+        conversation_id=conversation_id,
+        user_id=user_id,
+        user_message_id=message_id,
+        content=content,
+        options=options,
+        history=history,
+        persist=False,
+        requested_at=datetime.now(UTC),
+    )
+
+
+_PARAMS = {"model_not_found": "model", "invalid_messages": "messages"}
+
+
+def _as_openai(exc: ApiError) -> Response:
+    # OpenAI answers a malformed body with 400, where the livechat API says 422.
+    status = 400 if exc.status == 422 else exc.status
+    return openai_error(
+        status, exc.code, exc.message, param=_PARAMS.get(exc.code), headers=exc.headers
+    )
+
+
+async def _complete(gateway: Gateway, request: Request, user_id: str) -> Response:
+    settings = gateway.settings
+    body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
+    generation = _request(user_id, body, _checked(body, settings))
+    await limits_of(request).check(user_id)  # 429 before anything is published
+    # Attach before publishing: the first token cannot be missed.
+    feed = gateway.feed(generation.conversation_id)
+    await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
+    done = Completion(generation.message_id, body.model)
+    if body.stream:
+        chunks = completion_sse(
+            feed, done, include_usage=body.include_usage, ping_seconds=settings.sse_ping_seconds
+        )
+        return StreamingResponse(
+            _cancelled_if_left(gateway, user_id, generation.conversation_id, chunks),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+            background=BackgroundTask(feed.close),
+        )
+    try:
+        answer = await completion_json(feed, done, timeout=settings.generation_timeout_seconds)
+    finally:
+        await feed.close()
+    return JSONResponse(answer)
+
+
+# Stops sent after a client left: kept referenced until sent (the loop holds tasks weakly).
+_stopping: set[asyncio.Task[None]] = set()
+
+
+async def _cancelled_if_left(
+    gateway: Gateway, user_id: str, conversation_id: str, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """`chunks`; a client that leaves before the end has its completion stopped: it is
+    stored nowhere (persist=False), so nobody could ever read the rest."""
+    finished = False
+    try:
+        async for chunk in chunks:
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            # In a task of its own: this one may be being cancelled.
+            task = asyncio.create_task(_stop(gateway, user_id, conversation_id))
+            _stopping.add(task)
+            task.add_done_callback(_stopping.discard)
+
+
+async def _stop(gateway: Gateway, user_id: str, conversation_id: str) -> None:
+    try:
+        await cancel_generation(gateway.nc, gateway.js, user_id, conversation_id)
+    except ApiError:
+        log.warning("a completion whose client left could not be stopped")
+
+
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra=body_schema(ChatCompletionRequest),
+)
+async def chat_completions(
+    request: Request, user_id: Annotated[str, Depends(current_user)]
+) -> Response:
+    try:
+        return await _complete(gateway_of(request), request, user_id)
+    except ApiError as exc:
+        return _as_openai(exc)

@@ -1,0 +1,1 @@
+"""The REST API: messages (SSE or JSON), events, cancel, conversations, usage."""

@@ -1,0 +1,179 @@
+"""Conversations, kept by the memory service (usage: protocols/rest/usage.py).
+
+Every call names the caller: another user's conversation is "not found".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from contracts import ids, rpc
+from gateway.access.auth import current_user
+from gateway.backends import BackendUnavailable
+from gateway.errors import ApiError, no_such_conversation, not_answering
+from gateway.intake.body import read_model
+from gateway.intake.cancel import cancel_generation
+from gateway.intake.checks import check_conversation_id
+from gateway.schemas import ConversationList, ConversationOut, ConversationPage, public
+from gateway.state import gateway_of
+
+__all__ = ["ConversationCreateIn", "ConversationUpdateIn", "router"]
+
+router = APIRouter()
+
+DEFAULT_PAGE = 200  # messages of GET /v1/conversations/{id} without `limit`
+
+User = Annotated[str, Depends(current_user)]
+Cursor = Annotated[str | None, Query(pattern=ids.ID_PATTERN)]
+
+
+class _ConversationFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str | None = Field(default=None, max_length=rpc.TITLE_MAX_CHARS)
+    system_prompt: str | None = Field(default=None, max_length=rpc.SYSTEM_PROMPT_MAX_CHARS)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        title = " ".join(value.split())
+        if not title:
+            raise ValueError("must not be empty")
+        return title
+
+
+class ConversationCreateIn(_ConversationFields):
+    """The body of POST /v1/conversations: both fields optional."""
+
+
+class ConversationUpdateIn(_ConversationFields):
+    """The body of PATCH /v1/conversations/{id}: the fields to change (an empty
+    system prompt removes it)."""
+
+
+def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
+    return public(summary)
+
+
+@router.post(
+    "/v1/conversations",
+    status_code=201,
+    response_model=ConversationOut,
+    response_model_exclude_none=True,
+)
+async def create_conversation(request: Request, user_id: User) -> dict[str, Any]:
+    gateway = gateway_of(request)
+    body = await read_model(request, ConversationCreateIn, gateway.settings.max_body_bytes)
+    ask = rpc.ConversationCreateRequest(
+        user_id=user_id,
+        conversation_id=ids.new_id(),
+        title=body.title,
+        system_prompt=body.system_prompt,
+    )
+    try:
+        reply = await gateway.backends.create_conversation(ask)
+    except BackendUnavailable:
+        raise not_answering("memory") from None
+    if reply.conversation is None:  # a fresh random id taken by someone else
+        raise ApiError(409, "conflict", "the conversation could not be created; retry")
+    return _conversation(reply.conversation)
+
+
+@router.get("/v1/conversations", response_model=ConversationList, response_model_exclude_none=True)
+async def list_conversations(
+    request: Request,
+    user_id: User,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Cursor = None,
+) -> dict[str, Any]:
+    try:
+        reply = await gateway_of(request).backends.list_conversations(
+            user_id, q or None, limit=limit, before=before
+        )
+    except BackendUnavailable:
+        raise not_answering("memory") from None
+    return {"conversations": [public(c) for c in reply.conversations]}
+
+
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    response_model=ConversationPage,
+    response_model_exclude_none=True,
+)
+async def get_conversation(
+    conversation_id: str,
+    request: Request,
+    user_id: User,
+    # The newest page by default (`has_more` and `before` reach older ones): a whole
+    # long conversation would not fit one memory answer.
+    limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_PAGE,
+    before: Cursor = None,
+) -> dict[str, Any]:
+    check_conversation_id(conversation_id)
+    try:
+        reply = await gateway_of(request).backends.get_conversation(
+            user_id, conversation_id, limit=limit, before=before
+        )
+    except BackendUnavailable:
+        raise not_answering("memory") from None
+    if reply.conversation is None:
+        raise no_such_conversation()
+    return {
+        **_conversation(reply.conversation),
+        "messages": [public(m) for m in reply.messages],
+        "has_more": reply.has_more,
+    }
+
+
+@router.patch(
+    "/v1/conversations/{conversation_id}",
+    response_model=ConversationOut,
+    response_model_exclude_none=True,
+)
+async def update_conversation(
+    conversation_id: str, request: Request, user_id: User
+) -> dict[str, Any]:
+    check_conversation_id(conversation_id)
+    gateway = gateway_of(request)
+    body = await read_model(request, ConversationUpdateIn, gateway.settings.max_body_bytes)
+    if body.title is None and body.system_prompt is None:
+        raise ApiError(422, "validation_error", "give a title or a system_prompt to change")
+    ask = rpc.ConversationUpdateRequest(
+        user_id=user_id,
+        conversation_id=conversation_id,
+        title=body.title,
+        system_prompt=body.system_prompt,
+    )
+    try:
+        reply = await gateway.backends.update_conversation(ask)
+    except BackendUnavailable:
+        raise not_answering("memory") from None
+    if reply.conversation is None:
+        raise no_such_conversation()
+    return _conversation(reply.conversation)
+
+
+@router.delete("/v1/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request, user_id: User) -> Response:
+    check_conversation_id(conversation_id)
+    gateway = gateway_of(request)
+    try:
+        reply = await gateway.backends.delete_conversation(user_id, conversation_id)
+    except BackendUnavailable:
+        raise not_answering("memory") from None
+    finally:
+        # Its id may be someone else's next (also when the answer was lost on the way).
+        gateway.owners.forget(conversation_id)
+    if not reply.deleted:
+        raise no_such_conversation()
+    # Stop its generation, else its tokens go on landing on `livechat.events.<id>`,
+    # for whoever holds the id next. A stop that could not be sent is a 503: the
+    # deletion is idempotent for its owner, so the retry stops it then.
+    await cancel_generation(gateway.nc, gateway.js, user_id, conversation_id)
+    return Response(status_code=204)

@@ -1,0 +1,45 @@
+"""GET /v1/conversations/{id}/events: attach to a conversation, or resume after an event id."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from gateway.access.auth import current_user
+from gateway.fanout.feed import attached
+from gateway.fanout.resume import check_access, parse_last_event_id, prepare_resume, resume_sse
+from gateway.intake.checks import check_conversation_id
+from gateway.protocols.rest.messages import SSE_HEADERS
+from gateway.state import gateway_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/conversations/{conversation_id}/events")
+async def conversation_events(
+    conversation_id: str,
+    request: Request,
+    user_id: Annotated[str, Depends(current_user)],
+    last_event_id: Annotated[str | None, Query()] = None,
+) -> Response:
+    gateway = gateway_of(request)
+    check_conversation_id(conversation_id)
+    # The header is what EventSource sends when it reconnects by itself.
+    after = parse_last_event_id(request.headers.get("last-event-id", last_event_id))
+    await check_access(gateway, user_id, conversation_id)
+    feed = gateway.feed(conversation_id)  # attached before looking: nothing live is missed
+    resume = await attached(feed, prepare_resume(gateway, feed, after))
+    if resume is None:
+        await feed.close()
+        return Response(status_code=204)
+    return StreamingResponse(
+        resume_sse(gateway, feed, resume),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+        background=BackgroundTask(feed.close),
+    )

@@ -1,0 +1,1 @@
+"""The WebSocket protocol: GET /v1/ws and one session per socket."""
