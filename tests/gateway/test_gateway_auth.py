@@ -1,4 +1,4 @@
-"""Auth (DESIGN §4): bearer JWTs (HS256 pinned, `exp` required, `iss`/`aud` checked) and API
+"""Auth (docs/api.md): bearer JWTs (HS256 pinned, `exp` required, `iss`/`aud` checked) and API
 keys, on every /v1 and /api route and at the WebSocket handshake, with a real server."""
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _protected_routes(settings: GatewaySettings) -> list[tuple[str, str]]:
 
 def test_every_v1_and_api_route_is_behind_the_seam(settings: GatewaySettings) -> None:
     routes = _protected_routes(settings)
-    # The routes of DESIGN §4 that exist must all be here (others are added over time).
+    # The routes of docs/api.md that exist must all be here (others are added over time).
     assert ("POST", "/v1/conversations/c1/messages") in routes
     assert ("WS", "/v1/ws") in routes
     assert len(routes) >= 5

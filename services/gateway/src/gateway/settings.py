@@ -14,7 +14,7 @@ from gateway.access.apikeys import parse_api_keys
 
 __all__ = ["MODEL_ALIASES", "GatewaySettings"]
 
-# The default model aliases (DESIGN §3); `GatewaySettings.model_table()` has the ones
+# The default model aliases (docs/api.md); `GatewaySettings.model_table()` has the ones
 # in force (LIVECHAT_MODEL_ALIASES merged over these). The workers map them to providers.
 MODEL_ALIASES: tuple[str, ...] = tuple(DEFAULT_ALIASES)
 
@@ -61,7 +61,7 @@ class GatewaySettings(LivechatSettings):
     # or a JSON list; "*" allows any origin.
     allowed_origins: Annotated[tuple[str, ...], NoDecode] | None = None
 
-    # Auth (DESIGN §4): on when a JWT secret or API keys are set; else every caller is
+    # Auth (docs/api.md): on when a JWT secret or API keys are set; else every caller is
     # `local`. HS256 only; `iss`/`aud` are checked when set; leeway absorbs clock skew.
     jwt_secret: SecretStr | None = None
     jwt_issuer: str | None = None

@@ -178,7 +178,7 @@ def _error_type(status: int) -> str:
 def openai_error_body(
     status: int, code: str, message: str, param: str | None = None
 ) -> dict[str, Any]:
-    # A superset of the livechat shape: `code` and `message` are where DESIGN §4 has them.
+    # A superset of the livechat shape: `code` and `message` are where docs/api.md has them.
     return {
         "error": {"message": message, "type": _error_type(status), "param": param, "code": code}
     }

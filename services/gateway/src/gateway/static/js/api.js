@@ -1,4 +1,4 @@
-// The REST part of the public API (DESIGN §4), with its one error shape.
+// The REST part of the public API (docs/api.md), with its one error shape.
 import { authHeaders } from "./auth.js";
 
 export class ApiError extends Error {
