@@ -1,6 +1,7 @@
-"""livechat contracts: subjects, streams, event and request-reply models, settings base."""
+"""livechat contracts: subjects, streams, consumer configs, event and request-reply models,
+settings base."""
 
-from contracts import events, ids, rpc, subjects, topology
+from contracts import consumers, events, ids, rpc, subjects, topology
 from contracts.settings import LivechatSettings
 
-__all__ = ["LivechatSettings", "events", "ids", "rpc", "subjects", "topology"]
+__all__ = ["LivechatSettings", "consumers", "events", "ids", "rpc", "subjects", "topology"]

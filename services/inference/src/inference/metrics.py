@@ -10,7 +10,7 @@ from __future__ import annotations
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
-from contracts import LivechatSettings, topology
+from contracts import LivechatSettings, consumers
 from runtime.app_metrics import install_backlog_metrics
 
 __all__ = ["install_metrics"]
@@ -19,5 +19,5 @@ __all__ = ["install_metrics"]
 def install_metrics(app: FastStream, broker: NatsBroker, settings: LivechatSettings) -> None:
     """Serve `GET /metrics` on settings.metrics_port while the app runs (0: not at all)."""
     install_backlog_metrics(
-        app, broker, settings, topology.WORK_STREAM, topology.INFERENCE_CONSUMER
+        app, broker, settings, consumers.INFERENCE.stream, consumers.INFERENCE.durable
     )

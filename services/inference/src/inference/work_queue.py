@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import ConsumerConfig
 from nats.js.errors import BadRequestError
 
-from contracts import subjects, topology
+from contracts import consumers
 from inference.settings import InferenceSettings
 
 __all__ = ["consumer_config", "ensure_consumer"]
@@ -17,18 +17,13 @@ log = logging.getLogger("inference")
 
 
 def consumer_config(settings: InferenceSettings) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=topology.INFERENCE_CONSUMER,
-        filter_subject=subjects.GENERATE,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_seconds,
-    )
+    return consumers.INFERENCE.config(ack_wait=settings.ack_wait_seconds)
 
 
 async def ensure_consumer(js: JetStreamContext, settings: InferenceSettings) -> None:
     """Create the consumer, or update an existing one to this ack wait."""
     try:
-        await js.add_consumer(topology.WORK_STREAM, consumer_config(settings))
+        await js.add_consumer(consumers.INFERENCE.stream, consumer_config(settings))
     except BadRequestError as exc:
         # Another worker may have created it with a different, not updatable setting.
-        log.warning("could not update consumer %s: %s", topology.INFERENCE_CONSUMER, exc)
+        log.warning("could not update consumer %s: %s", consumers.INFERENCE.durable, exc)

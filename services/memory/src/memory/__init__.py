@@ -1,6 +1,6 @@
 """livechat memory: conversation history in SQL, context for the workers."""
 
-from memory.app import create_app, create_broker
+from memory.app import create_app
 from memory.handlers import create_router
 from memory.history.repository import SqlConversationRepository
 from memory.history.store import ConversationStore, StoreOutcome
@@ -12,6 +12,5 @@ __all__ = [
     "SqlConversationRepository",
     "StoreOutcome",
     "create_app",
-    "create_broker",
     "create_router",
 ]

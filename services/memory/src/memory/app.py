@@ -26,26 +26,17 @@ from memory.metrics import install_metrics
 from memory.purge import StreamPurger
 from memory.retention import RetentionSweeper
 from memory.settings import MemorySettings
-from runtime import broker as runtime_broker
-from runtime.broker import jetstream
+from runtime.broker import create_broker, jetstream
 from runtime.durable import durable_service, ensure_durable
-from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
+from runtime.reconnect import rerun_on_reconnect
 
-__all__ = ["BROKER_LOGGER", "create_app", "create_broker"]
+__all__ = ["BROKER_LOGGER", "create_app"]
 
 # FastStream's per-message lines go to this logger at DEBUG.
 BROKER_LOGGER = "memory.nats"
 
 # A stop lets the chat events in hand be stored and acked first.
 _GRACEFUL_SECONDS = 10.0
-
-
-def create_broker(
-    settings: MemorySettings, reconnected_cb: ReconnectedCallback | None = None
-) -> NatsBroker:
-    return runtime_broker.create_broker(
-        settings, logger=BROKER_LOGGER, reconnected_cb=reconnected_cb
-    )
 
 
 @dataclass
@@ -120,7 +111,9 @@ def create_app(
     nats_broker = (
         broker
         if broker is not None
-        else create_broker(settings, rerun_on_reconnect(restore_topology))
+        else create_broker(
+            settings, logger=BROKER_LOGGER, reconnected_cb=rerun_on_reconnect(restore_topology)
+        )
     )
     nats_broker.include_router(
         create_router(

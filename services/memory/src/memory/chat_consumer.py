@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig
 from sqlalchemy.exc import DataError, IntegrityError
 
-from contracts import subjects, topology
+from contracts import consumers
 from contracts.events import ChatEvent
 from memory.decoding import UndecodableEvent, decode_chat_event
 from memory.history.store import ConversationStore, StoreOutcome
@@ -62,12 +62,7 @@ class DeadLetters:
 
 def chat_consumer_config(settings: MemorySettings) -> ConsumerConfig:
     """The durable consumer of memory over the chat stream (created or updated at start)."""
-    return ConsumerConfig(
-        name=topology.MEMORY_CONSUMER,
-        durable_name=topology.MEMORY_CONSUMER,
-        filter_subject=subjects.CHAT_ALL,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
+    return consumers.MEMORY.config(
         ack_wait=settings.memory_ack_wait_seconds,
         # One replica stores them in stream order, a batch per transaction (the next
         # pull is in hand while one commits). Replicas
@@ -93,8 +88,8 @@ class ChatConsumer:
             write=store.store_events,
             settle=self._settle,
             systemic=database_unavailable,
-            stream=topology.CHAT_STREAM,
-            durable=topology.MEMORY_CONSUMER,
+            stream=consumers.MEMORY.stream,
+            durable=consumers.MEMORY.durable,
             batch=settings.chat_batch_size,
             wait=settings.chat_fetch_wait_seconds,
             depth=PIPELINE,

@@ -9,17 +9,14 @@ from __future__ import annotations
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
-from contracts import LivechatSettings, topology
-from runtime.metrics import backlog_server
+from contracts import LivechatSettings, consumers
+from runtime.app_metrics import install_backlog_metrics
 
 __all__ = ["install_metrics"]
 
 
 def install_metrics(app: FastStream, broker: NatsBroker, settings: LivechatSettings) -> None:
     """Serve `GET /metrics` on settings.metrics_port while the app runs (0: not at all)."""
-    server = backlog_server(
-        settings, broker.connect, topology.CHAT_STREAM, topology.MEMORY_CONSUMER
+    install_backlog_metrics(
+        app, broker, settings, consumers.MEMORY.stream, consumers.MEMORY.durable
     )
-    if server is not None:
-        app.after_startup(server.start)
-        app.on_shutdown(server.stop)

@@ -1,6 +1,6 @@
 """livechat usage: the token ledger, per-user totals, and the analytics stream."""
 
-from usage.app import create_app, create_broker, main
+from usage.app import create_app, main
 from usage.database import create_engine, migrate
 from usage.handlers import create_router
 from usage.ledger import Ledger, Recorded
@@ -11,7 +11,6 @@ __all__ = [
     "Recorded",
     "UsageSettings",
     "create_app",
-    "create_broker",
     "create_engine",
     "create_router",
     "main",

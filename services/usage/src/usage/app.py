@@ -11,12 +11,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from contracts import topology
-from runtime import broker as runtime_broker
-from runtime.broker import jetstream
+from runtime.broker import create_broker, jetstream
 from runtime.durable import durable_service, ensure_durable
 from runtime.logs import configure_logging
 from runtime.metrics import MetricsServer
-from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
+from runtime.reconnect import rerun_on_reconnect
 from usage.budget import DailyTotals, allow_atomic_batches
 from usage.database import create_engine, migrate
 from usage.handlers import create_router
@@ -25,24 +24,11 @@ from usage.metrics import UsageMetrics
 from usage.report_consumer import ReportConsumer, report_consumer_config
 from usage.settings import UsageSettings
 
-__all__ = ["create_app", "create_broker", "main"]
+__all__ = ["create_app", "main"]
 
 _BROKER_LOGGER = "usage.nats"
 # A stop lets the reports in hand finish (commit, republish, ack) first.
 _GRACEFUL_SECONDS = 10.0
-
-
-def create_broker(
-    settings: UsageSettings, reconnected_cb: ReconnectedCallback | None = None
-) -> NatsBroker:
-    # Per-message logs only at DEBUG: thousands of reports per second otherwise.
-    return runtime_broker.create_broker(
-        settings,
-        logger=_BROKER_LOGGER,
-        reconnected_cb=reconnected_cb,
-        reconnect_time_wait=1,
-        graceful_timeout=_GRACEFUL_SECONDS,
-    )
 
 
 def create_app(
@@ -67,7 +53,14 @@ def create_app(
         assert broker is not None
         await ensure_topology(jetstream(broker))
 
-    broker = broker or create_broker(settings, rerun_on_reconnect(restore_topology))
+    # Per-message logs only at DEBUG: thousands of reports per second otherwise.
+    broker = broker or create_broker(
+        settings,
+        logger=_BROKER_LOGGER,
+        reconnected_cb=rerun_on_reconnect(restore_topology),
+        reconnect_time_wait=1,
+        graceful_timeout=_GRACEFUL_SECONDS,
+    )
     metrics = metrics or UsageMetrics()
     daily = DailyTotals()
     broker.include_router(create_router(ledger, settings))

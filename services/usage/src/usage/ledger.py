@@ -227,34 +227,35 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(at), attempt
 
 
+# The token counts are columns of their own; every other column is a field of the
+# same name on both the report and the entry.
+_USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_ENTRY_COLUMNS = tuple(c.name for c in _TABLE.columns if c.name not in _USAGE_COLUMNS)
+# Set when recorded, not carried by the report.
+_REPORT_COLUMNS = tuple(
+    name for name in _ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}
+)
+
+
 def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable) -> dict[str, Any]:
-    cost = prices.cost(
-        alias=event.model,
-        provider=event.provider,
-        provider_model=event.provider_model,
-        prompt_tokens=event.usage.prompt_tokens,
-        completion_tokens=event.usage.completion_tokens,
-    )
-    return {
-        "attempt_id": event.attempt_id,
-        "user_id": event.user_id,
-        "conversation_id": event.conversation_id,
-        "message_id": event.message_id,
-        "model": event.model,
-        "provider": event.provider,
-        "provider_model": event.provider_model,
-        "prompt_tokens": event.usage.prompt_tokens,
-        "completion_tokens": event.usage.completion_tokens,
-        "total_tokens": event.usage.total_tokens,
-        "estimated": event.estimated,
-        "outcome": event.outcome,
-        "time_to_first_token_ms": event.time_to_first_token_ms,
-        "duration_ms": event.duration_ms,
+    usage = event.usage
+    row = {name: getattr(event, name) for name in _REPORT_COLUMNS}
+    row.update(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
         # As stored and read back: UTC (the entry of an inserted row is this dict).
-        "occurred_at": _as_utc(event.occurred_at),
-        "recorded_at": _as_utc(recorded_at),
-        "cost_usd": cost,
-    }
+        occurred_at=_as_utc(event.occurred_at),
+        recorded_at=_as_utc(recorded_at),
+        cost_usd=prices.cost(
+            alias=event.model,
+            provider=event.provider,
+            provider_model=event.provider_model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        ),
+    )
+    return row
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -265,25 +266,8 @@ def _entry(row: Any) -> UsageRecorded:
     # Not validated again: the row holds a validated report, in the field types
     # (the columns map onto them, times come back as UTC), and this runs per entry.
     return UsageRecorded.model_construct(
-        attempt_id=row["attempt_id"],
-        message_id=row["message_id"],
-        conversation_id=row["conversation_id"],
-        user_id=row["user_id"],
-        model=row["model"],
-        provider=row["provider"],
-        provider_model=row["provider_model"],
-        usage=Usage.model_construct(
-            prompt_tokens=row["prompt_tokens"],
-            completion_tokens=row["completion_tokens"],
-            total_tokens=row["total_tokens"],
-        ),
-        estimated=row["estimated"],
-        outcome=row["outcome"],
-        time_to_first_token_ms=row["time_to_first_token_ms"],
-        duration_ms=row["duration_ms"],
-        occurred_at=row["occurred_at"],
-        recorded_at=row["recorded_at"],
-        cost_usd=row["cost_usd"],
+        usage=Usage.model_construct(**{name: row[name] for name in _USAGE_COLUMNS}),
+        **{name: row[name] for name in _ENTRY_COLUMNS},
     )
 
 

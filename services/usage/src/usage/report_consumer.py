@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from contracts import subjects, topology
+from contracts import consumers
 from contracts.events import UsageReported
 from runtime.durable import BatchConsumer
 from runtime.sql import database_unavailable
@@ -45,14 +45,7 @@ _PUBLISH_TIMEOUT = 10.0
 def report_consumer_config(settings: UsageSettings) -> ConsumerConfig:
     """The durable consumer of usage reports; `create_app` applies it at start, so a
     changed setting updates the existing consumer instead of being ignored."""
-    return ConsumerConfig(
-        name=topology.USAGE_CONSUMER,
-        durable_name=topology.USAGE_CONSUMER,
-        filter_subject=subjects.USAGE_REPORTED,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=settings.usage_ack_wait_seconds,
-        max_ack_pending=1000,
-    )
+    return consumers.USAGE.config(ack_wait=settings.usage_ack_wait_seconds, max_ack_pending=1000)
 
 
 class ReportConsumer:
@@ -76,8 +69,8 @@ class ReportConsumer:
             write=self._write,
             settle=self._settle,
             systemic=database_unavailable,
-            stream=topology.USAGE_STREAM,
-            durable=topology.USAGE_CONSUMER,
+            stream=consumers.USAGE.stream,
+            durable=consumers.USAGE.durable,
             batch=settings.usage_fetch_batch,
             wait=settings.usage_fetch_wait_seconds,
             depth=_DEPTH,

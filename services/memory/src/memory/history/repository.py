@@ -13,6 +13,7 @@ from sqlalchemy import (
     Executable,
     Integer,
     Row,
+    Select,
     String,
     Table,
     Text,
@@ -287,17 +288,7 @@ class SqlConversationRepository:
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
-        query = select(
-            c.id,
-            c.title,
-            c.created_at,
-            c.updated_at,
-            select(func.count()).where(in_conversation).scalar_subquery().label("message_count"),
-            select(func.coalesce(func.sum(m.total_tokens), 0))
-            .where(in_conversation)
-            .scalar_subquery()
-            .label("total_tokens"),
-        ).where(c.user_id == request.user_id)
+        query = _summary_query().where(c.user_id == request.user_id)
         text = (request.q or "").strip()
         if text:
             pattern = "%" + _escape_like(text) + "%"
@@ -318,19 +309,7 @@ class SqlConversationRepository:
         query = query.order_by(c.updated_at.desc(), c.id.desc()).limit(request.limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return ConversationListReply(
-            conversations=tuple(
-                ConversationSummary(
-                    id=row.id,
-                    title=row.title,
-                    created_at=row.created_at,
-                    updated_at=row.updated_at,
-                    message_count=row.message_count,
-                    total_tokens=row.total_tokens,
-                )
-                for row in rows
-            )
-        )
+        return ConversationListReply(conversations=tuple(_summary_of(row) for row in rows))
 
     async def get_conversation(self, request: ConversationGetRequest) -> ConversationGetReply:
         async with self._engine.connect() as conn:
@@ -382,34 +361,39 @@ def _related_statement() -> Executable:
 async def _summary(
     conn: AsyncConnection, conversation_id: str, user_id: str
 ) -> ConversationSummary | None:
+    c = _conversations.c
+    query = _summary_query(c.system_prompt).where(c.id == conversation_id, c.user_id == user_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else _summary_of(row)
+
+
+# What a summary query selects, by field name; `system_prompt` only where asked for.
+_SUMMARY_FIELDS = tuple(ConversationSummary.model_fields)
+
+
+def _summary_query(*more: Any) -> Select[Any]:
+    """Each conversation's summary columns, its message count and tokens, then `more`."""
     c, m = _conversations.c, _messages.c
     in_conversation = m.conversation_id == c.id
-    row = (
-        await conn.execute(
-            select(
-                c.id,
-                c.title,
-                c.system_prompt,
-                c.created_at,
-                c.updated_at,
-                select(func.count()).where(in_conversation).scalar_subquery().label("count"),
-                select(func.coalesce(func.sum(m.total_tokens), 0))
-                .where(in_conversation)
-                .scalar_subquery()
-                .label("tokens"),
-            ).where(c.id == conversation_id, c.user_id == user_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    return ConversationSummary(
-        id=row.id,
-        title=row.title,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        message_count=row.count,
-        total_tokens=row.tokens,
-        system_prompt=row.system_prompt,
+    return select(
+        c.id,
+        c.title,
+        c.created_at,
+        c.updated_at,
+        select(func.count()).where(in_conversation).scalar_subquery().label("message_count"),
+        select(func.coalesce(func.sum(m.total_tokens), 0))
+        .where(in_conversation)
+        .scalar_subquery()
+        .label("total_tokens"),
+        *more,
+    )
+
+
+def _summary_of(row: Row[Any]) -> ConversationSummary:
+    """A row of `_summary_query` as a summary (the fields it selected, no other)."""
+    selected = row._mapping
+    return ConversationSummary.model_validate(
+        {name: selected[name] for name in _SUMMARY_FIELDS if name in selected}
     )
 
 

@@ -1,0 +1,55 @@
+"""The durable consumers of the streams: what each one takes, and its ConsumerConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts import subjects, topology
+
+__all__ = ["INFERENCE", "MEMORY", "USAGE", "DurableConsumer"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DurableConsumer:
+    """A durable pull consumer on `stream` taking `filter_subject`, acked explicitly.
+
+    `named`: created under its name too (JetStream's CONSUMER.CREATE API), not by its
+    durable name alone.
+    """
+
+    stream: str
+    durable: str
+    filter_subject: str
+    named: bool = True
+
+    def config(
+        self,
+        *,
+        ack_wait: float,
+        max_ack_pending: int | None = None,
+        max_deliver: int | None = None,
+    ) -> ConsumerConfig:
+        """Its configuration with the owning service's settings (None: the server's
+        default). Delivery starts at the stream's first message; every message is acked."""
+        return ConsumerConfig(
+            name=self.durable if self.named else None,
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            max_deliver=max_deliver,
+        )
+
+
+# Memory stores every chat event (user messages, finished and failed replies).
+MEMORY = DurableConsumer(topology.CHAT_STREAM, topology.MEMORY_CONSUMER, subjects.CHAT_ALL)
+# Usage records every usage report in its ledger.
+USAGE = DurableConsumer(topology.USAGE_STREAM, topology.USAGE_CONSUMER, subjects.USAGE_REPORTED)
+# The work queue, shared by every inference worker (FastStream pulls it by durable name).
+INFERENCE = DurableConsumer(
+    topology.WORK_STREAM, topology.INFERENCE_CONSUMER, subjects.GENERATE, named=False
+)
