@@ -61,6 +61,8 @@ class _Scenario:
         self._livechat = {name: found[name] for name in LIVECHAT_PROCESSES if name in found}
         self._options = options
         self._expected = answer_text(options.answer_tokens)
+        # One answer's length: the loaded runs' starts are spread over it.
+        self._period = options.answer_tokens * options.token_interval_ms / 1000
 
     async def run(self) -> AnswersResult:
         o = self._options
@@ -86,33 +88,26 @@ class _Scenario:
                     await asyncio.sleep(_UNLOADED_PAUSE)
         return found
 
-    async def _measured(self, answers: list[Answer], total: int | None) -> AnswersPhase:
+    async def _measured(self, answers: list[Answer], total: int, period: float) -> AnswersPhase:
         meter = CpuMeter(self._found)
-        period = self._options.answer_tokens * self._options.token_interval_ms / 1000
         meter.start()
-        if total is None:
-            started = asyncio.get_running_loop().time()
-            timings = await run_conversations(answers, rounds=1, period=0.0)
-            wall = asyncio.get_running_loop().time() - started
-        else:
-            timings, wall = await run_count(answers, total, period=period)
+        timings, wall = await run_count(answers, total, period=period)
         await settle(self._livechat)
         return AnswersPhase(timings, wall, meter.stop(), self._expected)
 
     async def _loaded(self, target: str) -> AnswersPhase:
-        o = self._options
-        period = o.answer_tokens * o.token_interval_ms / 1000
-        targets = [target] * o.answers_concurrency
+        targets = [target] * self._options.answers_concurrency
         async with open_answers(self._endpoints, targets) as answers:
-            await run_conversations(answers, rounds=1, period=period)  # warm-up
+            await run_conversations(answers, rounds=1, period=self._period)  # warm-up
             await settle(self._livechat)
-            return await self._measured(answers, o.answers)
+            return await self._measured(answers, self._options.answers, self._period)
 
     async def _crowd(self) -> AnswersPhase:
+        """Every conversation sends its one message at once."""
         n = self._options.crowd_conversations
         targets = [_CROWD_TARGETS[k % len(_CROWD_TARGETS)] for k in range(n)]
         async with open_answers(self._endpoints, targets) as answers:
-            return await self._measured(answers, None)
+            return await self._measured(answers, n, 0.0)
 
 
 def _endpoints(stack: DevStack, provider: RunningProvider) -> Endpoints:
