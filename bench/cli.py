@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from bench.answers import run_answers
+from bench.answers_report import answers_table
 from bench.cpu import CpuMeter
 from bench.direct import direct_latency, direct_throughput
 from bench.fanout import FanoutResult, fanout_table, run_fanout
@@ -99,11 +101,17 @@ def _persistence(options: Options) -> str:
     return persistence_table(persisted)
 
 
+def _answers(options: Options) -> str:
+    return answers_table(options, run_answers(options))
+
+
 def run(options: Options) -> str:
     """The whole benchmark (or the part `options.only` names); every system it starts
     is stopped, also on Ctrl-C."""
     if options.only == "persistence":
         return _persistence(options)
+    if options.only == "answers":
+        return _answers(options)
     _say(f"direct run: {options.conversations} conversations x {options.rounds} messages")
     direct = asyncio.run(direct_latency(options))
     seconds = min(options.throughput_seconds, _DIRECT_THROUGHPUT_SECONDS)
@@ -128,6 +136,7 @@ def run(options: Options) -> str:
     tables = [render(options, latency, throughput, idle), _persistence(options)]
     if fanout is not None:
         tables.append(fanout_table(fanout))
+    tables.append(_answers(options))
     return "\n\n".join(tables)
 
 
@@ -135,6 +144,7 @@ def _raise_fd_limit(options: Options) -> None:
     # The services inherit it: the gateway holds one socket per client as well.
     needed = options.idle_connections + 2 * options.conversations + 4 * options.fanout_clients
     needed += 2 * options.throughput_conversations + 256
+    needed = max(needed, 3 * max(options.crowd_conversations, options.answers_concurrency) + 256)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)

@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 
 from bench.stats import StreamTiming
 
-__all__ = ["ANSWER_TIMEOUT", "MODEL", "sse_answer", "ws_answer"]
+__all__ = ["ANSWER_TIMEOUT", "MODEL", "TokenClock", "sse_answer", "ws_answer"]
 
 MODEL = "demo"
 ANSWER_TIMEOUT = 30.0  # seconds for one whole answer; a stuck stream fails, never hangs
@@ -27,6 +27,9 @@ _WS_DONE = '{"type":"done"'
 _WS_ERROR = '{"type":"error"'
 
 
+_DATA = b"data: "
+
+
 def _sse_type(frame: bytes) -> bytes | None:
     for line in frame.split(b"\n"):
         if line.startswith(_EVENT):
@@ -34,8 +37,15 @@ def _sse_type(frame: bytes) -> bytes | None:
     return None
 
 
-class _Clock:
-    """Token arrival offsets relative to the first token."""
+def _sse_content(frame: bytes) -> str:
+    for line in frame.split(b"\n"):
+        if line.startswith(_DATA):
+            return str(json.loads(line[len(_DATA) :])["content"])
+    return ""
+
+
+class TokenClock:
+    """Token arrival offsets relative to the first token (and their text, when kept)."""
 
     __slots__ = ("first", "sent", "timing")
 
@@ -44,20 +54,37 @@ class _Clock:
         self.sent = time.perf_counter()
         self.first: float | None = None
 
-    def token(self, now: float) -> None:
+    def token(self, now: float, content: str = "") -> None:
         if self.first is None:
             self.first = now
             self.timing.ttft = now - self.sent
         self.timing.offsets.append(now - self.first)
+        if content:
+            self.timing.parts.append(content)
 
 
-async def sse_answer(client: httpx.AsyncClient, conversation_id: str, text: str) -> StreamTiming:
+def _message(text: str, model: str, max_tokens: int | None) -> dict[str, object]:
+    body: dict[str, object] = {"content": text, "model": model}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+async def sse_answer(
+    client: httpx.AsyncClient,
+    conversation_id: str,
+    text: str,
+    *,
+    model: str = MODEL,
+    max_tokens: int | None = None,
+    keep_text: bool = False,
+) -> StreamTiming:
     """POST a message with `Accept: text/event-stream` and read until `done`."""
     timing = StreamTiming("sse", text)
-    body = {"content": text, "model": MODEL}
+    body = _message(text, model, max_tokens)
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
-            clock = _Clock(timing)
+            clock = TokenClock(timing)
             async with client.stream(
                 "POST",
                 f"/v1/conversations/{conversation_id}/messages",
@@ -76,7 +103,7 @@ async def sse_answer(client: httpx.AsyncClient, conversation_id: str, text: str)
                     for frame in frames:
                         kind = _sse_type(frame)
                         if kind == b"token":
-                            clock.token(now)
+                            clock.token(now, _sse_content(frame) if keep_text else "")
                         elif kind == b"done":
                             return timing
                         elif kind == b"error":
@@ -88,13 +115,22 @@ async def sse_answer(client: httpx.AsyncClient, conversation_id: str, text: str)
     return timing
 
 
-async def ws_answer(ws: ClientConnection, conversation_id: str, text: str) -> StreamTiming:
+async def ws_answer(
+    ws: ClientConnection,
+    conversation_id: str,
+    text: str,
+    *,
+    model: str = MODEL,
+    max_tokens: int | None = None,
+    keep_text: bool = False,
+) -> StreamTiming:
     """Send a `message` frame on an open socket and read until the reply's `done`."""
     timing = StreamTiming("ws", text)
-    frame = {"type": "message", "conversation_id": conversation_id, "content": text, "model": MODEL}
+    frame: dict[str, object] = {"type": "message", "conversation_id": conversation_id}
+    frame.update(_message(text, model, max_tokens))
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
-            clock = _Clock(timing)
+            clock = TokenClock(timing)
             await ws.send(json.dumps(frame))
             while True:
                 data = await ws.recv()
@@ -102,7 +138,7 @@ async def ws_answer(ws: ClientConnection, conversation_id: str, text: str) -> St
                 if not isinstance(data, str):
                     continue
                 if data.startswith(_WS_TOKEN):
-                    clock.token(now)
+                    clock.token(now, str(json.loads(data)["content"]) if keep_text else "")
                 elif data.startswith(_WS_DONE):
                     return timing
                 elif data.startswith(_WS_ERROR):

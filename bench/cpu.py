@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["CpuMeter", "CpuUsage"]
+__all__ = ["CpuMeter", "CpuUsage", "settle"]
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -60,3 +61,20 @@ class CpuMeter:
             name: _cpu_seconds(p) - self._before[name] for name, p in self._processes.items()
         }
         return CpuUsage(wall, seconds, _machine_busy_seconds() - self._machine_before)
+
+
+async def settle(
+    processes: Mapping[str, psutil.Process],
+    *,
+    cores: float = 0.1,
+    window: float = 0.2,
+    timeout: float = 5.0,
+) -> None:
+    """Wait until `processes` together use under `cores` over a `window` (at most `timeout`):
+    the work a phase left behind (persistence after the last answer) is counted in it."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        before = sum(_cpu_seconds(p) for p in processes.values())
+        await asyncio.sleep(window)
+        if sum(_cpu_seconds(p) for p in processes.values()) - before < cores * window:
+            return

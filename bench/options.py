@@ -36,8 +36,16 @@ class Options:
     persist_events: int = 20000  # the burst of the throughput figure
     persist_rate: float = 1000.0  # events/s of the lag figure (under the ceiling)
     persist_seconds: float = 5.0
+    # Cost per answer: the bench's OpenAI-style provider (answers of answer_tokens tokens,
+    # token_interval_ms apart) directly and through SSE, WebSocket and /v1/chat/completions.
+    answers: int = 500  # answers per target, answers_concurrency at once
+    answers_concurrency: int = 100
+    answer_tokens: int = 50
+    token_interval_ms: float = 20.0
+    unloaded_answers: int = 100  # per target, one conversation at a time
+    crowd_conversations: int = 1000  # concurrent conversations of one answer each, 0 to skip
     quick: bool = False
-    # One part of the run alone ("persistence"), or everything when None.
+    # One part of the run alone ("persistence", "answers"), or everything when None.
     only: str | None = None
 
     @property
@@ -59,6 +67,12 @@ _QUICK: dict[str, Any] = {
     "persist_events": 300,
     "persist_rate": 200.0,
     "persist_seconds": 1.0,
+    "answers": 12,
+    "answers_concurrency": 4,
+    "answer_tokens": 10,
+    "token_interval_ms": 5.0,
+    "unloaded_answers": 3,
+    "crowd_conversations": 12,
 }
 
 
@@ -139,10 +153,42 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help=f"events/s of the persistence lag run ({d.persist_rate:g})",
     )
     add(
+        "--answers",
+        type=_positive_int,
+        help=f"answers per target of the cost-per-answer run ({d.answers})",
+    )
+    add(
+        "--answers-concurrency",
+        type=_positive_int,
+        help=f"answers at once in the cost-per-answer run ({d.answers_concurrency})",
+    )
+    add(
+        "--answer-tokens",
+        type=_positive_int,
+        help=f"tokens of the bench provider's answers ({d.answer_tokens})",
+    )
+    add(
+        "--token-interval-ms",
+        type=_positive_float,
+        help=f"ms between the bench provider's tokens ({d.token_interval_ms:g})",
+    )
+    add(
+        "--unloaded-answers",
+        type=_positive_int,
+        help=f"answers per target, one at a time, for the unloaded TTFT ({d.unloaded_answers})",
+    )
+    add(
+        "--crowd-conversations",
+        type=int,
+        help=f"concurrent conversations of the crowd run, 0 to skip ({d.crowd_conversations})",
+    )
+    add(
         "--only",
-        choices=["persistence"],
+        choices=["persistence", "answers"],
         help="run only this part: persistence (usage events and memory writes into the "
-        "database, about a minute; no system started)",
+        "database, about a minute; no system started), answers (cost per answer: the "
+        "bench's OpenAI-style provider directly and through SSE, WebSocket and "
+        "/v1/chat/completions, unloaded, at --answers-concurrency and in a crowd)",
     )
     add("--quick", action="store_true", help="a small run, as a smoke check")
     args = parser.parse_args(argv)
@@ -154,6 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("--idle-connections must be 0 or more")
     if values.get("fanout_clients", 0) < 0:
         parser.error("--fanout-clients must be 0 or more")
+    if values.get("crowd_conversations", 0) < 0:
+        parser.error("--crowd-conversations must be 0 or more")
     if not values.get("database_url"):
         env = os.environ
         values["database_url"] = (

@@ -10,21 +10,21 @@ from bench.options import Options
 from bench.results import IdleResult, LatencyResult, ThroughputResult
 from bench.stats import Percentiles, StreamTiming, failures, percentiles, token_lags, ttfts
 
-__all__ = ["render"]
+__all__ = ["added", "markdown_table", "ms", "rate", "render"]
 
 # A Python process at this share of a core is taken as saturated.
 _SATURATED = 0.85
 
 
-def _ms(seconds: float) -> str:
+def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-def _added(system: float, direct: float) -> str:
+def added(system: float, direct: float) -> str:
     return f"{(system - direct) * 1000:+.2f} ms"
 
 
-def _rate(value: float) -> str:
+def rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
@@ -34,8 +34,8 @@ def _percentile_rows(
     if direct is None or system is None:
         return [(f"{label} p50", "n/a", "n/a", "n/a"), (f"{label} p99", "n/a", "n/a", "n/a")]
     return [
-        (f"{label} p50", _ms(direct.p50), _ms(system.p50), _added(system.p50, direct.p50)),
-        (f"{label} p99", _ms(direct.p99), _ms(system.p99), _added(system.p99, direct.p99)),
+        (f"{label} p50", ms(direct.p50), ms(system.p50), added(system.p50, direct.p50)),
+        (f"{label} p99", ms(direct.p99), ms(system.p99), added(system.p99, direct.p99)),
     ]
 
 
@@ -43,7 +43,7 @@ def _of(streams: Sequence[StreamTiming], label: str) -> list[StreamTiming]:
     return [s for s in streams if s.label == label]
 
 
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -111,8 +111,8 @@ def render(
     rows.append(
         (
             "token events/s delivered (throughput run)",
-            _rate(throughput.direct_rate),
-            _rate(throughput.rate),
+            rate(throughput.direct_rate),
+            rate(throughput.rate),
             "",
         )
     )
@@ -120,7 +120,7 @@ def render(
         (
             "token events/s per gateway core",
             "",
-            _rate(gateway_rate) if gateway_rate is not None else "n/a",
+            rate(gateway_rate) if gateway_rate is not None else "n/a",
             "",
         )
     )
@@ -150,7 +150,7 @@ def render(
         f"{options.throughput_tps:g} tokens/s each for {throughput.cpu.wall:.1f} s; "
         f"{throughput.answers} answers ({sum(throughput.errors.values())} failed).",
         "",
-        *_table(rows, ("metric", "direct (in-process)", "through the system", "added")),
+        *markdown_table(rows, ("metric", "direct (in-process)", "through the system", "added")),
         "",
         "Added = through the system minus direct, percentile by percentile. Per-token "
         "delay = how late token i arrives after the answer's first token, against the "
@@ -171,7 +171,7 @@ def render(
                 name,
                 f"{latency.cpu.cores(name):.2f}",
                 f"{cpu.cores(name):.2f}",
-                _rate(per) if per else "n/a",
+                rate(per) if per else "n/a",
             )
         )
     header = ("process", "latency run", "throughput run", "token events per CPU second")
@@ -183,7 +183,7 @@ def render(
             "",
         )
     )
-    lines += _table(cpu_rows, header)
+    lines += markdown_table(cpu_rows, header)
     lines += [
         "",
         f"- Throughput: {_bottleneck(cpu, throughput.rate, offered)}.",

@@ -15,16 +15,22 @@ __all__ = ["Percentiles", "StreamTiming", "failures", "percentiles", "token_lags
 class StreamTiming:
     """One answer as a client saw it: seconds from the send to the first token, then offsets."""
 
-    label: str  # "direct", "sse" or "ws"
+    label: str  # "direct", "sse", "ws" or "openai"
     prompt: str
     ttft: float | None = None
     # Arrival of each token, in seconds after the first one (so offsets[0] == 0).
     offsets: list[float] = field(default_factory=list)
     error: str | None = None
+    # The tokens' text, when the client was asked to keep it.
+    parts: list[str] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
         return len(self.offsets)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from bench.system import ws_url
 from bench.workload import prompt, stagger
 from devstack.runner import DevStack
 
-__all__ = ["Answer", "Conversations", "run_conversations", "run_until"]
+__all__ = ["Answer", "Conversations", "run_conversations", "run_count", "run_until"]
 
 # One message of conversation k, round r: its timing.
 Answer = Callable[[str], Awaitable[StreamTiming]]
@@ -85,6 +85,27 @@ async def run_until(answers: list[Answer], seconds: float) -> tuple[list[StreamT
         while time.perf_counter() < deadline:
             timings.append(await answer(prompt(k, r)))
             r += 1
+        return timings
+
+    runs = await asyncio.gather(*(conversation(k, a) for k, a in enumerate(answers)))
+    return [timing for run in runs for timing in run], time.perf_counter() - started
+
+
+async def run_count(
+    answers: list[Answer], total: int, *, period: float = 0.0
+) -> tuple[list[StreamTiming], float]:
+    """The conversations, starts staggered over `period`, send messages back to back until
+    `total` answers were asked for; the seconds until the last one ended."""
+    started = time.perf_counter()
+    asked = 0
+
+    async def conversation(k: int, answer: Answer) -> list[StreamTiming]:
+        nonlocal asked
+        await asyncio.sleep(stagger(k, len(answers), period))
+        timings: list[StreamTiming] = []
+        while asked < total:
+            asked += 1
+            timings.append(await answer(prompt(k, len(timings))))
         return timings
 
     runs = await asyncio.gather(*(conversation(k, a) for k, a in enumerate(answers)))
