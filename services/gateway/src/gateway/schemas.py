@@ -15,8 +15,10 @@ __all__ = [
     "ConversationList",
     "ConversationOut",
     "ConversationPage",
+    "Id",
     "MessageIn",
     "MessageOut",
+    "Strict",
     "UsageOut",
     "UsageTotalsOut",
     "WsCancel",
@@ -34,10 +36,14 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 MAX_TOKENS = 32768  # the largest answer a client may ask for
 
 
-class MessageIn(BaseModel):
-    """The body of POST /v1/conversations/{id}/messages."""
+class Strict(BaseModel):
+    """A body or frame a client sends: unknown fields are refused; read-only once parsed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MessageIn(Strict):
+    """The body of POST /v1/conversations/{id}/messages."""
 
     content: str = Field(min_length=1)
     id: Id | None = None
@@ -53,38 +59,28 @@ class WsMessage(MessageIn):
     conversation_id: Id
 
 
-class WsPing(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsPing(Strict):
     type: Literal["ping"]
 
 
-class WsSubscribe(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsSubscribe(Strict):
     type: Literal["subscribe"]
     conversation_id: Id
     last_event_id: int | None = Field(default=None, ge=0)
 
 
-class WsTyping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsTyping(Strict):
     type: Literal["typing"]
     conversation_id: Id
     is_typing: bool
 
 
-class WsCancel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsCancel(Strict):
     type: Literal["cancel"]
     conversation_id: Id
 
 
-class WsRead(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsRead(Strict):
     type: Literal["read"]
     conversation_id: Id
     event_id: int = Field(ge=0)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import ContextMessage, FinishReason, Role, Usage
+from gateway.schemas import Strict
 
 __all__ = [
     "ChatCompletionRequest",
@@ -22,9 +23,7 @@ __all__ = [
 ]
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TextPart(Strict):
     type: Literal["text"]
     text: str
 
@@ -42,21 +41,17 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(Strict):
     """The body of POST /v1/chat/completions (the subset livechat serves).
 
     Sampling knobs the models here do not expose (`top_p`, penalties, `seed`,
     `user`, …) are accepted and ignored, so that tools built on the SDK work;
     what would change the answer's shape (tools, n > 1, JSON mode) is refused.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

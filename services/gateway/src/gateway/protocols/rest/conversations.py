@@ -8,16 +8,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from contracts import ids, rpc
 from gateway.access.auth import current_user
-from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError, no_such_conversation, not_answering
+from gateway.backends import answer_of, found
+from gateway.errors import ApiError, no_such_conversation
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
-from gateway.schemas import ConversationList, ConversationOut, ConversationPage, public
+from gateway.schemas import (
+    ConversationList,
+    ConversationOut,
+    ConversationPage,
+    Strict,
+    public,
+)
 from gateway.state import gateway_of
 
 __all__ = ["ConversationCreateIn", "ConversationUpdateIn", "router"]
@@ -30,9 +36,7 @@ User = Annotated[str, Depends(current_user)]
 Cursor = Annotated[str | None, Query(pattern=ids.ID_PATTERN)]
 
 
-class _ConversationFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _ConversationFields(Strict):
     title: str | None = Field(default=None, max_length=rpc.TITLE_MAX_CHARS)
     system_prompt: str | None = Field(default=None, max_length=rpc.SYSTEM_PROMPT_MAX_CHARS)
 
@@ -75,10 +79,7 @@ async def create_conversation(request: Request, user_id: User) -> dict[str, Any]
         title=body.title,
         system_prompt=body.system_prompt,
     )
-    try:
-        reply = await gateway.backends.create_conversation(ask)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+    reply = await answer_of("memory", gateway.backends.create_conversation(ask))
     if reply.conversation is None:  # a fresh random id taken by someone else
         raise ApiError(409, "conflict", "the conversation could not be created; retry")
     return _conversation(reply.conversation)
@@ -92,12 +93,12 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Cursor = None,
 ) -> dict[str, Any]:
-    try:
-        reply = await gateway_of(request).backends.list_conversations(
+    reply = await answer_of(
+        "memory",
+        gateway_of(request).backends.list_conversations(
             user_id, q or None, limit=limit, before=before
-        )
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+        ),
+    )
     return {"conversations": [public(c) for c in reply.conversations]}
 
 
@@ -116,16 +117,14 @@ async def get_conversation(
     before: Cursor = None,
 ) -> dict[str, Any]:
     check_conversation_id(conversation_id)
-    try:
-        reply = await gateway_of(request).backends.get_conversation(
+    reply = await answer_of(
+        "memory",
+        gateway_of(request).backends.get_conversation(
             user_id, conversation_id, limit=limit, before=before
-        )
-    except BackendUnavailable:
-        raise not_answering("memory") from None
-    if reply.conversation is None:
-        raise no_such_conversation()
+        ),
+    )
     return {
-        **_conversation(reply.conversation),
+        **_conversation(found(reply.conversation)),
         "messages": [public(m) for m in reply.messages],
         "has_more": reply.has_more,
     }
@@ -150,13 +149,8 @@ async def update_conversation(
         title=body.title,
         system_prompt=body.system_prompt,
     )
-    try:
-        reply = await gateway.backends.update_conversation(ask)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
-    if reply.conversation is None:
-        raise no_such_conversation()
-    return _conversation(reply.conversation)
+    reply = await answer_of("memory", gateway.backends.update_conversation(ask))
+    return _conversation(found(reply.conversation))
 
 
 @router.delete("/v1/conversations/{conversation_id}", status_code=204)
@@ -164,9 +158,9 @@ async def delete_conversation(conversation_id: str, request: Request, user_id: U
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
     try:
-        reply = await gateway.backends.delete_conversation(user_id, conversation_id)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+        reply = await answer_of(
+            "memory", gateway.backends.delete_conversation(user_id, conversation_id)
+        )
     finally:
         # Its id may be someone else's next (also when the answer was lost on the way).
         gateway.owners.forget(conversation_id)
