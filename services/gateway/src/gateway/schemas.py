@@ -7,17 +7,25 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts import rpc
+from contracts.events import Usage
 from contracts.ids import ID_PATTERN
 
 __all__ = [
     "MAX_TOKENS",
     "WS_FRAME",
+    "CancelOut",
     "ConversationList",
     "ConversationOut",
     "ConversationPage",
+    "ErrorDetail",
+    "ErrorOut",
+    "HealthOut",
     "Id",
     "MessageIn",
     "MessageOut",
+    "NotReadyOut",
+    "ReadyOut",
+    "ReplyOut",
     "Strict",
     "UsageOut",
     "UsageTotalsOut",
@@ -133,3 +141,47 @@ class UsageOut(BaseModel):
     by_model: dict[str, UsageTotalsOut]
     by_provider: dict[str, UsageTotalsOut] | None = None
     by_conversation: dict[str, UsageTotalsOut] | None = None
+
+
+class ReplyOut(BaseModel):
+    """The JSON answer of a send: the assistant message as stored, and its usage."""
+
+    message: MessageOut
+    usage: Usage
+
+
+class CancelOut(BaseModel):
+    """Whether a generation of the conversation was queued or running, and is being stopped."""
+
+    cancelled: bool
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """What was checked (NATS, the events stream, each backend service), all answering."""
+
+    status: Literal["ready"]
+    checks: dict[str, bool]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, for programs (snake_case)")
+    message: str = Field(description="for humans; may change")
+    message_id: str | None = Field(
+        default=None, description="a message that could not be queued: retry with this id"
+    )
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of the public API."""
+
+    error: ErrorDetail
+
+
+class NotReadyOut(ErrorOut):
+    """GET /readyz when something it checks does not answer (`checks` names it)."""
+
+    checks: dict[str, bool]

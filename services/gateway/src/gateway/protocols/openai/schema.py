@@ -11,8 +11,10 @@ from contracts.events import ContextMessage, FinishReason, Role, Usage
 from gateway.schemas import Strict
 
 __all__ = [
+    "ChatCompletion",
     "ChatCompletionRequest",
     "ChatMessage",
+    "OpenAIErrorOut",
     "completion",
     "completion_chunk",
     "finish_reason",
@@ -156,6 +158,44 @@ def completion(
         ],
         "usage": usage,
     }
+
+
+class CompletionMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: CompletionMessage
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """A `chat.completion` as `completion` builds it (documentation of the answer)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIErrorOut(BaseModel):
+    """OpenAI's error shape: a superset of livechat's (`code` and `message` are the same)."""
+
+    error: OpenAIErrorDetail
 
 
 def _error_type(status: int) -> str:

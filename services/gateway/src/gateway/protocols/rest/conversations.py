@@ -17,6 +17,7 @@ from gateway.errors import ApiError, no_such_conversation
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
+from gateway.openapi import API_ERRORS, BODY_ERRORS, error_responses
 from gateway.schemas import (
     ConversationList,
     ConversationOut,
@@ -28,7 +29,7 @@ from gateway.state import gateway_of
 
 __all__ = ["ConversationCreateIn", "ConversationUpdateIn", "router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 DEFAULT_PAGE = 200  # messages of GET /v1/conversations/{id} without `limit`
 
@@ -69,6 +70,7 @@ def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
     status_code=201,
     response_model=ConversationOut,
     response_model_exclude_none=True,
+    responses=error_responses(*BODY_ERRORS, 409),
 )
 async def create_conversation(request: Request, user_id: User) -> dict[str, Any]:
     gateway = gateway_of(request)
@@ -106,6 +108,7 @@ async def list_conversations(
     "/v1/conversations/{conversation_id}",
     response_model=ConversationPage,
     response_model_exclude_none=True,
+    responses=error_responses(400, 404),
 )
 async def get_conversation(
     conversation_id: str,
@@ -134,6 +137,7 @@ async def get_conversation(
     "/v1/conversations/{conversation_id}",
     response_model=ConversationOut,
     response_model_exclude_none=True,
+    responses=error_responses(*BODY_ERRORS, 404),
 )
 async def update_conversation(
     conversation_id: str, request: Request, user_id: User
@@ -153,7 +157,11 @@ async def update_conversation(
     return _conversation(found(reply.conversation))
 
 
-@router.delete("/v1/conversations/{conversation_id}", status_code=204)
+@router.delete(
+    "/v1/conversations/{conversation_id}",
+    status_code=204,
+    responses=error_responses(400, 404),
+)
 async def delete_conversation(conversation_id: str, request: Request, user_id: User) -> Response:
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
