@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from nats.aio.client import Client
@@ -10,18 +11,35 @@ from nats.errors import Error as NatsError
 from pydantic import BaseModel, ValidationError
 
 from contracts import rpc, subjects
+from gateway.errors import no_such_conversation, not_answering
 
-__all__ = ["BACKEND_SERVICES", "BackendUnavailable", "Backends"]
+__all__ = ["BACKEND_SERVICES", "BackendUnavailable", "Backends", "answer_of", "found"]
 
 log = logging.getLogger(__name__)
 
 BACKEND_SERVICES: tuple[str, ...] = ("inference", "memory", "usage")
 
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
 
 
 class BackendUnavailable(Exception):
     """A backend did not answer in time, or answered something unreadable."""
+
+
+async def answer_of(service: str, call: Awaitable[T]) -> T:
+    """The reply `call` brings from `service`; a retryable 503 when none came."""
+    try:
+        return await call
+    except BackendUnavailable:
+        raise not_answering(service) from None
+
+
+def found(conversation: T | None) -> T:
+    """The conversation memory answered with; 404 when it holds none for the caller."""
+    if conversation is None:
+        raise no_such_conversation()
+    return conversation
 
 
 class Backends:

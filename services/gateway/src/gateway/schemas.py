@@ -7,16 +7,26 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts import rpc
+from contracts.events import Usage
 from contracts.ids import ID_PATTERN
 
 __all__ = [
     "MAX_TOKENS",
     "WS_FRAME",
+    "CancelOut",
     "ConversationList",
     "ConversationOut",
     "ConversationPage",
+    "ErrorDetail",
+    "ErrorOut",
+    "HealthOut",
+    "Id",
     "MessageIn",
     "MessageOut",
+    "NotReadyOut",
+    "ReadyOut",
+    "ReplyOut",
+    "Strict",
     "UsageOut",
     "UsageTotalsOut",
     "WsCancel",
@@ -34,10 +44,14 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 MAX_TOKENS = 32768  # the largest answer a client may ask for
 
 
-class MessageIn(BaseModel):
-    """The body of POST /v1/conversations/{id}/messages."""
+class Strict(BaseModel):
+    """A body or frame a client sends: unknown fields are refused; read-only once parsed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MessageIn(Strict):
+    """The body of POST /v1/conversations/{id}/messages."""
 
     content: str = Field(min_length=1)
     id: Id | None = None
@@ -53,38 +67,28 @@ class WsMessage(MessageIn):
     conversation_id: Id
 
 
-class WsPing(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsPing(Strict):
     type: Literal["ping"]
 
 
-class WsSubscribe(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsSubscribe(Strict):
     type: Literal["subscribe"]
     conversation_id: Id
     last_event_id: int | None = Field(default=None, ge=0)
 
 
-class WsTyping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsTyping(Strict):
     type: Literal["typing"]
     conversation_id: Id
     is_typing: bool
 
 
-class WsCancel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsCancel(Strict):
     type: Literal["cancel"]
     conversation_id: Id
 
 
-class WsRead(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class WsRead(Strict):
     type: Literal["read"]
     conversation_id: Id
     event_id: int = Field(ge=0)
@@ -137,3 +141,47 @@ class UsageOut(BaseModel):
     by_model: dict[str, UsageTotalsOut]
     by_provider: dict[str, UsageTotalsOut] | None = None
     by_conversation: dict[str, UsageTotalsOut] | None = None
+
+
+class ReplyOut(BaseModel):
+    """The JSON answer of a send: the assistant message as stored, and its usage."""
+
+    message: MessageOut
+    usage: Usage
+
+
+class CancelOut(BaseModel):
+    """Whether a generation of the conversation was queued or running, and is being stopped."""
+
+    cancelled: bool
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """What was checked (NATS, the events stream, each backend service), all answering."""
+
+    status: Literal["ready"]
+    checks: dict[str, bool]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, for programs (snake_case)")
+    message: str = Field(description="for humans; may change")
+    message_id: str | None = Field(
+        default=None, description="a message that could not be queued: retry with this id"
+    )
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of the public API."""
+
+    error: ErrorDetail
+
+
+class NotReadyOut(ErrorOut):
+    """GET /readyz when something it checks does not answer (`checks` names it)."""
+
+    checks: dict[str, bool]

@@ -23,6 +23,7 @@ from gateway.access.apikeys import ApiKeys
 from gateway.errors import ApiError, error_response
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
+from gateway.tasks import cancel_and_wait
 
 __all__ = [
     "ACCESS_TOKEN_PARAM",
@@ -202,6 +203,4 @@ async def close_when_expired(ws: WebSocket, identity: Identity) -> AsyncIterator
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Literal
+from typing import Literal, TypedDict
 
 from contracts import ids
 from contracts.signals import PresenceSignal, ReadSignal, TypingSignal
@@ -42,22 +42,10 @@ class ClientSignals:
             await self._leave(conversation_id)
 
     async def typing(self, conversation_id: str, is_typing: bool) -> None:
-        signal = TypingSignal(
-            conversation_id=conversation_id,
-            user_id=self._user_id,
-            client_id=self.client_id,
-            is_typing=is_typing,
-        )
-        await self._hub.publish(signal)
+        await self._hub.publish(TypingSignal(**self._from(conversation_id), is_typing=is_typing))
 
     async def read(self, conversation_id: str, event_id: int) -> None:
-        signal = ReadSignal(
-            conversation_id=conversation_id,
-            user_id=self._user_id,
-            client_id=self.client_id,
-            event_id=event_id,
-        )
-        await self._hub.publish(signal)
+        await self._hub.publish(ReadSignal(**self._from(conversation_id), event_id=event_id))
 
     async def _leave(self, conversation_id: str) -> None:
         self._present.discard(conversation_id)
@@ -65,9 +53,17 @@ class ClientSignals:
         await self._hub.publish(self._presence(conversation_id, "left"))
 
     def _presence(self, conversation_id: str, state: Literal["joined", "left"]) -> PresenceSignal:
-        return PresenceSignal(
-            conversation_id=conversation_id,
-            user_id=self._user_id,
-            client_id=self.client_id,
-            state=state,
+        return PresenceSignal(**self._from(conversation_id), state=state)
+
+    def _from(self, conversation_id: str) -> _Sender:
+        return _Sender(
+            conversation_id=conversation_id, user_id=self._user_id, client_id=self.client_id
         )
+
+
+class _Sender(TypedDict):
+    """Who a signal is from, in which conversation: the fields every signal has."""
+
+    conversation_id: str
+    user_id: str
+    client_id: str

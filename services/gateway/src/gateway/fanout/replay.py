@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -48,27 +49,22 @@ async def first_sequence(js: JetStreamContext) -> int:
     return int(info.state.first_seq)
 
 
+@dataclass(eq=False)
 class StreamReplay:
     """The events of one conversation with after < seq <= upto, in order, in batches."""
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        conversation_id: str,
-        after: int,
-        upto: int,
-        *,
-        timeout: float = 5.0,
-        batch_size: int = 512,
-    ) -> None:
-        self._js = js
-        self.conversation_id = conversation_id
-        self.after = after
-        self.upto = upto
-        self._timeout = timeout
-        self._batch_size = batch_size
-        self._sub: JetStreamContext.PushSubscription | None = None
-        self.done = upto <= after
+    js: JetStreamContext
+    conversation_id: str
+    after: int
+    upto: int
+    _: KW_ONLY
+    timeout: float = 5.0  # no message for this long: the rest aged out, the replay ends
+    batch_size: int = 512
+    done: bool = field(init=False)
+    _sub: JetStreamContext.PushSubscription | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.done = self.upto <= self.after
 
     async def next_batch(self) -> list[RelayedEvent]:
         """The next events; [] once everything up to `upto` was read."""
@@ -76,7 +72,7 @@ class StreamReplay:
             await self.close()
             return []
         if self._sub is None:
-            self._sub = await self._js.subscribe(
+            self._sub = await self.js.subscribe(
                 subjects.events(self.conversation_id),
                 stream=topology.EVENTS_STREAM,
                 ordered_consumer=True,
@@ -87,11 +83,11 @@ class StreamReplay:
             )
         sub = self._sub
         batch: list[RelayedEvent] = []
-        while not self.done and len(batch) < self._batch_size:
+        while not self.done and len(batch) < self.batch_size:
             if batch and sub.pending_msgs == 0:
                 break
             try:
-                msg = await sub.next_msg(timeout=self._timeout)
+                msg = await sub.next_msg(timeout=self.timeout)
             except NatsTimeoutError:
                 # Nothing more arrives (the rest aged out): end instead of hanging.
                 log.warning("replay of a conversation ended early: no message within timeout")

@@ -11,8 +11,8 @@ from nats.errors import Error as NatsError
 from contracts import ids
 from contracts.events import MessageEvent
 from gateway.access.auth import LOCAL_USER
-from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError, no_such_conversation, not_answering
+from gateway.backends import answer_of, found
+from gateway.errors import ApiError
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.frames import RelayedEvent
 from gateway.fanout.replay import last_event
@@ -53,13 +53,11 @@ async def check_access(gateway: Gateway, user_id: str, conversation_id: str) -> 
     """404 for a conversation memory does not hold for this caller (never its events)."""
     if user_id == LOCAL_USER:
         return  # auth is off: one user, every conversation is theirs
-    try:
-        # One message at most: the answer stays small however long the conversation.
-        found = await gateway.backends.get_conversation(user_id, conversation_id, limit=1)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
-    if found.conversation is None:
-        raise no_such_conversation()
+    # One message at most: the answer stays small however long the conversation.
+    reply = await answer_of(
+        "memory", gateway.backends.get_conversation(user_id, conversation_id, limit=1)
+    )
+    found(reply.conversation)
 
 
 @dataclass(slots=True)

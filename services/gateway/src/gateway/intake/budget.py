@@ -26,6 +26,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from gateway.tasks import cancel_and_wait
+
 __all__ = ["BudgetWatch"]
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,8 @@ class BudgetWatch:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self._synced = False
 
     @property

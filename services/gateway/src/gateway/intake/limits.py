@@ -209,14 +209,11 @@ class Limits:
                 return
             spent = int(entry.value or b"0")
         if spent >= self._daily_tokens:
-            retry_after = math.ceil(_DAY - now % _DAY)
-            raise ApiError(
-                429,
+            raise _refused(
                 "budget_exceeded",
                 f"daily token budget of {self._daily_tokens} tokens used up "
                 f"({spent} spent today); it resets at 00:00 UTC",
-                retryable=True,
-                headers={"Retry-After": str(retry_after)},
+                retry_after=math.ceil(_DAY - now % _DAY),
             )
 
     async def _count_message(self, user_id: str, now: float) -> None:
@@ -224,14 +221,17 @@ class Limits:
         count = await self._rate.incr(topology.rate_key(user_id, int(now // 60)))
         if count > self._per_minute:
             retry_after = max(1, math.ceil(60 - now % 60))
-            raise ApiError(
-                429,
+            raise _refused(
                 "rate_limited",
                 f"rate limit of {self._per_minute} messages per minute reached; "
                 f"retry in {retry_after} s",
-                retryable=True,
-                headers={"Retry-After": str(retry_after)},
+                retry_after=retry_after,
             )
+
+
+def _refused(code: str, message: str, *, retry_after: int) -> ApiError:
+    """A 429 that tells when to retry (`Retry-After`, in seconds)."""
+    return ApiError(429, code, message, retryable=True, headers={"Retry-After": str(retry_after)})
 
 
 async def create_limits(

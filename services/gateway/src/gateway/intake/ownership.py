@@ -19,8 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from contracts import rpc, subjects
-from gateway.backends import Backends, BackendUnavailable
-from gateway.errors import no_such_conversation, not_answering
+from gateway.backends import Backends, answer_of, found
 
 __all__ = ["Ownership", "follow_deletions"]
 
@@ -58,12 +57,8 @@ class Ownership:
             return
         deletions = self._deletions
         request = rpc.ConversationCreateRequest(user_id=user_id, conversation_id=conversation_id)
-        try:
-            reply = await self._backends.create_conversation(request)
-        except BackendUnavailable:
-            raise not_answering("memory") from None
-        if reply.conversation is None:
-            raise no_such_conversation()
+        reply = await answer_of("memory", self._backends.create_conversation(request))
+        found(reply.conversation)
         if deletions == self._deletions:
             self._remember(conversation_id, user_id, now + self._ttl)
 

@@ -30,6 +30,7 @@ from nats.js.errors import APIError, NotFoundError
 from contracts import ids, subjects, topology
 from contracts.events import StatusEvent
 from gateway.fanout.replay import last_sequence
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["QueueStatus", "queue_position"]
 
@@ -101,11 +102,8 @@ class QueueStatus:
             self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self._waiting.clear()
 
     async def _run(self) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from contracts import topology
 from gateway.backends import BACKEND_SERVICES
 from gateway.errors import error_body
+from gateway.schemas import HealthOut, NotReadyOut, ReadyOut
 from gateway.state import gateway_of
 
 __all__ = ["router"]
@@ -21,8 +22,8 @@ router = APIRouter()
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> HealthOut:
+    return HealthOut(status="ok")
 
 
 async def _events_stream(js: JetStreamContext) -> bool:
@@ -34,7 +35,11 @@ async def _events_stream(js: JetStreamContext) -> bool:
     return True
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": NotReadyOut, "description": "something checked did not answer"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     gateway = gateway_of(request)
     if not gateway.nc.is_connected or not gateway.hub.running:

@@ -3,45 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["GatewayMetrics", "MetricsMiddleware"]
+__all__ = ["GatewayMetrics", "MetricsMiddleware", "gateway_metric"]
+
+
+_PREFIX = "livechat_gateway_"
+
+# What each gateway metric counts, by its name after the prefix.
+_HELP = {
+    "requests": "HTTP requests and WebSocket sessions handled",
+    "events_relayed": "Conversation events sent to clients",
+    "active_streams": "Open SSE streams and WebSocket sessions",
+    "messages_accepted": "User messages published (duplicates included)",
+    "listeners": "Clients attached to a conversation's events on this gateway",
+    "tokens": "Tokens of finished generation attempts, by provider, provider model and "
+    "direction (in = prompt, out = completion)",
+    "time_to_first_token_seconds": "Time from a provider call to its first token",
+    "generation_duration_seconds": "Duration of a provider call",
+    "errors": "Error responses sent, by error code",
+}
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def gateway_metric(
+    kind: type[M], registry: CollectorRegistry, name: str, *labels: str, **options: Any
+) -> M:
+    """`livechat_gateway_<name>` in `registry`, with its help text from the table above."""
+    return kind(_PREFIX + name, _HELP[name], labels, registry=registry, **options)
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "livechat_gateway_requests",
-            "HTTP requests and WebSocket sessions handled",
-            ["method", "status"],
-            registry=self.registry,
-        )
-        self.events_relayed = Counter(
-            "livechat_gateway_events_relayed",
-            "Conversation events sent to clients",
-            ["transport"],
-            registry=self.registry,
-        )
-        self.active_streams = Gauge(
-            "livechat_gateway_active_streams",
-            "Open SSE streams and WebSocket sessions",
-            ["transport"],
-            registry=self.registry,
-        )
-        self.messages_accepted = Counter(
-            "livechat_gateway_messages_accepted",
-            "User messages published (duplicates included)",
-            ["duplicate"],
-            registry=self.registry,
-        )
-        self.listeners = Gauge(
-            "livechat_gateway_listeners",
-            "Clients attached to a conversation's events on this gateway",
-            registry=self.registry,
-        )
+        self.registry = registry = CollectorRegistry()
+        self.requests = gateway_metric(Counter, registry, "requests", "method", "status")
+        self.events_relayed = gateway_metric(Counter, registry, "events_relayed", "transport")
+        self.active_streams = gateway_metric(Gauge, registry, "active_streams", "transport")
+        self.messages_accepted = gateway_metric(Counter, registry, "messages_accepted", "duplicate")
+        self.listeners = gateway_metric(Gauge, registry, "listeners")
         # Bound children: no label lookup on the per-event path.
         self.relayed_sse = self.events_relayed.labels("sse")
         self.relayed_ws = self.events_relayed.labels("ws")

@@ -19,44 +19,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import subjects
 from contracts.events import UsageRecorded
+from gateway.ops.metrics import gateway_metric
 
 __all__ = ["ErrorCodeMiddleware", "GenerationMetrics", "follow_usage"]
 
 log = logging.getLogger(__name__)
 
 _QUEUE = "gateway-metrics"
-_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class GenerationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.tokens = Counter(
-            "livechat_gateway_tokens",
-            "Tokens of finished generation attempts, by provider, provider model and "
-            "direction (in = prompt, out = completion)",
-            ["provider", "model", "direction"],
-            registry=registry,
+        by_model = ("provider", "model")
+        self.tokens = gateway_metric(Counter, registry, "tokens", *by_model, "direction")
+        self.ttft = gateway_metric(
+            Histogram, registry, "time_to_first_token_seconds", *by_model, buckets=_BUCKETS
         )
-        self.ttft = Histogram(
-            "livechat_gateway_time_to_first_token_seconds",
-            "Time from a provider call to its first token",
-            ["provider", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
+        self.duration = gateway_metric(
+            Histogram, registry, "generation_duration_seconds", *by_model, buckets=_BUCKETS
         )
-        self.duration = Histogram(
-            "livechat_gateway_generation_duration_seconds",
-            "Duration of a provider call",
-            ["provider", "model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.errors = Counter(
-            "livechat_gateway_errors",
-            "Error responses sent, by error code",
-            ["code"],
-            registry=registry,
-        )
+        self.errors = gateway_metric(Counter, registry, "errors", "code")
 
     def recorded(self, entry: UsageRecorded) -> None:
         provider, model = entry.provider, entry.provider_model

@@ -31,6 +31,7 @@ from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
+from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.aisdk.schema import UIChatRequest
 from gateway.protocols.aisdk.stream import UI_STREAM_HEADERS, ui_message_stream
 from gateway.schemas import MessageIn
@@ -38,7 +39,7 @@ from gateway.state import Gateway, gateway_of
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 # The transport posts the whole chat every time: a long chat outgrows a message's cap.
 _BODY_FACTOR = 16
@@ -118,6 +119,7 @@ def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) ->
 @router.post(
     "/api/chat",
     openapi_extra=body_schema(UIChatRequest),
+    responses=answers(*BODY_ERRORS, 404, 429, streamed="a UI message stream"),
 )
 async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
     gateway = gateway_of(request)
@@ -155,7 +157,10 @@ async def _has_events(gateway: Gateway, chat_id: str) -> bool:
         ) from None
 
 
-@router.get("/api/chat/{chat_id}/stream")
+@router.get(
+    "/api/chat/{chat_id}/stream",
+    responses=answers(400, 404, streamed="the reply in flight", empty="no reply in flight"),
+)
 async def resume_chat(
     chat_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
 ) -> Response:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.ids import ID_PATTERN
+from gateway.schemas import Id, Strict
 
 __all__ = ["UIChatRequest", "UIMessage", "UIPart"]
-
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class UIPart(BaseModel):
@@ -33,12 +31,10 @@ class UIMessage(BaseModel):
         return "".join(p.text for p in self.parts if p.type == "text" and p.text is not None)
 
 
-class UIChatRequest(BaseModel):
+class UIChatRequest(Strict):
     """`id` is the chat (the conversation); the gateway's history is authoritative, so
     only the last user message of `messages` is read. The optional fields are those of
     a livechat message, for the transport's `body` option."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Id
     messages: list[UIMessage] = Field(min_length=1)

@@ -27,8 +27,15 @@ from gateway.fanout.feed import attached
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
+from gateway.openapi import answers, error_responses
 from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
-from gateway.protocols.openai.schema import ChatCompletionRequest, openai_error, split_prompt
+from gateway.protocols.openai.schema import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    OpenAIErrorOut,
+    openai_error,
+    split_prompt,
+)
 from gateway.protocols.rest.messages import SSE_HEADERS
 from gateway.settings import GatewaySettings
 from gateway.state import Gateway, gateway_of
@@ -40,6 +47,8 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 CONVERSATION_PREFIX = "oai-"
+
+_ANSWERS = "A `chat.completion`; with `stream`, `chat.completion.chunk` lines as SSE"
 
 
 def _checked(body: ChatCompletionRequest, settings: GatewaySettings) -> GenerationOptions:
@@ -155,6 +164,12 @@ async def _stop(gateway: Gateway, user_id: str, conversation_id: str) -> None:
 @router.post(
     "/v1/chat/completions",
     openapi_extra=body_schema(ChatCompletionRequest),
+    response_model=ChatCompletion,
+    # 401 comes from the common layer, in the livechat shape.
+    responses={
+        **answers(401, streamed=_ANSWERS),
+        **error_responses(400, 404, 413, 415, 429, 503, model=OpenAIErrorOut),
+    },
 )
 async def chat_completions(
     request: Request, user_id: Annotated[str, Depends(current_user)]

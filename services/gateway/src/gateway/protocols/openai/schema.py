@@ -8,10 +8,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import ContextMessage, FinishReason, Role, Usage
+from gateway.schemas import Strict
 
 __all__ = [
+    "ChatCompletion",
     "ChatCompletionRequest",
     "ChatMessage",
+    "OpenAIErrorOut",
     "completion",
     "completion_chunk",
     "finish_reason",
@@ -22,9 +25,7 @@ __all__ = [
 ]
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TextPart(Strict):
     type: Literal["text"]
     text: str
 
@@ -42,21 +43,17 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(Strict):
     """The body of POST /v1/chat/completions (the subset livechat serves).
 
     Sampling knobs the models here do not expose (`top_p`, penalties, `seed`,
     `user`, …) are accepted and ignored, so that tools built on the SDK work;
     what would change the answer's shape (tools, n > 1, JSON mode) is refused.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -161,6 +158,44 @@ def completion(
         ],
         "usage": usage,
     }
+
+
+class CompletionMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: CompletionMessage
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletion(BaseModel):
+    """A `chat.completion` as `completion` builds it (documentation of the answer)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIErrorOut(BaseModel):
+    """OpenAI's error shape: a superset of livechat's (`code` and `message` are the same)."""
+
+    error: OpenAIErrorDetail
 
 
 def _error_type(status: int) -> str:

@@ -5,27 +5,32 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from gateway.access.auth import current_user
 from gateway.fanout.resume import check_access
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
+from gateway.openapi import API_ERRORS, error_responses
+from gateway.schemas import CancelOut
 from gateway.state import gateway_of
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 
-@router.post("/v1/conversations/{conversation_id}/cancel", status_code=202)
+@router.post(
+    "/v1/conversations/{conversation_id}/cancel",
+    status_code=202,
+    responses=error_responses(400, 404),
+)
 async def cancel(
     conversation_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
-) -> JSONResponse:
+) -> CancelOut:
     """202 `{"cancelled": bool}`: whether a generation was in flight and is being stopped;
     every client of the conversation then gets its `done` with `finish_reason: cancelled`."""
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
     await check_access(gateway, user_id, conversation_id)  # another user's: 404
     cancelled = await cancel_generation(gateway.nc, gateway.js, user_id, conversation_id)
-    return JSONResponse({"cancelled": cancelled}, status_code=202)
+    return CancelOut(cancelled=cancelled)

@@ -8,21 +8,28 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from contracts import ids, rpc
 from gateway.access.auth import current_user
-from gateway.backends import BackendUnavailable
-from gateway.errors import ApiError, no_such_conversation, not_answering
+from gateway.backends import answer_of, found
+from gateway.errors import ApiError, no_such_conversation
 from gateway.intake.body import read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
-from gateway.schemas import ConversationList, ConversationOut, ConversationPage, public
+from gateway.openapi import API_ERRORS, BODY_ERRORS, error_responses
+from gateway.schemas import (
+    ConversationList,
+    ConversationOut,
+    ConversationPage,
+    Strict,
+    public,
+)
 from gateway.state import gateway_of
 
 __all__ = ["ConversationCreateIn", "ConversationUpdateIn", "router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 DEFAULT_PAGE = 200  # messages of GET /v1/conversations/{id} without `limit`
 
@@ -30,9 +37,7 @@ User = Annotated[str, Depends(current_user)]
 Cursor = Annotated[str | None, Query(pattern=ids.ID_PATTERN)]
 
 
-class _ConversationFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _ConversationFields(Strict):
     title: str | None = Field(default=None, max_length=rpc.TITLE_MAX_CHARS)
     system_prompt: str | None = Field(default=None, max_length=rpc.SYSTEM_PROMPT_MAX_CHARS)
 
@@ -65,6 +70,7 @@ def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
     status_code=201,
     response_model=ConversationOut,
     response_model_exclude_none=True,
+    responses=error_responses(*BODY_ERRORS, 409),
 )
 async def create_conversation(request: Request, user_id: User) -> dict[str, Any]:
     gateway = gateway_of(request)
@@ -75,10 +81,7 @@ async def create_conversation(request: Request, user_id: User) -> dict[str, Any]
         title=body.title,
         system_prompt=body.system_prompt,
     )
-    try:
-        reply = await gateway.backends.create_conversation(ask)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+    reply = await answer_of("memory", gateway.backends.create_conversation(ask))
     if reply.conversation is None:  # a fresh random id taken by someone else
         raise ApiError(409, "conflict", "the conversation could not be created; retry")
     return _conversation(reply.conversation)
@@ -92,12 +95,12 @@ async def list_conversations(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Cursor = None,
 ) -> dict[str, Any]:
-    try:
-        reply = await gateway_of(request).backends.list_conversations(
+    reply = await answer_of(
+        "memory",
+        gateway_of(request).backends.list_conversations(
             user_id, q or None, limit=limit, before=before
-        )
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+        ),
+    )
     return {"conversations": [public(c) for c in reply.conversations]}
 
 
@@ -105,6 +108,7 @@ async def list_conversations(
     "/v1/conversations/{conversation_id}",
     response_model=ConversationPage,
     response_model_exclude_none=True,
+    responses=error_responses(400, 404),
 )
 async def get_conversation(
     conversation_id: str,
@@ -116,16 +120,14 @@ async def get_conversation(
     before: Cursor = None,
 ) -> dict[str, Any]:
     check_conversation_id(conversation_id)
-    try:
-        reply = await gateway_of(request).backends.get_conversation(
+    reply = await answer_of(
+        "memory",
+        gateway_of(request).backends.get_conversation(
             user_id, conversation_id, limit=limit, before=before
-        )
-    except BackendUnavailable:
-        raise not_answering("memory") from None
-    if reply.conversation is None:
-        raise no_such_conversation()
+        ),
+    )
     return {
-        **_conversation(reply.conversation),
+        **_conversation(found(reply.conversation)),
         "messages": [public(m) for m in reply.messages],
         "has_more": reply.has_more,
     }
@@ -135,6 +137,7 @@ async def get_conversation(
     "/v1/conversations/{conversation_id}",
     response_model=ConversationOut,
     response_model_exclude_none=True,
+    responses=error_responses(*BODY_ERRORS, 404),
 )
 async def update_conversation(
     conversation_id: str, request: Request, user_id: User
@@ -150,23 +153,22 @@ async def update_conversation(
         title=body.title,
         system_prompt=body.system_prompt,
     )
-    try:
-        reply = await gateway.backends.update_conversation(ask)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
-    if reply.conversation is None:
-        raise no_such_conversation()
-    return _conversation(reply.conversation)
+    reply = await answer_of("memory", gateway.backends.update_conversation(ask))
+    return _conversation(found(reply.conversation))
 
 
-@router.delete("/v1/conversations/{conversation_id}", status_code=204)
+@router.delete(
+    "/v1/conversations/{conversation_id}",
+    status_code=204,
+    responses=error_responses(400, 404),
+)
 async def delete_conversation(conversation_id: str, request: Request, user_id: User) -> Response:
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
     try:
-        reply = await gateway.backends.delete_conversation(user_id, conversation_id)
-    except BackendUnavailable:
-        raise not_answering("memory") from None
+        reply = await answer_of(
+            "memory", gateway.backends.delete_conversation(user_id, conversation_id)
+        )
     finally:
         # Its id may be someone else's next (also when the answer was lost on the way).
         gateway.owners.forget(conversation_id)

@@ -12,15 +12,24 @@ from gateway.access.auth import current_user
 from gateway.fanout.feed import attached
 from gateway.fanout.resume import check_access, parse_last_event_id, prepare_resume, resume_sse
 from gateway.intake.checks import check_conversation_id
+from gateway.openapi import API_ERRORS, answers, error_responses
 from gateway.protocols.rest.messages import SSE_HEADERS
 from gateway.state import gateway_of
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 
-@router.get("/v1/conversations/{conversation_id}/events")
+@router.get(
+    "/v1/conversations/{conversation_id}/events",
+    responses=answers(
+        400,
+        404,
+        streamed="the events, as SSE",
+        empty="no reply running and no stored event newer than the id",
+    ),
+)
 async def conversation_events(
     conversation_id: str,
     request: Request,

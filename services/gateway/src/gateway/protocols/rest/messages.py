@@ -15,20 +15,25 @@ from gateway.intake import pipeline
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
+from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
-from gateway.schemas import MessageIn
+from gateway.schemas import MessageIn, ReplyOut
 from gateway.state import gateway_of
 
 __all__ = ["SSE_HEADERS", "router"]
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+_ANSWERS = "The reply once it ended; with `Accept: text/event-stream`, its events as SSE"
 
 
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
     openapi_extra=body_schema(MessageIn),
+    response_model=ReplyOut,
+    responses=answers(*BODY_ERRORS, 404, 429, streamed=_ANSWERS),
 )
 async def post_message(
     conversation_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]

@@ -142,6 +142,10 @@ async def json_reply(
                 return await _done_answer(gateway, user_id, sub, event, start, created_at, parts)
 
 
+# What memory stores of a GenerationFinished, besides its id (`message_id`).
+_AS_STORED = {"content", "status", "created_at", "model", "provider", "usage", "finish_reason"}
+
+
 async def _finished_record(gateway: Gateway, sub: Submission) -> rpc.StoredMessage | None:
     try:
         msg = await gateway.js.get_last_msg(
@@ -153,15 +157,7 @@ async def _finished_record(gateway: Gateway, sub: Submission) -> rpc.StoredMessa
     if finished.message_id != sub.reply_id:
         return None  # another reply of the conversation finished since
     return rpc.StoredMessage(
-        id=finished.message_id,
-        role="assistant",
-        content=finished.content,
-        status=finished.status,
-        created_at=finished.created_at,
-        model=finished.model,
-        provider=finished.provider,
-        usage=finished.usage,
-        finish_reason=finished.finish_reason,
+        id=finished.message_id, role="assistant", **finished.model_dump(include=_AS_STORED)
     )
 
 

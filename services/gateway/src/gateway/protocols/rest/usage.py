@@ -19,6 +19,7 @@ from contracts import rpc, subjects
 from contracts.events import UsageRecorded
 from gateway.access.auth import current_user
 from gateway.errors import ApiError, not_answering
+from gateway.openapi import API_ERRORS, answers, error_responses
 from gateway.schemas import UsageOut, public
 from gateway.state import gateway_of
 
@@ -26,7 +27,7 @@ __all__ = ["CSV_COLUMNS", "router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*API_ERRORS))
 
 User = Annotated[str, Depends(current_user)]
 R = TypeVar("R", bound=BaseModel)
@@ -142,7 +143,10 @@ def _csv(rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-@router.get("/v1/usage/export")
+@router.get(
+    "/v1/usage/export",
+    responses=answers(streamed="the ledger entries, as CSV", media_type="text/csv"),
+)
 async def export(
     request: Request,
     user_id: User,

@@ -29,6 +29,7 @@ from gateway.schemas import (
     WsTyping,
 )
 from gateway.state import Gateway
+from gateway.tasks import cancel_and_wait
 
 __all__ = ["MAX_FOLLOWED", "WsSession"]
 
@@ -271,11 +272,7 @@ class WsSession:
     async def _refollow(self, conversation_id: str) -> EventFeed:
         # A fresh feed before the old relay stops: nothing live falls between them.
         feed = self._gateway.feed(conversation_id)
-        current = self._followers.pop(conversation_id, None)
-        if current is not None:
-            current.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await current
+        await cancel_and_wait(self._followers.pop(conversation_id, None))
         return feed
 
     def _replay_of(self, conversation_id: str, reply_id: str) -> ReplayFilter:
@@ -290,9 +287,7 @@ class WsSession:
         if current is not None:
             if frame.last_event_id is None:
                 return  # already following live
-            current.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await current
+            await cancel_and_wait(current)
         await check_access(self._gateway, self._user_id, conversation_id)
         feed = self._gateway.feed(conversation_id)
         # As GET .../events: after the id, or the generation in flight from its

@@ -7,6 +7,17 @@ export function displayTitle(conversation) {
   return (conversation.title || "").trim() || "Untitled conversation";
 }
 
+// A conversation's action: `label` names it, and the conversation for screen readers.
+function actionButton(className, label, title, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = label;
+  button.setAttribute("aria-label", `${label} “${title}”`);
+  button.addEventListener("click", onClick);
+  return button;
+}
+
 export class Sidebar {
   constructor({ list, status, search, onOpen, onRename, onDelete, onError }) {
     this.list = list;
@@ -94,19 +105,10 @@ export class Sidebar {
 
       const actions = document.createElement("div");
       actions.className = "actions";
-      const rename = document.createElement("button");
-      rename.type = "button";
-      rename.className = "rename";
-      rename.textContent = "Rename";
-      rename.setAttribute("aria-label", `Rename “${title}”`);
-      rename.addEventListener("click", () => this.onRename(c));
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "delete";
-      remove.textContent = "Delete";
-      remove.setAttribute("aria-label", `Delete “${title}”`);
-      remove.addEventListener("click", () => this.onDelete(c));
-      actions.append(rename, remove);
+      actions.append(
+        actionButton("rename", "Rename", title, () => this.onRename(c)),
+        actionButton("delete", "Delete", title, () => this.onDelete(c)),
+      );
 
       li.append(open, actions);
       return li;
