@@ -25,7 +25,7 @@ from inference.failover.breaker import CircuitBreaker
 from inference.failover.chain import Cancelled, Chain, ChainPolicy, Step, Token
 from inference.providers.gemini import create_gemini_provider
 from inference.providers.groq import create_groq_provider
-from inference.providers.routes import Route
+from inference.providers.model_routes import Route
 from runtime.token_estimate import estimate_prompt_tokens
 
 KEY = "gemini-test-key"

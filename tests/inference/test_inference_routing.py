@@ -45,7 +45,7 @@ from inference.failover.chain import (
     Using,
 )
 from inference.failover.outcomes import REFUSAL
-from inference.providers.routes import Route, UnknownModelError, resolve
+from inference.providers.model_routes import Route, UnknownModelError, resolve
 
 GROQ = Route("groq", "llama-3.3-70b-versatile")
 GEMINI = Route("gemini", "gemini-2.5-flash")

@@ -49,7 +49,7 @@ from inference.failover.chain import (
 from inference.failover.outcomes import PublicError
 from inference.outbox import Outbox
 from inference.providers.base import Provider, ProviderRequest
-from inference.providers.routes import Route, UnknownModelError, default_models, resolve
+from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
 from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
 from runtime.broker import jetstream

@@ -46,7 +46,7 @@ from inference.providers.base import (
     ProviderRequest,
     UsageMeter,
 )
-from inference.providers.routes import Route
+from inference.providers.model_routes import Route
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [

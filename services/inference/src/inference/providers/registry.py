@@ -11,8 +11,8 @@ from inference.providers.base import Provider
 from inference.providers.demo import DemoProvider
 from inference.providers.gemini import create_gemini_provider
 from inference.providers.groq import create_groq_provider
+from inference.providers.model_routes import DEMO, GEMINI, GROQ, OPENAI
 from inference.providers.openai_compatible import create_openai_compatible_provider
-from inference.providers.routes import DEMO, GEMINI, GROQ, OPENAI
 from inference.settings import InferenceSettings
 
 __all__ = ["default_providers"]
