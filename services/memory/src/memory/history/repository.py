@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Executable,
     Integer,
@@ -53,8 +54,9 @@ from contracts.rpc import (
     StoredMessage,
 )
 from memory.history.database import sqlite_reader
+from memory.history.exchanges import ExchangeReads
 from memory.history.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
-from memory.history.store import CachedWindow, Exchange, StoreOutcome
+from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
 from memory.history.tables import Conversation, DeletedConversation, Message
 from memory.history.writes import write_events
 
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
 _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
+T = TypeVar("T")
 
 
 class SqlConversationRepository:
@@ -85,6 +88,7 @@ class SqlConversationRepository:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert)
         self._related = _related_statement()
+        self._exchanges = ExchangeReads()
         self._reader = sqlite_reader(engine)
 
     def close(self) -> None:
@@ -100,6 +104,14 @@ class SqlConversationRepository:
             return await asyncio.to_thread(_read_rows, self._reader, query, params)
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
+
+    async def _run(self, read: Callable[[Connection], T]) -> T:
+        """`read` on a blocking connection: in one thread hop on the SQLite reader, else
+        on the async engine's connection (run_sync)."""
+        if self._reader is not None:
+            return await asyncio.to_thread(_read_with, self._reader, read)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(read)
 
     # --- chat events ----------------------------------------------------------------
 
@@ -284,6 +296,11 @@ class SqlConversationRepository:
         rows = await self._rows(self._related, params)
         return [Exchange(question=row.content, answer=row.reply) for row in rows]
 
+    async def user_exchanges(
+        self, user_id: str, held: Mapping[str, Hashable], limit: int
+    ) -> UserExchanges:
+        return await self._run(lambda conn: self._exchanges.read(conn, user_id, held, limit))
+
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
@@ -348,6 +365,11 @@ def _read_rows(
 ) -> Sequence[Row[Any]]:
     with engine.connect() as conn:
         return conn.execute(query, params).all()
+
+
+def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return read(conn)
 
 
 def _related_statement() -> Executable:
