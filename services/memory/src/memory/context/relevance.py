@@ -131,7 +131,7 @@ class Bm25:
             if self._frequency is not None:
                 f = self._frequency.get(term, 0)
             else:
-                f = sum(1 for doc in self._docs if term in doc)
+                f = len([doc for doc in self._docs if term in doc])
             if f:
                 idf[term] = math.log(1 + (n - f + 0.5) / (f + 0.5))
         return idf
