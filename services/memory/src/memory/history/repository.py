@@ -73,8 +73,9 @@ T = TypeVar("T")
 class SqlConversationRepository:
     """Implements `memory.history.store.ConversationStore`.
 
-    On a SQLite file, the reads of a context request run on a blocking engine in one
-    worker thread hop each (`memory.history.database.sqlite_reader`); `close` releases it.
+    On a SQLite file, the reads of a context request and the writes of the chat events
+    run on a blocking engine in one worker thread hop each
+    (`memory.history.database.sqlite_reader`); `close` releases it.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -127,8 +128,15 @@ class SqlConversationRepository:
 
     async def store_events(self, events: Sequence[ChatEvent]) -> list[StoreOutcome]:
         # In order, in one transaction: one commit (one log sync) for the whole batch.
+        # On a SQLite file, in one thread hop on the blocking engine (aiosqlite makes a
+        # hop of each step of each statement).
+        def write(conn: Connection) -> list[StoreOutcome]:
+            return write_events(conn, self._sql, events)
+
+        if self._reader is not None:
+            return await asyncio.to_thread(_write_with, self._reader, write)
         async with self._engine.begin() as conn:
-            return await write_events(conn, self._sql, events)
+            return await conn.run_sync(write)
 
     # --- conversation writes (request-reply; committed before the reply) -------------
 
@@ -370,6 +378,11 @@ def _read_rows(
 def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
     with engine.connect() as conn:
         return read(conn)
+
+
+def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return write(conn)
 
 
 def _related_statement() -> Executable:
