@@ -88,7 +88,8 @@ class ExchangeReads:
     ) -> UserExchanges:
         """`memory.history.store.ConversationStore.user_exchanges` on a blocking connection."""
         versions: dict[str, Hashable] = {
-            row[0]: (row[1], row[2]) for row in conn.execute(self.versions, {"user_id": user_id})
+            row[0]: (row[1], row[2])
+            for row in conn.execute(self.versions, {"user_id": user_id}).all()
         }
         changed: dict[str, list[StoredExchange]] = {
             conversation: []
@@ -98,6 +99,6 @@ class ExchangeReads:
         ids = list(changed)
         for start in range(0, len(ids), _CHUNK):
             params = {"user_id": user_id, "ids": ids[start : start + _CHUNK], "limit": limit}
-            for row in conn.execute(self.exchanges, params):
+            for row in conn.execute(self.exchanges, params).all():
                 changed[row[0]].append(StoredExchange(*row))
         return UserExchanges(versions=versions, changed=changed)
