@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS
 from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
+from memory.context.builder import ContextBuilder
 from memory.context.knowledge import load_knowledge
-from memory.handlers import create_router
+from memory.context.replier import ContextReplier
+from memory.handlers import QUEUE, create_router
 from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
 from memory.history.database import create_engine, migrate
 from memory.history.repository import SqlConversationRepository
@@ -115,14 +117,21 @@ def create_app(
             settings, logger=BROKER_LOGGER, reconnected_cb=rerun_on_reconnect(restore_topology)
         )
     )
+    knowledge = load_knowledge(settings.knowledge_dir)
     nats_broker.include_router(
         create_router(
             settings,
             history.store,
-            knowledge=load_knowledge(settings.knowledge_dir),
+            knowledge=knowledge,
             purge=purger.purge,
             clock=clock,
+            answer_context=False,
         )
+    )
+    replier = ContextReplier(
+        ContextBuilder(history.store, knowledge, settings),
+        queue=QUEUE,
+        concurrency=settings.rpc_concurrency,
     )
     consumer = ChatConsumer(
         settings, history.store, dead_letters if dead_letters is not None else DeadLetters()
@@ -134,6 +143,7 @@ def create_app(
         js = connection.jetstream()
         await ensure_topology(js)
         await consumer.start(js)
+        await replier.start(connection)
         purger.attach(connection)
         sweeper = RetentionSweeper(
             history.store,
@@ -145,6 +155,7 @@ def create_app(
         tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))
 
     async def stop_consuming() -> None:
+        await replier.stop(_GRACEFUL_SECONDS)
         await consumer.stop(_GRACEFUL_SECONDS)
 
     async def release() -> None:

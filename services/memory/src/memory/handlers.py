@@ -41,9 +41,12 @@ def create_router(
     knowledge: KnowledgeBase | None = None,
     purge: Purge = _no_purge,
     clock: Callable[[], datetime] = _now,
+    answer_context: bool = True,
 ) -> NatsRouter:
     """`purge(conversation_id)` announces a deleted conversation to the gateways and drops
-    its events from the streams."""
+    its events from the streams. `answer_context=False`: the context requests are left to
+    a `memory.context.replier.ContextReplier` (the app's, without FastStream's per-message
+    work); the AsyncAPI document is built with the default."""
     router = NatsRouter()
     builder = ContextBuilder(store, knowledge or KnowledgeBase([]), settings)
 
@@ -71,9 +74,11 @@ def create_router(
         ),
     )
 
-    @answers(subjects.MEMORY_CONTEXT, "memory.context")
-    async def context(request: rpc.ContextRequest) -> rpc.ContextReply:
-        return await builder.build(request)
+    if answer_context:
+
+        @answers(subjects.MEMORY_CONTEXT, "memory.context")
+        async def context(request: rpc.ContextRequest) -> rpc.ContextReply:
+            return await builder.build(request)
 
     @answers(subjects.MEMORY_CONVERSATION_LIST, "memory.list")
     async def list_conversations(request: rpc.ConversationListRequest) -> rpc.ConversationListReply:

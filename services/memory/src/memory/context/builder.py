@@ -16,7 +16,7 @@ import asyncio
 from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
 from memory.context.knowledge import KnowledgeBase
-from memory.context.relevance import Bm25
+from memory.context.personal import PersonalMemory
 from memory.history.store import ConversationStore, Exchange
 from memory.settings import MemorySettings
 from runtime.token_estimate import estimate_message_tokens
@@ -43,22 +43,23 @@ class ContextBuilder:
         self._store = store
         self._knowledge = knowledge
         self._settings = settings
+        self._personal = PersonalMemory(store, candidates=_CANDIDATES)
 
     async def build(self, request: ContextRequest) -> ContextReply:
         # With the worker's query, personal memory needs nothing from the history: both
         # reads run at once (one after the other, they held the first token back).
         related = None
         if self._settings.personal_memory_exchanges and request.query:
-            related = asyncio.create_task(self._related(request))
+            related = asyncio.create_task(self._related(request, request.query))
         try:
             return await self._build(request, related)
         finally:
             await _discard(related)
 
-    async def _related(self, request: ContextRequest) -> list[Exchange]:
-        return await self._store.related_exchanges(
-            request.user_id, request.conversation_id, _CANDIDATES
-        )
+    async def _related(self, request: ContextRequest, query: str) -> list[Exchange]:
+        """The exchanges of personal memory, best first."""
+        wanted = self._settings.personal_memory_exchanges
+        return await self._personal.recall(request.user_id, request.conversation_id, query, wanted)
 
     async def _build(
         self, request: ContextRequest, related: asyncio.Task[list[Exchange]] | None
@@ -89,9 +90,7 @@ class ContextBuilder:
             layers.append(knowledge)
             left = None if left is None else left - estimate_message_tokens(knowledge.content)
         if settings.personal_memory_exchanges and query:
-            exchanges = await (related if related is not None else self._related(request))
-            index = Bm25([f"{e.question}\n{e.answer}" for e in exchanges])
-            chosen = [exchanges[i] for i in index.rank(query, settings.personal_memory_exchanges)]
+            chosen = await (related if related is not None else self._related(request, query))
             personal = _section(
                 PERSONAL_HEADER,
                 [

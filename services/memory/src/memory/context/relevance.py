@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["Bm25", "terms"]
 
@@ -88,18 +88,57 @@ class Bm25:
     """Okapi BM25 over `documents`; `rank` gives the indexes of the best, best first."""
 
     def __init__(self, documents: Sequence[str], *, k1: float = 1.5, b: float = 0.75) -> None:
-        self._k1, self._b = k1, b
-        self._docs = [Counter(terms(text)) for text in documents]
-        self._lengths = [sum(doc.values()) for doc in self._docs]
-        self._average = (sum(self._lengths) / len(self._docs)) if self._docs else 0.0
+        docs = [Counter(terms(text)) for text in documents]
         frequency: Counter[str] = Counter()
-        for doc in self._docs:
+        for doc in docs:
             frequency.update(doc.keys())
+        self._setup(docs, [sum(doc.values()) for doc in docs], frequency, k1, b)
+
+    @classmethod
+    def of_terms(
+        cls,
+        docs: Sequence[Mapping[str, int]],
+        lengths: Sequence[int],
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+    ) -> Bm25:
+        """Over documents already cut into terms (`Counter(terms(text))`, `lengths` their
+        sums): the document frequency of a query's terms is counted when asked."""
+        index = cls.__new__(cls)
+        index._setup(docs, lengths, None, k1, b)
+        return index
+
+    def _setup(
+        self,
+        docs: Sequence[Mapping[str, int]],
+        lengths: Sequence[int],
+        frequency: Mapping[str, int] | None,
+        k1: float,
+        b: float,
+    ) -> None:
+        self._k1, self._b = k1, b
+        self._docs = docs
+        self._lengths = lengths
+        self._average = (sum(lengths) / len(docs)) if docs else 0.0
+        self._frequency = frequency
+
+    def _idf(self, query: str) -> dict[str, float]:
+        """The inverse document frequency of each query term found in some document."""
         n = len(self._docs)
-        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in frequency.items()}
+        idf = {}
+        for term in set(terms(query)):
+            if self._frequency is not None:
+                f = self._frequency.get(term, 0)
+            else:
+                f = len([doc for doc in self._docs if term in doc])
+            if f:
+                idf[term] = math.log(1 + (n - f + 0.5) / (f + 0.5))
+        return idf
 
     def scores(self, query: str) -> list[float]:
-        wanted = set(terms(query)) & self._idf.keys()
+        idf = self._idf(query)
+        wanted = set(idf)
         result = []
         for doc, length in zip(self._docs, self._lengths, strict=True):
             score = 0.0
@@ -107,7 +146,7 @@ class Bm25:
             for term in wanted:
                 tf = doc.get(term, 0)
                 if tf:
-                    score += self._idf[term] * tf * (self._k1 + 1) / (tf + norm)
+                    score += idf[term] * tf * (self._k1 + 1) / (tf + norm)
             result.append(score)
         return result
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,7 +35,13 @@ from redis.exceptions import RedisError
 from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
 from memory.history.statements import FINAL_STATUSES
-from memory.history.store import CachedWindow, ConversationStore, Exchange, StoreOutcome
+from memory.history.store import (
+    CachedWindow,
+    ConversationStore,
+    Exchange,
+    StoreOutcome,
+    UserExchanges,
+)
 
 __all__ = ["CachedConversationStore", "WindowCache", "connect_redis"]
 
@@ -325,6 +331,11 @@ class CachedConversationStore:
         self, user_id: str, conversation_id: str, limit: int
     ) -> list[Exchange]:
         return await self._inner.related_exchanges(user_id, conversation_id, limit)
+
+    async def user_exchanges(
+        self, user_id: str, held: Mapping[str, Hashable], limit: int
+    ) -> UserExchanges:
+        return await self._inner.user_exchanges(user_id, held, limit)
 
     async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
         return await self._inner.window(conversation_id, size)

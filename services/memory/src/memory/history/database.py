@@ -28,13 +28,15 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def sqlite_reader(engine: AsyncEngine) -> Engine | None:
-    """A blocking engine on the same SQLite file as `engine`, for reads (None for any
-    other database, or an in-memory one).
+    """A blocking engine on the same SQLite file as `engine`, for the hot reads and the
+    chat event writes (None for any other database, or an in-memory one).
 
     aiosqlite runs each step of a statement (cursor, execute, fetch, close, rollback)
-    as a hop to its thread and back; a read run whole in one worker thread on this
-    engine makes one hop, which is most of the time of a context request. Under WAL
-    its connections read the last commit, as the async engine's do.
+    as a hop to its thread and back; a read or a write transaction run whole in one
+    worker thread on this engine makes one hop, which is most of the time of a context
+    request. Under WAL its connections read the last commit, as the async engine's
+    do; its writes wait for the async engine's (the busy timeout), as the replicas'
+    writes on one file do.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Executable,
     Integer,
@@ -54,8 +55,9 @@ from contracts.rpc import (
     StoredMessage,
 )
 from memory.history.database import sqlite_reader
+from memory.history.exchanges import ExchangeReads
 from memory.history.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
-from memory.history.store import CachedWindow, Exchange, StoreOutcome
+from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
 from memory.history.tables import Conversation, DeletedConversation, Message
 from memory.history.writes import write_events
 
@@ -66,13 +68,15 @@ log = logging.getLogger(__name__)
 _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
 _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
+T = TypeVar("T")
 
 
 class SqlConversationRepository:
     """Implements `memory.history.store.ConversationStore`.
 
-    On a SQLite file, the reads of a context request run on a blocking engine in one
-    worker thread hop each (`memory.history.database.sqlite_reader`); `close` releases it.
+    On a SQLite file, the reads of a context request and the writes of the chat events
+    run on a blocking engine in one worker thread hop each
+    (`memory.history.database.sqlite_reader`); `close` releases it.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -86,6 +90,7 @@ class SqlConversationRepository:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert)
         self._related = _related_statement()
+        self._exchanges = ExchangeReads()
         self._reader = sqlite_reader(engine)
 
     def close(self) -> None:
@@ -102,6 +107,14 @@ class SqlConversationRepository:
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
 
+    async def _run(self, read: Callable[[Connection], T]) -> T:
+        """`read` on a blocking connection: in one thread hop on the SQLite reader, else
+        on the async engine's connection (run_sync)."""
+        if self._reader is not None:
+            return await asyncio.to_thread(_read_with, self._reader, read)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(read)
+
     # --- chat events ----------------------------------------------------------------
 
     async def store_user_message(self, event: UserMessageAccepted) -> StoreOutcome:
@@ -116,8 +129,15 @@ class SqlConversationRepository:
 
     async def store_events(self, events: Sequence[ChatEvent]) -> list[StoreOutcome]:
         # In order, in one transaction: one commit (one log sync) for the whole batch.
+        # On a SQLite file, in one thread hop on the blocking engine (aiosqlite makes a
+        # hop of each step of each statement).
+        def write(conn: Connection) -> list[StoreOutcome]:
+            return write_events(conn, self._sql, events)
+
+        if self._reader is not None:
+            return await asyncio.to_thread(_write_with, self._reader, write)
         async with self._engine.begin() as conn:
-            return await write_events(conn, self._sql, events)
+            return await conn.run_sync(write)
 
     # --- conversation writes (request-reply; committed before the reply) -------------
 
@@ -285,6 +305,11 @@ class SqlConversationRepository:
         rows = await self._rows(self._related, params)
         return [Exchange(question=row.content, answer=row.reply) for row in rows]
 
+    async def user_exchanges(
+        self, user_id: str, held: Mapping[str, Hashable], limit: int
+    ) -> UserExchanges:
+        return await self._run(lambda conn: self._exchanges.read(conn, user_id, held, limit))
+
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
@@ -327,6 +352,16 @@ def _read_rows(
 ) -> Sequence[Row[Any]]:
     with engine.connect() as conn:
         return conn.execute(query, params).all()
+
+
+def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return read(conn)
+
+
+def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return write(conn)
 
 
 def _related_statement() -> Executable:

@@ -6,18 +6,25 @@ protocol, so the router and the app take any `ConversationStore`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from contracts import rpc
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 
-__all__ = ["CachedWindow", "ConversationStore", "Exchange", "StoreOutcome"]
+__all__ = [
+    "CachedWindow",
+    "ConversationStore",
+    "Exchange",
+    "StoreOutcome",
+    "StoredExchange",
+    "UserExchanges",
+]
 
 
 class StoreOutcome(StrEnum):
@@ -33,6 +40,31 @@ class Exchange:
 
     question: str
     answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExchange:
+    """An exchange as personal memory indexes it: where it is, and its place in time."""
+
+    conversation_id: str
+    question_id: str
+    answer_id: str
+    # The user message's time as the database returns it (text on SQLite, a datetime on
+    # PostgreSQL): ordered like the time, compared only with others of the same store.
+    at: Any
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserExchanges:
+    """What changed in a user's exchanges since the versions a reader holds."""
+
+    # Every conversation of the user: its version (another one after any change to it).
+    versions: dict[str, Hashable]
+    # Each conversation whose version is not the one held: its newest exchanges
+    # (message and complete reply), at most the number asked for, in any order.
+    changed: dict[str, list[StoredExchange]]
 
 
 class CachedWindow(BaseModel):
@@ -92,6 +124,13 @@ class ConversationStore(Protocol):
     async def related_exchanges(
         self, user_id: str, conversation_id: str, limit: int
     ) -> list[Exchange]: ...
+
+    async def user_exchanges(
+        self, user_id: str, held: Mapping[str, Hashable], limit: int
+    ) -> UserExchanges:
+        """The versions of the user's conversations, and the newest `limit` exchanges of
+        each whose version is not the one in `held` (personal memory's index)."""
+        ...
 
     async def list_conversations(
         self, request: rpc.ConversationListRequest

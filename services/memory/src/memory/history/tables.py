@@ -79,4 +79,6 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "created_at", "id"),
+        # A message's replies (personal memory pairs each user message with its reply).
+        Index("ix_messages_reply", "conversation_id", "reply_to"),
     )

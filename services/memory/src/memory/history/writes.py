@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 from memory.history.statements import Statements
@@ -27,13 +27,16 @@ __all__ = ["write_events"]
 log = logging.getLogger("memory.history.repository")
 
 
-async def write_events(
-    conn: AsyncConnection, sql: Statements, events: Sequence[ChatEvent]
+def write_events(
+    conn: Connection, sql: Statements, events: Sequence[ChatEvent]
 ) -> list[StoreOutcome]:
-    """Store `events` in order on `conn` (inside the caller's transaction)."""
+    """Store `events` in order on `conn` (inside the caller's transaction).
+
+    Blocking: on a SQLite file the repository runs it whole in one worker thread, on
+    the async engine through `run_sync`."""
     outcomes: list[StoreOutcome] = []
     for round_ in _rounds(events):
-        outcomes += await _write_round(conn, sql, round_)
+        outcomes += _write_round(conn, sql, round_)
     return outcomes
 
 
@@ -67,9 +70,7 @@ class _Touch:
             self.system_prompt = system_prompt
 
 
-async def _write_round(
-    conn: AsyncConnection, sql: Statements, events: list[ChatEvent]
-) -> list[StoreOutcome]:
+def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> list[StoreOutcome]:
     # 1. Create the conversations that do not exist yet, each from its first event here
     #    (a write first: on SQLite it takes the write lock at once, where a read first
     #    could fail on a concurrent writer's commit instead of waiting).
@@ -81,10 +82,10 @@ async def _write_round(
             claims[event.conversation_id] = _conversation_row(event)
         else:
             claim["fresh_at"] = max(claim["fresh_at"], event.created_at)
-    await conn.execute(sql.claim, list(claims.values()))
+    conn.execute(sql.claim, list(claims.values()))
     owners: dict[str, str] = {}
     deleted: dict[str, datetime] = {}
-    for row in await conn.execute(sql.owners, {"ids": list(claims)}):
+    for row in conn.execute(sql.owners, {"ids": list(claims)}):
         if row.deleted_at is None:
             owners[row.id] = row.user_id
         else:
@@ -104,10 +105,10 @@ async def _write_round(
     replies = [_message_row(e) for e in allowed if not isinstance(e, UserMessageAccepted)]
     written: set[tuple[str, str]] = set()
     if users:
-        rows = await conn.execute(sql.insert_users, users)
+        rows = conn.execute(sql.insert_users, users)
         written.update((row.conversation_id, row.id) for row in rows)
     if replies:
-        rows = await conn.execute(sql.upsert_assistants, replies)
+        rows = conn.execute(sql.upsert_assistants, replies)
         written.update((row.conversation_id, row.id) for row in rows)
 
     # 3. Move each touched conversation's activity forward (once per conversation).
@@ -140,7 +141,7 @@ async def _write_round(
         else:
             touch.add(at, title, prompt)
     if touches:
-        await conn.execute(
+        conn.execute(
             sql.touch,
             [
                 {
