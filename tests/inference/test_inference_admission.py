@@ -99,8 +99,14 @@ async def test_sigterm_hands_an_unfinished_generation_to_another_worker(
     spawn_worker: Any,
     poll: Any,
 ) -> None:
+    # One token event per provider token: the usage is checked against their count.
     settings = settings.model_copy(
-        update={"ack_wait_seconds": 2.0, "heartbeat_seconds": 0.5, "demo_max_tokens": 40}
+        update={
+            "ack_wait_seconds": 2.0,
+            "heartbeat_seconds": 0.5,
+            "demo_max_tokens": 40,
+            "token_coalesce_ms": 0,
+        }
     )
     request = make_request("Explain how a rolling restart hands work over between workers")
     tokens: list[str] = []
@@ -116,6 +122,7 @@ async def test_sigterm_hands_an_unfinished_generation_to_another_worker(
         LIVECHAT_DEMO_TOKENS_PER_SECOND="10",
         LIVECHAT_SHUTDOWN_GRACE_SECONDS="0",
         LIVECHAT_LOG_LEVEL="DEBUG",
+        LIVECHAT_TOKEN_COALESCE_MS="0",
     )
     await bus.publish(request)
 

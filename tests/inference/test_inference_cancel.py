@@ -81,7 +81,10 @@ async def sdk_providers(fake: FakeOpenAI) -> AsyncIterator[dict[str, Provider]]:
 
 @pytest.fixture
 def sdk_settings(settings: InferenceSettings) -> InferenceSettings:
-    return settings.model_copy(update={"openai_model": "fake-model", "max_concurrency": 1})
+    # One token event per provider chunk: a stop is pressed after a number of them.
+    return settings.model_copy(
+        update={"openai_model": "fake-model", "max_concurrency": 1, "token_coalesce_ms": 0}
+    )
 
 
 async def _tokens_seen(bus: Any, request: GenerationRequested, count: int) -> bool:

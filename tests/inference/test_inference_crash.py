@@ -21,8 +21,14 @@ async def test_killed_worker_is_replaced_without_duplicated_or_missing_tokens(
     start_worker: Any,
     spawn_worker: Any,
 ) -> None:
+    # One token event per provider token: the usage is checked against their count.
     settings = settings.model_copy(
-        update={"ack_wait_seconds": 2.0, "heartbeat_seconds": 0.5, "demo_max_tokens": 40}
+        update={
+            "ack_wait_seconds": 2.0,
+            "heartbeat_seconds": 0.5,
+            "demo_max_tokens": 40,
+            "token_coalesce_ms": 0,
+        }
     )
     seen: list[str] = []
 
@@ -31,7 +37,12 @@ async def test_killed_worker_is_replaced_without_duplicated_or_missing_tokens(
 
     request = make_request("Explain how JetStream redelivers unacknowledged messages")
     await nc.subscribe(subjects.events(request.conversation_id), cb=on_event)
-    slow = spawn_worker(settings, LIVECHAT_DEMO_TTFT_MS="0", LIVECHAT_DEMO_TOKENS_PER_SECOND="10")
+    slow = spawn_worker(
+        settings,
+        LIVECHAT_DEMO_TTFT_MS="0",
+        LIVECHAT_DEMO_TOKENS_PER_SECOND="10",
+        LIVECHAT_TOKEN_COALESCE_MS="0",
+    )
     try:
         await bus.publish(request)
         for _ in range(600):

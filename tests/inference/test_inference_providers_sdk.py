@@ -82,6 +82,8 @@ def sdk_settings(
         provider_stall_seconds=1.0,
         breaker_failure_threshold=2,
         breaker_cooldown_seconds=1.5,
+        # One token event per provider chunk: the tests check each chunk's event.
+        token_coalesce_ms=0,
     )
 
 

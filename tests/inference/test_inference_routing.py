@@ -465,11 +465,13 @@ def joined(events: list[Any]) -> str:
 
 
 async def test_worker_fails_over_mid_stream_and_stores_what_was_streamed(
-    memory: Any, bus: Any, make_request: Any, start_worker: Any
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
 ) -> None:
     groq = Scripted("groq", ["The answer ", "is ", unavailable()])
     gemini = Scripted("gemini", ["forty-", "two.", done(30, 2)])
-    await start_worker(providers={"groq": groq, "gemini": gemini})
+    # One token event per provider token: the events are checked one by one.
+    per_token = settings.model_copy(update={"token_coalesce_ms": 0})
+    await start_worker(per_token, providers={"groq": groq, "gemini": gemini})
     request = make_request(options=GenerationOptions(system_prompt="Be exact."))
     await bus.publish(request)
     await bus.wait_ended(request)

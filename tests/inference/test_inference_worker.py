@@ -45,6 +45,8 @@ def joined(events: list[Any]) -> str:
 async def test_a_request_streams_start_tokens_done_and_is_stored_and_accounted(
     settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
 ) -> None:
+    # One token event per provider token: the usage is checked against their count.
+    settings = settings.model_copy(update={"token_coalesce_ms": 0})
     memory.default = ContextReply(
         system_prompt="Answer briefly.",
         messages=(
@@ -52,7 +54,7 @@ async def test_a_request_streams_start_tokens_done_and_is_stored_and_accounted(
             ContextMessage(role="assistant", content="Hi! How can I help?"),
         ),
     )
-    await start_worker()
+    await start_worker(settings)
     request = make_request("How do I size a PostgreSQL connection pool?")
     await bus.publish(request)
     await bus.wait_ended(request)
@@ -86,9 +88,10 @@ async def test_a_request_streams_start_tokens_done_and_is_stored_and_accounted(
 
 
 async def test_max_tokens_ends_with_length(
-    memory: Any, bus: Any, make_request: Any, start_worker: Any
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
 ) -> None:
-    await start_worker()
+    # One token event per provider token: they are counted.
+    await start_worker(settings.model_copy(update={"token_coalesce_ms": 0}))
     request = make_request(options=GenerationOptions(model="demo", max_tokens=5))
     await bus.publish(request)
     await bus.wait_ended(request)
@@ -366,9 +369,11 @@ class BreaksAfter:
 
 
 async def test_a_provider_error_ends_with_failed_usage_and_one_error(
-    memory: Any, bus: Any, make_request: Any, start_worker: Any
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
 ) -> None:
-    await start_worker(providers={"demo": BreaksAfter(3)})
+    # One token event per provider token: the events are checked one by one.
+    per_token = settings.model_copy(update={"token_coalesce_ms": 0})
+    await start_worker(per_token, providers={"demo": BreaksAfter(3)})
     request = make_request()
     await bus.publish(request)
     await bus.wait_ended(request)

@@ -1,9 +1,8 @@
 """`python -m inference`: one worker, configured from the environment."""
 
-import asyncio
-
 from inference.app import BROKER_LOGGER, create_app
 from inference.settings import InferenceSettings
+from runtime.eventloop import run
 from runtime.logs import configure_logging
 
 settings = InferenceSettings()
@@ -11,4 +10,4 @@ settings = InferenceSettings()
 level = configure_logging(
     settings.log_level, broker_logger=BROKER_LOGGER, chatty=["httpx", "httpx2"]
 )
-asyncio.run(create_app(settings).run(log_level=level))
+run(create_app(settings).run(log_level=level))

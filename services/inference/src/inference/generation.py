@@ -26,13 +26,13 @@ from contracts.events import (
     MessageStatus,
     StartEvent,
     StatusEvent,
-    TokenEvent,
     Usage,
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest, ReplyError, StoredMessage
 from inference.cancel import CancelSignal
 from inference.clock import Clock
+from inference.coalescing import TokenCoalescer
 from inference.failover.breaker import CircuitBreaker
 from inference.failover.chain import (
     Call,
@@ -112,6 +112,7 @@ class Worker:
         self._providers = providers
         self._clock = clock
         self._read_log = read_log
+        self._coalesce_window = settings.token_coalesce_ms / 1000
         self._table = settings.model_table()
         self._default_models = default_models(settings)
         # One per worker process: what one generation learns about a provider, the
@@ -219,25 +220,31 @@ class Worker:
         # The answer's tokens streamed before the last call: earlier deliveries', and
         # the calls of this one that broke off mid-answer (the next one continued).
         earlier = prior.tokens
-        async with contextlib.aclosing(self._chain.run(routes, call, cancel)) as steps:
-            async for step in steps:
-                if isinstance(step, Token):
-                    text += step.text
-                    token = TokenEvent(message_id=reply, content=step.text)
-                    await run.outbox.token(conv, token)
-                elif isinstance(step, Finished):
-                    await self._finish(run, step, text, earlier)
-                    return
-                elif isinstance(step, Failed):
-                    await self._fail(run, step.provider, text, step.error, step.spent)
-                    return
-                elif isinstance(step, Cancelled):
-                    await self._cancelled(run, step, text, earlier)
-                    return
-                else:
-                    if isinstance(step, Spent):
-                        earlier += step.call.tokens
-                    await self._progress(run, step, announce_start=not prior.started)
+        tokens = TokenCoalescer(run.outbox.tokens(conv, reply), self._coalesce_window)
+        try:
+            async with contextlib.aclosing(self._chain.run(routes, call, cancel)) as steps:
+                async for step in steps:
+                    if isinstance(step, Token):
+                        text += step.text
+                        await tokens.add(step.text)
+                        continue
+                    # The tokens so far go out before anything else of the reply.
+                    await tokens.flush()
+                    if isinstance(step, Finished):
+                        await self._finish(run, step, text, earlier)
+                        return
+                    elif isinstance(step, Failed):
+                        await self._fail(run, step.provider, text, step.error, step.spent)
+                        return
+                    elif isinstance(step, Cancelled):
+                        await self._cancelled(run, step, text, earlier)
+                        return
+                    else:
+                        if isinstance(step, Spent):
+                            earlier += step.call.tokens
+                        await self._progress(run, step, announce_start=not prior.started)
+        finally:
+            tokens.close()
         raise AssertionError("unreachable: a chain ends with Finished or Failed")
 
     async def _progress(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from faststream.nats import NatsBroker
+from pydantic_core import to_json
 
 from contracts import ids, subjects, topology
 from contracts.events import (
@@ -15,8 +16,13 @@ from contracts.events import (
     TokenEvent,
     UsageReported,
 )
+from inference.coalescing import PublishTokens
 
-__all__ = ["Outbox"]
+__all__ = ["TOKENS_HEADER", "Outbox"]
+
+# On a `token` event joining several provider tokens: how many (the reply log counts
+# them for the usage of a call a crash cut short). No header: one.
+TOKENS_HEADER = "Livechat-Tokens"
 
 
 class Outbox:
@@ -24,12 +30,26 @@ class Outbox:
         self._broker = broker
         self._timeout = timeout
 
-    async def token(self, conversation_id: str, event: TokenEvent) -> None:
-        # Core publish: the events stream captures it, and one connection keeps the order.
-        # Raw, without FastStream's headers: the bytes of the event are all a reader needs,
-        # and this runs once per token.
-        data = event.__pydantic_serializer__.to_json(event)
-        await self._broker.connection.publish(subjects.events(conversation_id), data)
+    def tokens(self, conversation_id: str, message_id: str) -> PublishTokens:
+        """The publisher of one reply's `token` events.
+
+        Core publish: the events stream captures it, and one connection keeps the order.
+        Raw, without FastStream's headers: the bytes of the event are all a reader needs.
+        This runs once per event: the subject and the event's JSON around its content
+        are made once per reply, only the content is serialised per event.
+        """
+        subject = subjects.events(conversation_id)
+        head, tail = _token_json(message_id)
+        publish = self._broker.connection.publish
+
+        async def send(text: str, count: int) -> None:
+            data = head + to_json(text) + tail
+            if count == 1:
+                await publish(subject, data)
+            else:
+                await publish(subject, data, headers={TOKENS_HEADER: str(count)})
+
+        return send
 
     async def announce(self, conversation_id: str, event: StartEvent | StatusEvent) -> None:
         """A generation's start, published like a token: raw, without waiting for the ack.
@@ -91,3 +111,13 @@ class Outbox:
             headers={"Nats-Msg-Id": msg_id},
             timeout=self._timeout,
         )
+
+
+_CONTENT = "\x00content\x00"
+
+
+def _token_json(message_id: str) -> tuple[bytes, bytes]:
+    """A reply's `token` event as JSON, split where its content goes."""
+    event = TokenEvent(message_id=message_id, content=_CONTENT)
+    head, tail = event.__pydantic_serializer__.to_json(event).split(to_json(_CONTENT))
+    return head, tail

@@ -18,6 +18,7 @@ from contracts.events import (
     StatusEvent,
     TokenEvent,
 )
+from inference.outbox import TOKENS_HEADER
 
 __all__ = ["ReplyLog", "read_reply_log"]
 
@@ -53,6 +54,7 @@ async def read_reply_log(
     )
     started = finished = False
     parts: list[str] = []
+    tokens = 0
     last_delivery = last_tokens = last_call = 0
     provider: str | None = None
     consumer: str | None = None
@@ -82,7 +84,9 @@ async def read_reply_log(
                         last_call, last_tokens = last_call + 1, 0
                     case TokenEvent():
                         parts.append(event.content)
-                        last_tokens += 1
+                        count = _token_count(msg.headers)
+                        tokens += count
+                        last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
     finally:
@@ -95,9 +99,20 @@ async def read_reply_log(
         started=started,
         finished=finished,
         text="".join(parts),
-        tokens=len(parts),
+        tokens=tokens,
         last_delivery=last_delivery,
         last_delivery_tokens=last_tokens,
         last_call=last_call,
         provider=provider,
     )
+
+
+def _token_count(headers: dict[str, str] | None) -> int:
+    """The provider tokens a `token` event joins (see `TOKENS_HEADER`)."""
+    value = headers.get(TOKENS_HEADER) if headers else None
+    if value is None:
+        return 1
+    try:
+        return max(int(value), 1)
+    except ValueError:
+        return 1

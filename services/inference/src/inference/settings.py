@@ -34,6 +34,10 @@ class InferenceSettings(LivechatSettings):
     # Delay before a request is tried again: memory did not answer, or the worker
     # stopped mid-generation (the tokens it sent reach the events stream meanwhile).
     retry_delay_seconds: float = Field(default=2.0, ge=0)
+    # Token events: what a provider streams within this window after an event goes
+    # out joined as the next one (the first token of an answer at once); 0: one
+    # event per provider token.
+    token_coalesce_ms: float = Field(default=20.0, ge=0)
     # On stop, how long running generations may still finish; the rest are handed
     # over unfinished, and another worker continues them.
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
+from runtime.eventloop import run
 from runtime.logs import configure_logging
 
 
@@ -13,7 +12,7 @@ def main() -> None:
     settings = MemorySettings()
     # aiosqlite logs every statement with its parameters (message contents).
     level = configure_logging(settings.log_level, broker_logger=BROKER_LOGGER, chatty=["aiosqlite"])
-    asyncio.run(create_app(settings).run(log_level=level))
+    run(create_app(settings).run(log_level=level))
 
 
 if __name__ == "__main__":

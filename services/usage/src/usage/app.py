@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from faststream import FastStream
@@ -11,6 +10,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from contracts import topology
+from runtime import eventloop
 from runtime.broker import create_broker, jetstream
 from runtime.durable import durable_service, ensure_durable
 from runtime.logs import configure_logging
@@ -126,5 +126,5 @@ def metrics_server(
 def main() -> int:
     settings = UsageSettings()
     configure_logging(settings.log_level, broker_logger=_BROKER_LOGGER, chatty=["aiosqlite"])
-    asyncio.run(create_app(settings).run())
+    eventloop.run(create_app(settings).run())
     return 0
