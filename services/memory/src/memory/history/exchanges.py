@@ -13,13 +13,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     bindparam,
     func,
     select,
     type_coerce,
 )
 
+from memory.history.statements import answered_questions
 from memory.history.store import StoredExchange, UserExchanges
 from memory.history.tables import Conversation, Message
 
@@ -40,7 +40,7 @@ class ExchangeReads:
         self.versions: Executable = select(
             c.id, c.revision, type_coerce(c.created_at, String())
         ).where(c.user_id == user_id)
-        reply = _messages.alias("reply")
+        joined, reply = answered_questions()
         r = reply.c
         ranked = (
             select(
@@ -55,17 +55,7 @@ class ExchangeReads:
                 .over(partition_by=m.conversation_id, order_by=m.created_at.desc())
                 .label("newest"),
             )
-            .select_from(
-                _messages.join(_conversations, c.id == m.conversation_id).join(
-                    reply,
-                    and_(
-                        r.conversation_id == m.conversation_id,
-                        r.reply_to == m.id,
-                        r.role == "assistant",
-                        r.status == "complete",
-                    ),
-                )
-            )
+            .select_from(joined)
             .where(
                 m.conversation_id.in_(bindparam("ids", expanding=True)),
                 c.user_id == user_id,

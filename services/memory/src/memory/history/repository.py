@@ -56,7 +56,12 @@ from contracts.rpc import (
 )
 from memory.history.database import sqlite_reader
 from memory.history.exchanges import ExchangeReads
-from memory.history.statements import FINAL_STATUSES, REPLY_PREFIX, Statements
+from memory.history.statements import (
+    FINAL_STATUSES,
+    REPLY_PREFIX,
+    Statements,
+    answered_questions,
+)
 from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
 from memory.history.tables import Conversation, DeletedConversation, Message
 from memory.history.writes import write_events
@@ -368,21 +373,10 @@ def _related_statement() -> Executable:
     """user_id, conversation_id, limit -> the user's newest exchanges in other
     conversations, newest first (built once: see `memory.history.statements`)."""
     c, m = _conversations.c, _messages.c
-    reply = _messages.alias("reply")
-    r = reply.c
+    joined, reply = answered_questions()
     return (
-        select(m.content, r.content.label("reply"))
-        .select_from(
-            _messages.join(_conversations, c.id == m.conversation_id).join(
-                reply,
-                and_(
-                    r.conversation_id == m.conversation_id,
-                    r.reply_to == m.id,
-                    r.role == "assistant",
-                    r.status == "complete",
-                ),
-            )
-        )
+        select(m.content, reply.c.content.label("reply"))
+        .select_from(joined)
         .where(
             c.user_id == bindparam("user_id", type_=Text()),
             c.id != bindparam("conversation_id", type_=String()),
