@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
+from starlette.types import Receive, Scope, Send
 
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
@@ -28,6 +29,7 @@ from gateway.ops.observability import ErrorCodeMiddleware, GenerationMetrics, fo
 from gateway.ops.tracing import instrument_app
 from gateway.protocols import page
 from gateway.protocols.aisdk import routes as aisdk
+from gateway.protocols.direct import remember_direct_send
 from gateway.protocols.openai import routes as openai_compat
 from gateway.protocols.rest import cancel, conversations, events, messages, usage
 from gateway.protocols.websocket import routes as ws
@@ -186,6 +188,13 @@ def _add_middleware(
         )
 
 
+class _GatewayApp(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Before every middleware (tracing's too): event streams send their frames directly.
+        remember_direct_send(scope, send)
+        await super().__call__(scope, receive, send)
+
+
 # Health first; the page last (its routes match nothing the API serves).
 _ROUTES = (health, conversations, messages, cancel, events, usage, ws, openai_compat, aisdk, page)
 
@@ -201,7 +210,7 @@ def create_app(
     metrics = metrics or GatewayMetrics()
     generations = GenerationMetrics(metrics.registry)
     lifespan = _lifespan(settings, broker_factory, metrics, generations)
-    app = FastAPI(title="livechat gateway", version="0.1.0", lifespan=lifespan)
+    app = _GatewayApp(title="livechat gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     _add_middleware(app, settings, metrics, generations)
     for module in _ROUTES:

@@ -49,18 +49,26 @@ class Listener:
     async def get_batch(self, max_wait: float | None) -> list[RelayedEvent]:
         """Everything queued, waiting up to `max_wait` for something; [] on timeout."""
         if not self._items and not self.lagged:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer that ends the wait (no `asyncio.wait_for`: a future, a callback
+            # and a timer more for every event relayed).
+            timer = None if max_wait is None else loop.call_later(max_wait, _wake, waiter)
             try:
-                if max_wait is None:
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, max_wait)
-            except TimeoutError:
-                return []
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._items and not self.lagged:
+                return []  # timed out
         if self.lagged:
             raise Lagged
         batch = list(self._items)
         self._items.clear()
         return batch
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from nats.errors import Error as NatsError
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
@@ -34,6 +34,7 @@ from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.aisdk.schema import UIChatRequest
 from gateway.protocols.aisdk.stream import UI_STREAM_HEADERS, ui_message_stream
+from gateway.protocols.direct import EventStreamResponse
 from gateway.schemas import MessageIn
 from gateway.state import Gateway, gateway_of
 
@@ -108,9 +109,8 @@ async def _regenerate(
 
 
 def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) -> Response:
-    return StreamingResponse(
+    return EventStreamResponse(
         ui_message_stream(gateway, feed, sub, user_id),
-        media_type="text/event-stream",
         headers=UI_STREAM_HEADERS,
         background=BackgroundTask(feed.close),
     )

@@ -43,11 +43,34 @@ def _data(payload: dict[str, Any]) -> bytes:
     return b"data: " + to_json(payload) + b"\n\n"
 
 
+_EMPTY_DELTA = b'"delta":{"content":""}'
+
+
+class _TokenChunks:
+    """A token's `data:` chunk: the completion's chunk serialized once around the text,
+    byte for byte what `_data(completion_chunk(...))` gives for that delta."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, done: Completion, include_usage: bool) -> None:
+        template = completion_chunk(
+            done.id, done.created, done.model, {"content": ""}, include_usage=include_usage
+        )
+        # Outside strings every quote is bare: the one structural match is the delta.
+        head, _, tail = _data(template).rpartition(_EMPTY_DELTA)
+        self._head = head + b'"delta":{"content":'
+        self._tail = b"}" + tail
+
+    def __call__(self, content: str) -> bytes:
+        return self._head + to_json(content) + self._tail
+
+
 async def completion_sse(
     feed: EventFeed, done: Completion, *, include_usage: bool, ping_seconds: float
 ) -> AsyncIterator[bytes]:
     """`data:` chunks until the finish chunk (and the usage chunk), then `[DONE]`."""
     cid, created, model = done.id, done.created, done.model
+    token_chunk = _TokenChunks(done, include_usage)
     try:
         # The role first, as OpenAI does: clients start the message on it.
         first = completion_chunk(
@@ -61,11 +84,7 @@ async def completion_sse(
             frames = []
             for event in batch:
                 if isinstance(event, TokenEvent):
-                    delta = {"content": event.content}
-                    chunk = completion_chunk(
-                        cid, created, model, delta, include_usage=include_usage
-                    )
-                    frames.append(_data(chunk))
+                    frames.append(token_chunk(event.content))
                 elif isinstance(event, DoneEvent):
                     finish = finish_reason(event.finish_reason)
                     last = completion_chunk(

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from contracts import ids
@@ -28,6 +28,7 @@ from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
 from gateway.openapi import answers, error_responses
+from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
 from gateway.protocols.openai.schema import (
     ChatCompletion,
@@ -119,9 +120,8 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
         chunks = completion_sse(
             feed, done, include_usage=body.include_usage, ping_seconds=settings.sse_ping_seconds
         )
-        return StreamingResponse(
+        return EventStreamResponse(
             _cancelled_if_left(gateway, user_id, generation.conversation_id, chunks),
-            media_type="text/event-stream",
             headers=SSE_HEADERS,
             background=BackgroundTask(feed.close),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
@@ -13,6 +13,7 @@ from gateway.fanout.feed import attached
 from gateway.fanout.resume import check_access, parse_last_event_id, prepare_resume, resume_sse
 from gateway.intake.checks import check_conversation_id
 from gateway.openapi import API_ERRORS, answers, error_responses
+from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.rest.messages import SSE_HEADERS
 from gateway.state import gateway_of
 
@@ -46,9 +47,8 @@ async def conversation_events(
     if resume is None:
         await feed.close()
         return Response(status_code=204)
-    return StreamingResponse(
+    return EventStreamResponse(
         resume_sse(gateway, feed, resume),
-        media_type="text/event-stream",
         headers=SSE_HEADERS,
         background=BackgroundTask(feed.close),
     )

@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
@@ -16,6 +16,7 @@ from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
+from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
 from gateway.schemas import MessageIn, ReplyOut
 from gateway.state import gateway_of
@@ -51,9 +52,8 @@ async def post_message(
     feed = gateway.feed(conversation_id)
     sub = await pipeline.accept(gateway, message, feed)
     if streaming:
-        return StreamingResponse(
+        return EventStreamResponse(
             sse_reply(gateway, feed, sub, user_id),
-            media_type="text/event-stream",
             headers=SSE_HEADERS,
             # Also when the client leaves before the first chunk.
             background=BackgroundTask(feed.close),

@@ -8,7 +8,7 @@ import logging
 
 from pydantic import ValidationError
 from pydantic_core import to_json
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.errors import ApiError, describe_validation_errors
 from gateway.fanout.feed import EventFeed, ReplayFilter, attached
@@ -19,6 +19,7 @@ from gateway.intake import pipeline
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
 from gateway.intake.ratelimit import FrameLimiter, Verdict
+from gateway.protocols.direct import DIRECT_SEND
 from gateway.schemas import (
     WS_FRAME,
     WsCancel,
@@ -127,13 +128,20 @@ class WsSession:
 
     async def _write(self, outbox: asyncio.Queue[str]) -> None:
         ws = self._ws
+        # The server's own send (gateway.protocols.direct): the middlewares saw the
+        # accept and see the close; the frames between skip them.
+        direct = ws.scope.get(DIRECT_SEND)
+        connected = WebSocketState.CONNECTED
         sent = 0
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             while True:
                 frame = await outbox.get()
                 sent += 1
                 self._sending = sent  # what the watchdog looks at: no timer per frame
-                await ws.send_text(frame)
+                if direct is not None and ws.application_state is connected:
+                    await direct({"type": "websocket.send", "text": frame})
+                else:
+                    await ws.send_text(frame)
                 self._sending = 0
 
     def _watch(self, seen: int, strikes: int = 0) -> None:
