@@ -225,6 +225,7 @@ def _protected_routes(settings: GatewaySettings) -> list[tuple[str, str]]:
         if not path.startswith(("/v1/", "/api/")):
             continue
         path = path.replace("{conversation_id}", "c1").replace("{chat_id}", "c1")
+        path = path.replace("{model_id}", "demo")
         assert "{" not in path, f"fill in the path parameter of {path}"
         if isinstance(route, APIWebSocketRoute):
             routes.append(("WS", path))
@@ -239,6 +240,7 @@ def test_every_v1_and_api_route_is_behind_the_seam(settings: GatewaySettings) ->
     # The routes of docs/api.md that exist must all be here (others are added over time).
     assert ("POST", "/v1/conversations/c1/messages") in routes
     assert ("WS", "/v1/ws") in routes
+    assert ("GET", "/v1/models") in routes and ("GET", "/v1/models/demo") in routes
     assert len(routes) >= 5
 
 
