@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+from contracts.config_errors import settings_or_exit
 from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
 from runtime.logs import configure_logging
+from runtime.startup import announce_nats
 
 
 def main() -> None:
-    settings = MemorySettings()
+    settings = settings_or_exit(MemorySettings, "memory", "metrics_port")
     # aiosqlite logs every statement with its parameters (message contents).
     level = configure_logging(settings.log_level, broker_logger=BROKER_LOGGER, chatty=["aiosqlite"])
+    announce_nats("memory", settings)
     asyncio.run(create_app(settings).run(log_level=level))
 
 
