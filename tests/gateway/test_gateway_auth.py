@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -225,6 +226,7 @@ def _protected_routes(settings: GatewaySettings) -> list[tuple[str, str]]:
         if not path.startswith(("/v1/", "/api/")):
             continue
         path = path.replace("{conversation_id}", "c1").replace("{chat_id}", "c1")
+        path = path.replace("{model_id}", "demo")
         assert "{" not in path, f"fill in the path parameter of {path}"
         if isinstance(route, APIWebSocketRoute):
             routes.append(("WS", path))
@@ -239,6 +241,7 @@ def test_every_v1_and_api_route_is_behind_the_seam(settings: GatewaySettings) ->
     # The routes of docs/api.md that exist must all be here (others are added over time).
     assert ("POST", "/v1/conversations/c1/messages") in routes
     assert ("WS", "/v1/ws") in routes
+    assert ("GET", "/v1/models") in routes and ("GET", "/v1/models/demo") in routes
     assert len(routes) >= 5
 
 
@@ -310,7 +313,48 @@ def test_token_command_prints_a_token_or_explains_why_not() -> None:
     assert claims["sub"] == "alice"
     refused = subprocess.run(command, env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and refused.stdout == ""
-    assert "LIVECHAT_JWT_SECRET" in refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert "LIVECHAT_JWT_SECRET is not set" in line and "make token" in line
+
+
+@pytest.mark.parametrize("secret", ["ten-bytes!", "x" * 31])
+def test_token_command_refuses_a_secret_shorter_than_32_bytes(secret: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
+    command = [sys.executable, "-m", "gateway.access.issue_jwt", "alice"]
+    env["LIVECHAT_JWT_SECRET"] = secret
+    refused = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == ""
+    [line] = refused.stderr.splitlines()  # one line, no PyJWT warning
+    assert f"LIVECHAT_JWT_SECRET is {len(secret)} bytes; HS256 needs at least 32" in line
+    assert secret not in line
+
+
+def test_make_token_reads_the_secret_given_on_its_command_line(tmp_path: Path) -> None:
+    # As `make token` runs it: the variable on make's command line, not exported.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
+    root = Path(__file__).resolve().parents[2]
+    python = Path(sys.executable)
+    (tmp_path / "stamp").touch()
+    # The Makefile's recipe with this interpreter (no reinstall: STAMP is satisfied).
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(root),
+            "token",
+            "USER=erin",
+            f"LIVECHAT_JWT_SECRET={SECRET}",
+            f"BIN={python.parent}",
+            f"STAMP={tmp_path / 'stamp'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip().splitlines()[-1], SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "erin"
 
 
 # --- the WebSocket handshake ----------------------------------------------------------

@@ -278,6 +278,92 @@ async def test_a_completion_not_finished_in_time_is_a_503_timeout(gateway_server
     assert caught.value.code == "timeout"
 
 
+# --- the model list and OpenAI-shaped errors on every OpenAI route ------------------
+
+OPENAI_KEY = "sk-livechat-test-key"
+
+
+async def test_models_list_names_every_alias_in_openais_shape(client, gateway_url, settings):
+    page = await client.models.list()
+    ids = [model.id for model in page.data]
+    assert ids == list(settings.model_table())
+    assert {"auto", "demo"} <= set(ids)
+    assert all(m.object == "model" and m.owned_by == "livechat" for m in page.data)
+    assert all(m.created > 1_700_000_000 for m in page.data)
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        raw = (await http.get("/v1/models")).json()
+    assert raw["object"] == "list"
+    assert set(raw["data"][0]) == {"id", "object", "created", "owned_by"}
+
+
+async def test_models_list_has_the_aliases_added_by_the_setting(gateway_server):
+    async with gateway_server(model_aliases={"fast": ["demo:demo"], "local": []}) as url:
+        sdk = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        async with sdk:
+            ids = [model.id async for model in sdk.models.list()]
+    assert "fast" in ids and "local" not in ids
+
+
+async def test_models_retrieve_answers_one_alias_and_404s_an_unknown_one(client):
+    demo = await client.models.retrieve("demo")
+    assert (demo.id, demo.object, demo.owned_by) == ("demo", "model", "livechat")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.models.retrieve("gpt-4o")
+    error = caught.value
+    assert error.code == "model_not_found"
+    assert error.param == "model"
+    assert error.type == "invalid_request_error"
+    assert "gpt-4o" in error.message and "demo" in error.message
+
+
+@pytest.mark.parametrize("call", ["list", "retrieve", "create"])
+async def test_a_wrong_key_raises_the_sdk_authentication_error(gateway_server, worker, call):
+    async with gateway_server(api_keys={OPENAI_KEY: "alice"}) as url:
+        wrong = AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0)
+        right = AsyncOpenAI(base_url=f"{url}/v1", api_key=OPENAI_KEY, max_retries=0)
+        async with wrong, right:
+            requests = {
+                "list": lambda sdk: sdk.models.list(),
+                "retrieve": lambda sdk: sdk.models.retrieve("demo"),
+                "create": lambda sdk: sdk.chat.completions.create(
+                    model="demo", messages=[{"role": "user", "content": "hi"}]
+                ),
+            }
+            with pytest.raises(openai.AuthenticationError) as caught:
+                await requests[call](wrong)
+            assert await requests[call](right)  # the right key passes
+    error = caught.value
+    assert error.status_code == 401
+    assert error.type == "authentication_error"
+    assert error.code == "unauthorized"
+    assert error.response.headers["www-authenticate"].startswith("Bearer")
+    assert set(error.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+
+
+async def test_no_key_is_an_openai_401_and_other_routes_keep_the_livechat_shape(gateway_server):
+    async with (
+        gateway_server(api_keys={OPENAI_KEY: "alice"}) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        models = await http.get("/v1/models")
+        completions = await http.post("/v1/chat/completions", json={})
+        conversations = await http.get("/v1/conversations")
+    for response in (models, completions):
+        assert response.status_code == 401
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert conversations.status_code == 401
+    assert set(conversations.json()["error"]) == {"code", "message"}
+
+
+async def test_a_wrong_method_is_an_openai_405(gateway_url):
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        response = await http.delete("/v1/models")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 # --- the whole system: real worker with the demo model, memory, usage ------------
 
 

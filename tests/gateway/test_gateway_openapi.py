@@ -32,7 +32,11 @@ ANSWERS = {
     ("post", "/v1/conversations/{conversation_id}/cancel", "202"): "CancelOut",
     ("post", "/v1/chat/completions", "200"): "ChatCompletion",
     ("post", "/v1/chat/completions", "404"): "OpenAIErrorOut",
-    ("post", "/v1/chat/completions", "401"): "ErrorOut",
+    ("post", "/v1/chat/completions", "401"): "OpenAIErrorOut",
+    ("get", "/v1/models", "200"): "ModelList",
+    ("get", "/v1/models", "401"): "OpenAIErrorOut",
+    ("get", "/v1/models/{model_id}", "200"): "ModelOut",
+    ("get", "/v1/models/{model_id}", "404"): "OpenAIErrorOut",
 }
 
 
@@ -71,7 +75,7 @@ def test_every_api_error_is_documented_in_the_one_error_shape(document: dict[str
             assert "401" in failures, (method, path)
             for status in failures:
                 name = _schema_name(document, method, path, status)
-                openai = path == "/v1/chat/completions" and status != "401"
+                openai = path.startswith(("/v1/chat/completions", "/v1/models"))
                 assert name == ("OpenAIErrorOut" if openai else "ErrorOut"), (method, path, status)
                 errors += 1
     assert errors > 40

@@ -1,3 +1,5 @@
+"""`make dev`: the whole system embedded; a configuration that cannot work is one line."""
+
 from __future__ import annotations
 
 import logging
@@ -5,13 +7,18 @@ import signal
 import sys
 from types import FrameType
 
-from devstack.runner import DevStack
+from contracts.config_errors import CONFIG_EXIT_CODE, ConfigError, load_settings
+from devstack.runner import DevStack, ServiceRefusedConfig
 from devstack.settings import DevSettings
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    stack = DevStack(DevSettings())
+    try:
+        stack = DevStack(load_settings(DevSettings))
+    except ConfigError as error:
+        print(f"make dev: configuration error: {error}", file=sys.stderr, flush=True)
+        return CONFIG_EXIT_CODE
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stack.request_stop()
@@ -22,6 +29,11 @@ def main() -> int:
         stack.start()
         print(f"\nlivechat is up: {stack.gateway_url}  (Ctrl-C stops everything)\n", flush=True)
         stack.supervise()
+    except ServiceRefusedConfig:
+        return CONFIG_EXIT_CODE  # the service printed its one line
+    except ConfigError as error:
+        print(f"make dev: configuration error: {error}", file=sys.stderr, flush=True)
+        return CONFIG_EXIT_CODE
     except RuntimeError as error:
         logging.getLogger("devstack").error("%s", error)
         return 1

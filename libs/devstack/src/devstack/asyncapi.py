@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -51,7 +53,25 @@ def system_document() -> str:
             "service; the models live in libs/contracts."
         ),
     )
-    return spec.to_specification().to_yaml()
+    return _in_stable_order(spec.to_specification().to_yaml())
+
+
+# The sections FastStream fills in the order of sets and dicts built at import time
+# (which vary with the hash seed): sorted by name, so `make asyncapi` twice is no diff.
+_NAMED_SECTIONS = ("channels", "operations")
+
+
+def _in_stable_order(text: str) -> str:
+    document: dict[str, Any] = yaml.safe_load(text)
+    for name in _NAMED_SECTIONS:
+        if name in document:
+            document[name] = dict(sorted(document[name].items()))
+    components = document.get("components", {})
+    for name, section in components.items():
+        if isinstance(section, dict):
+            components[name] = dict(sorted(section.items()))
+    stable: str = yaml.dump(document, sort_keys=False)
+    return stable
 
 
 def main() -> int:

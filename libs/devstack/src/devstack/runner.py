@@ -15,10 +15,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contracts.config_errors import CONFIG_EXIT_CODE, ConfigError
 from devstack.natsserver import NatsServer
+from devstack.preflight import check_configuration, metrics_ports
 from devstack.settings import DevSettings
 
-__all__ = ["SERVICES", "DevStack"]
+__all__ = ["NATS_URL_FILE", "SERVICES", "DevStack", "ServiceRefusedConfig"]
 
 log = logging.getLogger("devstack")
 
@@ -26,6 +28,13 @@ log = logging.getLogger("devstack")
 SERVICES = ("memory", "usage", "inference", "gateway")
 
 _PR_SET_PDEATHSIG = 1
+
+# Where `make dev` writes the embedded nats-server's URL (under LIVECHAT_DATA_DIR).
+NATS_URL_FILE = "nats-url"
+
+
+class ServiceRefusedConfig(ConfigError):
+    """A service ended on its configuration; it said why in its own one line."""
 
 
 def _die_with_parent() -> None:
@@ -51,6 +60,7 @@ class DevStack:
         self._nats: NatsServer | None = None
         self._children: dict[str, _Child] = {}
         self._stopping = threading.Event()
+        self._service_env: dict[str, dict[str, str]] = {}
 
     @property
     def gateway_url(self) -> str:
@@ -60,12 +70,20 @@ class DevStack:
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**self._env, "LIVECHAT_DATA_DIR": str(data_dir)}
+        # Before anything starts: a setting that can never work is one line, not a loop.
+        self._service_env = metrics_ports(env, self.settings, SERVICES)
+        check_configuration(self.settings, self._service_env)
         if not self.settings.nats_url:
             self._nats = NatsServer(data_dir / "nats")
             self._nats.start()
-            log.info("embedded nats-server with JetStream at %s", self._nats.url)
-            env["LIVECHAT_NATS_URL"] = self._nats.url
-        self._env = env
+            (data_dir / NATS_URL_FILE).write_text(self._nats.url + "\n")
+            print(
+                f"embedded nats-server with JetStream at {self._nats.url} "
+                f"(also in {data_dir / NATS_URL_FILE})",
+                flush=True,
+            )
+            for service_env in self._service_env.values():
+                service_env["LIVECHAT_NATS_URL"] = self._nats.url
         for name in SERVICES:
             self._spawn(name)
         self._wait_healthy()
@@ -73,7 +91,7 @@ class DevStack:
     def _spawn(self, name: str, restarts: int = 0) -> None:
         process = subprocess.Popen(
             [sys.executable, "-m", name],
-            env=self._env,
+            env=self._service_env[name],
             stdin=subprocess.DEVNULL,
             # Own session: Ctrl-C reaches only the supervisor, which stops the
             # services in order and the nats-server last.
@@ -102,6 +120,9 @@ class DevStack:
             code = child.process.poll()
             if code is None or self._stopping.is_set():
                 continue
+            if code == CONFIG_EXIT_CODE:
+                # Its configuration can never work: a restart would only say it again.
+                raise ServiceRefusedConfig(f"{name} refused its configuration")
             if child.restarts >= self.settings.max_restarts:
                 raise RuntimeError(f"{name} keeps exiting (last exit code {code})")
             log.warning("%s exited with %s; restarting it", name, code)

@@ -20,6 +20,7 @@ __all__ = [
     "error_status",
     "from_validation_error",
     "install_error_handlers",
+    "log_unexpected",
     "no_such_conversation",
     "not_answering",
 ]
@@ -126,13 +127,17 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    # The class and where it was raised, never str(exc) or a traceback at error level:
-    # an exception's text can quote a user's message. The full traceback is for DEBUG.
+def log_unexpected(exc: BaseException) -> None:
+    """Log an unhandled error: its class and where it was raised, never str(exc) or a
+    traceback at error level (an exception's text can quote a user's message)."""
     log.error(
         "unhandled error: code=internal_error class=%s at %s", type(exc).__name__, _where(exc)
     )
     log.debug("unhandled error traceback", exc_info=exc)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log_unexpected(exc)
     return error_response(500, "internal_error", "internal error")
 
 

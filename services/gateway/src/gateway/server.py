@@ -7,10 +7,12 @@ import signal
 
 import uvicorn
 
+from contracts.config_errors import settings_or_exit
 from gateway.access.redact import install_redaction
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from runtime.logs import configure_logging
+from runtime.startup import announce_nats
 
 __all__ = ["main", "uvicorn_config"]
 
@@ -43,8 +45,9 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    settings = settings_or_exit(GatewaySettings, "gateway", "http_port")
     configure_logging(settings.log_level)
+    announce_nats("gateway", settings)
     # uvicorn re-raises the signal it stopped on once it is done; with these
     # handlers in place that is a no-op, so a clean stop exits with code 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,13 +1,16 @@
 """`python -m inference`: one worker, configured from the environment."""
 
+from contracts.config_errors import settings_or_exit
 from inference.app import BROKER_LOGGER, create_app
 from inference.settings import InferenceSettings
 from runtime.eventloop import run
 from runtime.logs import configure_logging
+from runtime.startup import announce_nats
 
-settings = InferenceSettings()
+settings = settings_or_exit(InferenceSettings, "inference", "metrics_port")
 # The SDKs' HTTP clients log every provider call at INFO.
 level = configure_logging(
     settings.log_level, broker_logger=BROKER_LOGGER, chatty=["httpx", "httpx2"]
 )
+announce_nats("inference", settings)
 run(create_app(settings).run(log_level=level))

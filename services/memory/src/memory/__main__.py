@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from contracts.config_errors import settings_or_exit
 from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
 from runtime.eventloop import run
 from runtime.logs import configure_logging
+from runtime.startup import announce_nats
 
 
 def main() -> None:
-    settings = MemorySettings()
+    settings = settings_or_exit(MemorySettings, "memory", "metrics_port")
     # aiosqlite logs every statement with its parameters (message contents).
     level = configure_logging(settings.log_level, broker_logger=BROKER_LOGGER, chatty=["aiosqlite"])
+    announce_nats("memory", settings)
     run(create_app(settings).run(log_level=level))
 
 

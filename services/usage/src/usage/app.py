@@ -10,12 +10,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from contracts import topology
+from contracts.config_errors import settings_or_exit
 from runtime import eventloop
 from runtime.broker import create_broker, jetstream
 from runtime.durable import durable_service, ensure_durable
 from runtime.logs import configure_logging
 from runtime.metrics import MetricsServer
 from runtime.reconnect import rerun_on_reconnect
+from runtime.startup import announce_nats
 from usage.budget import DailyTotals, allow_atomic_batches
 from usage.database import create_engine, migrate
 from usage.handlers import create_router
@@ -124,7 +126,8 @@ def metrics_server(
 
 
 def main() -> int:
-    settings = UsageSettings()
+    settings = settings_or_exit(UsageSettings, "usage", "metrics_port")
     configure_logging(settings.log_level, broker_logger=_BROKER_LOGGER, chatty=["aiosqlite"])
+    announce_nats("usage", settings)
     eventloop.run(create_app(settings).run())
     return 0

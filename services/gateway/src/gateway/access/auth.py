@@ -30,6 +30,7 @@ __all__ = [
     "JWT_ALGORITHM",
     "LOCAL_USER",
     "MAX_USER_ID_CHARS",
+    "MIN_SECRET_BYTES",
     "Authenticator",
     "Identity",
     "Unauthorized",
@@ -45,7 +46,7 @@ LOCAL_USER = "local"
 JWT_ALGORITHM = "HS256"  # pinned: a token naming another algorithm (none, RS256) is refused
 ACCESS_TOKEN_PARAM = "access_token"
 MAX_USER_ID_CHARS = 255  # the ledger's user_id column (String(255))
-_MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
 class Unauthorized(ApiError):
@@ -76,8 +77,8 @@ class Authenticator:
         self._leeway = settings.jwt_leeway_seconds
         self._api_keys = ApiKeys(settings.api_keys)
         self.enabled = settings.auth_enabled
-        if secret is not None and len(secret.encode()) < _MIN_SECRET_BYTES:
-            log.warning("LIVECHAT_JWT_SECRET is shorter than %d bytes", _MIN_SECRET_BYTES)
+        if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+            log.warning("LIVECHAT_JWT_SECRET is shorter than %d bytes", MIN_SECRET_BYTES)
 
     def authenticate(self, conn: HTTPConnection) -> str:
         return self.identify(conn).user_id

@@ -1,5 +1,10 @@
 """`python -m gateway.access.issue_jwt <user> [hours]` (`make token USER=alice`): a development
-token signed with LIVECHAT_JWT_SECRET, valid 24 hours unless told otherwise."""
+token signed with LIVECHAT_JWT_SECRET, valid 24 hours unless told otherwise.
+
+The secret is read as the gateway reads it (its settings, from the environment: set on
+the command line, `LIVECHAT_JWT_SECRET=... make token`, or exported); a secret shorter
+than 32 bytes, which the gateway only warns about, is refused here with one line.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from pydantic import ValidationError
 
-from gateway.access.auth import JWT_ALGORITHM, MAX_USER_ID_CHARS
+from contracts.config_errors import ConfigError, load_settings
+from gateway.access.auth import JWT_ALGORITHM, MAX_USER_ID_CHARS, MIN_SECRET_BYTES
 from gateway.settings import GatewaySettings
 
 __all__ = ["issue_token", "main"]
@@ -38,6 +43,29 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
 
 
+_NEW_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _signing_settings() -> GatewaySettings:
+    """The gateway's settings, with a secret fit to sign with; else ValueError (one line)."""
+    try:
+        settings = load_settings(GatewaySettings)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if settings.jwt_secret is None:
+        raise ValueError(
+            "LIVECHAT_JWT_SECRET is not set: run `LIVECHAT_JWT_SECRET=<the gateway's secret> "
+            "make token USER=alice` with the secret the gateway runs with"
+        )
+    size = len(settings.jwt_secret.get_secret_value().encode())
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"LIVECHAT_JWT_SECRET is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES}: "
+            f"make one with {_NEW_SECRET} and give it to the gateway and to make token"
+        )
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (1, 2):
@@ -45,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         hours = float(args[1]) if len(args) == 2 else 24.0
-        token = issue_token(GatewaySettings(), args[0], lifetime=timedelta(hours=hours))
-    except (ValueError, ValidationError) as exc:
+        token = issue_token(_signing_settings(), args[0], lifetime=timedelta(hours=hours))
+    except ValueError as exc:
         print(f"cannot issue a token: {exc}", file=sys.stderr)
         return 2
     print(token)

@@ -1,1 +1,1 @@
-"""The OpenAI-compatible chat completions endpoint."""
+"""The OpenAI-compatible surface: chat completions and the model list."""

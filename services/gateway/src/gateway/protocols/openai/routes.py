@@ -29,12 +29,13 @@ from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
 from gateway.openapi import answers, error_responses
 from gateway.protocols.direct import EventStreamResponse
+from gateway.protocols.openai import model_list
+from gateway.protocols.openai.errors import OpenAIRoute
 from gateway.protocols.openai.relay import Completion, completion_json, completion_sse
 from gateway.protocols.openai.schema import (
     ChatCompletion,
     ChatCompletionRequest,
     OpenAIErrorOut,
-    openai_error,
     split_prompt,
 )
 from gateway.protocols.rest.messages import SSE_HEADERS
@@ -43,7 +44,9 @@ from gateway.state import Gateway, gateway_of
 
 __all__ = ["router"]
 
-router = APIRouter()
+# Every error of these routes, 401 included, is OpenAI-shaped (OpenAIRoute).
+router = APIRouter(route_class=OpenAIRoute)
+router.include_router(model_list.router)
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +96,6 @@ def _request(
         history=history,
         persist=False,
         requested_at=datetime.now(UTC),
-    )
-
-
-_PARAMS = {"model_not_found": "model", "invalid_messages": "messages"}
-
-
-def _as_openai(exc: ApiError) -> Response:
-    # OpenAI answers a malformed body with 400, where the livechat API says 422.
-    status = 400 if exc.status == 422 else exc.status
-    return openai_error(
-        status, exc.code, exc.message, param=_PARAMS.get(exc.code), headers=exc.headers
     )
 
 
@@ -165,16 +157,12 @@ async def _stop(gateway: Gateway, user_id: str, conversation_id: str) -> None:
     "/v1/chat/completions",
     openapi_extra=body_schema(ChatCompletionRequest),
     response_model=ChatCompletion,
-    # 401 comes from the common layer, in the livechat shape.
     responses={
-        **answers(401, streamed=_ANSWERS),
-        **error_responses(400, 404, 413, 415, 429, 503, model=OpenAIErrorOut),
+        **answers(streamed=_ANSWERS),
+        **error_responses(400, 401, 404, 413, 415, 429, 503, model=OpenAIErrorOut),
     },
 )
 async def chat_completions(
     request: Request, user_id: Annotated[str, Depends(current_user)]
 ) -> Response:
-    try:
-        return await _complete(gateway_of(request), request, user_id)
-    except ApiError as exc:
-        return _as_openai(exc)
+    return await _complete(gateway_of(request), request, user_id)
