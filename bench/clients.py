@@ -54,12 +54,16 @@ class TokenClock:
         self.sent = time.perf_counter()
         self.first: float | None = None
 
-    def token(self, now: float, content: str = "") -> None:
+    def token(self, now: float, content: str, *, keep_text: bool = False) -> None:
+        """A token event arrived: one offset per provider token it carries (the demo and
+        bench providers stream a word a token; the worker may join several in one
+        event, LIVECHAT_TOKEN_COALESCE_MS), so token i is compared with token i."""
         if self.first is None:
             self.first = now
             self.timing.ttft = now - self.sent
-        self.timing.offsets.append(now - self.first)
-        if content:
+        offset = now - self.first
+        self.timing.offsets.extend([offset] * max(1, len(content.split())))
+        if keep_text:
             self.timing.parts.append(content)
 
 
@@ -103,7 +107,7 @@ async def sse_answer(
                     for frame in frames:
                         kind = _sse_type(frame)
                         if kind == b"token":
-                            clock.token(now, _sse_content(frame) if keep_text else "")
+                            clock.token(now, _sse_content(frame), keep_text=keep_text)
                         elif kind == b"done":
                             return timing
                         elif kind == b"error":
@@ -138,7 +142,7 @@ async def ws_answer(
                 if not isinstance(data, str):
                     continue
                 if data.startswith(_WS_TOKEN):
-                    clock.token(now, str(json.loads(data)["content"]) if keep_text else "")
+                    clock.token(now, str(json.loads(data)["content"]), keep_text=keep_text)
                 elif data.startswith(_WS_DONE):
                     return timing
                 elif data.startswith(_WS_ERROR):

@@ -70,7 +70,7 @@ async def completion_answer(
                             timing.error = "error chunk"
                             return timing
                         if frame.startswith(_DATA) and _CONTENT.search(frame):
-                            clock.token(now, _content(frame) if keep_text else "")
+                            clock.token(now, _content(frame), keep_text=keep_text)
         timing.error = "stream ended before [DONE]"
     except (TimeoutError, httpx.HTTPError) as exc:
         timing.error = type(exc).__name__

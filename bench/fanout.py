@@ -167,7 +167,7 @@ def fanout_table(result: FanoutResult) -> str:
         (f"fan-out: first token at {n} clients, p50 / p99", _ms(result.first_token)),
         (f"fan-out: done at {n} clients, p50 / p99", _ms(result.done)),
         (
-            f"fan-out: clients with the whole reply ({result.tokens} tokens)",
+            f"fan-out: clients with the whole reply ({result.tokens} token events)",
             f"{result.complete} of {n}",
         ),
         (f"resume storm: {n} clients replay to done, p50 / p99", _ms(result.resumed)),

@@ -110,7 +110,7 @@ def render(
     gateway_rate = throughput.per_cpu_second("gateway")
     rows.append(
         (
-            "token events/s delivered (throughput run)",
+            "tokens/s delivered (throughput run)",
             rate(throughput.direct_rate),
             rate(throughput.rate),
             "",
@@ -118,7 +118,7 @@ def render(
     )
     rows.append(
         (
-            "token events/s per gateway core",
+            "tokens/s per gateway core",
             "",
             rate(gateway_rate) if gateway_rate is not None else "n/a",
             "",
@@ -174,7 +174,7 @@ def render(
                 rate(per) if per else "n/a",
             )
         )
-    header = ("process", "latency run", "throughput run", "token events per CPU second")
+    header = ("process", "latency run", "throughput run", "tokens per CPU second")
     cpu_rows.append(
         (
             "whole machine (every process)",

@@ -22,7 +22,7 @@ class LatencyResult:
 class ThroughputResult:
     direct_tokens: int
     direct_wall: float
-    tokens: int  # token events delivered to clients through the system
+    tokens: int  # provider tokens delivered to clients (a coalesced event carries several)
     answers: int
     errors: dict[str, int]  # failed answers by kind
     cpu: CpuUsage
