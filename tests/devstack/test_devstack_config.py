@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from contracts.config_errors import CONFIG_EXIT_CODE
 from devstack.ports import free_port, port_is_free
 from devstack.runner import DevStack, ServiceRefusedConfig, _Child
 from devstack.settings import DevSettings
+from runtime.config_errors import CONFIG_EXIT_CODE
 
 # Each of these ends well before anything could have been restarted (the old loop took ~17 s).
 QUICK_SECONDS = 20.0

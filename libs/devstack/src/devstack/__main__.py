@@ -7,9 +7,9 @@ import signal
 import sys
 from types import FrameType
 
-from contracts.config_errors import CONFIG_EXIT_CODE, ConfigError, load_settings
 from devstack.runner import DevStack, ServiceRefusedConfig
 from devstack.settings import DevSettings
+from runtime.config_errors import CONFIG_EXIT_CODE, ConfigError, load_settings
 
 
 def main() -> int:

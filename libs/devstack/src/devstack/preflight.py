@@ -12,8 +12,8 @@ from unittest import mock
 
 from pydantic_settings import BaseSettings
 
-from contracts.config_errors import ConfigError, load_settings, port_in_use
 from devstack.settings import DevSettings
+from runtime.config_errors import ConfigError, load_settings, port_in_use
 
 __all__ = ["METRICS_PORT", "check_configuration", "metrics_ports"]
 

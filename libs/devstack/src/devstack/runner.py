@@ -15,10 +15,10 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.config_errors import CONFIG_EXIT_CODE, ConfigError
 from devstack.natsserver import NatsServer
 from devstack.preflight import check_configuration, metrics_ports
 from devstack.settings import DevSettings
+from runtime.config_errors import CONFIG_EXIT_CODE, ConfigError
 
 __all__ = ["NATS_URL_FILE", "SERVICES", "DevStack", "ServiceRefusedConfig"]
 

@@ -7,10 +7,10 @@ import signal
 
 import uvicorn
 
-from contracts.config_errors import settings_or_exit
 from gateway.access.redact import install_redaction
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from runtime.config_errors import settings_or_exit
 from runtime.logs import configure_logging
 from runtime.startup import announce_nats
 

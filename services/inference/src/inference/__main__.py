@@ -1,8 +1,8 @@
 """`python -m inference`: one worker, configured from the environment."""
 
-from contracts.config_errors import settings_or_exit
 from inference.app import BROKER_LOGGER, create_app
 from inference.settings import InferenceSettings
+from runtime.config_errors import settings_or_exit
 from runtime.eventloop import run
 from runtime.logs import configure_logging
 from runtime.startup import announce_nats

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from contracts.config_errors import settings_or_exit
 from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
+from runtime.config_errors import settings_or_exit
 from runtime.eventloop import run
 from runtime.logs import configure_logging
 from runtime.startup import announce_nats

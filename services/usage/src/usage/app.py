@@ -10,9 +10,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from contracts import topology
-from contracts.config_errors import settings_or_exit
 from runtime import eventloop
 from runtime.broker import create_broker, jetstream
+from runtime.config_errors import settings_or_exit
 from runtime.durable import durable_service, ensure_durable
 from runtime.logs import configure_logging
 from runtime.metrics import MetricsServer

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from contracts.config_errors import ConfigError, load_settings
 from gateway.access.auth import JWT_ALGORITHM, MAX_USER_ID_CHARS, MIN_SECRET_BYTES
 from gateway.settings import GatewaySettings
+from runtime.config_errors import ConfigError, load_settings
 
 __all__ = ["issue_token", "main"]
 
