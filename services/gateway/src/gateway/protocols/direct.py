@@ -18,7 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 __all__ = ["DIRECT_SEND", "EventStreamResponse", "remember_direct_send"]
 
-DIRECT_SEND = "livechat.direct_send"
+DIRECT_SEND = "gateway.direct_send"
 
 
 def remember_direct_send(scope: Scope, send: Send) -> None:
