@@ -2,46 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 import httpx
-from groq import AsyncGroq, AsyncStream, omit
-from groq.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from groq import AsyncGroq, omit
+from groq.types.chat import ChatCompletionMessageParam
 
 from inference.providers.base import ProviderRequest
 from inference.providers.openai_wire import (
     ChatMessage,
+    Chunk,
     OpenAIStyleProvider,
+    ResponseBody,
     UsageCounts,
     frame_error,
+    usage_counts,
 )
 
 __all__ = ["GroqProvider", "create_groq_provider"]
 
 
-class GroqProvider(OpenAIStyleProvider[AsyncGroq, ChatCompletionChunk]):
+class GroqProvider(OpenAIStyleProvider[AsyncGroq]):
     def __init__(self, client: AsyncGroq, *, name: str = "groq") -> None:
         super().__init__(client, name=name)
 
+    @asynccontextmanager
     async def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
-    ) -> AsyncStream[ChatCompletionChunk]:
-        return await self._client.chat.completions.create(
+    ) -> AsyncIterator[ResponseBody]:
+        # The SDK's streaming response: its request, errors and close, but the body
+        # is read by the relay (no SDK model per chunk).
+        async with self._client.chat.completions.with_streaming_response.create(
             model=request.model,
             messages=cast("list[ChatCompletionMessageParam]", messages),
             stream=True,
             max_completion_tokens=omit if max_tokens is None else max_tokens,
             temperature=omit if request.temperature is None else request.temperature,
-        )
+        ) as response:
+            yield response.http_response
 
-    def _usage(self, chunk: ChatCompletionChunk) -> UsageCounts | None:
-        extra = chunk.x_groq
-        if extra is not None and extra.error:
-            # Groq's own way to say that it stopped a stream early.
-            raise frame_error(self._name, {"type": "x_groq_error"})
-        if extra is not None and extra.usage is not None:
-            return extra.usage
-        return chunk.usage
+    def _usage(self, chunk: Chunk) -> UsageCounts | None:
+        extra = chunk.get("x_groq")
+        if type(extra) is dict:
+            if extra.get("error"):
+                # Groq's own way to say that it stopped a stream early.
+                raise frame_error(self._name, {"type": "x_groq_error"})
+            if extra.get("usage") is not None:
+                return usage_counts(extra["usage"])
+        return usage_counts(chunk.get("usage"))
 
 
 def create_groq_provider(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 import httpx2
-from openai import AsyncOpenAI, AsyncStream, omit
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai import AsyncOpenAI, omit
+from openai.types.chat import ChatCompletionMessageParam
 
 from inference.providers.base import ProviderRequest
-from inference.providers.openai_wire import ChatMessage, OpenAIStyleProvider, UsageCounts
+from inference.providers.openai_wire import (
+    ChatMessage,
+    Chunk,
+    OpenAIStyleProvider,
+    ResponseBody,
+    UsageCounts,
+    usage_counts,
+)
 
 __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 
@@ -18,17 +27,20 @@ __all__ = ["OpenAICompatibleProvider", "create_openai_compatible_provider"]
 _NO_KEY = "no-key"
 
 
-class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI, ChatCompletionChunk]):
+class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI]):
     def __init__(
         self, client: AsyncOpenAI, *, name: str = "openai", include_usage: bool = True
     ) -> None:
         super().__init__(client, name=name)
         self._include_usage = include_usage
 
+    @asynccontextmanager
     async def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
-    ) -> AsyncStream[ChatCompletionChunk]:
-        return await self._client.chat.completions.create(
+    ) -> AsyncIterator[ResponseBody]:
+        # The SDK's streaming response: its request, errors and close, but the body
+        # is read by the relay (no SDK model per chunk).
+        async with self._client.chat.completions.with_streaming_response.create(
             model=request.model,
             messages=cast("list[ChatCompletionMessageParam]", messages),
             stream=True,
@@ -37,10 +49,11 @@ class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI, ChatCompletionCh
             # `max_tokens`, not `max_completion_tokens`: the one local engines know.
             max_tokens=omit if max_tokens is None else max_tokens,
             temperature=omit if request.temperature is None else request.temperature,
-        )
+        ) as response:
+            yield response.http_response
 
-    def _usage(self, chunk: ChatCompletionChunk) -> UsageCounts | None:
-        return chunk.usage
+    def _usage(self, chunk: Chunk) -> UsageCounts | None:
+        return usage_counts(chunk.get("usage"))
 
 
 def create_openai_compatible_provider(

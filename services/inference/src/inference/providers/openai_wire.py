@@ -1,18 +1,23 @@
 """OpenAI-style chat completion streams: shared by the Groq and OpenAI-compatible providers.
 
 The request conversion, the stream relay (deltas, finish reason, usage, prompt close)
-and the mapping of both SDKs' failures to `ProviderError` live here once.
+and the mapping of both SDKs' failures to `ProviderError` live here once. The SDKs send
+the request and raise their errors for a failed status; the streamed body is read here,
+each chunk decoded as plain JSON for the few fields used (no SDK model per chunk).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, Protocol, TypeVar
 
 import groq
 import httpx
@@ -23,20 +28,23 @@ from contracts.events import FinishReason, Usage
 from inference.providers.base import Completion, ProviderError, ProviderRequest
 from inference.providers.continuation import ContinuationGuard
 from inference.providers.retry_after import retry_after_seconds
+from inference.providers.sse import SseData
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
 
 __all__ = [
     "CONTINUE_INSTRUCTION",
     "ChatMessage",
-    "ChunkStream",
+    "Chunk",
     "OpenAIStyleProvider",
     "OpenStream",
+    "ResponseBody",
     "UsageCounts",
     "chat_messages",
     "frame_error",
     "provider_error",
     "relay",
     "remaining_tokens",
+    "usage_counts",
 ]
 
 log = logging.getLogger("inference.providers")
@@ -52,41 +60,18 @@ CONTINUE_INSTRUCTION = (
 )
 
 ChatMessage = dict[str, str]
+Chunk = dict[str, Any]  # one chat completion chunk, as decoded from its JSON
+UsageCounts = tuple[int, int]  # (prompt tokens, completion tokens)
+
+# After `[DONE]`, how long the rest of the body (its end) is waited for, so that an
+# HTTP/1.1 connection goes back to the pool (as the openai SDK's own stream does).
+_DRAIN_SECONDS = 0.1
 
 
-class UsageCounts(Protocol):
-    @property
-    def prompt_tokens(self) -> int: ...
-    @property
-    def completion_tokens(self) -> int: ...
+class ResponseBody(Protocol):
+    """The streamed HTTP response (httpx's or httpx2's), closed by its context manager."""
 
-
-class _Delta(Protocol):
-    @property
-    def content(self) -> str | None: ...
-
-
-class _Choice(Protocol):
-    @property
-    def delta(self) -> _Delta: ...
-    @property
-    def finish_reason(self) -> str | None: ...
-
-
-class _Chunk(Protocol):
-    @property
-    def choices(self) -> Sequence[_Choice]: ...
-
-
-C = TypeVar("C", bound=_Chunk)
-C_co = TypeVar("C_co", bound=_Chunk, covariant=True)
-
-
-class ChunkStream(Protocol[C_co]):
-    """The SDKs' `AsyncStream`: chunks, and `close()` to drop the HTTP response."""
-
-    def __aiter__(self) -> AsyncIterator[C_co]: ...
-    async def close(self) -> None: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
 
 class SdkClient(Protocol):
@@ -97,14 +82,18 @@ class SdkClient(Protocol):
 
 K = TypeVar("K", bound=SdkClient)
 
-OpenStream = Callable[[ProviderRequest, list[ChatMessage], int | None], Awaitable[ChunkStream[C]]]
+OpenStream = Callable[
+    [ProviderRequest, list[ChatMessage], int | None], AbstractAsyncContextManager[ResponseBody]
+]
 
 
-class OpenAIStyleProvider(ABC, Generic[K, C]):
+class OpenAIStyleProvider(ABC, Generic[K]):
     """A provider whose SDK streams OpenAI-style chat completion chunks.
 
-    A subclass opens the stream with its SDK (`_open`) and says where a chunk carries
-    the usage (`_usage`); the relay, the continuation and the errors are the same.
+    A subclass sends the request with its SDK (`_open`: the streamed response, closed on
+    exit, so that an abandoned stream drops the HTTP response at once) and says where a
+    chunk carries the usage (`_usage`); the relay, the continuation and the errors are
+    the same.
     """
 
     def __init__(self, client: K, *, name: str) -> None:
@@ -122,12 +111,12 @@ class OpenAIStyleProvider(ABC, Generic[K, C]):
         await self._client.close()
 
     @abstractmethod
-    async def _open(
+    def _open(
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
-    ) -> ChunkStream[C]: ...
+    ) -> AbstractAsyncContextManager[ResponseBody]: ...
 
     @abstractmethod
-    def _usage(self, chunk: C) -> UsageCounts | None: ...
+    def _usage(self, chunk: Chunk) -> UsageCounts | None: ...
 
 
 def chat_messages(request: ProviderRequest) -> list[ChatMessage]:
@@ -145,14 +134,32 @@ def remaining_tokens(request: ProviderRequest) -> int | None:
     return max(request.max_tokens - estimate_tokens(request.continuation), 0)
 
 
+def usage_counts(usage: object) -> UsageCounts | None:
+    """The counts of a chunk's `usage` object, when it has both."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int:
+        return prompt, completion
+    return None
+
+
 _FINISH: dict[str, FinishReason] = {"length": "length", "content_filter": "content_filter"}
+
+
+class _ErrorFrame(Exception):
+    """A `{"error": ...}` chunk: the provider failed after the stream started."""
+
+    def __init__(self, body: object) -> None:
+        super().__init__("error frame")
+        self.body = body
 
 
 async def relay(
     name: str,
     request: ProviderRequest,
-    open_stream: OpenStream[C],
-    usage_of: Callable[[C], UsageCounts | None],
+    open_stream: OpenStream,
+    usage_of: Callable[[Chunk], UsageCounts | None],
 ) -> AsyncGenerator[str | Completion, None]:
     """Yield the text deltas of one chat completion stream, then its `Completion`."""
     messages = chat_messages(request)
@@ -160,39 +167,56 @@ async def relay(
     if budget == 0:  # the earlier attempt used the whole budget
         yield Completion(usage=Usage.of(0, 0), finish_reason="length", estimated=True)
         return
-    try:
-        chunks = await open_stream(request, messages, budget)
-    except _SDK_ERRORS as exc:
-        if _is_safety_block(name, exc):
-            yield _completion(messages, "", None, "content_filter")
-            return
-        raise provider_error(name, exc) from None
 
     guard = ContinuationGuard(request.continuation)
     received: list[str] = []
     usage: UsageCounts | None = None
     finish: str | None = None
+    meter = request.meter
     try:
-        async for chunk in chunks:
-            if (counts := usage_of(chunk)) is not None:
-                usage = counts
-                if request.meter is not None:
-                    request.meter.record(counts.prompt_tokens, counts.completion_tokens)
-            for choice in chunk.choices or ():
-                finish = choice.finish_reason or finish
-                content = choice.delta.content if choice.delta else None
-                if content:
-                    received.append(content)
-                    if delta := guard.feed(content):
-                        yield delta
+        # Leaving the block closes the response, also on aclose() or cancellation: the
+        # provider stops generating (and billing) at once.
+        async with open_stream(request, messages, budget) as body:
+            events = SseData()
+            blocks = body.aiter_bytes()
+            done = False
+            async for block in blocks:
+                for data in events.feed(block):
+                    if data.startswith(b"[DONE]"):
+                        done = True
+                        break
+                    chunk = json.loads(data)
+                    if type(chunk) is not dict:
+                        continue
+                    if chunk.get("error"):
+                        raise _ErrorFrame(chunk["error"])
+                    if (counts := usage_of(chunk)) is not None:
+                        usage = counts
+                        if meter is not None:
+                            meter.record(*counts)
+                    for choice in chunk.get("choices") or ():
+                        if type(choice) is not dict:
+                            continue
+                        reason = choice.get("finish_reason")
+                        if type(reason) is str and reason:
+                            finish = reason
+                        delta = choice.get("delta")
+                        content = delta.get("content") if type(delta) is dict else None
+                        if content and type(content) is str:
+                            received.append(content)
+                            if text := guard.feed(content):
+                                yield text
+                if done:
+                    await _drain(blocks)
+                    break
+    except _ErrorFrame as frame:
+        if not _blocked(name, frame.body):
+            raise frame_error(name, frame.body, streamed=len(received)) from None
+        finish = "content_filter"
     except _SDK_ERRORS as exc:
         if not _is_safety_block(name, exc):
             raise provider_error(name, exc, streamed=len(received)) from None
         finish = "content_filter"
-    finally:
-        # Also on aclose() or cancellation: the HTTP response is dropped now, so the
-        # provider stops generating (and billing) at once.
-        await chunks.close()
     if finish is None:
         # A server that closes the stream cleanly but early: the answer is cut off.
         log.warning("%s stream ended without a finish reason after %d deltas", name, len(received))
@@ -202,12 +226,19 @@ async def relay(
     yield _completion(messages, "".join(received), usage, _FINISH.get(finish, "stop"))
 
 
+async def _drain(blocks: AsyncIterator[bytes]) -> None:
+    """Read the body to its end, briefly: the answer is complete whatever comes of it."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, httpx2.HTTPError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in blocks:
+                pass
+
+
 def _completion(
     messages: list[ChatMessage], text: str, usage: UsageCounts | None, finish: FinishReason
 ) -> Completion:
     if usage is not None:
-        counts = Usage.of(usage.prompt_tokens, usage.completion_tokens)
-        return Completion(usage=counts, finish_reason=finish)
+        return Completion(usage=Usage.of(*usage), finish_reason=finish)
     prompt = estimate_prompt_tokens(m["content"] for m in messages)
     return Completion(
         usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
@@ -224,13 +255,15 @@ _CONNECTION_ERRORS2 = (httpx2.TransportError,)
 # An error frame inside the stream: the SDKs raise their bare `APIError` with its body.
 _FRAME_ERRORS = (groq.APIError, openai.APIError)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx2.ConnectError, httpx2.ConnectTimeout)
-# Groq's SDK lets the HTTP library's errors through when a stream breaks mid-way.
+# A stream that breaks mid-way raises the HTTP library's errors; a garbled one, the
+# JSON decoder's.
 _SDK_ERRORS = (
     groq.GroqError,
     openai.OpenAIError,
     httpx.HTTPError,
     httpx2.HTTPError,
     json.JSONDecodeError,
+    UnicodeDecodeError,
 )
 
 _MESSAGES = {
@@ -381,7 +414,12 @@ def _is_safety_block(name: str, exc: BaseException) -> bool:
         return False
     if not isinstance(exc, _FRAME_ERRORS):
         return False
-    blocked = bool({label.lower() for label in _labels(exc.body)} & _SAFETY)
+    return _blocked(name, exc.body)
+
+
+def _blocked(name: str, body: object) -> bool:
+    """Whether an error body is a refusal by the provider's safety system."""
+    blocked = bool({label.lower() for label in _labels(body)} & _SAFETY)
     if blocked:
         log.info("%s safety system blocked the answer", name)
     return blocked
