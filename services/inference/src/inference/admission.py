@@ -1,12 +1,13 @@
 """Admission of work messages into a bounded number of concurrent generations.
 
-The FastStream handler runs one message at a time and only waits for a free
+The intake (`inference.intake.WorkIntake`, or the FastStream handler of
+`inference.handlers`) admits one message at a time and only waits for a free
 slot; the generation then runs in a task of its own, which holds the slot and
-acks. So the subscriber fetches the next message only once a slot was taken:
-at most one message waits for a slot, and it is heartbeated meanwhile. (Letting
-FastStream run `max_concurrency` handlers fetches one more message that nobody
-heartbeats: once its ack wait runs out it is redelivered, and two workers would
-generate the same reply.)
+acks. So the next message is fetched only once a slot was taken: at most one
+message waits for a slot, and it is heartbeated meanwhile. (Fetching ahead, e.g.
+letting FastStream run `max_concurrency` handlers, takes messages nobody
+heartbeats: once their ack wait runs out they are redelivered, and two workers
+would generate the same reply.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from faststream.nats import NatsBroker
-from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
 
 from contracts.events import GenerationRequested, StatusEvent
@@ -65,12 +66,10 @@ class Admission:
         self._stop_intake: Callable[[], Awaitable[None]] | None = None
 
     def set_intake(self, stop: Callable[[], Awaitable[None]]) -> None:
-        """How to stop fetching work messages (the subscriber's `stop`), for `close`."""
+        """How to stop fetching work messages (the intake's `stop`), for `close`."""
         self._stop_intake = stop
 
-    async def admit(
-        self, request: GenerationRequested, message: NatsMessage, broker: NatsBroker
-    ) -> None:
+    async def admit(self, request: GenerationRequested, message: Msg, broker: NatsBroker) -> None:
         """The handler: returns once the request has a slot and its generation started.
 
         A request stopped while it waits for a slot goes on without one: it only
@@ -177,7 +176,7 @@ class Admission:
     async def _run(
         self,
         request: GenerationRequested,
-        message: NatsMessage,
+        message: Msg,
         broker: NatsBroker,
         stop: CancelSignal,
         *,
@@ -192,7 +191,7 @@ class Admission:
             if finished:
                 await message.ack()
             else:
-                await message.nack(delay=self._settings.retry_delay_seconds)
+                await message.nak(delay=self._settings.retry_delay_seconds)
         except asyncio.CancelledError:
             log.info("reply %s stopped unfinished; another worker continues it", reply)
             await self._hand_over(message, broker)
@@ -207,7 +206,7 @@ class Admission:
             if slot:
                 await self._free_slot()
 
-    async def _hand_over(self, message: NatsMessage, broker: NatsBroker) -> None:
+    async def _hand_over(self, message: Msg, broker: NatsBroker) -> None:
         with contextlib.suppress(Exception):
             # The tokens sent so far (core publishes) reach the server before the next
             # delivery reads them to continue after them; the nak delay lets them be stored.
@@ -215,22 +214,22 @@ class Admission:
         await _release(message, delay=self._settings.retry_delay_seconds)
 
 
-async def _release(message: NatsMessage, *, delay: float | None = None) -> None:
+async def _release(message: Msg, *, delay: float | None = None) -> None:
     """Give the message back to JetStream, for any worker (on failure: the ack wait)."""
     with contextlib.suppress(Exception):
-        await message.nack(delay=delay)
+        await message.nak(delay=delay)
 
 
-def _work_seq(message: NatsMessage) -> int:
+def _work_seq(message: Msg) -> int:
     """The request's sequence in the work stream: what a stop compares (0: unknown)."""
     try:
-        return int(message.raw_message.metadata.sequence.stream)
+        return int(message.metadata.sequence.stream)
     except NotJSMessageError:  # an in-memory test broker's message
         return 0
 
 
-def _delivery(message: NatsMessage) -> int:
+def _delivery(message: Msg) -> int:
     try:
-        return int(message.raw_message.metadata.num_delivered)
+        return int(message.metadata.num_delivered)
     except NotJSMessageError:  # an in-memory test broker's message
         return 1

@@ -13,6 +13,7 @@ from contracts import topology
 from contracts.topology import INFERENCE_STREAMS, ensure_streams
 from inference.clock import Clock
 from inference.handlers import create_admission, create_router
+from inference.intake import WorkIntake
 from inference.metrics import install_metrics
 from inference.providers.base import Provider
 from inference.providers.registry import default_providers
@@ -60,7 +61,9 @@ def create_app(
     tracer_provider = tracer_provider or tracer_provider_from(settings, SERVICE_NAME)
     tracer = tracer_provider.get_tracer("inference") if tracer_provider else None
     admission = create_admission(settings, providers=providers, clock=clock, tracer=tracer)
-    broker.include_router(create_router(settings, admission=admission))
+    broker.include_router(create_router(settings, admission=admission, consume_work=False))
+    intake = WorkIntake(settings, admission, broker, tracer=tracer)
+    admission.set_intake(intake.stop)
 
     async def prepare_topology() -> None:
         # Before the subscribers start: the pull consumer needs its stream.
@@ -84,8 +87,9 @@ def create_app(
     # providers' HTTP clients are closed once no generation uses them.
     async def subscribed() -> None:
         # A PING round trip: the ping and cancel subscriptions have reached the server
-        # when start returns.
+        # when start returns, and before any work is taken (a stop may come at once).
         await broker.connection.flush()
+        await intake.start(jetstream(broker))
 
     app = FastStream(
         broker,

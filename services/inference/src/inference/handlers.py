@@ -25,16 +25,15 @@ from inference.admission import Admission
 from inference.clock import Clock
 from inference.decoding import decode_request
 from inference.generation import ReadReplyLog, Worker
+from inference.intake import FETCH_TIMEOUT
 from inference.providers.base import Provider
 from inference.providers.registry import default_providers
 from inference.reply_log import read_reply_log
 from inference.settings import InferenceSettings
 from inference.work_queue import consumer_config
+from runtime.durable import declare_pulled
 
 __all__ = ["create_admission", "create_router"]
-
-# How long one pull request waits for work; bounds how long a stop takes.
-_FETCH_TIMEOUT = 2.0
 
 
 def create_admission(
@@ -53,40 +52,62 @@ def create_admission(
 
 
 def create_router(
-    settings: InferenceSettings, *, clock: Clock | None = None, admission: Admission | None = None
+    settings: InferenceSettings,
+    *,
+    clock: Clock | None = None,
+    admission: Admission | None = None,
+    consume_work: bool = True,
 ) -> NatsRouter:
-    """`admission` (else one with the configured providers) is what the app's shutdown closes."""
+    """`admission` (else one with the configured providers) is what the app's shutdown closes.
+
+    `consume_work=False`: the work messages are left to an `inference.intake.WorkIntake`
+    (the app's, without FastStream's per-message work); the subscriber is then declared
+    for the AsyncAPI document only, which is built with the default."""
     if admission is None:
         admission = create_admission(settings, clock=clock)
     router = NatsRouter()
+    work_stream = JStream(topology.WORK_STREAM, declare=False)
+    title = "inference.generate"
+    description = "Answer a user message: stream token events, then store and account it."
 
-    # One message at a time, and no more than one fetched ahead: the handler only
-    # waits for a slot, and the generation runs on in the admission's own task.
-    work = router.subscriber(
-        subjects.GENERATE,
-        stream=JStream(topology.WORK_STREAM, declare=False),
-        durable=topology.INFERENCE_CONSUMER,
-        config=consumer_config(settings),
-        pull_sub=PullSub(batch_size=1, timeout=_FETCH_TIMEOUT),
-        # Under this service's own inbox, the only one its NATS user may read.
-        inbox_prefix=settings.nats_pull_inbox_prefix(),
-        ack_policy=AckPolicy.MANUAL,
-        decoder=decode_request,
-        title="inference.generate",
-        description="Answer a user message: stream token events, then store and account it.",
-    )
+    if consume_work:
+        # One message at a time, and no more than one fetched ahead: the handler only
+        # waits for a slot, and the generation runs on in the admission's own task.
+        work = router.subscriber(
+            subjects.GENERATE,
+            stream=work_stream,
+            durable=topology.INFERENCE_CONSUMER,
+            config=consumer_config(settings),
+            pull_sub=PullSub(batch_size=1, timeout=FETCH_TIMEOUT),
+            # Under this service's own inbox, the only one its NATS user may read.
+            inbox_prefix=settings.nats_pull_inbox_prefix(),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=decode_request,
+            title=title,
+            description=description,
+        )
 
-    @work
-    async def generate(
-        request: GenerationRequested,
-        message: NatsMessage,
-        # Not `faststream.nats.annotations.NatsBroker`: FastStream 0.7.8's AsyncAPI
-        # generation rejects that annotation (the handler itself accepts it).
-        broker: Annotated[Any, Context("broker")],
-    ) -> None:
-        await admission.admit(request, message, cast(NatsBroker, broker))
+        @work
+        async def generate(
+            request: GenerationRequested,
+            message: NatsMessage,
+            # Not `faststream.nats.annotations.NatsBroker`: FastStream 0.7.8's AsyncAPI
+            # generation rejects that annotation (the handler itself accepts it).
+            broker: Annotated[Any, Context("broker")],
+        ) -> None:
+            await admission.admit(request, message.raw_message, cast(NatsBroker, broker))
 
-    admission.set_intake(work.stop)
+        admission.set_intake(work.stop)
+    else:
+        declare_pulled(
+            router,
+            work_stream,
+            consumer_config(settings),
+            batch=1,
+            wait=FETCH_TIMEOUT,
+            title=title,
+            description=description,
+        )
 
     # No queue group: every worker hears every stop, and the ones holding it act.
     @router.subscriber(

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 
 __all__ = ["heartbeat"]
 
 
 @contextlib.asynccontextmanager
-async def heartbeat(message: NatsMessage, seconds: float) -> AsyncIterator[None]:
+async def heartbeat(message: Msg, seconds: float) -> AsyncIterator[None]:
     """`in_progress()` now and every `seconds`, so the ack wait never runs out meanwhile."""
 
     async def beat() -> None:
