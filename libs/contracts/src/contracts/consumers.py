@@ -49,7 +49,7 @@ class DurableConsumer:
 MEMORY = DurableConsumer(topology.CHAT_STREAM, topology.MEMORY_CONSUMER, subjects.CHAT_ALL)
 # Usage records every usage report in its ledger.
 USAGE = DurableConsumer(topology.USAGE_STREAM, topology.USAGE_CONSUMER, subjects.USAGE_REPORTED)
-# The work queue, shared by every inference worker (each worker pulls it by durable name: inference.intake).
+# The work queue, shared by every inference worker (each pulls it by durable name).
 INFERENCE = DurableConsumer(
     topology.WORK_STREAM, topology.INFERENCE_CONSUMER, subjects.GENERATE, named=False
 )
