@@ -116,6 +116,19 @@ def test_a_service_alone_with_a_bad_value_ends_with_one_line(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("program", ["devstack", "gateway"])
+def test_a_jwt_secret_shorter_than_32_bytes_is_refused_with_one_line(tmp_path, program):
+    secret = "x" * 31
+    env = _env(tmp_path, LIVECHAT_HTTP_PORT=str(free_port()), LIVECHAT_JWT_SECRET=secret)
+    code, lines, took = _run(["-m", program], env)
+    assert code == CONFIG_EXIT_CODE and took < QUICK_SECONDS
+    [line] = lines
+    said = "LIVECHAT_JWT_SECRET: 31 bytes, shorter than the 32 HS256 needs; make one with python"
+    assert said in line
+    assert secret not in line  # never echoed
+    assert not (tmp_path / "data" / "nats").exists()  # nothing was started
+
+
 def test_the_supervisor_does_not_restart_a_service_that_refused_its_configuration(tmp_path):
     stack = DevStack(DevSettings(data_dir=tmp_path, max_restarts=5), env={})
     refused = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({CONFIG_EXIT_CODE})"])

@@ -325,7 +325,7 @@ def test_token_command_refuses_a_secret_shorter_than_32_bytes(secret: str) -> No
     refused = subprocess.run(command, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stdout == ""
     [line] = refused.stderr.splitlines()  # one line, no PyJWT warning
-    assert f"LIVECHAT_JWT_SECRET is {len(secret)} bytes; HS256 needs at least 32" in line
+    assert f"LIVECHAT_JWT_SECRET: {len(secret)} bytes, shorter than the 32 HS256 needs" in line
     assert secret not in line
 
 

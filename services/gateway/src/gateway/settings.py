@@ -12,11 +12,14 @@ from contracts import LivechatSettings
 from contracts.aliases import DEFAULT_ALIASES
 from gateway.access.apikeys import parse_api_keys
 
-__all__ = ["MODEL_ALIASES", "GatewaySettings"]
+__all__ = ["MIN_SECRET_BYTES", "MODEL_ALIASES", "NEW_SECRET_COMMAND", "GatewaySettings"]
 
 # The default model aliases (docs/api.md); `GatewaySettings.model_table()` has the ones
 # in force (LIVECHAT_MODEL_ALIASES merged over these). The workers map them to providers.
 MODEL_ALIASES: tuple[str, ...] = tuple(DEFAULT_ALIASES)
+
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+NEW_SECRET_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class GatewaySettings(LivechatSettings):
@@ -80,6 +83,19 @@ class GatewaySettings(LivechatSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `${LIVECHAT_JWT_SECRET:-}`: empty means not configured.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough_to_sign(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short HS256 key can be brute-forced offline from any token: refused, not warned.
+        if value is not None:
+            size = len(value.get_secret_value().encode())
+            if size < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"{size} bytes, shorter than the {MIN_SECRET_BYTES} HS256 needs; make one "
+                    f"with {NEW_SECRET_COMMAND}"
+                )
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 
 from gateway.access.apikeys import ApiKeys
 from gateway.errors import ApiError, error_response
-from gateway.settings import GatewaySettings
+from gateway.settings import MIN_SECRET_BYTES, GatewaySettings
 from gateway.state import gateway_of
 from gateway.tasks import cancel_and_wait
 
@@ -46,7 +46,6 @@ LOCAL_USER = "local"
 JWT_ALGORITHM = "HS256"  # pinned: a token naming another algorithm (none, RS256) is refused
 ACCESS_TOKEN_PARAM = "access_token"
 MAX_USER_ID_CHARS = 255  # the ledger's user_id column (String(255))
-MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 
 
 class Unauthorized(ApiError):
@@ -77,8 +76,6 @@ class Authenticator:
         self._leeway = settings.jwt_leeway_seconds
         self._api_keys = ApiKeys(settings.api_keys)
         self.enabled = settings.auth_enabled
-        if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
-            log.warning("LIVECHAT_JWT_SECRET is shorter than %d bytes", MIN_SECRET_BYTES)
 
     def authenticate(self, conn: HTTPConnection) -> str:
         return self.identify(conn).user_id
