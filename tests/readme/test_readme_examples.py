@@ -78,7 +78,7 @@ async def _run(example: Example, folder: Path, address: str, env: dict[str, str]
     """The example's file, with the system's address, run in `folder`; what it printed."""
     script = folder / Path(example.path).name
     script.write_text(example.shown.replace(README_ADDRESS, address))
-    program = "bash" if script.suffix == ".sh" else sys.executable
+    program = "sh" if script.suffix == ".sh" else sys.executable  # as the README says
     process = await asyncio.create_subprocess_exec(
         program,
         str(script),

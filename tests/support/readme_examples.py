@@ -3,7 +3,7 @@
 In README.md an example is a fenced block right after a marker line
 `<!-- example docs/examples/NAME -->`; the block must equal that file. The fenced block
 right after a following `<!-- output -->` line is what running it shows. A `.sh` file
-runs with bash, a `.py` file with Python, and a `.ws` file is a WebSocket transcript
+runs with sh, a `.py` file with Python, and a `.ws` file is a WebSocket transcript
 (see `run_transcript`) that holds its own output.
 
 What is shown and what a run prints are compared after these rules, applied to both:
