@@ -1,0 +1,207 @@
+"""/socket.io/ with python-socketio's AsyncClient (polling and WebSocket transports)
+against a real gateway, NATS, the fake worker and fake backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+import socketio
+from pydantic import SecretStr
+
+SECRET = "socket-io-test-secret-of-at-least-32-bytes"
+TRANSPORTS = [["polling"], ["websocket"]]
+
+
+def reply_tokens(content: str) -> list[str]:
+    """What the fake worker (conftest.FakeWorker) answers, token by token."""
+    text = f"echo: {content}"
+    return [text[i : i + 3] for i in range(0, len(text), 3)]
+
+
+def token(sub: str) -> str:
+    now = datetime.now(UTC)
+    return jwt.encode({"sub": sub, "exp": now + timedelta(hours=1)}, SECRET, algorithm="HS256")
+
+
+class Client:
+    """A socket.io client that records every event the server emits to it."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, Any]] = []
+        self._arrived = asyncio.Condition()
+        self.sio.on("*", self._record)
+
+    async def _record(self, event: str, data: Any) -> None:
+        async with self._arrived:
+            self.events.append((event, data))
+            self._arrived.notify_all()
+
+    async def until(self, name: str, count: int = 1) -> list[Any]:
+        """The payloads of `name` once `count` of them arrived."""
+
+        def seen() -> list[Any]:
+            return [data for event, data in self.events if event == name]
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: len(seen()) >= count), 20)
+        return seen()
+
+    def names(self) -> list[str]:
+        return [event for event, _ in self.events]
+
+
+@asynccontextmanager
+async def connected(
+    base_url: str, transports: list[str], *, auth: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    client = Client()
+    await client.sio.connect(
+        base_url, transports=transports, auth=auth, socketio_path="socket.io", wait_timeout=20
+    )
+    try:
+        yield client
+    finally:
+        await client.sio.disconnect()
+
+
+def stream_of(client: Client) -> list[tuple[str, Any]]:
+    return [(e, d) for e, d in client.events if e.startswith("stream-")]
+
+
+@pytest.fixture
+async def quick_url(gateway_server) -> AsyncIterator[str]:
+    """A gateway that pings every second: python-socketio's client, on polling, waits
+    for the server's pending long poll (which a ping ends) when it disconnects."""
+    async with gateway_server(ws_idle_timeout_seconds=2.0) as url:
+        yield url
+
+
+@pytest.mark.parametrize("transports", TRANSPORTS, ids=["polling", "websocket"])
+async def test_a_stateless_stream_chat_streams_the_answer_to_the_caller(
+    quick_url, worker, transports
+):
+    async with connected(quick_url, transports) as client:
+        [hello] = await client.until("connected")
+        assert hello == {"socketId": client.sio.get_sid()}
+        messages = [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "tell me"},
+        ]
+        answer = await client.sio.call("stream-chat", {"messages": messages}, timeout=20)
+        assert answer == {"ok": True}
+        [complete] = await client.until("stream-complete")
+    events = stream_of(client)
+    assert events[0][0] == "stream-start"
+    start = events[0][1]
+    assert start["conversationId"].startswith("sio-")
+    assert (start["model"], start["provider"]) == ("demo", "fake")
+    chunks = [d for e, d in events if e == "stream-chunk"]
+    tokens = reply_tokens("tell me")
+    assert [c["content"] for c in chunks] == tokens
+    # Each chunk carries the answer so far.
+    assert [c["fullResponse"] for c in chunks] == [
+        "".join(tokens[: i + 1]) for i in range(len(tokens))
+    ]
+    assert all(c["isComplete"] is False for c in chunks)
+    assert complete["fullResponse"] == "".join(tokens)
+    assert complete["finishReason"] == "stop"
+    assert complete["usage"]["completion_tokens"] == len(tokens)
+    assert datetime.fromisoformat(complete["timestamp"])
+    # The messages are the context: handed to the worker, not stored anywhere.
+    [request] = worker.requests
+    assert request.content == "tell me"
+    assert request.persist is False
+    assert [(m.role, m.content) for m in request.history or ()] == [
+        ("system", "be brief"),
+        ("user", "hi"),
+        ("assistant", "hello"),
+    ]
+
+
+async def test_bad_stream_chat_gets_a_stream_error_and_publishes_nothing(
+    gateway_url, worker, counts
+):
+    before = await counts()
+    async with connected(gateway_url, ["websocket"]) as client:
+        await client.until("connected")
+        bad = [
+            {"messages": []},
+            {"messages": [{"role": "user", "content": "x" * 101}]},  # max_message_chars
+            {"messages": [{"role": "assistant", "content": "last is not the user's"}]},
+            {"messages": [{"role": "user", "content": "hi"}], "model": "nope"},
+            {"messages": [{"role": "user", "content": "hi"}], "roomName": "bad id!"},
+            "not an object",
+        ]
+        for data in bad:
+            answer = await client.sio.call("stream-chat", data, timeout=20)
+            assert "error" in answer, data
+        errors = await client.until("stream-error", len(bad))
+    assert [e["code"] for e in errors] == [
+        "validation_error",
+        "message_too_long",
+        "invalid_messages",
+        "unknown_model",
+        "validation_error",
+        "validation_error",
+    ]
+    assert all(e["retryable"] is False and e["message"] for e in errors)
+    assert await counts() == before
+    assert worker.requests == []
+
+
+async def test_two_sockets_in_a_room_see_one_stream_and_others_are_kept_out(
+    gateway_server, worker, backends
+):
+    secret = SecretStr(SECRET)
+    async with gateway_server(jwt_secret=secret, ws_idle_timeout_seconds=2.0) as url:
+        # Refused without a token, or with a bad one: connect_error, no socket.
+        for auth in (None, {"token": "not-a-jwt"}):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                async with connected(url, ["websocket"], auth=auth):
+                    pass
+        alice = {"token": token("alice")}
+        async with (
+            connected(url, ["polling"], auth=alice) as first,
+            # `?access_token=` works as well as the handshake's auth.
+            connected(f"{url}?access_token={token('alice')}", ["websocket"]) as second,
+            connected(url, ["websocket"], auth={"token": token("mallory")}) as other,
+        ):
+            joined = await first.sio.call("join-room", {"roomName": "room-1"}, timeout=20)
+            assert joined == {"ok": True, "roomName": "room-1"}
+            await second.sio.call(
+                "join-room", {"roomName": "room-1", "participantName": "Ann"}, timeout=20
+            )
+            [arrival] = await first.until("participant-joined")
+            assert arrival["participantName"] == "Ann"
+            assert arrival["socketId"] == second.sio.get_sid()
+            # Another user's conversation: 404 as everywhere, nothing of it.
+            refused = await other.sio.call("join-room", {"roomName": "room-1"}, timeout=20)
+            assert refused["error"]["code"] == "not_found"
+            chat = {"roomName": "room-1", "messages": [{"role": "user", "content": "hello"}]}
+            refused = await other.sio.call("stream-chat", chat, timeout=20)
+            assert refused["error"]["code"] == "not_found"
+
+            sent = await first.sio.call("stream-chat", chat, timeout=20)
+            assert sent == {"ok": True, "conversationId": "room-1"}
+            [done_first] = await first.until("stream-complete")
+            await second.until("stream-complete")
+            assert stream_of(first) == stream_of(second)
+            assert done_first["fullResponse"] == "".join(reply_tokens("hello"))
+            await asyncio.sleep(0.2)  # nothing of the room reaches the other user
+            assert [e for e in other.names() if e != "stream-error"] == ["connected"]
+    [request] = worker.requests
+    assert (request.conversation_id, request.user_id, request.content) == (
+        "room-1",
+        "alice",
+        "hello",
+    )
+    assert request.persist is True
