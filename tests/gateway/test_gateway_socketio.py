@@ -1,20 +1,30 @@
-"""/socket.io/ with python-socketio's AsyncClient (polling and WebSocket transports)
-against a real gateway, NATS, the fake worker and fake backends."""
+"""/socket.io/: python-socketio's AsyncClient (polling and WebSocket transports) against
+a real gateway, NATS, the fake worker and fake backends; then the real npm
+socket.io-client (tests/node/room.mjs) against the whole system with the demo model."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import socketio
 from pydantic import SecretStr
+from stacks import FAST_ENV, running_stack, wait_ready
+
+from devstack.runner import DevStack
 
 SECRET = "socket-io-test-secret-of-at-least-32-bytes"
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 TRANSPORTS = [["polling"], ["websocket"]]
 
 
@@ -205,3 +215,92 @@ async def test_two_sockets_in_a_room_see_one_stream_and_others_are_kept_out(
         "hello",
     )
     assert request.persist is True
+
+
+# --- the real socket.io-client (npm) against the whole system ----------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    assert shutil.which("node"), "node is needed for the socket.io-client test"
+    assert (NODE_DIR / "node_modules" / "socket.io-client").is_dir(), (
+        "tests/node has no node_modules: run `make install` (npm ci in tests/node)"
+    )
+    env = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET}
+    with running_stack(tmp_path_factory.mktemp("socketio-stack"), env) as running:
+        yield running
+
+
+async def _node(script: str, request: dict[str, Any]) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        script,
+        json.dumps(request),
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, (stdout + stderr).decode()
+    result: dict[str, Any] = json.loads(stdout)
+    return result
+
+
+async def test_socket_io_client_sees_one_stream_in_a_room_whole_and_stored(stack: DevStack):
+    await wait_ready(stack.gateway_url)
+    room = f"sio-room-{uuid.uuid4().hex[:8]}"
+    alice = token("alice")
+    result = await _node(
+        "room.mjs",
+        {
+            "url": stack.gateway_url,
+            "token": alice,
+            "otherToken": token("mallory"),
+            "room": room,
+            "content": "Tell me about mountain rivers",
+        },
+    )
+    assert result["status"] == "ok", result
+    first, second = result["first"], result["second"]
+    assert first[0] == ["connected", {"socketId": result["sockets"]["first"]}]
+    assert second[0] == ["connected", {"socketId": result["sockets"]["second"]}]
+    assert result["participant"]["participantName"] == "Bo"
+    assert result["participant"]["socketId"] == result["sockets"]["second"]
+    assert result["sent"] == {"ok": True, "conversationId": room}
+
+    def stream(events: list[list[Any]]) -> list[list[Any]]:
+        return [e for e in events if e[0] in ("stream-start", "stream-chunk", "stream-complete")]
+
+    # Both sockets saw the same stream, whole: from its start to its end.
+    assert stream(first) == stream(second)
+    names = [e[0] for e in stream(first)]
+    assert names[0] == "stream-start" and names[-1] == "stream-complete"
+    assert set(names[1:-1]) == {"stream-chunk"}
+    start, complete = stream(first)[0][1], stream(first)[-1][1]
+    assert (start["conversationId"], start["provider"]) == (room, "demo")
+    chunks = [e[1] for e in stream(first) if e[0] == "stream-chunk"]
+    assert "".join(c["content"] for c in chunks) == complete["fullResponse"]
+    assert chunks[-1]["fullResponse"] == complete["fullResponse"]
+
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {alice}"}
+        for _ in range(400):
+            response = await http.get(f"/v1/conversations/{room}", headers=headers)
+            messages = response.json().get("messages", []) if response.status_code == 200 else []
+            if len(messages) == 2 and messages[1]["status"] == "complete":
+                break
+            await asyncio.sleep(0.05)
+    user, answer = messages
+    assert (user["role"], user["content"]) == ("user", "Tell me about mountain rivers")
+    assert answer["id"] == start["messageId"]
+    assert answer["content"] == complete["fullResponse"]
+    assert answer["usage"] == complete["usage"]
+
+    # The errors: another user's room (404), a last message not the user's, a bad token.
+    assert result["refusedJoin"]["error"]["code"] == "not_found"
+    assert result["refusedJoinEvent"]["code"] == "not_found"
+    assert [e[0] for e in result["other"]] == ["connected", "stream-error"]
+    assert result["badEvent"]["code"] == "invalid_messages"
+    assert result["badEvent"]["retryable"] is False
+    assert result["badToken"]["refused"] is True
+    assert result["badToken"]["data"]["code"] == "unauthorized"
