@@ -1,4 +1,4 @@
-"""/socket.io/: python-socketio's AsyncClient (polling and WebSocket transports) against
+"""/socket.io/: python-socketio's client (polling and WebSocket transports) against
 a real gateway, NATS, the fake worker and fake backends; then the real npm
 socket.io-client (tests/node/room.mjs) against the whole system with the demo model."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -40,16 +41,21 @@ def token(sub: str) -> str:
 
 
 class Client:
-    """A socket.io client that records every event the server emits to it."""
+    """python-socketio's client, recording every event the server emits to it.
+
+    Its threaded client (requests, websocket-client), driven from the test through
+    threads: the asyncio one needs aiohttp, whose mere presence switches the Gemini
+    SDK of the inference tests to another HTTP stack.
+    """
 
     def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = socketio.Client(reconnection=False)
         self.events: list[tuple[str, Any]] = []
-        self._arrived = asyncio.Condition()
+        self._arrived = threading.Condition()
         self.sio.on("*", self._record)
 
-    async def _record(self, event: str, data: Any) -> None:
-        async with self._arrived:
+    def _record(self, event: str, data: Any) -> None:
+        with self._arrived:
             self.events.append((event, data))
             self._arrived.notify_all()
 
@@ -59,9 +65,16 @@ class Client:
         def seen() -> list[Any]:
             return [data for event, data in self.events if event == name]
 
-        async with self._arrived:
-            await asyncio.wait_for(self._arrived.wait_for(lambda: len(seen()) >= count), 20)
-        return seen()
+        def wait() -> list[Any]:
+            with self._arrived:
+                assert self._arrived.wait_for(lambda: len(seen()) >= count, 20), self.events
+                return seen()
+
+        return await asyncio.to_thread(wait)
+
+    async def call(self, event: str, data: Any) -> Any:
+        """Emit with an acknowledgement; its answer."""
+        return await asyncio.to_thread(self.sio.call, event, data, timeout=20)
 
     def names(self) -> list[str]:
         return [event for event, _ in self.events]
@@ -72,13 +85,18 @@ async def connected(
     base_url: str, transports: list[str], *, auth: dict[str, str] | None = None
 ) -> AsyncIterator[Client]:
     client = Client()
-    await client.sio.connect(
-        base_url, transports=transports, auth=auth, socketio_path="socket.io", wait_timeout=20
+    await asyncio.to_thread(
+        client.sio.connect,
+        base_url,
+        transports=transports,
+        auth=auth,
+        socketio_path="socket.io",
+        wait_timeout=20,
     )
     try:
         yield client
     finally:
-        await client.sio.disconnect()
+        await asyncio.to_thread(client.sio.disconnect)
 
 
 def stream_of(client: Client) -> list[tuple[str, Any]]:
@@ -106,7 +124,7 @@ async def test_a_stateless_stream_chat_streams_the_answer_to_the_caller(
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "tell me"},
         ]
-        answer = await client.sio.call("stream-chat", {"messages": messages}, timeout=20)
+        answer = await client.call("stream-chat", {"messages": messages})
         assert answer == {"ok": True}
         [complete] = await client.until("stream-complete")
     events = stream_of(client)
@@ -152,7 +170,7 @@ async def test_bad_stream_chat_gets_a_stream_error_and_publishes_nothing(
             "not an object",
         ]
         for data in bad:
-            answer = await client.sio.call("stream-chat", data, timeout=20)
+            answer = await client.call("stream-chat", data)
             assert "error" in answer, data
         errors = await client.until("stream-error", len(bad))
     assert [e["code"] for e in errors] == [
@@ -185,22 +203,20 @@ async def test_two_sockets_in_a_room_see_one_stream_and_others_are_kept_out(
             connected(f"{url}?access_token={token('alice')}", ["websocket"]) as second,
             connected(url, ["websocket"], auth={"token": token("mallory")}) as other,
         ):
-            joined = await first.sio.call("join-room", {"roomName": "room-1"}, timeout=20)
+            joined = await first.call("join-room", {"roomName": "room-1"})
             assert joined == {"ok": True, "roomName": "room-1"}
-            await second.sio.call(
-                "join-room", {"roomName": "room-1", "participantName": "Ann"}, timeout=20
-            )
+            await second.call("join-room", {"roomName": "room-1", "participantName": "Ann"})
             [arrival] = await first.until("participant-joined")
             assert arrival["participantName"] == "Ann"
             assert arrival["socketId"] == second.sio.get_sid()
             # Another user's conversation: 404 as everywhere, nothing of it.
-            refused = await other.sio.call("join-room", {"roomName": "room-1"}, timeout=20)
+            refused = await other.call("join-room", {"roomName": "room-1"})
             assert refused["error"]["code"] == "not_found"
             chat = {"roomName": "room-1", "messages": [{"role": "user", "content": "hello"}]}
-            refused = await other.sio.call("stream-chat", chat, timeout=20)
+            refused = await other.call("stream-chat", chat)
             assert refused["error"]["code"] == "not_found"
 
-            sent = await first.sio.call("stream-chat", chat, timeout=20)
+            sent = await first.call("stream-chat", chat)
             assert sent == {"ok": True, "conversationId": "room-1"}
             [done_first] = await first.until("stream-complete")
             await second.until("stream-complete")
