@@ -5,7 +5,6 @@ behind the aliases (GROQ_MODEL, GEMINI_MODEL), and LIVECHAT_HISTORY_MAX."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -152,18 +151,3 @@ async def test_history_max_keeps_the_newest_messages(stack: DevStack, groq: Fake
     # What the model is given as context is what is kept.
     last = groq.requests[-1].body["messages"]
     assert "question 0" not in [m["content"] for m in last]
-
-
-def test_prompt_file_is_read_from_disk(tmp_path: Path):
-    """Settings: the file's text is the prompt; both set, or a missing file, is refused."""
-    from pydantic import ValidationError
-
-    from inference import InferenceSettings
-
-    path = tmp_path / "p.txt"
-    path.write_text("  Be kind.\n", encoding="utf-8")
-    assert InferenceSettings(system_prompt_file=path).system_prompt == "Be kind."
-    with pytest.raises(ValidationError, match="not both"):
-        InferenceSettings(system_prompt="x", system_prompt_file=path)
-    with pytest.raises(ValidationError, match="cannot be read"):
-        InferenceSettings(system_prompt_file=tmp_path / "missing.txt")
