@@ -190,6 +190,8 @@ class SocketIoEndpoint:
 
     async def _join_room(self, sid: str, client: _Client, data: Any) -> dict[str, Any]:
         body = _parsed(JoinRoom, data)
+        if self._rooms.has(body.room_name, sid):
+            return {"ok": True, "roomName": body.room_name}  # joined already: no news
         await self._join(sid, client, body.room_name)
         joined = {"socketId": sid, "roomName": body.room_name, "userId": client.user_id}
         if body.participant_name is not None:
@@ -202,8 +204,8 @@ class SocketIoEndpoint:
     async def _join(self, sid: str, client: _Client, conversation_id: str) -> None:
         """In the room of the conversation: its owner (an unknown id becomes the caller's,
         as when sending to it), another user's is 404 as everywhere."""
-        if conversation_id in client.rooms:
-            return
+        if self._rooms.has(conversation_id, sid):
+            return  # joined, and the room's relay runs (one that failed is started again)
         gateway = self._gateway
         await gateway.owners.check(client.user_id, conversation_id)
         await self._rooms.join(gateway, conversation_id, sid)
