@@ -22,6 +22,8 @@ import socketio
 from pydantic import SecretStr
 from stacks import FAST_ENV, running_stack, wait_ready
 
+from contracts import ids, rpc
+from contracts.events import Usage
 from devstack.runner import DevStack
 
 SECRET = "socket-io-test-secret-of-at-least-32-bytes"
@@ -320,3 +322,42 @@ async def test_socket_io_client_sees_one_stream_in_a_room_whole_and_stored(stack
     assert result["badEvent"]["retryable"] is False
     assert result["badToken"]["refused"] is True
     assert result["badToken"]["data"]["code"] == "unauthorized"
+
+
+async def test_a_repeated_message_id_in_a_room_is_answered_as_stored(
+    quick_url, backends, worker, counts
+):
+    room, reply = "room-r", ids.reply_id("room-r", "m-1")
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    backends.add_conversation(
+        room,
+        (
+            rpc.StoredMessage(
+                id="m-1", role="user", content="hi", status="complete", created_at=created
+            ),
+            rpc.StoredMessage(
+                id=reply,
+                role="assistant",
+                content="stored answer",
+                status="complete",
+                created_at=created,
+                usage=Usage.of(3, 2),
+                finish_reason="stop",
+            ),
+        ),
+    )
+    before = await counts()
+    async with connected(quick_url, ["websocket"]) as client:
+        chat = {
+            "roomName": room,
+            "messageId": "m-1",
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        assert await client.call("stream-chat", chat) == {"ok": True, "conversationId": room}
+        [complete] = await client.until("stream-complete")
+    assert complete["messageId"] == reply
+    assert complete["fullResponse"] == "stored answer"
+    assert (complete["finishReason"], complete["usage"]["total_tokens"]) == ("stop", 5)
+    # Answered once: nothing asked of the workers again.
+    assert worker.requests == []
+    assert await counts() == before
