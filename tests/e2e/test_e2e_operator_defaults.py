@@ -4,6 +4,7 @@ behind the aliases (GROQ_MODEL, GEMINI_MODEL), and LIVECHAT_HISTORY_MAX."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,14 +141,23 @@ async def test_history_max_keeps_the_newest_messages(stack: DevStack, groq: Fake
     conversation = "defaults-history"
     for n in range(3):
         await _send(stack.gateway_url, conversation, content=f"question {n}", id=f"q{n}")
-    messages = await stored_messages(stack.gateway_url, conversation, HISTORY_MAX)
-    # Six stored, the two oldest pruned: the newest four, in order.
+    # Six stored, the two oldest pruned: the newest four, in order (the last answer is
+    # stored a moment after it was sent).
+    for _ in range(400):
+        messages = await stored_messages(stack.gateway_url, conversation, HISTORY_MAX)
+        if messages[0]["id"] == "q1":
+            break
+        await asyncio.sleep(0.05)
     assert [m["id"] for m in messages if m["role"] == "user"] == ["q1", "q2"]
     assert len(messages) == HISTORY_MAX
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
         listed = (await http.get("/v1/conversations")).json()["conversations"]
     [summary] = [c for c in listed if c["id"] == conversation]
     assert summary["message_count"] == HISTORY_MAX
-    # What the model is given as context is what is kept.
-    last = groq.requests[-1].body["messages"]
-    assert "question 0" not in [m["content"] for m in last]
+    # What the model is given as context next is what is kept.
+    before = len(groq.requests)
+    await _send(stack.gateway_url, conversation, content="question 3", id="q3")
+    [sent] = _groq_calls(groq, before)
+    contents = [m["content"] for m in sent["messages"]]
+    assert "question 0" not in contents
+    assert contents[-1] == "question 3"
