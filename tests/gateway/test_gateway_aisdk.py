@@ -314,13 +314,20 @@ async def _node(request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def _stored(base_url: str, chat_id: str, count: int) -> list[dict[str, Any]]:
+async def _stored(
+    base_url: str, chat_id: str, count: int, last: str | None = None
+) -> list[dict[str, Any]]:
+    """The active branch once it holds `count` final messages (and ends at `last`)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
         for _ in range(300):
             response = await http.get(f"/v1/conversations/{chat_id}")
             if response.status_code == 200:
                 messages: list[dict[str, Any]] = response.json()["messages"]
-                if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
+                if (
+                    len(messages) >= count
+                    and all(m["status"] != "streaming" for m in messages)
+                    and (last is None or messages[-1]["id"] == last)
+                ):
                     return messages
             await asyncio.sleep(0.05)
     raise AssertionError(f"chat {chat_id} never held {count} messages")
@@ -361,10 +368,12 @@ async def test_the_ai_sdk_streams_the_stored_answer_and_regenerates(stack: DevSt
     )
     assert regenerated["status"] == "stream", regenerated
     assert regenerated["message"]["id"] != message["id"]
-    stored = await _stored(stack.gateway_url, chat_id, 3)
-    assert [m["role"] for m in stored] == ["user", "assistant", "assistant"]
-    assert stored[2]["id"] == regenerated["message"]["id"]
-    assert stored[2]["content"] == regenerated["text"]
+    # The new answer is a sibling of the first, and ends the active branch.
+    again = regenerated["message"]["id"]
+    stored = await _stored(stack.gateway_url, chat_id, 2, last=again)
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == regenerated["text"]
+    assert stored[1]["siblings"] == {"index": 1, "count": 2, "ids": [message["id"], again]}
 
 
 async def test_a_dropped_stream_is_resumed_with_reconnect_to_stream(stack: DevStack):

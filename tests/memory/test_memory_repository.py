@@ -231,7 +231,8 @@ async def test_a_reply_keeps_how_it_ended(repository: SqlConversationRepository)
     by_id = {m.id: m for m in messages}
     for reply_id, user_message_id in [("r1", "m1"), ("r2", "m2"), ("r3", "m3"), ("r4", "m4")]:
         context = await repository.context(context_of(reply_id, user_message_id), 20)
-        assert context.existing_reply == by_id[reply_id]
+        # A reply read with its conversation carries its siblings too.
+        assert context.existing_reply == by_id[reply_id].model_copy(update={"siblings": None})
     # A redelivery ends nothing again: the first end stays.
     again = await repository.store_assistant_message(
         finished("c1", "r2", "m2", "a whole answer", seconds=3)
@@ -508,14 +509,16 @@ async def test_the_reply_endings_migration_keeps_the_replies_stored_before(
 
         async with engine.connect() as conn:
             versions = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).all()
-        assert [v.version_num for v in versions] == ["0004"]
+        assert [v.version_num for v in versions] == ["0005"]
         repository = SqlConversationRepository(engine)
         user, reply = (await get(repository, "c1")).messages
         assert (user.content, reply.content, reply.status) == ("one", "cut sh", "complete")
+        # The flat history became one branch of the message tree (0005).
+        assert (user.parent_id, reply.parent_id) == (None, "m1")
         assert reply.usage is not None and reply.usage.total_tokens == 15
         assert (reply.finish_reason, reply.error) == (None, None)
         context = await repository.context(context_of("r1", "m1"), 20)
-        assert context.existing_reply == reply
+        assert context.existing_reply == reply.model_copy(update={"siblings": None})
         # New replies keep their end beside the old ones.
         await repository.store_events(
             [
@@ -523,11 +526,8 @@ async def test_the_reply_endings_migration_keeps_the_replies_stored_before(
                 finished("c1", "r2", "m2", "cut", seconds=3, finish_reason="length"),
             ]
         )
-        assert [m.finish_reason for m in (await get(repository, "c1")).messages] == [
-            None,
-            None,
-            None,
-            "length",
-        ]
+        after = (await get(repository, "c1")).messages
+        assert [m.finish_reason for m in after] == [None, None, None, "length"]
+        assert [m.parent_id for m in after] == [None, "m1", "r1", "m2"]
     finally:
         await engine.dispose()

@@ -112,6 +112,11 @@ class UserMessageAccepted(Event):
     content: str
     created_at: datetime
     system_prompt: str | None = None
+    # Its place in the conversation's tree: `parent_id` None continues the active
+    # branch (from its end when memory stores it), unless `root`: a new first message
+    # (the edit of a first message). Events without them continue the active branch.
+    parent_id: Id | None = None
+    root: bool = False
 
 
 class GenerationFinished(Event):
@@ -130,6 +135,9 @@ class GenerationFinished(Event):
     usage: Usage
     created_at: datetime
     finished_at: datetime
+    # Another answer to a user message answered before: memory makes it the end of the
+    # active branch.
+    regenerated: bool = False
 
 
 class GenerationFailed(Event):
@@ -148,6 +156,7 @@ class GenerationFailed(Event):
     provider: str | None = None
     created_at: datetime
     finished_at: datetime
+    regenerated: bool = False
 
 
 ChatEvent: TypeAlias = Annotated[
@@ -179,6 +188,13 @@ class GenerationRequested(Event):
     history: tuple[ContextMessage, ...] | None = None
     persist: bool = True
     requested_at: datetime
+    # The user message's place in the tree (as in `UserMessageAccepted`): the context
+    # is the path from the root to its parent, found by memory even before it holds
+    # the message.
+    parent_id: Id | None = None
+    root: bool = False
+    # Another answer to a stored user message (a new sibling of its earlier replies).
+    regenerated: bool = False
 
 
 class CancelRequested(Event):

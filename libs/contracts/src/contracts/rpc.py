@@ -34,6 +34,7 @@ __all__ = [
     "Pong",
     "ReplyError",
     "Rpc",
+    "Siblings",
     "StoredMessage",
     "UsageExportReply",
     "UsageExportRequest",
@@ -61,6 +62,10 @@ class ContextRequest(Rpc):
     # The user message's text: what the knowledge base and personal memory are searched
     # for (memory may not hold the message yet). None: memory uses what it holds.
     query: str | None = None
+    # The user message's parent, for when memory does not hold the message yet (see
+    # `GenerationRequested`): None the end of the active branch, unless `root`.
+    parent_id: str | None = None
+    root: bool = False
 
 
 class ReplyError(BaseModel):
@@ -73,12 +78,26 @@ class ReplyError(BaseModel):
     retryable: bool
 
 
+class Siblings(BaseModel):
+    """A message's place among the messages of the same parent (oldest first)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    ids: tuple[str, ...]
+
+
 class StoredMessage(Rpc):
     id: str
     role: Role
     content: str
     status: MessageStatus
     created_at: datetime
+    # The message it follows in the conversation's tree (None: a first message).
+    parent_id: str | None = None
+    # Set in the messages of a conversation read (the active branch).
+    siblings: Siblings | None = None
     model: str | None = None
     provider: str | None = None
     usage: Usage | None = None
@@ -91,7 +110,8 @@ class StoredMessage(Rpc):
 
 class ContextReply(Rpc):
     system_prompt: str | None = None
-    # The last `limit` messages before the user message (oldest first), without it.
+    # The last `limit` messages of the path from the first message to the user
+    # message's parent (oldest first), without it.
     messages: tuple[ContextMessage, ...] = ()
     # The reply if memory already holds it in a final state (a redelivered request).
     existing_reply: StoredMessage | None = None
@@ -127,7 +147,8 @@ class ConversationListReply(Rpc):
 class ConversationGetRequest(Rpc):
     user_id: str
     conversation_id: str
-    # None: every message; else the newest `limit` messages (before `before`, a message id).
+    # The active branch: None every message of it; else its newest `limit` messages
+    # (before `before`, a message id of it).
     limit: int | None = Field(default=None, ge=1, le=1000)
     before: str | None = None
     # Only these messages (a lookup by id, whatever the conversation's size); with
@@ -159,12 +180,16 @@ class ConversationUpdateRequest(Rpc):
     conversation_id: str
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX_CHARS)
     system_prompt: str | None = Field(default=None, max_length=SYSTEM_PROMPT_MAX_CHARS)
+    # The active branch becomes the one ending at (or going through) this message.
+    active_message_id: str | None = None
 
 
 class ConversationWriteReply(Rpc):
     # None when the conversation does not exist or belongs to someone else.
     conversation: ConversationSummary | None
     created: bool = False
+    # The update named an `active_message_id` the conversation does not hold.
+    unknown_message: bool = False
 
 
 class ConversationDeleteRequest(Rpc):

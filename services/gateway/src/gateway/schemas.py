@@ -25,6 +25,7 @@ __all__ = [
     "MessageOut",
     "NotReadyOut",
     "ReadyOut",
+    "RegenerateIn",
     "ReplyOut",
     "Strict",
     "UsageOut",
@@ -34,6 +35,7 @@ __all__ = [
     "WsMessage",
     "WsPing",
     "WsRead",
+    "WsRegenerate",
     "WsSubscribe",
     "WsTyping",
     "public",
@@ -59,6 +61,23 @@ class MessageIn(Strict):
     system_prompt: str | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     # allow_inf_nan: NaN would pass both bounds (every comparison with it is false).
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    # The message it follows: absent, the end of the active branch; an earlier one
+    # starts a branch there (an edit); null, a new first message.
+    parent_id: Id | None = None
+
+    @property
+    def root(self) -> bool:
+        """A new first message: `parent_id` given as null."""
+        return self.parent_id is None and "parent_id" in self.model_fields_set
+
+
+class RegenerateIn(Strict):
+    """The body of POST /v1/conversations/{id}/messages/{message_id}/regenerate (optional)."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
 
 
@@ -88,6 +107,12 @@ class WsCancel(Strict):
     conversation_id: Id
 
 
+class WsRegenerate(RegenerateIn):
+    type: Literal["regenerate"]
+    conversation_id: Id
+    message_id: Id
+
+
 class WsRead(Strict):
     type: Literal["read"]
     conversation_id: Id
@@ -95,7 +120,8 @@ class WsRead(Strict):
 
 
 WsFrame: TypeAlias = Annotated[
-    WsMessage | WsPing | WsSubscribe | WsTyping | WsRead | WsCancel, Field(discriminator="type")
+    WsMessage | WsPing | WsSubscribe | WsTyping | WsRead | WsCancel | WsRegenerate,
+    Field(discriminator="type"),
 ]
 WS_FRAME: TypeAdapter[WsFrame] = TypeAdapter(WsFrame)
 

@@ -102,6 +102,7 @@ class _Record(TypedDict):
     model: str
     created_at: datetime
     finished_at: datetime
+    regenerated: bool
 
 
 class Worker:
@@ -310,6 +311,9 @@ class Worker:
                 limit=self._settings.context_messages,
                 # What memory searches its knowledge base and personal memory for.
                 query=request.content,
+                # The branch of the message, for when memory does not hold it yet.
+                parent_id=request.parent_id,
+                root=request.root,
             )
             try:
                 answer = await broker.request(
@@ -418,6 +422,7 @@ class Worker:
             model=run.alias,
             created_at=run.created_at,
             finished_at=max(self._clock.now(), run.created_at),
+            regenerated=request.regenerated,
         )
 
     async def _end(self, run: _Run, spent: Spent | None, event: DoneEvent | ErrorEvent) -> None:

@@ -31,7 +31,10 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def read_model(request: Request, model: type[M], max_bytes: int) -> M:
+async def read_model(
+    request: Request, model: type[M], max_bytes: int, *, empty_ok: bool = False
+) -> M:
+    """The body as `model`; `empty_ok`: no body at all is `{}` (every field optional)."""
     content_type = request.headers.get("content-type")
     # No Content-Type at all is read as JSON (curl, simple clients); a declared other
     # type is refused rather than guessed at.
@@ -48,7 +51,10 @@ async def read_model(request: Request, model: type[M], max_bytes: int) -> M:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        return model.model_validate_json(b"".join(chunks))
+        if empty_ok and not raw.strip():
+            return model.model_validate({})
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise from_validation_error(exc) from None

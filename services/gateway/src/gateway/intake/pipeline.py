@@ -20,6 +20,7 @@ from gateway.fanout.reply import find_final, reply_filter
 from gateway.fanout.resume import in_flight
 from gateway.intake.checks import check_message
 from gateway.intake.limits import Limits
+from gateway.intake.lookup import find_message
 from gateway.intake.publisher import Submission
 from gateway.schemas import MessageIn
 from gateway.state import Gateway
@@ -87,6 +88,8 @@ async def admit(
         await gateway.owners.check(user_id, conversation_id)  # another user's: 404
         if body.id is not None:  # a repeat is answered once
             earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
+        if body.parent_id is not None:  # a branch starts at a message of this conversation
+            await find_message(gateway, user_id, conversation_id, body.parent_id)
     if earlier is None or not earlier.repeat:  # a retry is counted once
         await limits.check(user_id)  # 429 before anything is published
     return Admitted(user_id, conversation_id, body, model, earlier)

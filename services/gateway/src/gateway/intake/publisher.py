@@ -97,6 +97,8 @@ class Publisher:
             content=body.content,
             created_at=now,
             system_prompt=body.system_prompt,
+            parent_id=body.parent_id,
+            root=body.root,
         )
         requested = GenerationRequested(
             message_id=reply,
@@ -111,6 +113,8 @@ class Publisher:
                 temperature=body.temperature,
             ),
             requested_at=now,
+            parent_id=body.parent_id,
+            root=body.root,
         )
 
         def dedupe_id(kind: str) -> str:

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
+from memory.history.branches import path_up, with_siblings
 from memory.history.statements import FINAL_STATUSES
 from memory.history.store import (
     CachedWindow,
@@ -305,20 +306,19 @@ class CachedConversationStore:
     async def get_conversation(
         self, request: rpc.ConversationGetRequest
     ) -> rpc.ConversationGetReply:
+        # The active branch from a window that holds every message (its siblings too).
         if request.before is None and request.message_ids is None:
             window = await self._window(request.conversation_id)
             if window is not None:
                 if window.user_id != request.user_id:
                     return rpc.ConversationGetReply(conversation=None)
-                held = window.messages
-                if request.limit is None and window.complete:
-                    return rpc.ConversationGetReply(conversation=window.conversation, messages=held)
-                if request.limit is not None and (request.limit <= len(held) or window.complete):
-                    page = held[-request.limit :]
+                if window.complete:
+                    by_id = {m.id: m for m in window.messages}
+                    path, has_more = path_up(by_id, window.active_message_id, request.limit)
                     return rpc.ConversationGetReply(
                         conversation=window.conversation,
-                        messages=page,
-                        has_more=len(page) < len(held) or not window.complete,
+                        messages=with_siblings(reversed(path), _children(window.messages)),
+                        has_more=has_more,
                     )
         return await self._inner.get_conversation(request)
 
@@ -344,6 +344,13 @@ class CachedConversationStore:
         return await self._inner.held(conversation_id, message_ids)
 
 
+def _children(messages: Sequence[rpc.StoredMessage]) -> dict[str | None, list[str]]:
+    children: dict[str | None, list[str]] = {}
+    for message in messages:  # oldest first
+        children.setdefault(message.parent_id, []).append(message.id)
+    return children
+
+
 def _context_from(
     window: CachedWindow, request: rpc.ContextRequest, limit: int, *, unstored: bool = False
 ) -> rpc.ContextReply | None:
@@ -352,30 +359,39 @@ def _context_from(
     `unstored`: SQL holds neither the user message nor the reply."""
     messages = window.messages
     prompt = window.conversation.system_prompt
-    reply = next((m for m in messages if m.id == request.reply_id), None)
+    by_id = {m.id: m for m in messages}
+    reply = by_id.get(request.reply_id)
     if reply is not None and (reply.role != "assistant" or reply.status not in FINAL_STATUSES):
         reply = None
-    ids = [m.id for m in messages]
-    if request.user_message_id in ids:
-        before = messages[: ids.index(request.user_message_id)]
+    question = by_id.get(request.user_message_id)
+    if question is not None:
+        start = question.parent_id
     elif window.complete or unstored:
-        before = messages  # memory does not hold the user message yet: it is the newest
+        # Memory does not hold the user message yet: where it will put it.
+        start = None if request.root else request.parent_id or window.active_message_id
     elif reply is not None:
         # Answered already: the worker stops at the reply, the history does not matter.
         return rpc.ContextReply(system_prompt=prompt, existing_reply=reply)
     else:
         return None  # older than the window, or not held yet: SQL knows
-    history = [
-        m
-        for m in before
-        if m.id != request.reply_id
-        and not (m.role == "assistant" and (m.status == "failed" or m.content == ""))
-    ]
-    if len(history) < limit and not window.complete:
-        return None
-    kept = history[len(history) - limit :] if limit else []
+    # The path up from the parent, newest first, until `limit` messages are kept.
+    kept: list[rpc.StoredMessage] = []
+    current, seen = start, set()
+    while current is not None and len(kept) < limit and current not in seen:
+        seen.add(current)
+        message = by_id.get(current)
+        if message is None:
+            if window.complete:
+                break  # its parent is gone (pruned): the path starts here
+            return None  # above the window: SQL knows
+        current = message.parent_id
+        if message.id in (request.reply_id, request.user_message_id) or (
+            message.role == "assistant" and (message.status == "failed" or message.content == "")
+        ):
+            continue
+        kept.append(message)
     return rpc.ContextReply(
         system_prompt=prompt,
-        messages=tuple(ContextMessage(role=m.role, content=m.content) for m in kept),
+        messages=tuple(ContextMessage(role=m.role, content=m.content) for m in reversed(kept)),
         existing_reply=reply,
     )

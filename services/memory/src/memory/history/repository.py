@@ -22,7 +22,9 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    false,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -54,6 +56,7 @@ from contracts.rpc import (
     ReplyError,
     StoredMessage,
 )
+from memory.history.branches import branch_end, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.exchanges import ExchangeReads
 from memory.history.statements import (
@@ -174,19 +177,33 @@ class SqlConversationRepository:
     async def update_conversation(
         self, request: ConversationUpdateRequest
     ) -> ConversationWriteReply:
-        c = _conversations.c
+        c, m = _conversations.c, _messages.c
         values: dict[str, Any] = {"revision": c.revision + 1}
         if request.title is not None:
             values["title"] = _text(request.title)
         if request.system_prompt is not None:
             values["system_prompt"] = _prompt(request.system_prompt)
-        statement = (
-            update(_conversations)
-            .where(c.id == request.conversation_id, c.user_id == request.user_id)
-            .values(values)
-        )
+        mine = and_(c.id == request.conversation_id, c.user_id == request.user_id)
         async with self._engine.begin() as conn:
-            await conn.execute(statement)
+            through = request.active_message_id
+            if through is not None and await conn.scalar(select(exists().where(mine))):
+                tree = (
+                    await conn.execute(
+                        select(m.id, m.parent_id)
+                        .where(m.conversation_id == request.conversation_id)
+                        .order_by(m.created_at, m.id)
+                    )
+                ).all()
+                children: dict[str | None, list[str]] = {}
+                for row in tree:
+                    children.setdefault(row.parent_id, []).append(row.id)
+                if not any(row.id == through for row in tree):
+                    return ConversationWriteReply(
+                        conversation=await _summary(conn, request.conversation_id, request.user_id),
+                        unknown_message=True,
+                    )
+                values["active_message_id"] = branch_end(children, through)
+            await conn.execute(update(_conversations).where(mine).values(values))
             summary = await _summary(conn, request.conversation_id, request.user_id)
         return ConversationWriteReply(conversation=summary)
 
@@ -258,7 +275,14 @@ class SqlConversationRepository:
         }
         if limit > 0:
             query = self._sql.context
-            params |= {"user_message_id": request.user_message_id, "limit": limit}
+            params |= {
+                "user_message_id": request.user_message_id,
+                "parent_id": request.parent_id,
+                "root": request.root,
+                "limit": limit,
+                # Failed and empty replies on the path are skipped: room for some.
+                "walk": limit * 4 + 8,
+            }
         else:
             query = self._sql.context_without_history
         rows = await self._rows(query, params)
@@ -293,6 +317,7 @@ class SqlConversationRepository:
         return CachedWindow(
             user_id=row.user_id,
             revision=row.revision,
+            active_message_id=row.active_message_id,
             conversation=summary,
             messages=messages,
             complete=not has_more,
@@ -347,10 +372,79 @@ class SqlConversationRepository:
             summary = await _summary(conn, request.conversation_id, request.user_id)
             if summary is None:
                 return ConversationGetReply(conversation=None)
-            messages, has_more = await _page(
-                conn, request.conversation_id, request.limit, request.before, request.message_ids
+            if request.message_ids is not None:
+                messages, has_more = await _page(
+                    conn,
+                    request.conversation_id,
+                    request.limit,
+                    request.before,
+                    request.message_ids,
+                )
+            else:
+                messages, has_more = await _branch(
+                    conn, request.conversation_id, request.limit, request.before
+                )
+            messages = with_siblings(
+                messages, await _children(conn, request.conversation_id, messages)
             )
         return ConversationGetReply(conversation=summary, messages=messages, has_more=has_more)
+
+
+async def _branch(
+    conn: AsyncConnection, conversation_id: str, limit: int | None, before: str | None
+) -> tuple[tuple[StoredMessage, ...], bool]:
+    """The active branch in order: its newest `limit` messages (None: all), before
+    message `before` (of the branch: the path up from its parent)."""
+    c, m = _conversations.c, _messages.c
+    if before is None:
+        start: Any = select(c.active_message_id).where(c.id == conversation_id).scalar_subquery()
+    else:
+        start = (
+            select(m.parent_id)
+            .where(m.conversation_id == conversation_id, m.id == before)
+            .scalar_subquery()
+        )
+    path = (
+        select(*m, literal_column("0").label("depth"))
+        .where(m.conversation_id == conversation_id, m.id == start)
+        .cte("branch", recursive=True)
+    )
+    up = _messages.alias("up")
+    step = select(*up.c, (path.c.depth + 1).label("depth")).where(
+        up.c.conversation_id == conversation_id, up.c.id == path.c.parent_id
+    )
+    if limit is not None:
+        step = step.where(path.c.depth < limit)  # one more: tells `has_more`
+    path = path.union_all(step)
+    rows = (await conn.execute(select(path).order_by(path.c.depth))).all()
+    newest = [_stored(row._mapping) for row in rows]
+    has_more = limit is not None and len(newest) > limit
+    if has_more:
+        newest = newest[:limit]
+    return tuple(reversed(newest)), has_more
+
+
+async def _children(
+    conn: AsyncConnection, conversation_id: str, messages: Sequence[StoredMessage]
+) -> dict[str | None, list[str]]:
+    """The ids of the messages of each of `messages`' parents, oldest first."""
+    m = _messages.c
+    parents = {message.parent_id for message in messages}
+    if not parents:
+        return {}
+    named = [parent for parent in parents if parent is not None]
+    of_parent: Any = m.parent_id.in_(named) if named else false()
+    if None in parents:
+        of_parent = or_(of_parent, m.parent_id.is_(None))
+    rows = await conn.execute(
+        select(m.id, m.parent_id)
+        .where(m.conversation_id == conversation_id, of_parent)
+        .order_by(m.created_at, m.id)
+    )
+    children: dict[str | None, list[str]] = {}
+    for row in rows:
+        children.setdefault(row.parent_id, []).append(row.id)
+    return children
 
 
 def _read_rows(
@@ -482,6 +576,7 @@ def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
         content=get("content"),
         status=get("status"),
         created_at=get("created_at"),
+        parent_id=get("parent_id"),
         model=get("model"),
         provider=get("provider"),
         usage=usage,

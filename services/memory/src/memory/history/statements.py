@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Executable,
     Integer,
     String,
@@ -129,15 +130,38 @@ class Statements:
             .on_conflict_do_nothing(index_elements=["id"])
         )
         ids: Any = bindparam("ids", expanding=True)
-        # ids (a list) -> (id, user_id, NULL) of those that exist and (id, NULL, deleted_at)
-        # of those deleted.
+        # ids (a list) -> (id, user_id, NULL, active_message_id, its created_at) of those
+        # that exist and (id, NULL, deleted_at, NULL, NULL) of those deleted.
+        tip_at = (
+            select(m.created_at)
+            .where(m.conversation_id == c.id, m.id == c.active_message_id)
+            .scalar_subquery()
+        )
         self.owners: Executable = union_all(
-            select(c.id, c.user_id, type_coerce(null(), UtcDateTime()).label("deleted_at")).where(
-                c.id.in_(ids)
-            ),
-            select(d.id, type_coerce(null(), Text()).label("user_id"), d.deleted_at).where(
-                d.id.in_(ids)
-            ),
+            select(
+                c.id,
+                c.user_id,
+                type_coerce(null(), UtcDateTime()).label("deleted_at"),
+                c.active_message_id,
+                type_coerce(tip_at, UtcDateTime()).label("tip_at"),
+            ).where(c.id.in_(ids)),
+            select(
+                d.id,
+                type_coerce(null(), Text()).label("user_id"),
+                d.deleted_at,
+                type_coerce(null(), String()).label("active_message_id"),
+                type_coerce(null(), UtcDateTime()).label("tip_at"),
+            ).where(d.id.in_(ids)),
+        )
+        # conversation_id, id -> the message's parent and time (a late message's place).
+        self.placed: Executable = select(m.parent_id, m.created_at).where(
+            m.conversation_id == bindparam("conversation_id"), m.id == bindparam("id")
+        )
+        # in_conversation, child, parent -> the message `child` follows `parent`.
+        self.reparent: Executable = (
+            update(_messages)
+            .where(m.conversation_id == bindparam("in_conversation"), m.id == bindparam("child"))
+            .values(parent_id=bindparam("parent"))
         )
         written = (m.conversation_id, m.id)
         # messages rows -> the keys of the user messages inserted (not already held).
@@ -155,11 +179,22 @@ class Statements:
             # Constants in the SQL text: an executemany takes no list parameter.
             where=m.status.not_in([literal_column(f"'{status}'") for status in FINAL_STATUSES]),
         ).returning(*written)
+        # in_conversation, question_id (a user message), reply_id -> the user messages that
+        # follow the user message (sent while its reply was in flight) follow the reply.
+        self.follow_reply: Executable = (
+            update(_messages)
+            .where(
+                m.conversation_id == bindparam("in_conversation"),
+                m.parent_id == bindparam("question_id"),
+                m.role == "user",
+            )
+            .values(parent_id=bindparam("reply_id"))
+        )
         at = bindparam("at", type_=UtcDateTime())
         title: Any = bindparam("title", type_=String())
-        # conversation_id, at, title, system_prompt (rows) -> updated_at moved forward to
-        # `at` (never back); an empty title filled with `title` unless NULL; the system
-        # prompt replaced unless NULL.
+        # conversation_id, at, title, system_prompt, active (rows) -> updated_at
+        # moved forward to `at` (never back); an empty title filled with `title` unless
+        # NULL; the system prompt and the active branch's end replaced unless NULL.
         self.touch: Executable = (
             update(_conversations)
             .where(c.id == bindparam("conversation_id"))
@@ -170,6 +205,9 @@ class Statements:
                 system_prompt=func.coalesce(
                     bindparam("system_prompt", type_=Text()), c.system_prompt
                 ),
+                active_message_id=func.coalesce(
+                    bindparam("active", type_=String()), c.active_message_id
+                ),
             )
         )
         self.context: Executable = _context()
@@ -177,10 +215,10 @@ class Statements:
 
 
 def _context(*, with_history: bool = True) -> Executable:
-    """conversation_id, user_id, reply_id, user_message_id, limit -> one row per message of
-    the history (oldest first; one row with NULLs if none), each with the conversation's
-    system prompt and the reply's columns if it is already final; no row when the
-    conversation is unknown or another user's."""
+    """conversation_id, user_id, reply_id, user_message_id, parent_id, root, limit, walk ->
+    one row per message of the history (oldest first; one row with NULLs if none), each
+    with the conversation's system prompt and the reply's columns if it is already final;
+    no row when the conversation is unknown or another user's."""
     c = _conversations.c
     reply = _messages.alias("reply")
     r = reply.c
@@ -199,7 +237,7 @@ def _context(*, with_history: bool = True) -> Executable:
         history = _history()
         source = source.outerjoin(history, true())
         columns += [history.c.role, history.c.content]
-        order = [history.c.created_at, history.c.id]
+        order = [history.c.depth.desc()]
     return (
         select(*columns)
         .select_from(source)
@@ -209,34 +247,60 @@ def _context(*, with_history: bool = True) -> Executable:
 
 
 def _history() -> Any:
-    """The newest `limit` messages before the user message: the context of its reply."""
+    """The newest `limit` messages of the path from the first message to the user
+    message's parent: the context of its reply (nothing from other branches)."""
     m = _messages.c
+    conversation_id: Any = bindparam("conversation_id")
     user_message_id: Any = bindparam("user_message_id")
-    # The user message's time; NULL when memory has not stored it yet (it lags the
-    # worker): then the message is the newest, and the latest ones are the history.
-    anchor_row = _messages.alias("anchor")
-    anchor = (
-        select(anchor_row.c.created_at)
-        .where(
-            anchor_row.c.conversation_id == bindparam("conversation_id"),
-            anchor_row.c.id == user_message_id,
-        )
+    # The parent: the stored user message's; when memory does not hold it yet (it lags
+    # the worker), the one the request names, else none (`root`), else the end of the
+    # active branch (where memory will put it).
+    question = _messages.alias("question")
+    q = question.c
+    held = (
+        select(q.parent_id)
+        .where(q.conversation_id == conversation_id, q.id == user_message_id)
         .scalar_subquery()
     )
-    return (
-        select(m.role, m.content, m.created_at, m.id)
-        .where(
-            m.conversation_id == bindparam("conversation_id"),
-            m.id != user_message_id,
-            m.id != bindparam("reply_id"),
-            not_(and_(m.role == "assistant", or_(m.status == "failed", m.content == ""))),
-            or_(
-                anchor.is_(None),
-                m.created_at < anchor,
-                and_(m.created_at == anchor, m.id < user_message_id),
-            ),
+    tip = (
+        select(_conversations.c.active_message_id)
+        .where(_conversations.c.id == conversation_id)
+        .scalar_subquery()
+    )
+    is_held = exists().where(q.conversation_id == conversation_id, q.id == user_message_id)
+    start = case(
+        (is_held, held),
+        (bindparam("root", type_=Boolean()), null()),
+        else_=func.coalesce(bindparam("parent_id", type_=String()), tip),
+    )
+    first = select(*_path_columns(m), literal_column("0").label("depth")).where(
+        m.conversation_id == conversation_id, m.id == start
+    )
+    path = first.cte("path", recursive=True)
+    up = _messages.alias("up")
+    u = up.c
+    # `walk` bounds the way up: the context is the newest messages of the path, so a
+    # long conversation is not read to its first message.
+    path = path.union_all(
+        select(*_path_columns(u), (path.c.depth + 1).label("depth")).where(
+            u.conversation_id == conversation_id,
+            u.id == path.c.parent_id,
+            path.c.depth < bindparam("walk", type_=Integer()),
         )
-        .order_by(m.created_at.desc(), m.id.desc())
+    )
+    p = path.c
+    return (
+        select(p.role, p.content, p.depth)
+        .where(
+            p.id != user_message_id,
+            p.id != bindparam("reply_id"),
+            not_(and_(p.role == "assistant", or_(p.status == "failed", p.content == ""))),
+        )
+        .order_by(p.depth)
         .limit(bindparam("limit", type_=Integer()))
         .subquery("history")
     )
+
+
+def _path_columns(columns: Any) -> list[Any]:
+    return [columns.id, columns.parent_id, columns.role, columns.content, columns.status]

@@ -74,6 +74,9 @@ class CachedWindow(BaseModel):
 
     user_id: str
     revision: int
+    # The end of the active branch (required: a window cached before the message tree
+    # does not validate, so it is read again).
+    active_message_id: str | None
     conversation: rpc.ConversationSummary
     # Oldest first; `complete` when they are all the conversation's messages.
     messages: tuple[rpc.StoredMessage, ...]

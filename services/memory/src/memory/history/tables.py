@@ -34,6 +34,8 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # Moves up with every change: a cached copy of an older revision is never stored.
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The end of the active branch of the message tree (NULL: no message yet).
+    active_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_conversations_user_updated", "user_id", "updated_at"),
@@ -76,9 +78,14 @@ class Message(Base):
     error_code: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_retryable: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The message it follows in the tree (NULL: a first message); a reply's is the user
+    # message it answers (`reply_to`).
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "created_at", "id"),
         # A message's replies (personal memory pairs each user message with its reply).
         Index("ix_messages_reply", "conversation_id", "reply_to"),
+        # A message's children (siblings, the way down a branch).
+        Index("ix_messages_parent", "conversation_id", "parent_id"),
     )

@@ -6,6 +6,12 @@ never replaced, an event into another user's conversation is ignored, a
 conversation's activity time only moves forward, and (LIVECHAT_HISTORY_MAX) only its
 newest messages are kept. Events that repeat a message key
 already in the batch go into a later round, so that order still decides.
+
+The message tree: a user message without a parent follows the end of the active
+branch (then ends it); a reply follows the user message it answers, and ends the
+branch when that message did (or when it is a regeneration). A user message sent
+while the reply to the one before was in flight follows that reply once it is
+stored, so quick messages still make one branch.
 """
 
 from __future__ import annotations
@@ -86,9 +92,13 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
     conn.execute(sql.claim, list(claims.values()))
     owners: dict[str, str] = {}
     deleted: dict[str, datetime] = {}
+    tips: dict[str, _Tip | None] = {}  # the end of each active branch
     for row in conn.execute(sql.owners, {"ids": list(claims)}):
         if row.deleted_at is None:
             owners[row.id] = row.user_id
+            tips[row.id] = (
+                None if row.active_message_id is None else (row.active_message_id, row.tip_at)
+            )
         else:
             deleted[row.id] = row.deleted_at
 
@@ -102,8 +112,60 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
         for event in events
         if owners.get(event.conversation_id) == event.user_id and not stale(event)
     ]
-    users = [_message_row(e) for e in allowed if isinstance(e, UserMessageAccepted)]
-    replies = [_message_row(e) for e in allowed if not isinstance(e, UserMessageAccepted)]
+    users: list[dict[str, Any]] = []
+    replies: list[dict[str, Any]] = []
+    followed: list[dict[str, Any]] = []  # replies the user messages sent meanwhile follow
+    reparented: list[dict[str, Any]] = []  # messages a late message comes before
+    moved: dict[str, str] = {}  # the new ends of active branches
+    pending: dict[tuple[str, str], dict[str, Any]] = {}  # this round's rows
+    for event in allowed:
+        conversation_id, tip = event.conversation_id, tips.get(event.conversation_id)
+        message = _message_row(event)
+        key = (conversation_id, event.message_id)
+        if isinstance(event, UserMessageAccepted):
+            if event.parent_id is not None or event.root:
+                message["parent_id"] = event.parent_id
+            elif tip is None or tip[1] <= event.created_at:
+                message["parent_id"] = None if tip is None else tip[0]
+            else:
+                # Stored late (a redelivery after later ones): in the active branch at
+                # its time, before the messages sent after it.
+                parent, child = _place_late(conn, sql, pending, conversation_id, tip[0], event)
+                message["parent_id"] = parent
+                pending[key] = message
+                if child is not None:
+                    later = pending.get((conversation_id, child))
+                    if later is not None:
+                        later["parent_id"] = event.message_id
+                    else:
+                        reparented.append(
+                            {
+                                "in_conversation": conversation_id,
+                                "child": child,
+                                "parent": event.message_id,
+                            }
+                        )
+                users.append(message)
+                continue
+            users.append(message)
+            pending[key] = message
+            tips[conversation_id] = (event.message_id, event.created_at)
+            moved[conversation_id] = event.message_id
+            continue
+        message["parent_id"] = event.reply_to
+        pending[key] = message
+        replies.append(message)
+        if tip is None or tip[0] == event.reply_to or event.regenerated:
+            tips[conversation_id] = (event.message_id, event.created_at)
+            moved[conversation_id] = event.message_id
+        if not event.regenerated:
+            followed.append(
+                {
+                    "in_conversation": conversation_id,
+                    "question_id": event.reply_to,
+                    "reply_id": event.message_id,
+                }
+            )
     written: set[tuple[str, str]] = set()
     if users:
         rows = conn.execute(sql.insert_users, users)
@@ -111,6 +173,10 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
     if replies:
         rows = conn.execute(sql.upsert_assistants, replies)
         written.update((row.conversation_id, row.id) for row in rows)
+    if followed:
+        conn.execute(sql.follow_reply, followed)
+    if reparented:
+        conn.execute(sql.reparent, reparented)
 
     # 3. Move each touched conversation's activity forward (once per conversation).
     touches: dict[str, _Touch] = {}
@@ -150,6 +216,7 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
                     "at": touch.at,
                     "title": touch.title,
                     "system_prompt": touch.system_prompt,
+                    "active": moved.get(conversation_id),
                 }
                 for conversation_id, touch in touches.items()
             ],
@@ -160,6 +227,45 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
             #    goes again: the outcome is the same however often it comes.
             conn.execute(sql.prune, [{"conversation_id": cid} for cid in touches])
     return outcomes
+
+
+_Tip = tuple[str, datetime]  # a message id and its time
+
+
+def _place_late(
+    conn: Connection,
+    sql: Statements,
+    pending: dict[tuple[str, str], dict[str, Any]],
+    conversation_id: str,
+    tip: str,
+    event: UserMessageAccepted,
+) -> tuple[str | None, str | None]:
+    """Where a user message older than the end of the active branch goes: after the
+    newest message of the branch sent before it, and before the one after that."""
+
+    def lookup(message_id: str) -> tuple[str | None, datetime] | None:
+        held = pending.get((conversation_id, message_id))
+        if held is not None:
+            return held["parent_id"], held["created_at"]
+        found = conn.execute(sql.placed, {"conversation_id": conversation_id, "id": message_id})
+        stored = found.first()
+        return None if stored is None else (stored.parent_id, stored.created_at)
+
+    if lookup(event.message_id) is not None:
+        return None, None  # held already: a repeat, nothing moves
+    child: str | None = None
+    current: str | None = tip
+    seen: set[str] = set()
+    while current is not None and current not in seen:
+        seen.add(current)
+        placed = lookup(current)
+        if placed is None:
+            break
+        parent, at = placed
+        if at <= event.created_at:
+            return current, child
+        child, current = current, parent
+    return None, child
 
 
 def _conversation_row(event: ChatEvent) -> dict[str, Any]:

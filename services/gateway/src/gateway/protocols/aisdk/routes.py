@@ -9,7 +9,6 @@ reply stays in history).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -19,14 +18,13 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from contracts import ids, rpc
-from contracts.events import GenerationOptions, GenerationRequested
 from gateway.access.auth import current_user
 from gateway.backends import BackendUnavailable
 from gateway.errors import ApiError, from_validation_error
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.resume import check_access, prepare_resume
-from gateway.intake import pipeline
+from gateway.intake import pipeline, tree
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
@@ -80,32 +78,14 @@ async def _stored_conversation(
 async def _regenerate(
     gateway: Gateway, body: UIChatRequest, user_message_id: str, message: pipeline.Admitted
 ) -> Submission:
-    user_id, model = message.user_id, message.model
-    stored = await _stored_conversation(gateway, user_id, body.id, user_message_id)
+    stored = await _stored_conversation(gateway, message.user_id, body.id, user_message_id)
     if stored.conversation is None:
         raise ApiError(404, "not_found", "no such chat")
     users = [m for m in stored.messages if m.role == "user"]
     asked = next((m for m in users if m.id == user_message_id), users[-1] if users else None)
     if asked is None:
         raise ApiError(404, "not_found", "the chat has no user message to answer")
-    # A fresh reply id: the reply to a user message is otherwise answered once.
-    reply = ids.reply_id(body.id, f"{asked.id}/regenerate/{ids.new_id()}")
-    request = GenerationRequested(
-        message_id=reply,
-        conversation_id=body.id,
-        user_id=user_id,
-        user_message_id=asked.id,
-        content=asked.content,
-        options=GenerationOptions(
-            model=model,
-            system_prompt=message.body.system_prompt,
-            max_tokens=message.body.max_tokens,
-            temperature=message.body.temperature,
-        ),
-        requested_at=datetime.now(UTC),
-    )
-    await gateway.publisher.request_generation(request, kind="regen")
-    return Submission(body.id, asked.id, reply, model, duplicate=False)
+    return await tree.regenerate(gateway, message, asked)
 
 
 def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
 from contracts import ids, rpc
@@ -58,7 +59,10 @@ class ConversationCreateIn(_ConversationFields):
 
 class ConversationUpdateIn(_ConversationFields):
     """The body of PATCH /v1/conversations/{id}: the fields to change (an empty
-    system prompt removes it)."""
+    system prompt removes it; `active_message_id` switches to the branch ending at, or
+    going through, that message)."""
+
+    active_message_id: Annotated[str, Field(pattern=ids.ID_PATTERN)] | None = None
 
 
 def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
@@ -118,7 +122,9 @@ async def get_conversation(
     # long conversation would not fit one memory answer.
     limit: Annotated[int, Query(ge=1, le=1000)] = DEFAULT_PAGE,
     before: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
+    """The conversation with its active branch: each message with its `parent_id` and
+    `siblings`."""
     check_conversation_id(conversation_id)
     reply = await answer_of(
         "memory",
@@ -126,11 +132,13 @@ async def get_conversation(
             user_id, conversation_id, limit=limit, before=before
         ),
     )
-    return {
+    page = {
         **_conversation(found(reply.conversation)),
-        "messages": [public(m) for m in reply.messages],
+        # `parent_id` always: null is a first message.
+        "messages": [{**public(m), "parent_id": m.parent_id} for m in reply.messages],
         "has_more": reply.has_more,
     }
+    return JSONResponse(page)  # as built: the response model would drop the nulls
 
 
 @router.patch(
@@ -145,16 +153,24 @@ async def update_conversation(
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
     body = await read_model(request, ConversationUpdateIn, gateway.settings.max_body_bytes)
-    if body.title is None and body.system_prompt is None:
-        raise ApiError(422, "validation_error", "give a title or a system_prompt to change")
+    if body.title is None and body.system_prompt is None and body.active_message_id is None:
+        raise ApiError(
+            422, "validation_error", "give a title, a system_prompt or an active_message_id"
+        )
     ask = rpc.ConversationUpdateRequest(
         user_id=user_id,
         conversation_id=conversation_id,
         title=body.title,
         system_prompt=body.system_prompt,
+        active_message_id=body.active_message_id,
     )
     reply = await answer_of("memory", gateway.backends.update_conversation(ask))
-    return _conversation(found(reply.conversation))
+    conversation = found(reply.conversation)
+    if reply.unknown_message:  # nothing changed
+        raise ApiError(
+            404, "not_found", f"no message {body.active_message_id!r} in this conversation"
+        )
+    return _conversation(conversation)
 
 
 @router.delete(

@@ -11,15 +11,17 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from gateway.access.auth import current_user
-from gateway.intake import pipeline
+from gateway.fanout.feed import EventFeed, attached
+from gateway.intake import pipeline, tree
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.limits import limits_of
+from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
-from gateway.schemas import MessageIn, ReplyOut
-from gateway.state import gateway_of
+from gateway.schemas import MessageIn, RegenerateIn, ReplyOut
+from gateway.state import Gateway, gateway_of
 
 __all__ = ["SSE_HEADERS", "router"]
 
@@ -28,6 +30,12 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 _ANSWERS = "The reply once it ended; with `Accept: text/event-stream`, its events as SSE"
+
+
+def _optional_body(model: type[RegenerateIn]) -> dict[str, Any]:
+    schema = body_schema(model)
+    schema["requestBody"]["required"] = False
+    return schema
 
 
 @router.post(
@@ -51,6 +59,54 @@ async def post_message(
     # Attach before publishing: the reply's first event cannot be missed.
     feed = gateway.feed(conversation_id)
     sub = await pipeline.accept(gateway, message, feed)
+    return await _reply(request, gateway, feed, sub, user_id, streaming=streaming)
+
+
+@router.post(
+    "/v1/conversations/{conversation_id}/messages/{message_id}/regenerate",
+    openapi_extra=_optional_body(RegenerateIn),
+    response_model=ReplyOut,
+    responses=answers(*BODY_ERRORS, 404, 429, streamed=_ANSWERS),
+)
+async def regenerate_message(
+    conversation_id: str,
+    message_id: str,
+    request: Request,
+    user_id: Annotated[str, Depends(current_user)],
+) -> Response:
+    """Answer a stored user message again: a new reply, a sibling of the earlier ones,
+    streamed or returned as a send's."""
+    gateway = gateway_of(request)
+    settings = gateway.settings
+    check_conversation_id(conversation_id)
+    body = await read_model(request, RegenerateIn, settings.max_body_bytes, empty_ok=True)
+    question = await tree.user_message(gateway, user_id, conversation_id, message_id)
+    asked = MessageIn(
+        content=question.content,
+        model=body.model,
+        system_prompt=body.system_prompt,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    message = await pipeline.admit(
+        gateway, limits_of(request), user_id, conversation_id, asked, new_message=False
+    )
+    feed = gateway.feed(conversation_id)
+    sub = await attached(feed, tree.regenerate(gateway, message, question))
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+    return await _reply(request, gateway, feed, sub, user_id, streaming=streaming)
+
+
+async def _reply(
+    request: Request,
+    gateway: Gateway,
+    feed: EventFeed,
+    sub: Submission,
+    user_id: str,
+    *,
+    streaming: bool,
+) -> Response:
+    """The reply `sub` asked for, relayed on `feed`: SSE, else JSON once it ended."""
     if streaming:
         return EventStreamResponse(
             sse_reply(gateway, feed, sub, user_id),

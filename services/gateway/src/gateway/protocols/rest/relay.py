@@ -90,7 +90,9 @@ def stored_as_json(message: rpc.StoredMessage) -> dict[str, Any]:
         raise ApiError(
             error_status(error.code), error.code, error.message, retryable=error.retryable
         )
-    data = message.model_dump(mode="json", exclude={"schema_version"}, exclude_none=True)
+    # As stored, without its place among its siblings (a read of the branch tells that).
+    exclude = {"schema_version", "siblings"}
+    data = message.model_dump(mode="json", exclude=exclude, exclude_none=True)
     usage = data.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     return {"message": data, "usage": usage}
 
@@ -157,7 +159,10 @@ async def _finished_record(gateway: Gateway, sub: Submission) -> rpc.StoredMessa
     if finished.message_id != sub.reply_id:
         return None  # another reply of the conversation finished since
     return rpc.StoredMessage(
-        id=finished.message_id, role="assistant", **finished.model_dump(include=_AS_STORED)
+        id=finished.message_id,
+        role="assistant",
+        parent_id=finished.reply_to,
+        **finished.model_dump(include=_AS_STORED),
     )
 
 
@@ -180,6 +185,7 @@ async def _done_answer(
     message = {
         "id": sub.reply_id,
         "role": "assistant",
+        "parent_id": sub.message_id,
         "content": "".join(parts),
         "status": "cancelled" if event.finish_reason == "cancelled" else "complete",
         "created_at": (started_at or datetime.now(UTC)).isoformat(),

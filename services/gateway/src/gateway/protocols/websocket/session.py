@@ -15,17 +15,19 @@ from gateway.fanout.feed import EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
 from gateway.fanout.reply import stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
-from gateway.intake import pipeline
+from gateway.intake import pipeline, tree
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
 from gateway.intake.ratelimit import FrameLimiter, Verdict
 from gateway.protocols.direct import DIRECT_SEND
 from gateway.schemas import (
     WS_FRAME,
+    MessageIn,
     WsCancel,
     WsMessage,
     WsPing,
     WsRead,
+    WsRegenerate,
     WsSubscribe,
     WsTyping,
 )
@@ -226,6 +228,8 @@ class WsSession:
                 await self._signals.read(frame.conversation_id, frame.event_id)
             elif isinstance(frame, WsCancel):
                 await self._cancel(frame)
+            elif isinstance(frame, WsRegenerate):
+                await self._regenerate(frame)
         except ApiError as exc:
             await self._send(_error_frame(exc.code, exc.message, exc.retryable))
         # Presence follows what the socket follows: joined, or left when a relay ended.
@@ -274,6 +278,28 @@ class WsSession:
             # Being generated: its events from its start, then live, on this socket.
             feed = await self._refollow(conversation_id)
             feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
+        if feed is not None:
+            self._follow(feed)
+
+    async def _regenerate(self, frame: WsRegenerate) -> None:
+        """Another answer to a stored user message, relayed as any reply."""
+        gateway, user_id = self._gateway, self._user_id
+        conversation_id = frame.conversation_id
+        self._check_room(conversation_id)
+        question = await tree.user_message(gateway, user_id, conversation_id, frame.message_id)
+        asked = MessageIn(
+            content=question.content,
+            model=frame.model,
+            system_prompt=frame.system_prompt,
+            max_tokens=frame.max_tokens,
+            temperature=frame.temperature,
+        )
+        message = await pipeline.admit(
+            gateway, limits_of(self._ws), user_id, conversation_id, asked, new_message=False
+        )
+        # Attach before publishing, as for a message.
+        feed = None if conversation_id in self._followers else gateway.feed(conversation_id)
+        await attached(feed, tree.regenerate(gateway, message, question))
         if feed is not None:
             self._follow(feed)
 

@@ -52,6 +52,11 @@ export const api = {
     request("GET", q ? `/v1/conversations?q=${encodeURIComponent(q)}` : "/v1/conversations"),
   getConversation: (id) => request("GET", conv(id)),
   renameConversation: (id, title) => request("PATCH", conv(id), { body: { title } }),
+  switchBranch: (id, messageId) =>
+    request("PATCH", conv(id), { body: { active_message_id: messageId } }),
+  regenerateJson: (id, messageId, signal) =>
+    request("POST", api.regenerateUrl(id, messageId), { body: {}, signal }),
+  regenerateUrl: (id, messageId) => `${conv(id)}/messages/${encodeURIComponent(messageId)}/regenerate`,
   deleteConversation: (id) => request("DELETE", conv(id)),
   cancel: (id) => request("POST", `${conv(id)}/cancel`, { body: {} }),
   // Standard mode: the JSON request/response.

@@ -62,6 +62,8 @@ const state = {
   typingStopTimer: 0,
   othersTypingTimer: 0,
   listTimer: 0,
+  editing: null, // {id, parentId}: the user message the composer's text replaces
+  reloadAfter: null, // a conversation to reload once its answer ends (its branches changed)
 };
 
 // --- small UI helpers ------------------------------------------------------
@@ -125,7 +127,126 @@ function tell(text) {
 
 // --- messages --------------------------------------------------------------
 
-const messages = new MessageList($("messages"), { onRetry: retry });
+const messages = new MessageList($("messages"), {
+  onRetry: retry,
+  onSwitch: switchBranch,
+  onEdit: editMessage,
+  onRegenerate: regenerate,
+});
+
+// What a send posts: with `parent_id` for an edit (null: a new first message).
+function bodyOf(rec) {
+  const body = { id: rec.id, content: rec.content };
+  if (rec.branchParent !== undefined) body.parent_id = rec.branchParent;
+  return body;
+}
+
+function busy() {
+  if (state.active || state.standardAbort) {
+    statusLine("An answer is still coming: stop it or wait for it.", "warn");
+    return true;
+  }
+  return false;
+}
+
+// After an edit or a regeneration: the stored branch, with its "‹ n/m ›" switchers,
+// once memory holds the reply `replyId` that ended it.
+async function reloadIfBranched(replyId = null) {
+  const id = state.reloadAfter;
+  state.reloadAfter = null;
+  if (!id || id !== state.conversationId) return;
+  for (let i = 0; replyId && i < 40; i += 1) {
+    try {
+      const body = await api.getConversation(id);
+      if (body.messages.some((m) => m.id === replyId)) break;
+    } catch {
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+  if (state.conversationId !== id || state.active) return;
+  // Nothing is in flight: the stored branch is the whole truth (the log holds
+  // answers of the branch left behind).
+  eventLog.forget(id);
+  await openConversation(id);
+}
+
+async function switchBranch(rec, messageId) {
+  if (busy() || !messageId) return;
+  const conversationId = state.conversationId;
+  try {
+    await api.switchBranch(conversationId, messageId);
+  } catch (err) {
+    handleApiError(err, "Could not switch versions");
+    return;
+  }
+  if (state.conversationId !== conversationId) return;
+  eventLog.forget(conversationId); // replies of the branch left behind
+  await openConversation(conversationId);
+}
+
+function cancelEdit() {
+  if (!state.editing) return;
+  state.editing = null;
+  ui.composer.classList.remove("editing");
+  statusLine("");
+}
+
+function editMessage(rec) {
+  if (busy()) return;
+  state.editing = { id: rec.id, parentId: rec.parent_id ?? null };
+  ui.composer.classList.add("editing");
+  ui.input.value = rec.content;
+  ui.input.dispatchEvent(new Event("input"));
+  ui.input.focus();
+  statusLine("Editing: sending starts a new branch from this message (Escape cancels).");
+}
+
+async function regenerate(rec) {
+  if (busy() || !rec.parent_id) return;
+  const conversationId = state.conversationId;
+  const question = rec.parent_id;
+  for (const r of messages.from(rec.id)) messages.remove(r.id);
+  state.reloadAfter = conversationId;
+  statusLine("Regenerating…");
+  if (state.mode === "standard") {
+    const abort = new AbortController();
+    state.standardAbort = abort;
+    setGenerating(true);
+    let replyId = null;
+    try {
+      replyId = (await api.regenerateJson(conversationId, question, abort.signal)).message.id;
+    } catch (err) {
+      if (err.name !== "AbortError") handleApiError(err, "Could not regenerate");
+    } finally {
+      state.standardAbort = null;
+      setGenerating(false);
+      updateTokenCount();
+      reloadIfBranched(replyId);
+    }
+    return;
+  }
+  if (socket.isOpen) {
+    state.followed.add(conversationId);
+    socket.send({ type: "regenerate", conversation_id: conversationId, message_id: question });
+    return;
+  }
+  const abort = new AbortController();
+  state.sseAbort = abort;
+  let response;
+  try {
+    const url = api.regenerateUrl(conversationId, question);
+    response = await ssePost(conversationId, {}, abort.signal, url);
+  } catch (err) {
+    if (err.name !== "AbortError") handleApiError(err, "Could not regenerate");
+    reloadIfBranched();
+    return;
+  }
+  const finished = await ssePump(response, abort.signal, (ev) => onEvent(ev, conversationId)).catch(
+    () => false,
+  );
+  if (!finished && !abort.signal.aborted) await resumeSse(conversationId, abort.signal);
+}
 
 function failUser(rec, reason) {
   clearTimeout(state.pending.get(rec.id));
@@ -185,12 +306,14 @@ function replyRecord(id, eventId) {
   let rec = messages.get(id);
   if (rec && rec.status !== "streaming") return null;
   if (!rec) {
+    const question = messages.all().reverse().find((r) => r.role === "user");
     rec = messages.add({
       id,
       role: "assistant",
       content: "",
       status: "streaming",
       created_at: new Date().toISOString(),
+      parent_id: question ? question.id : null,
     });
   }
   if (state.active !== id) {
@@ -232,6 +355,7 @@ function onDone(ev) {
   tell(cancelled ? "Answer stopped." : `Answer: ${rec.content.slice(0, 600)}`);
   updateTokenCount();
   scheduleListRefresh();
+  reloadIfBranched(ev.message_id);
 }
 
 function onError(ev) {
@@ -247,6 +371,7 @@ function onError(ev) {
     statusLine(`The answer failed: ${ev.message}`, "error");
     tell(`The answer failed: ${ev.message}`);
     scheduleListRefresh();
+    reloadIfBranched(ev.message_id);
     return;
   }
   // An error about a message we sent (rejected before any reply exists).
@@ -447,12 +572,7 @@ function sendOverSocket(rec) {
   );
   state.followed.add(state.conversationId);
   state.known = true;
-  socket.send({
-    type: "message",
-    conversation_id: state.conversationId,
-    id: rec.id,
-    content: rec.content,
-  });
+  socket.send({ type: "message", conversation_id: state.conversationId, ...bodyOf(rec) });
 }
 
 // --- SSE over fetch (when the socket is not open) --------------------------
@@ -479,7 +599,7 @@ async function sendOverSse(rec) {
   state.sseAbort = abort;
   let response;
   try {
-    response = await ssePost(conversationId, { id: rec.id, content: rec.content }, abort.signal);
+    response = await ssePost(conversationId, bodyOf(rec), abort.signal);
   } catch (err) {
     if (err.name === "AbortError") return;
     failUser(rec, err.message);
@@ -514,7 +634,7 @@ async function sendStandard(rec) {
   statusLine("Waiting for the whole answer (standard mode)…");
   const conversationId = state.conversationId;
   try {
-    const body = await api.sendJson(conversationId, { id: rec.id, content: rec.content }, abort.signal);
+    const body = await api.sendJson(conversationId, bodyOf(rec), abort.signal);
     markSent(rec);
     if (state.conversationId !== conversationId) return;
     const m = body.message;
@@ -534,6 +654,7 @@ async function sendStandard(rec) {
     setGenerating(false);
     updateTokenCount();
     scheduleListRefresh();
+    reloadIfBranched(messages.all().at(-1)?.id);
   }
 }
 
@@ -550,21 +671,28 @@ function ensureConversation() {
 
 function sendMessage(content, id = null) {
   if (!content.trim()) return false;
-  if (state.active || state.standardAbort) {
-    statusLine("An answer is still coming: stop it or wait for it.", "warn");
-    return false;
-  }
+  if (busy()) return false;
   ensureConversation();
   stopTyping();
   let rec = id ? messages.get(id) : null;
+  const editing = rec ? null : state.editing;
+  if (editing) {
+    // The edited message and what follows it give way to the new branch.
+    for (const r of messages.from(editing.id)) messages.remove(r.id);
+    cancelEdit();
+    state.reloadAfter = state.conversationId;
+  }
   if (!rec) {
+    const last = messages.all().at(-1);
     rec = messages.add({
       id: id || newId("m"),
       role: "user",
       content,
       status: "sending",
       created_at: new Date().toISOString(),
+      parent_id: editing ? editing.parentId : last ? last.id : null,
     });
+    if (editing) rec.branchParent = editing.parentId;
   }
   rec.status = "sending";
   rec.error = null;
@@ -625,6 +753,7 @@ function noteTyping() {
 // --- conversations ---------------------------------------------------------
 
 function detach() {
+  cancelEdit();
   state.loading = false;
   state.sseAbort?.abort();
   state.sseAbort = null;
@@ -803,6 +932,12 @@ function wire() {
     }
   });
   ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.editing) {
+      e.preventDefault();
+      cancelEdit();
+      ui.input.value = "";
+      return;
+    }
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       ui.composer.requestSubmit();

@@ -24,11 +24,12 @@ export async function pump(response, signal, onEvent) {
   return false;
 }
 
-// The open event stream of a new message; an ApiError when it is refused.
-export async function postMessage(conversationId, body, signal) {
+// The open event stream of a new message (or of `url`: a regeneration); an ApiError
+// when it is refused.
+export async function postMessage(conversationId, body, signal, url = api.messagesUrl(conversationId)) {
   let response;
   try {
-    response = await fetch(api.messagesUrl(conversationId), {
+    response = await fetch(url, {
       method: "POST",
       headers: { ...streamHeaders(null), "Content-Type": "application/json" },
       body: JSON.stringify(body),

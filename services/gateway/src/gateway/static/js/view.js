@@ -26,9 +26,13 @@ function cursorHost(content) {
 }
 
 export class MessageList {
-  constructor(root, { onRetry }) {
+  // onSwitch(rec, id): show the branch of sibling `id`; onEdit(rec), onRegenerate(rec).
+  constructor(root, { onRetry, onSwitch = null, onEdit = null, onRegenerate = null }) {
     this.root = root;
     this.onRetry = onRetry;
+    this.onSwitch = onSwitch;
+    this.onEdit = onEdit;
+    this.onRegenerate = onRegenerate;
     this.records = new Map();
     this.pending = new Set();
     this.frame = 0;
@@ -49,7 +53,8 @@ export class MessageList {
     return [...this.records.values()];
   }
 
-  // A message record: {id, role, content, status, created_at, model, provider, usage, note, error}.
+  // A message record: {id, role, content, status, created_at, model, provider, usage, note,
+  // error, parent_id, siblings}.
   add(record) {
     this.root.querySelector(".empty")?.remove();
     const li = el("li", `message ${record.role}`);
@@ -141,7 +146,57 @@ export class MessageList {
       button.addEventListener("click", () => this.onRetry(rec));
       parts.push(button);
     }
+    parts.push(...this.branchControls(rec));
     meta.replaceChildren(...parts);
+  }
+
+  // "‹ 2/3 ›" between the versions of a turn, edit on questions, regenerate on answers.
+  branchControls(rec) {
+    const controls = [];
+    const sib = rec.siblings;
+    if (this.onSwitch && sib && sib.count > 1) {
+      const nav = el("span", "siblings");
+      nav.setAttribute("role", "group");
+      nav.setAttribute("aria-label", "Versions of this message");
+      const step = (delta, text, label) => {
+        const button = el("button", "sibling", text);
+        button.type = "button";
+        button.setAttribute("aria-label", label);
+        const target = sib.ids[sib.index + delta];
+        button.disabled = target === undefined;
+        button.addEventListener("click", () => this.onSwitch(rec, target));
+        return button;
+      };
+      nav.append(
+        step(-1, "‹", "Previous version"),
+        el("span", "sibling-count", `${sib.index + 1}/${sib.count}`),
+        step(1, "›", "Next version"),
+      );
+      controls.push(nav);
+    }
+    const final = rec.status !== "streaming" && rec.status !== "sending";
+    if (this.onEdit && rec.role === "user" && final && rec.status !== "failed") {
+      const edit = el("button", "edit", "Edit");
+      edit.type = "button";
+      edit.setAttribute("aria-label", `Edit: ${rec.content.slice(0, 60)}`);
+      edit.addEventListener("click", () => this.onEdit(rec));
+      controls.push(edit);
+    }
+    if (this.onRegenerate && rec.role === "assistant" && final && rec.parent_id) {
+      const again = el("button", "regenerate", "Regenerate");
+      again.type = "button";
+      again.setAttribute("aria-label", "Regenerate this answer");
+      again.addEventListener("click", () => this.onRegenerate(rec));
+      controls.push(again);
+    }
+    return controls;
+  }
+
+  // The records from `id` on (a branch replaced from there), in order.
+  from(id) {
+    const all = this.all();
+    const at = all.findIndex((r) => r.id === id);
+    return at < 0 ? [] : all.slice(at);
   }
 
   remove(id) {
