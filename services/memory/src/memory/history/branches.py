@@ -18,14 +18,15 @@ def path_up(
     by_id: Mapping[str, StoredMessage], start: str | None, limit: int | None = None
 ) -> tuple[list[StoredMessage], bool]:
     """The path from `start` up towards the first message, newest first, at most `limit`
-    messages; and whether it goes on (past `limit`, or past what `by_id` holds)."""
+    messages; and whether it goes on past `limit`. `by_id` holds every stored message:
+    a parent it lacks was pruned (LIVECHAT_HISTORY_MAX), so the path ends there, as in SQL."""
     path: list[StoredMessage] = []
     seen: set[str] = set()
     current = start
     while current is not None and current not in seen:
         message = by_id.get(current)
         if message is None:
-            return path, True
+            return path, False
         if limit is not None and len(path) == limit:
             return path, True
         path.append(message)
