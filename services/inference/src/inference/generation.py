@@ -161,6 +161,9 @@ class Worker:
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
             return True
+        if prior.attempts >= self._settings.max_generation_attempts:
+            await self._give_up(run, prior, routes)
+            return True
         if cancel is not None and await cancel.settled():
             # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
@@ -412,6 +415,39 @@ class Worker:
         if spent is not None:
             await self._usage(run, spent)
         await run.outbox.terminal(run.request.conversation_id, event)
+
+    async def _give_up(self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]) -> None:
+        """End a reply every allowed attempt failed to finish: its last attempt billed,
+        the text streamed so far stored as failed, one `error` to the client."""
+        request = run.request
+        log.error(
+            "reply %s given up after %d attempts; ending it with an error",
+            request.message_id,
+            prior.attempts,
+        )
+        await self._report_interrupted(run, prior, routes)
+        error = PublicError(
+            "generation_interrupted",
+            "The reply could not be finished. Please send the message again.",
+            True,
+        )
+        try:
+            await self._fail(run, prior.provider, prior.text, error)
+        except Exception as exc:
+            # What failed every attempt may refuse the failure too: the client is
+            # still told, once (its end has one msg id).
+            log.error(
+                "reply %s: its failure could not be stored (%s)",
+                request.message_id,
+                type(exc).__name__,
+            )
+            event = ErrorEvent(
+                message_id=request.message_id,
+                code=error.code,
+                message=error.message,
+                retryable=error.retryable,
+            )
+            await run.outbox.terminal(request.conversation_id, event)
 
     async def _report_interrupted(
         self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]

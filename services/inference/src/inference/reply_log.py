@@ -37,6 +37,8 @@ class ReplyLog:
     last_delivery_tokens: int = 0
     last_call: int = 0
     provider: str | None = None  # of that call
+    # Deliveries that started generating it (those that waited for memory did not).
+    attempts: int = 0
 
 
 async def read_reply_log(
@@ -58,6 +60,7 @@ async def read_reply_log(
     last_delivery = last_tokens = last_call = 0
     provider: str | None = None
     consumer: str | None = None
+    attempts = 0
     try:
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
@@ -74,9 +77,11 @@ async def read_reply_log(
                     case StartEvent():
                         started, provider = True, event.provider
                         last_delivery, last_tokens, last_call = 1, 0, 0
+                        attempts += 1
                     case StatusEvent(state="retrying", provider=None):  # a redelivery
                         last_delivery, last_tokens = event.attempt or last_delivery + 1, 0
                         last_call = 0
+                        attempts += 1
                     case StatusEvent(state="retrying" | "provider_switched"):
                         # A further provider call of the same delivery; the calls before
                         # it reported their usage already.
@@ -104,6 +109,7 @@ async def read_reply_log(
         last_delivery_tokens=last_tokens,
         last_call=last_call,
         provider=provider,
+        attempts=attempts,
     )
 
 
