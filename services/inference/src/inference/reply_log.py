@@ -17,8 +17,9 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    Usage,
 )
-from inference.outbox import TOKENS_HEADER
+from inference.outbox import BILLED_HEADER, TOKENS_HEADER
 
 __all__ = ["ReplyLog", "read_reply_log"]
 
@@ -39,6 +40,8 @@ class ReplyLog:
     provider: str | None = None  # of that call
     # Deliveries that started generating it (those that waited for memory did not).
     attempts: int = 0
+    # What its calls were billed so far, as the last status event told (`BILLED_HEADER`).
+    billed: Usage | None = None
 
 
 async def read_reply_log(
@@ -61,6 +64,7 @@ async def read_reply_log(
     provider: str | None = None
     consumer: str | None = None
     attempts = 0
+    billed: Usage | None = None
     try:
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
@@ -94,6 +98,8 @@ async def read_reply_log(
                         last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
+                if isinstance(event, StatusEvent):
+                    billed = _billed(msg.headers) or billed
     finally:
         if consumer is not None:
             with contextlib.suppress(Exception):
@@ -110,7 +116,20 @@ async def read_reply_log(
         last_call=last_call,
         provider=provider,
         attempts=attempts,
+        billed=billed,
     )
+
+
+def _billed(headers: dict[str, str] | None) -> Usage | None:
+    """The bill a status event carries (see `BILLED_HEADER`), if any."""
+    value = headers.get(BILLED_HEADER) if headers else None
+    if value is None:
+        return None
+    try:
+        prompt, completion = (max(int(part), 0) for part in value.split())
+    except ValueError:
+        return None
+    return Usage.of(prompt, completion)
 
 
 def _token_count(headers: dict[str, str] | None) -> int:
