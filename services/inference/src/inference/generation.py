@@ -24,6 +24,7 @@ from contracts.events import (
     GenerationFinished,
     GenerationRequested,
     MessageStatus,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     Usage,
@@ -110,6 +111,9 @@ class _Run:
     messages: tuple[ContextMessage, ...]
     created_at: datetime
     bill: _Bill
+    # The connection's reconnects when the delivery began: another count at its end
+    # means NATS restarted mid-answer, and token events (core publishes) may be lost.
+    reconnects: int
 
 
 class _Record(TypedDict):
@@ -180,7 +184,10 @@ class Worker:
             await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
-        run = _Run(request, Outbox(broker), alias, delivery, messages, created_at, _Bill())
+        outbox = Outbox(broker)
+        run = _Run(
+            request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.reconnects()
+        )
         try:
             routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
         except UnknownModelError:
@@ -374,6 +381,7 @@ class Worker:
         (persisted requests only), its call's usage, and the terminal event last."""
         request = run.request
         await run.outbox.flush()
+        await self._resync(run, text)
         if request.persist:
             finished = GenerationFinished(
                 **self._record(run, text),
@@ -403,6 +411,7 @@ class Worker:
         """End a reply with `error`, in the same order as `_done`."""
         request = run.request
         await run.outbox.flush()
+        await self._resync(run, text)
         if request.persist:
             failed = GenerationFailed(
                 **self._record(run, text),
@@ -419,6 +428,18 @@ class Worker:
             retryable=error.retryable,
         )
         await self._end(run, spent, event)
+
+    async def _resync(self, run: _Run, text: str) -> None:
+        """After a reconnect mid-answer, the whole text, acked by the stream: the token
+        events sent while NATS was away may be missing from it (and from clients)."""
+        if run.outbox.reconnects() == run.reconnects:
+            return
+        request = run.request
+        log.info(
+            "reply %s: NATS reconnected mid-answer; sending its whole text", request.message_id
+        )
+        resync = ResyncEvent(message_id=request.message_id, content=text)
+        await run.outbox.event(request.conversation_id, resync, billed=run.bill.total())
 
     def _record(self, run: _Run, text: str) -> _Record:
         """The fields of a reply's record for memory, however it ended."""

@@ -11,6 +11,7 @@ from contracts.events import (
     ErrorEvent,
     GenerationFailed,
     GenerationFinished,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
@@ -64,13 +65,17 @@ class Outbox:
         data = event.__pydantic_serializer__.to_json(event)
         await self._broker.connection.publish(subjects.events(conversation_id), data)
 
+    def reconnects(self) -> int:
+        """How often the connection reconnected (NATS restarted, or a node was lost)."""
+        return int(self._broker.connection.stats["reconnects"])
+
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))
 
     async def event(
         self,
         conversation_id: str,
-        event: StartEvent | StatusEvent | DoneEvent | ErrorEvent,
+        event: StartEvent | StatusEvent | ResyncEvent | DoneEvent | ErrorEvent,
         *,
         msg_id: str | None = None,
         billed: Usage | None = None,

@@ -14,6 +14,7 @@ from contracts.events import (
     CONVERSATION_EVENT,
     DoneEvent,
     ErrorEvent,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
@@ -91,6 +92,9 @@ async def read_reply_log(
                         # it reported their usage already.
                         provider = event.provider or provider
                         last_call, last_tokens = last_call + 1, 0
+                    case ResyncEvent():
+                        # The whole text so far: some token events before it were lost.
+                        parts = [event.content]
                     case TokenEvent():
                         parts.append(event.content)
                         count = _token_count(msg.headers)
@@ -98,7 +102,7 @@ async def read_reply_log(
                         last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
-                if isinstance(event, StatusEvent):
+                if isinstance(event, StatusEvent | ResyncEvent):
                     billed = _billed(msg.headers) or billed
     finally:
         if consumer is not None:
