@@ -199,6 +199,23 @@ class Worker:
             return True
         if prior.billed is not None:
             run.bill.add(prior.billed)
+        if prior.gap:
+            # The events stream lost the reply's beginning (NATS restarted mid-answer):
+            # its text cannot be continued. Answered afresh (no second start), and its
+            # whole text sent at the end, replacing what clients joined.
+            log.info(
+                "reply %s: its beginning is lost from the events; answering afresh",
+                request.message_id,
+            )
+            prior = replace(
+                prior,
+                started=True,
+                text="",
+                tokens=0,
+                attempts=max(prior.attempts, 1),
+                last_delivery=prior.last_delivery or delivery - 1,
+            )
+            run = replace(run, reconnects=-1)
         if prior.attempts >= self._settings.max_generation_attempts:
             await self._give_up(run, prior, routes)
             return True

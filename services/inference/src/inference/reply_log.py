@@ -43,6 +43,9 @@ class ReplyLog:
     attempts: int = 0
     # What its calls were billed so far, as the last status event told (`BILLED_HEADER`).
     billed: Usage | None = None
+    # Tokens came before any start: the stream lost the reply's beginning (a NATS
+    # restart recreated it mid-answer), so `text` is not the whole text streamed.
+    gap: bool = False
 
 
 async def read_reply_log(
@@ -66,6 +69,7 @@ async def read_reply_log(
     consumer: str | None = None
     attempts = 0
     billed: Usage | None = None
+    gap = whole = False
     try:
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
@@ -80,7 +84,7 @@ async def read_reply_log(
                     continue
                 match event:
                     case StartEvent():
-                        started, provider = True, event.provider
+                        started, provider, whole = True, event.provider, True
                         last_delivery, last_tokens, last_call = 1, 0, 0
                         attempts += 1
                     case StatusEvent(state="retrying", provider=None):  # a redelivery
@@ -94,8 +98,9 @@ async def read_reply_log(
                         last_call, last_tokens = last_call + 1, 0
                     case ResyncEvent():
                         # The whole text so far: some token events before it were lost.
-                        parts = [event.content]
+                        parts, whole = [event.content], True
                     case TokenEvent():
+                        gap = gap or not whole
                         parts.append(event.content)
                         count = _token_count(msg.headers)
                         tokens += count
@@ -121,6 +126,7 @@ async def read_reply_log(
         provider=provider,
         attempts=attempts,
         billed=billed,
+        gap=gap,
     )
 
 
