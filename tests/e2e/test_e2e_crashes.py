@@ -40,6 +40,24 @@ async def test_a_worker_killed_mid_generation_leaves_the_request_to_another(
     assert messages[1]["status"] == "complete"
     assert messages[1]["content"] == joined_tokens(events, reply)
     assert len([m for m in messages if m["role"] == "assistant"]) == 1
+    # Shown as billed: the done event, the stored reply and the ledger, both attempts.
+    done = next(e for e in events if e["type"] == "done")
+    assert messages[1]["usage"] == done["usage"]
+    assert await _billed(stack.gateway_url) == done["usage"]
+
+
+async def _billed(base_url: str) -> dict[str, int]:
+    """The caller's totals in the ledger once both attempts of the reply are in it."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        for _attempt in range(400):
+            export = await client.get("/v1/usage/export")
+            if export.status_code == 200 and len(export.text.strip().splitlines()) == 3:
+                totals = (await client.get("/v1/usage")).json()["totals"]
+                return {
+                    k: totals[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                }
+            await asyncio.sleep(0.05)
+    raise AssertionError("the ledger never held both attempts")
 
 
 async def test_memory_stopped_and_restarted_mid_run_loses_nothing(make_stack: Any) -> None:

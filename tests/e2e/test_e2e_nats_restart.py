@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apiclients import joined_tokens, sse_message
+from apiclients import joined_tokens, sse_events, sse_message
 from stacks import FAST_ENV, running_stack, stored_messages, wait_ready
 from websockets.asyncio.client import connect
 
@@ -70,3 +70,37 @@ async def test_a_nats_restart_loses_no_event_and_no_message(
         ("assistant", "complete"),
     ]
     assert messages[3]["content"] == joined_tokens(after, reply)
+
+
+@pytest.fixture
+def slow_stack(tmp_path: Path, nats_server: NatsServer) -> Iterator[DevStack]:
+    """As `stack`, answering slowly enough for a restart to land mid-answer."""
+    env = {**FAST_ENV, "LIVECHAT_DEMO_TOKENS_PER_SECOND": "20", "LIVECHAT_DEMO_MAX_TOKENS": "80"}
+    with running_stack(tmp_path / "stack", env, nats_url=nats_server.url) as running:
+        yield running
+
+
+async def test_a_nats_restart_mid_answer_keeps_the_live_tokens_equal_to_the_stored_answer(
+    slow_stack: DevStack, nats_server: NatsServer
+) -> None:
+    base = slow_stack.gateway_url
+    conversation = f"nm-{uuid.uuid4().hex[:8]}"
+    events: list[dict[str, Any]] = []
+    restarted = False
+    body = {"content": "a long story about lighthouses and their keepers"}
+    async for event in sse_events(base, conversation, body, timeout=120):
+        events.append(event)
+        if event["type"] == "token" and not restarted and len(events) > 6:
+            await asyncio.to_thread(nats_server.stop)
+            await asyncio.to_thread(nats_server.start)
+            restarted = True
+    assert restarted
+    reply = next(e for e in events if e["type"] == "start")["message_id"]
+    ends = [e for e in events if e["type"] in ("done", "error")]
+    assert [e["type"] for e in ends] == ["done"]
+    # Told once, before the end, that the tokens may have a gap, with the whole text.
+    assert [e["type"] for e in events if e["type"] in ("resync", "done")] == ["resync", "done"]
+    messages = await stored_messages(base, conversation, 2)
+    assert messages[1]["status"] == "complete"
+    # What the client shows (tokens, then the resync's whole text) is the stored answer.
+    assert messages[1]["content"] == joined_tokens(events, reply)

@@ -7,7 +7,7 @@ import signal
 from typing import Any
 
 from contracts import ids, subjects
-from contracts.events import CONVERSATION_EVENT, StatusEvent, TokenEvent
+from contracts.events import CONVERSATION_EVENT, DoneEvent, StatusEvent, TokenEvent, Usage
 from contracts.rpc import Pong
 from inference.providers.demo import demo_answer
 
@@ -77,7 +77,15 @@ async def test_killed_worker_is_replaced_without_duplicated_or_missing_tokens(
     assert usage["completed"].attempt_id == ids.attempt_id(request.message_id, 2, 0)
     streamed = sum(u.usage.completion_tokens for u in usage.values())
     assert streamed == len([e for e in events if isinstance(e, TokenEvent)])
-    assert finished.usage.completion_tokens == streamed
+    # What the answer shows is what it is billed: both attempts, each once.
+    billed = Usage.of(
+        sum(u.usage.prompt_tokens for u in usage.values()),
+        sum(u.usage.completion_tokens for u in usage.values()),
+    )
+    assert usage["interrupted"].usage.prompt_tokens > 0
+    [done] = [e for e in events if isinstance(e, DoneEvent)]
+    assert done.usage == billed
+    assert finished.usage == billed
 
 
 async def test_python_m_inference_answers_ping_and_exits_cleanly_on_sigterm(

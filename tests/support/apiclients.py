@@ -106,9 +106,17 @@ async def ws_message(
 
 
 def joined_tokens(events: list[dict[str, Any]], message_id: str) -> str:
-    return "".join(
-        e["content"] for e in events if e["type"] == "token" and e["message_id"] == message_id
-    )
+    """The reply's text as a client builds it: its tokens joined, a `resync` replacing
+    what came before it."""
+    parts: list[str] = []
+    for e in events:
+        if e.get("message_id") != message_id:
+            continue
+        if e["type"] == "token":
+            parts.append(e["content"])
+        elif e["type"] == "resync":
+            parts = [e["content"]]
+    return "".join(parts)
 
 
 async def get_conversation(base_url: str, conversation_id: str) -> httpx.Response:

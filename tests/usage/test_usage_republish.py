@@ -189,3 +189,30 @@ async def test_a_redelivered_batch_republishes_no_entry_twice(
     found = await _analytics(js)
     assert sorted(found) == sorted(event.attempt_id for event in events)
     assert (await ledger.totals(user)).totals.requests == len(events)
+
+
+async def test_reports_redelivered_after_the_dedupe_window_republish_no_entry_twice(
+    nc: Client, nats_url: str, tmp_path: Path, ledger: Ledger, report: Report
+) -> None:
+    # JetStream forgets a msg id after its dedupe window: a usage service down longer
+    # than that between its commit and its acks gets the batch again after it.
+    settings = _settings(nats_url, tmp_path).model_copy(update={"dedupe_window_seconds": 0.5})
+    user = ids.new_id()
+    events = [report(user_id=user, prompt=n) for n in range(1, 21)]
+    js = nc.jetstream()
+    await _report_all(js, settings, events)
+    async with _consuming(ledger, settings, nc, js):
+        await _settled(js)
+    await asyncio.sleep(2.5)  # past the window (JetStream purges it on a timer)
+    async with _consuming(ledger, settings, nc, js):
+        for event in events:  # the same reports again, as a redelivery brings them
+            await js.publish(
+                subjects.USAGE_REPORTED,
+                event.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"again:{event.attempt_id}"},
+            )
+        await _settled(js)
+
+    found = await _analytics(js)
+    assert sorted(found) == sorted(event.attempt_id for event in events)
+    assert (await ledger.totals(user)).totals.requests == len(events)

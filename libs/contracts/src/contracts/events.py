@@ -40,6 +40,7 @@ __all__ = [
     "MessageEvent",
     "MessageStatus",
     "Outcome",
+    "ResyncEvent",
     "Role",
     "StartEvent",
     "StatusEvent",
@@ -305,6 +306,15 @@ class StatusEvent(Event):
     detail: str | None = None
 
 
+class ResyncEvent(Event):
+    """The reply's whole text so far, replacing what its `token` events joined: some of
+    them were lost in transit (NATS restarted mid-answer). Sent before its `done`/`error`."""
+
+    type: Literal["resync"] = "resync"
+    message_id: Id
+    content: str
+
+
 class DoneEvent(Event):
     type: Literal["done"] = "done"
     message_id: Id
@@ -334,7 +344,7 @@ class MessageEvent(Event):
 
 
 ConversationEvent: TypeAlias = Annotated[
-    StartEvent | TokenEvent | StatusEvent | DoneEvent | ErrorEvent | MessageEvent,
+    StartEvent | TokenEvent | StatusEvent | ResyncEvent | DoneEvent | ErrorEvent | MessageEvent,
     Field(discriminator="type"),
 ]
 CONVERSATION_EVENT: TypeAdapter[ConversationEvent] = TypeAdapter(ConversationEvent)

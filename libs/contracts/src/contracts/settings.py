@@ -30,6 +30,10 @@ class LivechatSettings(BaseSettings):
     log_level: str = "INFO"
     # Bounded age of the token-event replay buffer (resume, second tab, gateway restart).
     events_max_age_seconds: float = Field(default=3600.0, gt=0)
+    # Its bounds in nats-server memory (reserved there when created): bytes for every
+    # conversation together, and events per conversation. Past either, the oldest go.
+    events_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    events_max_per_conversation: int = Field(default=10_000, ge=100)
     # JetStream dedupe window for Nats-Msg-Id.
     dedupe_window_seconds: float = Field(default=120.0, gt=0)
     # Model aliases merged over contracts.aliases.DEFAULT_ALIASES (JSON in the environment):

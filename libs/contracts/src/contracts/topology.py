@@ -8,7 +8,13 @@ import time
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError
 
 from contracts import subjects
@@ -83,13 +89,18 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
         # in SQL; with `sync_interval: always` a file stream stores ~1.7k
         # tokens/s here against ~75k/s in memory. Its sequence is the public
         # event id, so a stream recreated after a NATS restart starts above every
-        # id it ever gave (see `events_first_seq`).
+        # id it ever gave (see `events_first_seq`). Bounded in bytes too (reserved in
+        # nats-server's memory, so the in-memory rate bucket keeps its share) and per
+        # conversation; the oldest events go first, a publish is never refused.
         stream(
             EVENTS_STREAM,
             subjects.EVENTS_ALL,
             first_seq=events_first_seq(),
             storage=StorageType.MEMORY,
             max_age=settings.events_max_age_seconds,
+            max_bytes=settings.events_max_bytes,
+            max_msgs_per_subject=settings.events_max_per_conversation,
+            discard=DiscardPolicy.OLD,
             duplicate_window=min(dedupe, settings.events_max_age_seconds),
         ),
         # Usage republishes a batch's ledger entries as one atomic batch: one

@@ -24,6 +24,7 @@ from contracts.events import (
     GenerationFinished,
     GenerationRequested,
     MessageStatus,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     Usage,
@@ -79,6 +80,34 @@ def chain_policy(settings: InferenceSettings) -> ChainPolicy:
     )
 
 
+@dataclass(slots=True)
+class _Bill:
+    """What a reply's attempts were billed so far: every usage it reported, summed.
+
+    The usage its `done` and its stored message show, so that they equal what the
+    ledger bills for it (interrupted and switched calls included). Carried from one
+    delivery to the next by the reply log (`BILLED_HEADER`).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, usage: Usage) -> None:
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+
+    def total(self) -> Usage:
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
+
+    def with_call(self, spent: Spent | None) -> Usage:
+        """The total once `spent` (the reply's last call, not reported yet) is too."""
+        prompt, completion = self.prompt_tokens, self.completion_tokens
+        if spent is not None:
+            prompt += spent.usage.prompt_tokens
+            completion += spent.usage.completion_tokens
+        return Usage.of(prompt, completion)
+
+
 @dataclass(frozen=True, slots=True)
 class _Run:
     """One delivery of a request, with what every publish needs."""
@@ -89,6 +118,10 @@ class _Run:
     delivery: int
     messages: tuple[ContextMessage, ...]
     created_at: datetime
+    bill: _Bill
+    # The connection's reconnects when the delivery began: another count at its end
+    # means NATS restarted mid-answer, and token events (core publishes) may be lost.
+    reconnects: int
 
 
 class _Record(TypedDict):
@@ -160,7 +193,10 @@ class Worker:
             await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
-        run = _Run(request, Outbox(broker), alias, delivery, messages, created_at)
+        outbox = Outbox(broker)
+        run = _Run(
+            request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.reconnects()
+        )
         try:
             routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
         except UnknownModelError:
@@ -170,17 +206,41 @@ class Worker:
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
             return True
+        if prior.billed is not None:
+            run.bill.add(prior.billed)
+        if prior.gap:
+            # The events stream lost the reply's beginning (NATS restarted mid-answer):
+            # its text cannot be continued. Answered afresh (no second start), and its
+            # whole text sent at the end, replacing what clients joined.
+            log.info(
+                "reply %s: its beginning is lost from the events; answering afresh",
+                request.message_id,
+            )
+            prior = replace(
+                prior,
+                started=True,
+                text="",
+                tokens=0,
+                attempts=max(prior.attempts, 1),
+                last_delivery=prior.last_delivery or delivery - 1,
+            )
+            run = replace(run, reconnects=-1)
+        if prior.attempts >= self._settings.max_generation_attempts:
+            await self._give_up(run, prior, routes)
+            return True
         if cancel is not None and await cancel.settled():
             # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
-            await self._cancelled(run, Cancelled(None, prior.provider), prior.text, prior.tokens)
+            await self._cancelled(run, Cancelled(None, prior.provider), prior.text)
             return True
         if prior.started:
+            # Reported first (once, by its attempt id): the retrying event then carries
+            # the bill with it, for the deliveries after this one.
+            await self._report_interrupted(run, prior, routes)
             retrying = StatusEvent(
                 message_id=request.message_id, state="retrying", attempt=delivery
             )
-            await run.outbox.event(request.conversation_id, retrying)
-            await self._report_interrupted(run, prior, routes)
+            await run.outbox.event(request.conversation_id, retrying, billed=run.bill.total())
         await self._stream(run, routes, prior, cancel)
         return True
 
@@ -227,9 +287,6 @@ class Worker:
             continuation=prior.text,
         )
         text = prior.text
-        # The answer's tokens streamed before the last call: earlier deliveries', and
-        # the calls of this one that broke off mid-answer (the next one continued).
-        earlier = prior.tokens
         tokens = TokenCoalescer(run.outbox.tokens(conv, reply), self._coalesce_window)
         try:
             async with contextlib.aclosing(self._chain.run(routes, call, cancel)) as steps:
@@ -241,17 +298,15 @@ class Worker:
                     # The tokens so far go out before anything else of the reply.
                     await tokens.flush()
                     if isinstance(step, Finished):
-                        await self._finish(run, step, text, earlier)
+                        await self._finish(run, step, text)
                         return
                     elif isinstance(step, Failed):
                         await self._fail(run, step.provider, text, step.error, step.spent)
                         return
                     elif isinstance(step, Cancelled):
-                        await self._cancelled(run, step, text, earlier)
+                        await self._cancelled(run, step, text)
                         return
                     else:
-                        if isinstance(step, Spent):
-                            earlier += step.call.tokens
                         await self._progress(run, step, announce_start=not prior.started)
         finally:
             tokens.close()
@@ -272,7 +327,7 @@ class Worker:
                 attempt=step.attempt,
                 detail=step.detail,
             )
-            await run.outbox.event(conv, retrying)
+            await run.outbox.event(conv, retrying, billed=run.bill.total())
         elif step.first:
             if announce_start:
                 # The provider about to be called first; `done` names the one that finished.
@@ -290,7 +345,7 @@ class Worker:
             switched = StatusEvent(
                 message_id=reply, state="provider_switched", provider=step.route.provider
             )
-            await run.outbox.event(conv, switched)
+            await run.outbox.event(conv, switched, billed=run.bill.total())
 
     async def _prompt(
         self, request: GenerationRequested, broker: NatsBroker
@@ -331,21 +386,17 @@ class Worker:
         head = (ContextMessage(role="system", content=system),) if system else ()
         return (*head, *context, user)
 
-    async def _finish(self, run: _Run, step: Finished, text: str, prior_tokens: int) -> None:
+    async def _finish(self, run: _Run, step: Finished, text: str) -> None:
         spent = step.spent
-        # The message's usage covers its whole text, earlier deliveries' tokens included.
-        usage = Usage.of(spent.usage.prompt_tokens, prior_tokens + spent.usage.completion_tokens)
+        # What the ledger bills for the message: every call of every delivery.
+        usage = run.bill.with_call(spent)
         provider = spent.call.route.provider
         await self._done(run, text, "complete", step.finish_reason, provider, usage, spent)
 
-    async def _cancelled(self, run: _Run, step: Cancelled, text: str, prior_tokens: int) -> None:
+    async def _cancelled(self, run: _Run, step: Cancelled, text: str) -> None:
         """The user stopped it: the partial answer is stored as cancelled, its call accounted."""
         spent = step.spent
-        if spent is not None:
-            prompt, completion = spent.usage.prompt_tokens, spent.usage.completion_tokens
-        else:
-            prompt, completion = 0, 0
-        usage = Usage.of(prompt, prior_tokens + completion)
+        usage = run.bill.with_call(spent)
         provider = step.provider or ""
         await self._done(run, text, "cancelled", "cancelled", provider, usage, spent)
         log.info("reply %s stopped by its user", run.request.message_id)
@@ -364,6 +415,7 @@ class Worker:
         (persisted requests only), its call's usage, and the terminal event last."""
         request = run.request
         await run.outbox.flush()
+        await self._resync(run, text)
         if request.persist:
             finished = GenerationFinished(
                 **self._record(run, text),
@@ -393,6 +445,7 @@ class Worker:
         """End a reply with `error`, in the same order as `_done`."""
         request = run.request
         await run.outbox.flush()
+        await self._resync(run, text)
         if request.persist:
             failed = GenerationFailed(
                 **self._record(run, text),
@@ -409,6 +462,18 @@ class Worker:
             retryable=error.retryable,
         )
         await self._end(run, spent, event)
+
+    async def _resync(self, run: _Run, text: str) -> None:
+        """After a reconnect mid-answer, the whole text, acked by the stream: the token
+        events sent while NATS was away may be missing from it (and from clients)."""
+        if run.outbox.reconnects() == run.reconnects:
+            return
+        request = run.request
+        log.info(
+            "reply %s: NATS reconnected mid-answer; sending its whole text", request.message_id
+        )
+        resync = ResyncEvent(message_id=request.message_id, content=text)
+        await run.outbox.event(request.conversation_id, resync, billed=run.bill.total())
 
     def _record(self, run: _Run, text: str) -> _Record:
         """The fields of a reply's record for memory, however it ended."""
@@ -430,6 +495,39 @@ class Worker:
         if spent is not None:
             await self._usage(run, spent)
         await run.outbox.terminal(run.request.conversation_id, event)
+
+    async def _give_up(self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]) -> None:
+        """End a reply every allowed attempt failed to finish: its last attempt billed,
+        the text streamed so far stored as failed, one `error` to the client."""
+        request = run.request
+        log.error(
+            "reply %s given up after %d attempts; ending it with an error",
+            request.message_id,
+            prior.attempts,
+        )
+        await self._report_interrupted(run, prior, routes)
+        error = PublicError(
+            "generation_interrupted",
+            "The reply could not be finished. Please send the message again.",
+            True,
+        )
+        try:
+            await self._fail(run, prior.provider, prior.text, error)
+        except Exception as exc:
+            # What failed every attempt may refuse the failure too: the client is
+            # still told, once (its end has one msg id).
+            log.error(
+                "reply %s: its failure could not be stored (%s)",
+                request.message_id,
+                type(exc).__name__,
+            )
+            event = ErrorEvent(
+                message_id=request.message_id,
+                code=error.code,
+                message=error.message,
+                retryable=error.retryable,
+            )
+            await run.outbox.terminal(request.conversation_id, event)
 
     async def _report_interrupted(
         self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]
@@ -471,6 +569,7 @@ class Worker:
             occurred_at=self._clock.now(),
         )
         await run.outbox.usage(reported)
+        run.bill.add(spent.usage)
 
 
 # The end of a reply stored without its error, told from its status.

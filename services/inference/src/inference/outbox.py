@@ -11,18 +11,23 @@ from contracts.events import (
     ErrorEvent,
     GenerationFailed,
     GenerationFinished,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
+    Usage,
     UsageReported,
 )
 from inference.coalescing import PublishTokens
 
-__all__ = ["TOKENS_HEADER", "Outbox"]
+__all__ = ["BILLED_HEADER", "TOKENS_HEADER", "Outbox"]
 
 # On a `token` event joining several provider tokens: how many (the reply log counts
 # them for the usage of a call a crash cut short). No header: one.
 TOKENS_HEADER = "Livechat-Tokens"
+# On a status event: what the reply's calls were billed so far, `<prompt> <completion>`
+# tokens (the reply log carries it to the next delivery, see `generation._Bill`).
+BILLED_HEADER = "Livechat-Billed"
 
 
 class Outbox:
@@ -60,21 +65,31 @@ class Outbox:
         data = event.__pydantic_serializer__.to_json(event)
         await self._broker.connection.publish(subjects.events(conversation_id), data)
 
+    def reconnects(self) -> int:
+        """How often the connection reconnected (NATS restarted, or a node was lost)."""
+        return int(self._broker.connection.stats["reconnects"])
+
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))
 
     async def event(
         self,
         conversation_id: str,
-        event: StartEvent | StatusEvent | DoneEvent | ErrorEvent,
+        event: StartEvent | StatusEvent | ResyncEvent | DoneEvent | ErrorEvent,
         *,
         msg_id: str | None = None,
+        billed: Usage | None = None,
     ) -> None:
+        headers = {}
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
+        if billed is not None:
+            headers[BILLED_HEADER] = f"{billed.prompt_tokens} {billed.completion_tokens}"
         await self._broker.publish(
             event,
             subjects.events(conversation_id),
             stream=topology.EVENTS_STREAM,
-            headers={"Nats-Msg-Id": msg_id} if msg_id else None,
+            headers=headers or None,
             timeout=self._timeout,
         )
 

@@ -14,11 +14,13 @@ from contracts.events import (
     CONVERSATION_EVENT,
     DoneEvent,
     ErrorEvent,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
+    Usage,
 )
-from inference.outbox import TOKENS_HEADER
+from inference.outbox import BILLED_HEADER, TOKENS_HEADER
 
 __all__ = ["ReplyLog", "read_reply_log"]
 
@@ -37,6 +39,13 @@ class ReplyLog:
     last_delivery_tokens: int = 0
     last_call: int = 0
     provider: str | None = None  # of that call
+    # Deliveries that started generating it (those that waited for memory did not).
+    attempts: int = 0
+    # What its calls were billed so far, as the last status event told (`BILLED_HEADER`).
+    billed: Usage | None = None
+    # Tokens came before any start: the stream lost the reply's beginning (a NATS
+    # restart recreated it mid-answer), so `text` is not the whole text streamed.
+    gap: bool = False
 
 
 async def read_reply_log(
@@ -58,6 +67,9 @@ async def read_reply_log(
     last_delivery = last_tokens = last_call = 0
     provider: str | None = None
     consumer: str | None = None
+    attempts = 0
+    billed: Usage | None = None
+    gap = whole = False
     try:
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
@@ -72,23 +84,31 @@ async def read_reply_log(
                     continue
                 match event:
                     case StartEvent():
-                        started, provider = True, event.provider
+                        started, provider, whole = True, event.provider, True
                         last_delivery, last_tokens, last_call = 1, 0, 0
+                        attempts += 1
                     case StatusEvent(state="retrying", provider=None):  # a redelivery
                         last_delivery, last_tokens = event.attempt or last_delivery + 1, 0
                         last_call = 0
+                        attempts += 1
                     case StatusEvent(state="retrying" | "provider_switched"):
                         # A further provider call of the same delivery; the calls before
                         # it reported their usage already.
                         provider = event.provider or provider
                         last_call, last_tokens = last_call + 1, 0
+                    case ResyncEvent():
+                        # The whole text so far: some token events before it were lost.
+                        parts, whole = [event.content], True
                     case TokenEvent():
+                        gap = gap or not whole
                         parts.append(event.content)
                         count = _token_count(msg.headers)
                         tokens += count
                         last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
+                if isinstance(event, StatusEvent | ResyncEvent):
+                    billed = _billed(msg.headers) or billed
     finally:
         if consumer is not None:
             with contextlib.suppress(Exception):
@@ -104,7 +124,22 @@ async def read_reply_log(
         last_delivery_tokens=last_tokens,
         last_call=last_call,
         provider=provider,
+        attempts=attempts,
+        billed=billed,
+        gap=gap,
     )
+
+
+def _billed(headers: dict[str, str] | None) -> Usage | None:
+    """The bill a status event carries (see `BILLED_HEADER`), if any."""
+    value = headers.get(BILLED_HEADER) if headers else None
+    if value is None:
+        return None
+    try:
+        prompt, completion = (max(int(part), 0) for part in value.split())
+    except ValueError:
+        return None
+    return Usage.of(prompt, completion)
 
 
 def _token_count(headers: dict[str, str] | None) -> int:

@@ -35,6 +35,10 @@ class InferenceSettings(LivechatSettings):
     # How often a generation, or a request waiting for a slot, tells NATS it is still
     # in progress; well under ack_wait.
     heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # Deliveries of a request that may generate it (a crash, a publish that failed:
+    # it is generated again); after the last, it ends with a `generation_interrupted`
+    # error. Deliveries that only waited for memory do not count.
+    max_generation_attempts: int = Field(default=5, ge=1)
     # Generations one worker runs at once; one more request waits for a slot.
     max_concurrency: int = Field(default=64, ge=1)
     memory_timeout_seconds: float = Field(default=5.0, gt=0)

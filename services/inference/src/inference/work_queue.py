@@ -17,7 +17,13 @@ log = logging.getLogger("inference")
 
 
 def consumer_config(settings: InferenceSettings) -> ConsumerConfig:
-    return consumers.INFERENCE.config(ack_wait=settings.ack_wait_seconds)
+    return consumers.INFERENCE.config(
+        ack_wait=settings.ack_wait_seconds,
+        # No server-side limit: it would count the deliveries that only waited for
+        # memory, and drop requests during a long memory outage. The worker bounds the
+        # deliveries that generate (`max_generation_attempts`, from the reply log).
+        max_deliver=-1,
+    )
 
 
 async def ensure_consumer(js: JetStreamContext, settings: InferenceSettings) -> None:

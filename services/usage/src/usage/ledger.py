@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +42,8 @@ class Recorded:
     inserted: bool
     # Tokens the user spent on the entry's UTC day, this entry included.
     day_total: int = 0
+    # Its analytics copy was published already (`Ledger.mark_published`).
+    published: bool = False
 
 
 class Ledger:
@@ -63,6 +65,14 @@ class Ledger:
         )
         self._select = select(_TABLE).where(
             _TABLE.c.attempt_id.in_(bindparam("attempts", expanding=True))
+        )
+        self._mark_published = (
+            update(_TABLE)
+            .where(
+                _TABLE.c.attempt_id.in_(bindparam("attempts", expanding=True)),
+                _TABLE.c.published_at.is_(None),
+            )
+            .values(published_at=bindparam("at"))
         )
         upsert = insert(_DAILY)
         self._add_daily = upsert.on_conflict_do_update(
@@ -119,17 +129,30 @@ class Ledger:
                     days.setdefault((total.user_id, total.day), int(total.total_tokens))
             # Recorded before (a redelivery): the entry first stored, unchanged.
             held = [attempt for attempt in attempts if attempt not in stored]
+            published: set[str] = set()
             if held:
                 for found in await connection.execute(self._select, {"attempts": held}):
                     stored[found.attempt_id] = _entry(found._mapping)
+                    if found.published_at is not None:
+                        published.add(found.attempt_id)
         results = []
         for event in events:
             # A report repeated within the batch: only its first copy inserted the row.
             first = event.attempt_id in inserted
             inserted.discard(event.attempt_id)
             day_total = days.get((event.user_id, utc_day(event.occurred_at)), 0)
-            results.append(Recorded(stored[event.attempt_id], first, day_total))
+            entry = stored[event.attempt_id]
+            results.append(Recorded(entry, first, day_total, entry.attempt_id in published))
         return results
+
+    async def mark_published(self, attempts: Sequence[str]) -> None:
+        """Note that these entries' analytics copies are on the stream."""
+        if not attempts:
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                self._mark_published, {"attempts": list(attempts), "at": self._clock()}
+            )
 
     async def totals(
         self,
@@ -230,7 +253,11 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
 # The token counts are columns of their own; every other column is a field of the
 # same name on both the report and the entry.
 _USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_ENTRY_COLUMNS = tuple(c.name for c in _TABLE.columns if c.name not in _USAGE_COLUMNS)
+# The ledger's own bookkeeping, not part of an entry.
+_BOOKKEEPING = ("published_at",)
+_ENTRY_COLUMNS = tuple(
+    c.name for c in _TABLE.columns if c.name not in (*_USAGE_COLUMNS, *_BOOKKEEPING)
+)
 # Set when recorded, not carried by the report.
 _REPORT_COLUMNS = tuple(
     name for name in _ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}

@@ -144,10 +144,26 @@ class ReportConsumer:
             )
 
     async def _republish(self, recorded: list[Recorded]) -> list[BaseException | None]:
-        # Republished on a redelivery too: a crash between commit and publish must
-        # still produce the analytics event; JetStream drops the duplicate by its id.
+        # Republished on a redelivery too, until marked published: a crash between
+        # commit and publish must still produce the analytics event; JetStream drops
+        # a duplicate by its id within its window, the mark after it.
         assert self._republisher is not None
-        return await self._republisher.publish(recorded)
+        errors = await self._republisher.publish(recorded)
+        fresh = [
+            result.entry.attempt_id
+            for result, error in zip(recorded, errors, strict=True)
+            if error is None and not result.published
+        ]
+        try:
+            await self._ledger.mark_published(list(dict.fromkeys(fresh)))
+        except Exception as exc:
+            # Published but not marked: the reports come back, and are republished
+            # (JetStream drops them within its window).
+            return [
+                error if error is not None or r.published else exc
+                for r, error in zip(recorded, errors, strict=True)
+            ]
+        return errors
 
 
 async def _done() -> None:

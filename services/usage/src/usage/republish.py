@@ -8,8 +8,12 @@ and all or none. Such an entry was never published before: it is published only
 after the commit that inserted it.
 
 Every entry carries a msg id of its attempt. An entry recorded before (a
-redelivered report, whose first publish may or may not have happened) is
-published alone, so JetStream drops it if it is there already; an atomic batch
+redelivered report) is published again only while its ledger row says it was not
+(`published_at`, set once its copy is on the stream: JetStream's dedupe by msg id
+lasts a window only, a usage service may be down longer; only a crash in the
+moment between the PubAck and that mark's commit, followed by an outage longer
+than the window, would still store it twice); it is published
+alone, so JetStream drops it if it is there already; an atomic batch
 that failed (a server without atomic batches, a lost PubAck, a batch holding a
 duplicate id) is published that way too. The plain publishes of a batch are all
 sent before their PubAcks are awaited together.
@@ -53,7 +57,7 @@ class Republisher:
                 fresh[result.entry.attempt_id] = result.entry
         for result in results:
             attempt = result.entry.attempt_id
-            if attempt not in fresh:
+            if attempt not in fresh and not result.published:
                 alone.setdefault(attempt, result.entry)
         batched = list(fresh.values())
         retried = list(alone.values())

@@ -49,6 +49,10 @@ class LedgerRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # From the price table when recorded; NULL when the model has no price.
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When its analytics copy (livechat.usage.recorded) was published; NULL until then.
+    # JetStream dedupes a msg id for a window only: past it, this keeps a redelivered
+    # report from publishing the entry again.
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class DailyRow(Base):

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from contracts.events import DoneEvent, ErrorEvent, TokenEvent
+from contracts.events import DoneEvent, ErrorEvent, ResyncEvent, TokenEvent
 from gateway.errors import ApiError, error_status
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.reply import reply_events
@@ -113,6 +113,8 @@ async def completion_json(feed: EventFeed, done: Completion, *, timeout: float) 
             for event in batch:
                 if isinstance(event, TokenEvent):
                     parts.append(event.content)
+                elif isinstance(event, ResyncEvent):  # tokens were lost: the whole text
+                    parts[:] = [event.content]
                 elif isinstance(event, DoneEvent):
                     finish = finish_reason(event.finish_reason)
                     return completion(

@@ -17,6 +17,7 @@ from contracts.events import (
     DoneEvent,
     ErrorEvent,
     GenerationFinished,
+    ResyncEvent,
     StartEvent,
     TokenEvent,
 )
@@ -133,6 +134,8 @@ async def json_reply(
             event = relayed_event.event
             if isinstance(event, TokenEvent):
                 parts.append(event.content)
+            elif isinstance(event, ResyncEvent):  # tokens were lost: the whole text
+                parts[:] = [event.content]
             elif isinstance(event, StartEvent):
                 start = event
                 created_at = datetime.now(UTC)

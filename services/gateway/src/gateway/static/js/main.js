@@ -495,6 +495,12 @@ function showEvent(ev) {
       rec.content += ev.content;
       messages.update(rec);
       break;
+    case "resync": // some tokens were lost in transit: the whole text so far
+      rec = replyRecord(ev.message_id, ev.event_id);
+      if (!rec) break;
+      rec.content = ev.content;
+      messages.update(rec);
+      break;
     case "done":
       onDone(ev);
       break;
