@@ -16,11 +16,12 @@ from starlette.types import Receive, Scope, Send
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
+from gateway.fanout.deletions import follow_deletions
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
 from gateway.intake.limits import create_limits
-from gateway.intake.ownership import Ownership, follow_deletions
+from gateway.intake.ownership import Ownership
 from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops import health
@@ -107,7 +108,8 @@ async def _start_gateway(
         size=settings.owner_cache_size,
         ttl_seconds=settings.owner_cache_ttl_seconds,
     )
-    await follow_deletions(nc, owners)  # ends with the connection
+    # Ends with the connection; every attachment to a deleted conversation ends too.
+    await follow_deletions(nc, owners.forget, hub.end, signals.end)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,

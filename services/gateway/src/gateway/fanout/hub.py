@@ -115,6 +115,12 @@ class EventHub:
             if not group:
                 del self._listeners[listener.conversation_id]
 
+    def end(self, conversation_id: str) -> None:
+        """The conversation was deleted: end every listener of it here (their readers
+        tell their clients), so that nothing of a later owner of the id reaches them."""
+        for listener in self._listeners.pop(conversation_id, ()):
+            listener.end()
+
     def listener_count(self) -> int:
         return sum(len(group) for group in self._listeners.values())
 

@@ -11,7 +11,7 @@ from pydantic_core import to_json
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.errors import ApiError, describe_validation_errors
-from gateway.fanout.feed import EventFeed, ReplayFilter, attached
+from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
 from gateway.fanout.reply import stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
@@ -317,6 +317,10 @@ class WsSession:
                     self._sent[feed.conversation_id] = event.seq
                 if batch:
                     relayed.inc(len(batch))
+        except ConversationGone as gone:
+            # Deleted: the client is told, then gets nothing more of it (the socket stays).
+            self._signals.forget(feed.conversation_id)
+            await outbox.put(gone.text())
         except Exception as exc:
             log.warning("relay to a websocket stopped: %s", type(exc).__name__)
             message = "events of a conversation stopped; subscribe again"
