@@ -20,6 +20,7 @@ from gateway.fanout.deletions import follow_deletions
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
+from gateway.intake.inflight import InFlight
 from gateway.intake.limits import create_limits
 from gateway.intake.ownership import Ownership
 from gateway.intake.publisher import Publisher
@@ -110,6 +111,9 @@ async def _start_gateway(
     )
     # Ends with the connection; every attachment to a deleted conversation ends too.
     await follow_deletions(nc, owners.forget, hub.end, signals.end)
+    in_flight = hub.counted = InFlight(
+        settings.max_in_flight_per_user, ttl_seconds=settings.generation_timeout_seconds
+    )
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,
@@ -124,7 +128,9 @@ async def _start_gateway(
         js=js,
         hub=hub,
         backends=backends,
-        publisher=Publisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
+        publisher=Publisher(
+            js, timeout=settings.rpc_timeout_seconds, queue=queue, in_flight=in_flight
+        ),
         metrics=metrics,
         signals=signals,
         owners=owners,

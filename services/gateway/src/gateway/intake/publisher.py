@@ -25,6 +25,7 @@ from contracts.events import (
     UserMessageAccepted,
 )
 from gateway.errors import ApiError
+from gateway.intake.inflight import InFlight
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops.tracing import trace_headers
 from gateway.schemas import MessageIn
@@ -45,11 +46,39 @@ class Submission:
 
 class Publisher:
     def __init__(
-        self, js: JetStreamContext, *, timeout: float, queue: QueueStatus | None = None
+        self,
+        js: JetStreamContext,
+        *,
+        timeout: float,
+        queue: QueueStatus | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._js = js
         self._timeout = timeout
         self._queue = queue  # tells the clients of a request no worker took yet
+        # Counts each user's unfinished generations: 429 beyond the limit.
+        self._in_flight = in_flight
+
+    async def _publish_counted(
+        self,
+        publishes: list[tuple[str, BaseModel, str]],
+        user_id: str,
+        conversation_id: str,
+        reply_id: str,
+    ) -> list[PubAck]:
+        """`_publish_all`, the generation counted for its user first (refused beyond the
+        limit); not counted when it was requested before (a deduplicated repeat)."""
+        in_flight = self._in_flight
+        counted = in_flight is not None and in_flight.acquire(user_id, conversation_id, reply_id)
+        try:
+            acks = await self._publish_all(publishes)
+        except BaseException:
+            if counted and in_flight is not None:
+                in_flight.release(reply_id)
+            raise
+        if counted and in_flight is not None and acks[-1].duplicate:
+            in_flight.release(reply_id)  # requested before: counted where it was then
+        return acks
 
     async def _publish_all(self, publishes: list[tuple[str, BaseModel, str]]) -> list[PubAck]:
         """Publish in order on the one connection, then wait for every ack together:
@@ -126,7 +155,7 @@ class Publisher:
         # Nats-Msg-Id) so that a request of which a publish failed is completed by the
         # client's retry.
         try:
-            acks = await self._publish_all(publishes)
+            acks = await self._publish_counted(publishes, user_id, conversation_id, reply)
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a message failed: %s", type(exc).__name__)
             raise ApiError(
@@ -148,7 +177,12 @@ class Publisher:
         True when it was queued before."""
         msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
         try:
-            (ack,) = await self._publish_all([(subjects.GENERATE, request, msg_id)])
+            (ack,) = await self._publish_counted(
+                [(subjects.GENERATE, request, msg_id)],
+                request.user_id,
+                request.conversation_id,
+                request.message_id,
+            )
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a generation request failed: %s", type(exc).__name__)
             raise ApiError(

@@ -1,0 +1,136 @@
+"""Fair shares: a user's unfinished generations (LIVECHAT_MAX_IN_FLIGHT_PER_USER) and
+open WebSockets + event streams (LIVECHAT_MAX_CONNECTIONS_PER_USER) are capped, on every
+protocol, and the slots come back when replies end (issue 13, point 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import websockets
+
+from contracts import topology
+from devstack.ports import free_port
+from gateway import GatewaySettings
+
+# The fixtures' types (tests/gateway/conftest.py) are not importable under importlib mode.
+FakeBackends = FakeWorker = WorkerStarter = Any
+
+ALICE = {"X-API-Key": "key-of-alice-0123456789"}
+BOB = {"X-API-Key": "key-of-bob-0123456789"}
+SSE = {"Accept": "text/event-stream"}
+_STORED = (topology.CHAT_STREAM, topology.WORK_STREAM)
+
+
+@pytest.fixture
+def settings(nats_url: str) -> GatewaySettings:
+    return GatewaySettings(
+        nats_url=nats_url,
+        http_port=free_port(),
+        rpc_timeout_seconds=5.0,
+        generation_timeout_seconds=20.0,
+        sse_ping_seconds=0.5,
+        api_keys={ALICE["X-API-Key"]: "alice", BOB["X-API-Key"]: "bob"},
+        max_in_flight_per_user=2,
+        max_connections_per_user=3,
+    )
+
+
+def _ws(url: str, user: dict[str, str]) -> Any:
+    return websockets.connect(url.replace("http://", "ws://") + "/v1/ws", additional_headers=user)
+
+
+async def _recv(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    return frame
+
+
+def _too_many(reply: httpx.Response, code: str = "too_many_in_flight") -> None:
+    assert reply.status_code == 429, reply.text
+    assert reply.json()["error"]["code"] == code
+    assert int(reply.headers["Retry-After"]) >= 1
+
+
+async def _started(client: httpx.AsyncClient, conv: str, user: dict[str, str]) -> Any:
+    """A streamed message whose reply is held in flight; the open response."""
+    stream = client.stream(
+        "POST", f"/v1/conversations/{conv}/messages", json={"content": "hi"}, headers=SSE | user
+    )
+    response = await stream.__aenter__()
+    assert response.status_code == 200
+    return stream
+
+
+async def test_a_users_unfinished_generations_are_capped_on_every_protocol(
+    gateway_url: str, backends: FakeBackends, worker: FakeWorker, counts: Any
+) -> None:
+    worker.hold = asyncio.Event()  # replies stay in flight until released
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        held = [await _started(http, f"c{i}", ALICE) for i in range(2)]
+        before = await counts()
+
+        refused = await http.post(
+            "/v1/conversations/c9/messages", json={"content": "one more"}, headers=ALICE
+        )
+        _too_many(refused)
+        chat = {
+            "id": "chat1",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        }
+        _too_many(await http.post("/api/chat", json=chat, headers=ALICE))
+        client = openai.AsyncOpenAI(
+            base_url=gateway_url + "/v1", api_key=ALICE["X-API-Key"], max_retries=0
+        )
+        with pytest.raises(openai.RateLimitError) as raised:
+            await client.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert raised.value.code == "too_many_in_flight"
+        async with _ws(gateway_url, ALICE) as ws:
+            await ws.send(json.dumps({"type": "message", "conversation_id": "c8", "content": "x"}))
+            frame = await _recv(ws)
+            assert frame["type"] == "error" and frame["code"] == "too_many_in_flight", frame
+            assert frame["retryable"] is True
+        # Nothing of the refused ones was published (the events stream gets the held
+        # ones' `queued` statuses meanwhile).
+        after = await counts()
+        assert [after[s] for s in _STORED] == [before[s] for s in _STORED]
+
+        # Another user is not held back by alice's replies.
+        assert (await _started(http, "b1", BOB)) is not None
+
+        worker.hold.set()  # the replies end: alice's slots come back
+        for stream in held:
+            await stream.__aexit__(None, None, None)
+        for _ in range(200):
+            answered = await http.post(
+                "/v1/conversations/c9/messages", json={"content": "now"}, headers=ALICE
+            )
+            if answered.status_code != 429:
+                break
+            await asyncio.sleep(0.05)  # the ends reach the gateway's hub
+        assert answered.status_code == 200, answered.text
+
+
+async def test_a_generation_whose_end_never_comes_frees_its_slot(
+    settings: GatewaySettings, gateway_server: Any, backends: FakeBackends
+) -> None:
+    # No worker: nothing ever ends; the slot is counted for generation_timeout_seconds.
+    async with (
+        gateway_server(max_in_flight_per_user=1, generation_timeout_seconds=1.0) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        first = await _started(http, "lost", ALICE)
+        _too_many(
+            await http.post(
+                "/v1/conversations/x/messages", json={"content": "a"}, headers=ALICE | SSE
+            )
+        )
+        await asyncio.sleep(1.5)
+        second = await _started(http, "next", ALICE)
+        for stream in (first, second):
+            await stream.__aexit__(None, None, None)
