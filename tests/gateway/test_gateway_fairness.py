@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 import websockets
 
-from contracts import topology
+from contracts import subjects, topology
+from contracts.events import StartEvent, TokenEvent
 from devstack.ports import free_port
 from gateway import GatewaySettings
 
@@ -134,3 +137,109 @@ async def test_a_generation_whose_end_never_comes_frees_its_slot(
         second = await _started(http, "next", ALICE)
         for stream in (first, second):
             await stream.__aexit__(None, None, None)
+
+
+async def _closed_with(ws: Any) -> int:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.recv(), 20)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_a_users_open_sockets_and_streams_are_capped(
+    gateway_server: Any, backends: FakeBackends, worker: FakeWorker, counts: Any
+) -> None:
+    worker.hold = asyncio.Event()
+    async with (
+        gateway_server(max_in_flight_per_user=0) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        _ws(url, ALICE) as first,
+        _ws(url, ALICE),
+    ):
+        held = await _started(http, "s1", ALICE)  # the third: a stream
+        before = await counts()
+        async with _ws(url, ALICE) as fourth:
+            assert await _closed_with(fourth) == 1008
+        refused = await http.post(
+            "/v1/conversations/s2/messages", json={"content": "hi"}, headers=SSE | ALICE
+        )
+        _too_many(refused, "too_many_connections")
+        chat = {
+            "id": "chat2",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        }
+        _too_many(await http.post("/api/chat", json=chat, headers=ALICE), "too_many_connections")
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=ALICE["X-API-Key"], max_retries=0)
+        with pytest.raises(openai.RateLimitError) as raised:
+            await client.chat.completions.create(
+                model="demo", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        assert raised.value.code == "too_many_connections"
+        after = await counts()
+        assert [after[s] for s in _STORED] == [before[s] for s in _STORED]
+
+        async with _ws(url, BOB) as bob:  # bob has slots of his own
+            await bob.send(json.dumps({"type": "ping"}))
+            assert await _recv(bob) == {"type": "pong"}
+
+        await held.__aexit__(None, None, None)  # a slot comes back when a stream ends
+        for _ in range(200):
+            async with _ws(url, ALICE) as again:
+                await again.send(json.dumps({"type": "ping"}))
+                try:
+                    assert await _recv(again) == {"type": "pong"}
+                    break
+                except websockets.ConnectionClosed:
+                    await asyncio.sleep(0.05)  # the server saw the stream end just now
+        else:
+            raise AssertionError("no slot came back")
+        await first.send(json.dumps({"type": "ping"}))
+        assert await _recv(first) == {"type": "pong"}
+
+
+async def test_an_event_stream_client_that_stops_reading_is_dropped(
+    gateway_server: Any, backends: FakeBackends, nc: Any
+) -> None:
+    conv, reply = "slow", "slow-r1"
+    backends.add_conversation(conv, owner="alice")
+    subject = subjects.events(conv)
+    start = StartEvent(message_id=reply, conversation_id=conv, model="demo", provider="fake")
+    await nc.publish(subject, start.model_dump_json().encode())  # a reply in flight
+    await nc.flush()
+    async with (
+        gateway_server(max_connections_per_user=1, ws_send_timeout_seconds=1.0) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        parts = urlsplit(url)
+        loop = asyncio.get_running_loop()
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        stalled.setblocking(False)
+        try:
+            await loop.sock_connect(stalled, (parts.hostname, parts.port))
+            request = (
+                f"GET /v1/conversations/{conv}/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"X-API-Key: {ALICE['X-API-Key']}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            await loop.sock_sendall(stalled, request.encode())
+            head = await asyncio.wait_for(loop.sock_recv(stalled, 1024), 20)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            # Its slot is taken: alice may open no other stream.
+            events = f"/v1/conversations/{conv}/events"
+            _too_many(await http.get(events, headers=ALICE), "too_many_connections")
+
+            # From here on it reads nothing while the reply streams 8 MB.
+            for _ in range(4000):
+                token = TokenEvent(message_id=reply, content="x" * 2000)
+                await nc.publish(subject, token.model_dump_json().encode())
+            await nc.flush()
+            # Dropped after the send timeout: its slot comes back.
+            for _ in range(600):
+                async with http.stream("GET", events, headers=ALICE | SSE) as again:
+                    if again.status_code == 200:
+                        break
+                    assert again.status_code == 429
+                await asyncio.sleep(0.05)
+            assert again.status_code == 200
+        finally:
+            stalled.close()

@@ -20,6 +20,7 @@ from gateway.fanout.deletions import follow_deletions
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
+from gateway.intake.connections import ConnectionSlots
 from gateway.intake.inflight import InFlight
 from gateway.intake.limits import create_limits
 from gateway.intake.ownership import Ownership
@@ -134,6 +135,7 @@ async def _start_gateway(
         metrics=metrics,
         signals=signals,
         owners=owners,
+        connections=ConnectionSlots(settings.max_connections_per_user),
         queue=queue,
     )
 

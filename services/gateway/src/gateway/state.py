@@ -13,6 +13,7 @@ from gateway.backends import Backends
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
+from gateway.intake.connections import ConnectionSlots
 from gateway.intake.ownership import Ownership
 from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
@@ -34,6 +35,7 @@ class Gateway:
     metrics: GatewayMetrics
     signals: SignalHub
     owners: Ownership  # who may send into a conversation (auth on)
+    connections: ConnectionSlots  # open WebSockets + event streams per user
     queue: QueueStatus | None = None  # `queued` statuses of requests no worker took yet
 
     def feed(self, conversation_id: str) -> EventFeed:

@@ -104,9 +104,10 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
     generation = _request(user_id, body, _checked(body, settings))
     await limits_of(request).check(user_id)  # 429 before anything is published
-    # Attach before publishing: the first token cannot be missed.
-    feed = gateway.feed(generation.conversation_id)
-    await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
+    with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
+        # Attach before publishing: the first token cannot be missed.
+        feed = gateway.feed(generation.conversation_id)
+        await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
     done = Completion(generation.message_id, body.model)
     if body.stream:
         chunks = completion_sse(
@@ -116,6 +117,8 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
             _cancelled_if_left(gateway, user_id, generation.conversation_id, chunks),
             headers=SSE_HEADERS,
             background=BackgroundTask(feed.close),
+            slot=slot,
+            send_timeout=settings.ws_send_timeout_seconds,
         )
     try:
         answer = await completion_json(feed, done, timeout=settings.generation_timeout_seconds)

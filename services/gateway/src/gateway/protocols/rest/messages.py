@@ -48,15 +48,18 @@ async def post_message(
     if message.answered is not None and not streaming:
         # Answered before (perhaps past the dedupe window): the same answer, nothing new.
         return JSONResponse(stored_as_json(message.answered))
-    # Attach before publishing: the reply's first event cannot be missed.
-    feed = gateway.feed(conversation_id)
-    sub = await pipeline.accept(gateway, message, feed)
+    with gateway.connections.holding(user_id, wanted=streaming) as slot:  # 429 first
+        # Attach before publishing: the reply's first event cannot be missed.
+        feed = gateway.feed(conversation_id)
+        sub = await pipeline.accept(gateway, message, feed)
     if streaming:
         return EventStreamResponse(
             sse_reply(gateway, feed, sub, user_id),
             headers=SSE_HEADERS,
             # Also when the client leaves before the first chunk.
             background=BackgroundTask(feed.close),
+            slot=slot,
+            send_timeout=settings.ws_send_timeout_seconds,
         )
     try:
         answer = await _unless_disconnected(request, json_reply(gateway, feed, sub, user_id))
