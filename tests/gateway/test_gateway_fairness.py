@@ -243,3 +243,50 @@ async def test_an_event_stream_client_that_stops_reading_is_dropped(
             assert again.status_code == 200
         finally:
             stalled.close()
+
+
+async def test_concurrent_sends_reserve_the_budget_before_their_replies_run(
+    gateway_server: Any, backends: FakeBackends, worker: FakeWorker
+) -> None:
+    # 1000 tokens a day, none spent yet; each reply may take up to 400.
+    worker.hold = asyncio.Event()
+    async with (
+        gateway_server(
+            daily_token_budget=1000, max_in_flight_per_user=8, max_connections_per_user=0
+        ) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+
+        async def send(conv: str, user: dict[str, str] = ALICE) -> httpx.Response:
+            request = http.build_request(
+                "POST",
+                f"/v1/conversations/{conv}/messages",
+                json={"content": "hi", "max_tokens": 400},
+                headers=SSE | user,
+            )
+            return await http.send(request, stream=True)
+
+        answers = await asyncio.gather(*(send(f"b{i}") for i in range(5)))
+        try:
+            statuses = sorted(a.status_code for a in answers)
+            # 0, 400 and 800 reserved were under the budget; 1200 is not: whatever the
+            # replies take, the day ends at most one answer (400) over.
+            assert statuses == [200, 200, 200, 429, 429], statuses
+            for refused in (a for a in answers if a.status_code == 429):
+                await refused.aread()
+                _too_many(refused, "budget_exceeded")
+            # Bob's budget is his own.
+            answers.append(bobs := await send("bob1", BOB))
+            assert bobs.status_code == 200
+        finally:
+            worker.hold.set()  # the replies end: their reservations are settled
+            for answer in answers:
+                await answer.aclose()
+        for _ in range(200):
+            again = await http.post(
+                "/v1/conversations/b9/messages", json={"content": "now"}, headers=ALICE
+            )
+            if again.status_code != 429:
+                break
+            await asyncio.sleep(0.05)
+        assert again.status_code == 200, again.text

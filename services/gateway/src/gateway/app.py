@@ -130,7 +130,11 @@ async def _start_gateway(
         hub=hub,
         backends=backends,
         publisher=Publisher(
-            js, timeout=settings.rpc_timeout_seconds, queue=queue, in_flight=in_flight
+            js,
+            timeout=settings.rpc_timeout_seconds,
+            queue=queue,
+            in_flight=in_flight,
+            reserve_tokens=settings.budget_reserve_tokens,
         ),
         metrics=metrics,
         signals=signals,

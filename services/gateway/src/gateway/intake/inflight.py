@@ -1,5 +1,6 @@
-"""Unfinished generations per user (LIVECHAT_MAX_IN_FLIGHT_PER_USER), counted by the
-gateway that published their requests.
+"""Unfinished generations per user (LIVECHAT_MAX_IN_FLIGHT_PER_USER), and the tokens
+they hold of the user's daily budget, counted by the gateway that published their
+requests.
 
 A generation is counted from just before its request is published until the
 gateway's event hub sees its `done` or `error` (a cancel ends with `done` too, a
@@ -9,6 +10,13 @@ shows, so nothing outlives the process: a restarted gateway starts from zero (th
 generations still running elsewhere are not counted), and an end that never comes
 (every worker gone) frees its slot after `ttl_seconds`. Each gateway counts what it
 published: behind N gateways a user may have up to N times the limit in flight.
+
+With a daily budget on, each generation reserves its `max_tokens` (or
+LIVECHAT_BUDGET_RESERVE_TOKENS) while it runs: a request is admitted only while the
+day's spent tokens plus the reservations of the user's replies in flight are under
+the budget, checked and reserved in one step, so concurrent sends overshoot the
+budget by one answer at most. The reservation is settled (dropped) when the reply
+ends; the usage service's count of it reaches the gateway milliseconds later.
 """
 
 from __future__ import annotations
@@ -34,23 +42,44 @@ class InFlight:
         self._limit = limit  # 0: no limit (nothing is counted)
         self._ttl = ttl_seconds
         self._clock = clock
-        # user -> reply id -> counted until; reply id -> (user, conversation)
-        self._by_user: dict[str, dict[str, float]] = {}
+        # user -> reply id -> (counted until, tokens reserved); reply id -> (user, conv)
+        self._by_user: dict[str, dict[str, tuple[float, int]]] = {}
         self._replies: dict[str, tuple[str, str]] = {}
         self._conversations: dict[str, int] = {}  # replies counted per conversation
 
-    def acquire(self, user_id: str, conversation_id: str, reply_id: str) -> bool:
-        """Count `reply_id` for `user_id` (True), or nothing when counted already (False);
-        429 `too_many_in_flight` when the user has the limit in flight."""
-        if not self._limit or reply_id in self._replies:
+    def acquire(
+        self,
+        user_id: str,
+        conversation_id: str,
+        reply_id: str,
+        *,
+        tokens: int = 0,
+        allowance: int | None = None,
+    ) -> bool:
+        """Count `reply_id` for `user_id`, reserving `tokens` (True), or nothing when
+        counted already (False); 429 `too_many_in_flight` when the user has the limit in
+        flight, `budget_exceeded` when their replies in flight reserve `allowance` (the
+        budget's tokens left today; None: no budget) already."""
+        if reply_id in self._replies or not (self._limit or allowance is not None):
             return False
         now = self._clock()
         mine = self._by_user.get(user_id)
         if mine is not None:
-            for expired in [r for r, until in mine.items() if until <= now]:
+            for expired in [r for r, (until, _) in mine.items() if until <= now]:
                 self.release(expired)
             mine = self._by_user.get(user_id)
-        if mine is not None and len(mine) >= self._limit:
+        if allowance is not None:
+            reserved = sum(t for _, t in mine.values()) if mine else 0
+            if reserved >= allowance:
+                raise ApiError(
+                    429,
+                    "budget_exceeded",
+                    "the rest of your daily token budget is reserved by replies still "
+                    "being generated; retry when they end",
+                    retryable=True,
+                    headers={"Retry-After": str(_RETRY_AFTER_SECONDS)},
+                )
+        if self._limit and mine is not None and len(mine) >= self._limit:
             raise ApiError(
                 429,
                 "too_many_in_flight",
@@ -59,7 +88,7 @@ class InFlight:
                 retryable=True,
                 headers={"Retry-After": str(_RETRY_AFTER_SECONDS)},
             )
-        self._by_user.setdefault(user_id, {})[reply_id] = now + self._ttl
+        self._by_user.setdefault(user_id, {})[reply_id] = (now + self._ttl, tokens)
         self._replies[reply_id] = (user_id, conversation_id)
         self._conversations[conversation_id] = self._conversations.get(conversation_id, 0) + 1
         return True
@@ -82,6 +111,9 @@ class InFlight:
     def follows(self, conversation_id: str) -> bool:
         """Whether a reply of the conversation is counted (the hub reads its events)."""
         return conversation_id in self._conversations
+
+    def reserved(self, user_id: str) -> int:
+        return sum(t for _, t in self._by_user.get(user_id, {}).values())
 
     def in_flight(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

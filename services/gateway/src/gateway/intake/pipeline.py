@@ -59,6 +59,7 @@ class Admitted:
     body: MessageIn
     model: str
     earlier: Earlier | None  # what memory holds of a client-given id
+    allowance: int | None = None  # the budget's tokens left today (None: no budget)
 
     @property
     def answered(self) -> rpc.StoredMessage | None:
@@ -87,9 +88,10 @@ async def admit(
         await gateway.owners.check(user_id, conversation_id)  # another user's: 404
         if body.id is not None:  # a repeat is answered once
             earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
+    allowance = None
     if earlier is None or not earlier.repeat:  # a retry is counted once
-        await limits.check(user_id)  # 429 before anything is published
-    return Admitted(user_id, conversation_id, body, model, earlier)
+        allowance = await limits.check(user_id)  # 429 before anything is published
+    return Admitted(user_id, conversation_id, body, model, earlier, allowance)
 
 
 async def _publish(gateway: Gateway, message: Admitted) -> Submission:
@@ -103,7 +105,9 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     )
     earlier = message.earlier
     if earlier is None or not earlier.repeat:
-        return await gateway.publisher.submit(user_id, conversation_id, body, model)
+        return await gateway.publisher.submit(
+            user_id, conversation_id, body, model, allowance=message.allowance
+        )
     message_id = body.id or ""
     reply = ids.reply_id(conversation_id, message_id)
     repeat = Submission(conversation_id, message_id, reply, model, duplicate=True)

@@ -105,7 +105,7 @@ async def _regenerate(
         ),
         requested_at=datetime.now(UTC),
     )
-    await gateway.publisher.request_generation(request, kind="regen")
+    await gateway.publisher.request_generation(request, kind="regen", allowance=message.allowance)
     return Submission(body.id, asked.id, reply, model, duplicate=False)
 
 

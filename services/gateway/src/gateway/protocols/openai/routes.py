@@ -103,11 +103,12 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     settings = gateway.settings
     body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
     generation = _request(user_id, body, _checked(body, settings))
-    await limits_of(request).check(user_id)  # 429 before anything is published
+    allowance = await limits_of(request).check(user_id)  # 429 before anything is published
     with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
         # Attach before publishing: the first token cannot be missed.
         feed = gateway.feed(generation.conversation_id)
-        await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
+        queued = gateway.publisher.request_generation(generation, kind="gen", allowance=allowance)
+        await attached(feed, queued)
     done = Completion(generation.message_id, body.model)
     if body.stream:
         chunks = completion_sse(
