@@ -165,7 +165,7 @@ async def _has_events(gateway: Gateway, chat_id: str) -> bool:
 
 @router.get(
     "/api/chat/{chat_id}/stream",
-    responses=answers(400, 404, streamed="the reply in flight", empty="no reply in flight"),
+    responses=answers(400, 404, 429, streamed="the reply in flight", empty="no reply in flight"),
 )
 async def resume_chat(
     chat_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]

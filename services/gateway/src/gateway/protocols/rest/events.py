@@ -27,6 +27,7 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
     responses=answers(
         400,
         404,
+        429,
         streamed="the events, as SSE",
         empty="no reply running and no stored event newer than the id",
     ),
