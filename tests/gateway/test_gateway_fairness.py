@@ -290,3 +290,38 @@ async def test_concurrent_sends_reserve_the_budget_before_their_replies_run(
                 break
             await asyncio.sleep(0.05)
         assert again.status_code == 200, again.text
+
+
+async def test_deleting_a_conversation_frees_its_replies_slots(
+    gateway_server: Any, backends: FakeBackends
+) -> None:
+    # No worker: the reply would never end; deleting its conversation stops it.
+    async with (
+        gateway_server(max_in_flight_per_user=1) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        held = await _started(http, "d1", ALICE)
+        second = {"content": "a"}
+        _too_many(await http.post("/v1/conversations/d2/messages", json=second, headers=ALICE))
+        assert (await http.delete("/v1/conversations/d1", headers=ALICE)).status_code == 204
+        for _ in range(200):
+            again = await _started_or_refused(http, "d2")
+            if again is not None:
+                break
+            await asyncio.sleep(0.05)  # the announcement reaches the gateway
+        assert again is not None, "the slot never came back"
+        for stream in (held, again):
+            await stream.__aexit__(None, None, None)
+
+
+async def _started_or_refused(http: httpx.AsyncClient, conv: str) -> Any:
+    stream = http.stream(
+        "POST", f"/v1/conversations/{conv}/messages", json={"content": "a"}, headers=SSE | ALICE
+    )
+    response = await stream.__aenter__()
+    if response.status_code == 200:
+        return stream
+    await response.aread()
+    _too_many(response)
+    await stream.__aexit__(None, None, None)
+    return None

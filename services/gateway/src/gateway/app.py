@@ -110,11 +110,11 @@ async def _start_gateway(
         size=settings.owner_cache_size,
         ttl_seconds=settings.owner_cache_ttl_seconds,
     )
-    # Ends with the connection; every attachment to a deleted conversation ends too.
-    await follow_deletions(nc, owners.forget, hub.end, signals.end)
     in_flight = hub.counted = InFlight(
         settings.max_in_flight_per_user, ttl_seconds=settings.generation_timeout_seconds
     )
+    # Ends with the connection; every attachment to a deleted conversation ends too.
+    await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,

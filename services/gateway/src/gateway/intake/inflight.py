@@ -45,7 +45,7 @@ class InFlight:
         # user -> reply id -> (counted until, tokens reserved); reply id -> (user, conv)
         self._by_user: dict[str, dict[str, tuple[float, int]]] = {}
         self._replies: dict[str, tuple[str, str]] = {}
-        self._conversations: dict[str, int] = {}  # replies counted per conversation
+        self._conversations: dict[str, set[str]] = {}  # replies counted per conversation
 
     def acquire(
         self,
@@ -90,7 +90,7 @@ class InFlight:
             )
         self._by_user.setdefault(user_id, {})[reply_id] = (now + self._ttl, tokens)
         self._replies[reply_id] = (user_id, conversation_id)
-        self._conversations[conversation_id] = self._conversations.get(conversation_id, 0) + 1
+        self._conversations.setdefault(conversation_id, set()).add(reply_id)
         return True
 
     def release(self, reply_id: str) -> None:
@@ -102,11 +102,15 @@ class InFlight:
         del mine[reply_id]
         if not mine:
             del self._by_user[user_id]
-        left = self._conversations[conversation_id] - 1
-        if left:
-            self._conversations[conversation_id] = left
-        else:
+        replies = self._conversations[conversation_id]
+        replies.discard(reply_id)
+        if not replies:
             del self._conversations[conversation_id]
+
+    def forget(self, conversation_id: str) -> None:
+        """The conversation was deleted (its generation stopped): its replies end."""
+        for reply_id in tuple(self._conversations.get(conversation_id, ())):
+            self.release(reply_id)
 
     def follows(self, conversation_id: str) -> bool:
         """Whether a reply of the conversation is counted (the hub reads its events)."""
