@@ -13,6 +13,7 @@ import httpx
 import pytest
 import websockets
 
+from devstack.natsserver import NatsServer
 from devstack.ports import free_port
 from gateway import GatewaySettings
 
@@ -155,3 +156,39 @@ async def test_sse_streams_of_a_deleted_conversation_end_with_not_found(
                 assert kind == "error" and data["code"] == "not_found", rest
                 assert data["conversation_id"] == "doomed"
                 assert [kind for kind, _ in rest[:-1]] in ([], ["status"]), rest
+
+
+async def _wait_ready(client: httpx.AsyncClient, ready: bool) -> None:
+    for _ in range(600):
+        if ((await client.get("/readyz")).status_code == 200) == ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never became {'ready' if ready else 'unready'}")
+
+
+async def test_a_deletion_missed_while_cut_off_from_nats_ends_the_attachment_when_back(
+    nats_server: NatsServer, gateway_url: str, backends: FakeBackends, worker: FakeWorker
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=gateway_url, timeout=30) as client,
+        _ws(gateway_url, ALICE) as alice,
+    ):
+        await _post(client, "away", ALICE)
+        await _post(client, "kept", ALICE)
+        for conv in ("away", "kept"):
+            await _send(alice, type="subscribe", conversation_id=conv)
+        await _send(alice, type="ping")
+        assert (await _until(alice, "pong"))[-1] == {"type": "pong"}
+        # Deleted and taken by bob while the gateway cannot hear the announcement.
+        nats_server.stop()
+        await _wait_ready(client, False)
+        backends.owners["away"] = "bob"
+        nats_server.start()
+        await _wait_ready(client, True)
+        gone = await _recv(alice)
+        assert gone["type"] == "error" and gone["code"] == "not_found", gone
+        assert gone["conversation_id"] == "away"
+        # Her other conversation is still followed.
+        await _post(client, "kept", ALICE)
+        after = await _until(alice, "done")
+        assert {f["conversation_id"] for f in after} == {"kept"}, after

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
-from gateway.fanout.deletions import follow_deletions
+from gateway.fanout.deletions import follow_deletions, recheck_followers
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
@@ -71,6 +71,7 @@ class _Reconnect:
         self.js: JetStreamContext | None = None
         self.hub: EventHub | None = None
         self.owners: Ownership | None = None
+        self.backends: Backends | None = None
         self._restore = rerun_on_reconnect(self._restore_streams)
 
     async def _restore_streams(self) -> None:
@@ -79,6 +80,8 @@ class _Reconnect:
         await ensure_streams(self.js, self._settings, GATEWAY_STREAMS)
         await ensure_buckets(self.js)  # the rate counters are in memory too
         if self.hub is not None:
+            if self.backends is not None:  # before relaying what was missed
+                await recheck_followers(self.hub, self.backends)
             await self.hub.resubscribe()
 
     async def reconnected(self) -> None:
@@ -103,7 +106,7 @@ async def _start_gateway(
     metrics.count_listeners(hub.listener_count)
     signals = SignalHub(nc)
     await signals.start()
-    backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
+    backends = reconnect.backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
     owners = reconnect.owners = Ownership(
         backends,
         enabled=settings.auth_enabled,

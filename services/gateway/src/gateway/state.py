@@ -38,13 +38,15 @@ class Gateway:
     connections: ConnectionSlots  # open WebSockets + event streams per user
     queue: QueueStatus | None = None  # `queued` statuses of requests no worker took yet
 
-    def feed(self, conversation_id: str) -> EventFeed:
-        """Attach to a conversation's events now (before publishing anything to it)."""
+    def feed(self, conversation_id: str, user_id: str | None) -> EventFeed:
+        """Attach to a conversation's events now (before publishing anything to it);
+        `user_id`'s access is checked again after a NATS reconnect (None: never)."""
         return EventFeed(
             self.hub,
             self.js,
             conversation_id,
             replay_timeout=self.settings.rpc_timeout_seconds,
+            user_id=user_id,
         )
 
 

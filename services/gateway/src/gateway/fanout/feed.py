@@ -61,12 +61,14 @@ class EventFeed:
         conversation_id: str,
         *,
         replay_timeout: float = 5.0,
+        user_id: str | None = None,
     ) -> None:
+        """`user_id`: whose access is checked again after a NATS reconnect."""
         self._hub = hub
         self._js = js
         self.conversation_id = conversation_id
         self._replay_timeout = replay_timeout
-        self._listener: Listener | None = hub.attach(conversation_id)
+        self._listener: Listener | None = hub.attach(conversation_id, user_id)
         # Highest sequence handed out; None = live only, nothing to compare yet.
         self.high: int | None = None
         self._resume_after: int | None = None

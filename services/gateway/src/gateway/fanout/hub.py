@@ -114,8 +114,8 @@ class EventHub:
     def running(self) -> bool:
         return self._sub is not None
 
-    def attach(self, conversation_id: str) -> Listener:
-        listener = Listener(conversation_id, self._queue_size)
+    def attach(self, conversation_id: str, user_id: str | None = None) -> Listener:
+        listener = Listener(conversation_id, self._queue_size, user_id)
         self._listeners.setdefault(conversation_id, set()).add(listener)
         return listener
 
@@ -131,6 +131,25 @@ class EventHub:
         tell their clients), so that nothing of a later owner of the id reaches them."""
         for listener in self._listeners.pop(conversation_id, ()):
             listener.end()
+
+    def end_for(self, conversation_id: str, user_id: str) -> None:
+        """`user_id` may no longer read the conversation: end their listeners of it."""
+        group = self._listeners.get(conversation_id)
+        for listener in tuple(group or ()):
+            if listener.user_id == user_id:
+                listener.end()
+                self.detach(listener)
+
+    def followers(self) -> list[tuple[str, str]]:
+        """(conversation, user) of every listener that names its user."""
+        return sorted(
+            {
+                (conversation_id, listener.user_id)
+                for conversation_id, group in self._listeners.items()
+                for listener in group
+                if listener.user_id is not None
+            }
+        )
 
     def listener_count(self) -> int:
         return sum(len(group) for group in self._listeners.values())

@@ -19,10 +19,20 @@ class Ended(Exception):
 
 
 class Listener:
-    __slots__ = ("_items", "_limit", "_waiter", "conversation_id", "ended", "first_seq", "lagged")
+    __slots__ = (
+        "_items",
+        "_limit",
+        "_waiter",
+        "conversation_id",
+        "ended",
+        "first_seq",
+        "lagged",
+        "user_id",
+    )
 
-    def __init__(self, conversation_id: str, limit: int) -> None:
+    def __init__(self, conversation_id: str, limit: int, user_id: str | None = None) -> None:
         self.conversation_id = conversation_id
+        self.user_id = user_id  # whose client this is (None: not checked again)
         self._limit = limit
         self._items: deque[RelayedEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None

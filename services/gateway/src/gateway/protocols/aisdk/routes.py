@@ -144,7 +144,7 @@ async def post_chat(request: Request, user_id: Annotated[str, Depends(current_us
     )
     with gateway.connections.holding(user_id) as slot:  # 429 first
         # Attach before publishing: the reply's first event cannot be missed.
-        feed = gateway.feed(body.id)
+        feed = gateway.feed(body.id, user_id)
         if regenerate:
             sub = await attached(feed, _regenerate(gateway, body, last.id, admitted))
         else:
@@ -181,7 +181,7 @@ async def resume_chat(
         # nobody has written to yet has nothing in flight.
         return Response(status_code=204)
     with gateway.connections.holding(user_id) as slot:  # 429 first
-        feed = gateway.feed(chat_id)  # attached before looking: nothing live is missed
+        feed = gateway.feed(chat_id, user_id)  # attached before looking: nothing live is missed
         # From the first event of the reply in flight: the SDK replaces its partial
         # message with this one (`resumeStreamIsReplay`).
         resume = await attached(feed, prepare_resume(gateway, feed, None))

@@ -106,7 +106,7 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     allowance = await limits_of(request).check(user_id)  # 429 before anything is published
     with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
         # Attach before publishing: the first token cannot be missed.
-        feed = gateway.feed(generation.conversation_id)
+        feed = gateway.feed(generation.conversation_id, None)  # stateless: not in memory
         queued = gateway.publisher.request_generation(generation, kind="gen", allowance=allowance)
         await attached(feed, queued)
     done = Completion(generation.message_id, body.model)

@@ -50,7 +50,7 @@ async def post_message(
         return JSONResponse(stored_as_json(message.answered))
     with gateway.connections.holding(user_id, wanted=streaming) as slot:  # 429 first
         # Attach before publishing: the reply's first event cannot be missed.
-        feed = gateway.feed(conversation_id)
+        feed = gateway.feed(conversation_id, user_id)
         sub = await pipeline.accept(gateway, message, feed)
     if streaming:
         return EventStreamResponse(

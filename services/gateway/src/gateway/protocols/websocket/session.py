@@ -263,7 +263,7 @@ class WsSession:
         )
         following = conversation_id in self._followers
         # Attach before publishing, as for POST.
-        feed = None if following else gateway.feed(conversation_id)
+        feed = None if following else gateway.feed(conversation_id, user_id)
         # A message answered before is sent as memory holds it, not replayed.
         sub = await pipeline.accept(gateway, message, feed, replay=message.answered is None)
         if sub.duplicate and message.answered is not None:
@@ -279,7 +279,7 @@ class WsSession:
 
     async def _refollow(self, conversation_id: str) -> EventFeed:
         # A fresh feed before the old relay stops: nothing live falls between them.
-        feed = self._gateway.feed(conversation_id)
+        feed = self._gateway.feed(conversation_id, self._user_id)
         await cancel_and_wait(self._followers.pop(conversation_id, None))
         return feed
 
@@ -297,7 +297,7 @@ class WsSession:
                 return  # already following live
             await cancel_and_wait(current)
         await check_access(self._gateway, self._user_id, conversation_id)
-        feed = self._gateway.feed(conversation_id)
+        feed = self._gateway.feed(conversation_id, self._user_id)
         # As GET .../events: after the id, or the generation in flight from its
         # start; then live (a socket keeps following after the reply ends).
         await attached(feed, prepare_resume(self._gateway, feed, frame.last_event_id))
