@@ -45,6 +45,10 @@ def _env(provider: RunningProvider, options: Options) -> dict[str, str]:
         "LIVECHAT_OPENAI_MODEL": PROVIDER_MODEL,
         # Every answer's generation runs at once, never queues for a slot.
         "LIVECHAT_MAX_CONCURRENCY": str(max(64, 2 * most)),
+        # A load test is one user (auth off: `local`) with every stream and socket at
+        # once: the per-user fair shares are off for the bench's own system.
+        "LIVECHAT_MAX_IN_FLIGHT_PER_USER": "0",
+        "LIVECHAT_MAX_CONNECTIONS_PER_USER": "0",
     }
 
 

@@ -42,6 +42,10 @@ def _pace_env(ttft_ms: float, tps: float, tokens: int, conversations: int) -> di
         "LIVECHAT_DEMO_MAX_TOKENS": str(tokens),
         # Every conversation's generation must run at once, never queue for a slot.
         "LIVECHAT_MAX_CONCURRENCY": str(max(64, 2 * conversations)),
+        # A load test is one user (auth off: `local`) with every stream and socket at
+        # once: the per-user fair shares are off for the bench's own system.
+        "LIVECHAT_MAX_IN_FLIGHT_PER_USER": "0",
+        "LIVECHAT_MAX_CONNECTIONS_PER_USER": "0",
     }
 
 

@@ -255,11 +255,25 @@ async def test_a_conversation_deleted_through_one_gateway_is_closed_on_every_gat
         for content in ("first", "second"):
             reply = await there.post(messages, json={"content": content}, headers=ALICE)
             assert reply.status_code == 200, reply.text
+        # Her socket on the second gateway follows it.
+        alice_ws = await websockets.connect(
+            there_url.replace("http://", "ws://") + "/v1/ws", additional_headers=ALICE
+        )
+        await alice_ws.send(json.dumps({"type": "subscribe", "conversation_id": conversation}))
+        await alice_ws.send(json.dumps({"type": "ping"}))
+        assert await _frame(alice_ws) == {"type": "pong"}
         deleted = await here.delete(f"/v1/conversations/{conversation}", headers=ALICE)
         assert deleted.status_code == 204
+        # Memory's announcement ends her subscription there: `not_found`, then nothing.
+        gone = await _frame(alice_ws)
+        assert gone["type"] == "error" and gone["code"] == "not_found", gone
+        assert gone["conversation_id"] == conversation
         # The id is free: bob's first message through the first gateway makes it his.
         reply = await here.post(messages, json={"content": "bob's own"}, headers=BOB)
         assert reply.status_code == 200, reply.text
+        await alice_ws.send(json.dumps({"type": "ping"}))
+        assert await _frame(alice_ws) == {"type": "pong"}  # nothing of bob's before it
+        await alice_ws.close()
         # Alice's former pass is void on the second gateway too: bob's conversation is
         # a 404 to her there, as another user's conversation is everywhere.
         hijack = {"content": f"alice about the {ALICE_WORD}"}

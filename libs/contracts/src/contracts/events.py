@@ -219,8 +219,9 @@ class CancelRequested(Event):
 
 class ConversationDeleted(Event):
     """A conversation was deleted (by its owner or by retention), announced by memory on
-    `conversation_deleted(conv)` once committed: every gateway forgets who owned it,
-    since its id may be anyone's next."""
+    `conversation_deleted(conv)` once committed: every gateway forgets who owned it and
+    ends every attachment to it (its clients get `not_found`), since its id may be
+    anyone's next."""
 
     kind: Literal["conversation_deleted"] = "conversation_deleted"
     conversation_id: Id

@@ -16,11 +16,14 @@ from starlette.types import Receive, Scope, Send
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
+from gateway.fanout.deletions import follow_deletions, recheck_followers
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
 from gateway.handlers import create_router
+from gateway.intake.connections import ConnectionSlots
+from gateway.intake.inflight import InFlight
 from gateway.intake.limits import create_limits
-from gateway.intake.ownership import Ownership, follow_deletions
+from gateway.intake.ownership import Ownership
 from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops import health
@@ -69,6 +72,7 @@ class _Reconnect:
         self.js: JetStreamContext | None = None
         self.hub: EventHub | None = None
         self.owners: Ownership | None = None
+        self.backends: Backends | None = None
         self._restore = rerun_on_reconnect(self._restore_streams)
 
     async def _restore_streams(self) -> None:
@@ -77,6 +81,8 @@ class _Reconnect:
         await ensure_streams(self.js, self._settings, GATEWAY_STREAMS)
         await ensure_buckets(self.js)  # the rate counters are in memory too
         if self.hub is not None:
+            if self.backends is not None:  # before relaying what was missed
+                await recheck_followers(self.hub, self.backends)
             await self.hub.resubscribe()
 
     async def reconnected(self) -> None:
@@ -101,14 +107,18 @@ async def _start_gateway(
     metrics.count_listeners(hub.listener_count)
     signals = SignalHub(nc)
     await signals.start()
-    backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
+    backends = reconnect.backends = Backends(nc, timeout=settings.rpc_timeout_seconds)
     owners = reconnect.owners = Ownership(
         backends,
         enabled=settings.auth_enabled,
         size=settings.owner_cache_size,
         ttl_seconds=settings.owner_cache_ttl_seconds,
     )
-    await follow_deletions(nc, owners)  # ends with the connection
+    in_flight = hub.counted = InFlight(
+        settings.max_in_flight_per_user, ttl_seconds=settings.generation_timeout_seconds
+    )
+    # Ends with the connection; every attachment to a deleted conversation ends too.
+    await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,
@@ -123,10 +133,17 @@ async def _start_gateway(
         js=js,
         hub=hub,
         backends=backends,
-        publisher=Publisher(js, timeout=settings.rpc_timeout_seconds, queue=queue),
+        publisher=Publisher(
+            js,
+            timeout=settings.rpc_timeout_seconds,
+            queue=queue,
+            in_flight=in_flight,
+            reserve_tokens=settings.budget_reserve_tokens,
+        ),
         metrics=metrics,
         signals=signals,
         owners=owners,
+        connections=ConnectionSlots(settings.max_connections_per_user),
         queue=queue,
     )
 

@@ -59,6 +59,14 @@ class GatewaySettings(LivechatSettings):
     # The server pings every half of this; a client that answers nothing for this long
     # is closed.
     ws_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Fair shares (0 = off): a user's unfinished generations (counted per gateway; beyond:
+    # 429 too_many_in_flight), and their WebSockets + event streams open at once per
+    # gateway (beyond: 429, or a WebSocket closed with 1008).
+    max_in_flight_per_user: int = Field(default=8, ge=0)
+    max_connections_per_user: int = Field(default=32, ge=0)
+    # With a daily budget: tokens reserved from it while a reply that names no
+    # max_tokens is generated (one with max_tokens reserves that many).
+    budget_reserve_tokens: int = Field(default=4096, ge=0)
     # Origins that may open WebSockets and call the REST API from a browser (CORS).
     # Unset: same origin and non-browser clients (no Origin header) only. A comma list
     # or a JSON list; "*" allows any origin.

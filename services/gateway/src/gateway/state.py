@@ -13,6 +13,7 @@ from gateway.backends import Backends
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
+from gateway.intake.connections import ConnectionSlots
 from gateway.intake.ownership import Ownership
 from gateway.intake.publisher import Publisher
 from gateway.intake.queue_status import QueueStatus
@@ -34,15 +35,18 @@ class Gateway:
     metrics: GatewayMetrics
     signals: SignalHub
     owners: Ownership  # who may send into a conversation (auth on)
+    connections: ConnectionSlots  # open WebSockets + event streams per user
     queue: QueueStatus | None = None  # `queued` statuses of requests no worker took yet
 
-    def feed(self, conversation_id: str) -> EventFeed:
-        """Attach to a conversation's events now (before publishing anything to it)."""
+    def feed(self, conversation_id: str, user_id: str | None) -> EventFeed:
+        """Attach to a conversation's events now (before publishing anything to it);
+        `user_id`'s access is checked again after a NATS reconnect (None: never)."""
         return EventFeed(
             self.hub,
             self.js,
             conversation_id,
             replay_timeout=self.settings.rpc_timeout_seconds,
+            user_id=user_id,
         )
 
 

@@ -119,7 +119,8 @@ def create_router(
         title="memory.conversation_deleted",
         description=(
             "A conversation was deleted (by its owner or by retention); core NATS, before "
-            "the delete's reply: every gateway forgets who owned it."
+            "the delete's reply: every gateway forgets who owned it and ends every "
+            "attachment to it."
         ),
         schema=ConversationDeleted,
     )

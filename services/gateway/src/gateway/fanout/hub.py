@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -14,9 +15,17 @@ from gateway.fanout.acks import stream_sequence
 from gateway.fanout.frames import RelayedEvent, parse_event
 from gateway.fanout.listener import Listener
 
-__all__ = ["EventHub"]
+__all__ = ["CountedReplies", "EventHub"]
 
 log = logging.getLogger(__name__)
+
+
+class CountedReplies(Protocol):
+    """Replies counted until they end (`gateway.intake.inflight.InFlight`)."""
+
+    def follows(self, conversation_id: str) -> bool: ...
+
+    def release(self, reply_id: str) -> None: ...
 
 
 class EventHub:
@@ -39,6 +48,8 @@ class EventHub:
         self._last_reply: str | None = None
         self._start_after = 0
         self.on_event: Callable[[RelayedEvent], None] | None = None
+        # Told the end (`done`/`error`) of every reply it counts, whoever follows it.
+        self.counted: CountedReplies | None = None
 
     async def start(self) -> None:
         info = await self._js.stream_info(topology.EVENTS_STREAM)
@@ -103,8 +114,8 @@ class EventHub:
     def running(self) -> bool:
         return self._sub is not None
 
-    def attach(self, conversation_id: str) -> Listener:
-        listener = Listener(conversation_id, self._queue_size)
+    def attach(self, conversation_id: str, user_id: str | None = None) -> Listener:
+        listener = Listener(conversation_id, self._queue_size, user_id)
         self._listeners.setdefault(conversation_id, set()).add(listener)
         return listener
 
@@ -115,21 +126,52 @@ class EventHub:
             if not group:
                 del self._listeners[listener.conversation_id]
 
+    def end(self, conversation_id: str) -> None:
+        """The conversation was deleted: end every listener of it here (their readers
+        tell their clients), so that nothing of a later owner of the id reaches them."""
+        for listener in self._listeners.pop(conversation_id, ()):
+            listener.end()
+
+    def end_for(self, conversation_id: str, user_id: str) -> None:
+        """`user_id` may no longer read the conversation: end their listeners of it."""
+        group = self._listeners.get(conversation_id)
+        for listener in tuple(group or ()):
+            if listener.user_id == user_id:
+                listener.end()
+                self.detach(listener)
+
+    def followers(self) -> list[tuple[str, str]]:
+        """(conversation, user) of every listener that names its user."""
+        return sorted(
+            {
+                (conversation_id, listener.user_id)
+                for conversation_id, group in self._listeners.items()
+                for listener in group
+                if listener.user_id is not None
+            }
+        )
+
     def listener_count(self) -> int:
         return sum(len(group) for group in self._listeners.values())
 
     def _on_msg(self, msg: Msg) -> None:
         conversation_id = subjects.conversation_of_events_subject(msg.subject)
         group = self._listeners.get(conversation_id)
-        if not group:
+        counted = self.counted
+        if counted is not None and not counted.follows(conversation_id):
+            counted = None
+        if not group and counted is None:
             return  # nobody here follows it: skip even the parse
         try:
             event = parse_event(stream_sequence(msg.reply), conversation_id, msg.data)
         except ValueError:  # a malformed event (a ValidationError) or no ack subject
             log.warning("skipping a malformed event on the events stream")
             return
-        for listener in tuple(group):
-            listener.push(event)
+        if counted is not None and event.terminal and event.message_id is not None:
+            counted.release(event.message_id)
+        if group:
+            for listener in tuple(group):
+                listener.push(event)
 
 
 async def _unsubscribe(sub: JetStreamContext.PushSubscription) -> None:

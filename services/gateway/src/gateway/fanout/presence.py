@@ -7,6 +7,7 @@ from typing import Literal, TypedDict
 
 from contracts import ids
 from contracts.signals import PresenceSignal, ReadSignal, TypingSignal
+from gateway.fanout.feed import ConversationGone
 from gateway.fanout.signals import Deliver, SignalHub
 
 __all__ = ["ClientSignals"]
@@ -41,11 +42,25 @@ class ClientSignals:
         for conversation_id in list(self._present):
             await self._leave(conversation_id)
 
+    def forget(self, conversation_id: str) -> None:
+        """The conversation was deleted: leave it without a word (its id may be anyone's)."""
+        self._present.discard(conversation_id)
+        self._hub.leave(conversation_id, self.client_id)
+
     async def typing(self, conversation_id: str, is_typing: bool) -> None:
+        self._check_joined(conversation_id)
         await self._hub.publish(TypingSignal(**self._from(conversation_id), is_typing=is_typing))
 
     async def read(self, conversation_id: str, event_id: int) -> None:
+        self._check_joined(conversation_id)
         await self._hub.publish(ReadSignal(**self._from(conversation_id), event_id=event_id))
+
+    def _check_joined(self, conversation_id: str) -> None:
+        # Joined, unless deleted since (the hub ended the group before the relay saw it).
+        if conversation_id in self._present and not self._hub.is_member(
+            conversation_id, self.client_id
+        ):
+            raise ConversationGone(conversation_id)
 
     async def _leave(self, conversation_id: str) -> None:
         self._present.discard(conversation_id)

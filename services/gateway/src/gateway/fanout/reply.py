@@ -8,9 +8,9 @@ from typing import Any
 from nats.errors import Error as NatsError
 
 from contracts import rpc
-from contracts.events import ConversationEvent, FinishReason
+from contracts.events import ConversationEvent, ErrorEvent, FinishReason
 from gateway.backends import BackendUnavailable
-from gateway.fanout.feed import EventFeed, ReplayFilter
+from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter
 from gateway.fanout.replay import first_sequence
 from gateway.intake.publisher import Submission
 from gateway.state import Gateway
@@ -43,7 +43,16 @@ async def reply_events(
 ) -> AsyncIterator[list[ConversationEvent]]:
     """The reply's events in batches until its `done`/`error`; [] after `idle_seconds` of none."""
     while True:
-        batch = await feed.next(idle_seconds)
+        try:
+            batch = await feed.next(idle_seconds)
+        except ConversationGone as gone:
+            # The reply ends here for its client, as with any error of its generation.
+            yield [
+                ErrorEvent(
+                    message_id=reply_id, code=gone.code, message=gone.message, retryable=False
+                )
+            ]
+            return
         mine = [e.event for e in batch if e.message_id == reply_id]
         if batch and not mine:
             continue

@@ -13,7 +13,7 @@ from contracts.events import MessageEvent
 from gateway.access.auth import LOCAL_USER
 from gateway.backends import answer_of, found
 from gateway.errors import ApiError
-from gateway.fanout.feed import EventFeed
+from gateway.fanout.feed import ConversationGone, EventFeed
 from gateway.fanout.frames import RelayedEvent
 from gateway.fanout.replay import last_event
 from gateway.state import Gateway
@@ -125,7 +125,11 @@ async def resume_sse(gateway: Gateway, feed: EventFeed, resume: Resume) -> Async
         # hold the stream forever: give up after as long as a JSON answer waits.
         idle_until = loop.time() + settings.generation_timeout_seconds
         while True:
-            batch = await feed.next(settings.sse_ping_seconds)
+            try:
+                batch = await feed.next(settings.sse_ping_seconds)
+            except ConversationGone as gone:
+                yield gone.sse()
+                return
             if batch:
                 for event in batch:
                     resume.track(event)

@@ -67,6 +67,14 @@ class SignalHub:
             if not group:
                 del self._members[conversation_id]
 
+    def end(self, conversation_id: str) -> None:
+        """The conversation was deleted: its clients here get none of its signals any more
+        (a later owner's), and may send none into it."""
+        self._members.pop(conversation_id, None)
+
+    def is_member(self, conversation_id: str, client_id: str) -> bool:
+        return client_id in self._members.get(conversation_id, ())
+
     def member_count(self) -> int:
         return sum(len(group) for group in self._members.values())
 

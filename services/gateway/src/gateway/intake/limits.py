@@ -180,14 +180,18 @@ class Limits:
         if isinstance(self._rate, RedisCounter | FallbackCounter):
             await self._rate.aclose()
 
-    async def check(self, user_id: str) -> None:
-        """Raise a 429 ApiError when `user_id` may not send a message now; count it otherwise."""
+    async def check(self, user_id: str) -> int | None:
+        """Raise a 429 ApiError when `user_id` may not send a message now; count it otherwise.
+
+        Returns the tokens left of the user's budget today (None: no budget), from which
+        the publisher reserves the reply's (`gateway.intake.inflight`)."""
         if not (self._per_minute or self._daily_tokens):
-            return
+            return None
         now = self._clock()
+        left = None
         try:
             if self._daily_tokens:
-                await self._check_budget(user_id, now)
+                left = await self._check_budget(user_id, now)
             if self._per_minute:
                 await self._count_message(user_id, now)
         except (NatsError, TimeoutError, OSError, RedisError) as exc:
@@ -195,8 +199,9 @@ class Limits:
             raise ApiError(
                 503, "service_unavailable", "limits could not be checked; retry", retryable=True
             ) from None
+        return left
 
-    async def _check_budget(self, user_id: str, now: float) -> None:
+    async def _check_budget(self, user_id: str, now: float) -> int:
         assert self._budget is not None
         day = datetime.fromtimestamp(now, UTC).date().isoformat()
         key = topology.budget_key(user_id, day)
@@ -206,7 +211,7 @@ class Limits:
             try:
                 entry = await self._budget.get(key)
             except NotFoundError:
-                return
+                return self._daily_tokens
             spent = int(entry.value or b"0")
         if spent >= self._daily_tokens:
             raise _refused(
@@ -215,6 +220,7 @@ class Limits:
                 f"({spent} spent today); it resets at 00:00 UTC",
                 retry_after=math.ceil(_DAY - now % _DAY),
             )
+        return self._daily_tokens - spent
 
     async def _count_message(self, user_id: str, now: float) -> None:
         assert self._rate is not None

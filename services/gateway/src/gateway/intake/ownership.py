@@ -3,7 +3,7 @@
 Asked of memory (an idempotent create) before a message is published, then remembered
 per gateway process so later messages skip the round trip. A deleted conversation is
 forgotten at once: through this gateway by its delete route, elsewhere (another
-gateway, retention) when memory announces it (`follow_deletions`). A gateway that was
+gateway, retention) when memory announces it (`gateway.fanout.deletions`). A gateway that was
 disconnected may have missed announcements: it forgets every owner when it is back
 (`clear`). `ttl_seconds` bounds what is left (an announcement dropped on the way).
 """
@@ -14,14 +14,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
-from contracts import rpc, subjects
+from contracts import rpc
 from gateway.backends import Backends, answer_of, found
 
-__all__ = ["Ownership", "follow_deletions"]
+__all__ = ["Ownership"]
 
 
 class Ownership:
@@ -79,16 +75,3 @@ class Ownership:
         self._owners.move_to_end(conversation_id)
         while len(self._owners) > self._size:
             self._owners.popitem(last=False)
-
-
-async def follow_deletions(nc: Client, owners: Ownership) -> Subscription:
-    """Forget the owner of every conversation memory announces deleted (ends with `nc`).
-
-    Not a queue group: every gateway hears every deletion.
-    """
-
-    async def on_deleted(msg: Msg) -> None:
-        # The subject names the conversation: nothing in the body to be wrong about.
-        owners.forget(subjects.conversation_of_deleted_subject(msg.subject))
-
-    return await nc.subscribe(subjects.CONVERSATION_DELETED_ALL, cb=on_deleted)

@@ -60,6 +60,7 @@ class Admitted:
     body: MessageIn
     model: str
     earlier: Earlier | None  # what memory holds of a client-given id
+    allowance: int | None = None  # the budget's tokens left today (None: no budget)
 
     @property
     def answered(self) -> rpc.StoredMessage | None:
@@ -90,9 +91,10 @@ async def admit(
             earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
         if body.parent_id is not None:  # a branch starts at a message of this conversation
             await find_message(gateway, user_id, conversation_id, body.parent_id)
+    allowance = None
     if earlier is None or not earlier.repeat:  # a retry is counted once
-        await limits.check(user_id)  # 429 before anything is published
-    return Admitted(user_id, conversation_id, body, model, earlier)
+        allowance = await limits.check(user_id)  # 429 before anything is published
+    return Admitted(user_id, conversation_id, body, model, earlier, allowance)
 
 
 async def _publish(gateway: Gateway, message: Admitted) -> Submission:
@@ -106,7 +108,9 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     )
     earlier = message.earlier
     if earlier is None or not earlier.repeat:
-        return await gateway.publisher.submit(user_id, conversation_id, body, model)
+        return await gateway.publisher.submit(
+            user_id, conversation_id, body, model, allowance=message.allowance
+        )
     message_id = body.id or ""
     reply = ids.reply_id(conversation_id, message_id)
     repeat = Submission(conversation_id, message_id, reply, model, duplicate=True)

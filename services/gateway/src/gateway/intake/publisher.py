@@ -25,6 +25,7 @@ from contracts.events import (
     UserMessageAccepted,
 )
 from gateway.errors import ApiError
+from gateway.intake.inflight import InFlight
 from gateway.intake.queue_status import QueueStatus
 from gateway.ops.tracing import trace_headers
 from gateway.schemas import MessageIn
@@ -45,11 +46,49 @@ class Submission:
 
 class Publisher:
     def __init__(
-        self, js: JetStreamContext, *, timeout: float, queue: QueueStatus | None = None
+        self,
+        js: JetStreamContext,
+        *,
+        timeout: float,
+        queue: QueueStatus | None = None,
+        in_flight: InFlight | None = None,
+        reserve_tokens: int = 4096,
     ) -> None:
         self._js = js
         self._timeout = timeout
         self._queue = queue  # tells the clients of a request no worker took yet
+        # Counts each user's unfinished generations: 429 beyond the limit.
+        self._in_flight = in_flight
+        # Reserved from the daily budget for a reply that names no max_tokens.
+        self._reserve_tokens = reserve_tokens
+
+    async def _publish_counted(
+        self,
+        publishes: list[tuple[str, BaseModel, str]],
+        request: GenerationRequested,
+        allowance: int | None,
+    ) -> list[PubAck]:
+        """`_publish_all`, the generation counted for its user first, its tokens reserved
+        (refused beyond the limits); not counted when it was requested before (a
+        deduplicated repeat)."""
+        in_flight = self._in_flight
+        reply_id = request.message_id
+        counted = in_flight is not None and in_flight.acquire(
+            request.user_id,
+            request.conversation_id,
+            reply_id,
+            tokens=request.options.max_tokens or self._reserve_tokens,
+            allowance=allowance,
+        )
+        try:
+            acks = await self._publish_all(publishes)
+        except BaseException:
+            if counted and in_flight is not None:
+                in_flight.release(reply_id)
+            raise
+        if counted and in_flight is not None and acks[-1].duplicate:
+            in_flight.release(reply_id)  # requested before: counted where it was then
+        return acks
 
     async def _publish_all(self, publishes: list[tuple[str, BaseModel, str]]) -> list[PubAck]:
         """Publish in order on the one connection, then wait for every ack together:
@@ -83,6 +122,7 @@ class Publisher:
         model: str,
         *,
         accepted_before: bool = False,
+        allowance: int | None = None,
     ) -> Submission:
         """Publish the message; `accepted_before`: memory already holds it (a retry after
         the dedupe window), so only the generation request is published again."""
@@ -130,7 +170,7 @@ class Publisher:
         # Nats-Msg-Id) so that a request of which a publish failed is completed by the
         # client's retry.
         try:
-            acks = await self._publish_all(publishes)
+            acks = await self._publish_counted(publishes, requested, allowance)
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a message failed: %s", type(exc).__name__)
             raise ApiError(
@@ -147,12 +187,16 @@ class Publisher:
             self._queue.track(conversation_id, reply, request.seq)
         return Submission(conversation_id, message_id, reply, model, duplicate)
 
-    async def request_generation(self, request: GenerationRequested, *, kind: str) -> bool:
+    async def request_generation(
+        self, request: GenerationRequested, *, kind: str, allowance: int | None = None
+    ) -> bool:
         """Queue a generation request alone (deduped per reply, `kind`: "gen" or "regen");
         True when it was queued before."""
         msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
         try:
-            (ack,) = await self._publish_all([(subjects.GENERATE, request, msg_id)])
+            (ack,) = await self._publish_counted(
+                [(subjects.GENERATE, request, msg_id)], request, allowance
+            )
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a generation request failed: %s", type(exc).__name__)
             raise ApiError(

@@ -57,9 +57,10 @@ async def start_stateless(
 ) -> EventFeed:
     """The caller's limits checked (429 before anything is published), then the
     generation requested with its feed attached before: the first token cannot be missed."""
-    await limits.check(generation.user_id)
-    feed = gateway.feed(generation.conversation_id)
-    await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
+    allowance = await limits.check(generation.user_id)
+    feed = gateway.feed(generation.conversation_id, None)  # stateless: not in memory
+    queued = gateway.publisher.request_generation(generation, kind="gen", allowance=allowance)
+    await attached(feed, queued)
     return feed
 
 

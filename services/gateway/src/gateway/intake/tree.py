@@ -55,5 +55,5 @@ async def regenerate(
         root=question.parent_id is None,
         regenerated=True,
     )
-    await gateway.publisher.request_generation(request, kind="regen")
+    await gateway.publisher.request_generation(request, kind="regen", allowance=message.allowance)
     return Submission(conversation_id, question.id, reply, message.model, duplicate=False)

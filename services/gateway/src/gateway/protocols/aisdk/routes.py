@@ -27,6 +27,7 @@ from gateway.fanout.resume import check_access, prepare_resume
 from gateway.intake import pipeline, tree
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
+from gateway.intake.connections import Slot
 from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
@@ -88,11 +89,15 @@ async def _regenerate(
     return await tree.regenerate(gateway, message, asked)
 
 
-def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) -> Response:
+def _stream(
+    gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str, slot: Slot | None
+) -> Response:
     return EventStreamResponse(
         ui_message_stream(gateway, feed, sub, user_id),
         headers=UI_STREAM_HEADERS,
         background=BackgroundTask(feed.close),
+        slot=slot,
+        send_timeout=gateway.settings.ws_send_timeout_seconds,
     )
 
 
@@ -117,13 +122,14 @@ async def post_chat(request: Request, user_id: Annotated[str, Depends(current_us
     admitted = await pipeline.admit(
         gateway, limits_of(request), user_id, body.id, message, new_message=not regenerate
     )
-    # Attach before publishing: the reply's first event cannot be missed.
-    feed = gateway.feed(body.id)
-    if regenerate:
-        sub = await attached(feed, _regenerate(gateway, body, last.id, admitted))
-    else:
-        sub = await pipeline.accept(gateway, admitted, feed)
-    return _stream(gateway, feed, sub, user_id)
+    with gateway.connections.holding(user_id) as slot:  # 429 first
+        # Attach before publishing: the reply's first event cannot be missed.
+        feed = gateway.feed(body.id, user_id)
+        if regenerate:
+            sub = await attached(feed, _regenerate(gateway, body, last.id, admitted))
+        else:
+            sub = await pipeline.accept(gateway, admitted, feed)
+    return _stream(gateway, feed, sub, user_id, slot)
 
 
 async def _has_events(gateway: Gateway, chat_id: str) -> bool:
@@ -139,7 +145,7 @@ async def _has_events(gateway: Gateway, chat_id: str) -> bool:
 
 @router.get(
     "/api/chat/{chat_id}/stream",
-    responses=answers(400, 404, streamed="the reply in flight", empty="no reply in flight"),
+    responses=answers(400, 404, 429, streamed="the reply in flight", empty="no reply in flight"),
 )
 async def resume_chat(
     chat_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
@@ -154,13 +160,16 @@ async def resume_chat(
         # `useChat({resume: true})` asks on every mount, for new chats too: a chat
         # nobody has written to yet has nothing in flight.
         return Response(status_code=204)
-    feed = gateway.feed(chat_id)  # attached before looking: nothing live is missed
-    # From the first event of the reply in flight: the SDK replaces its partial
-    # message with this one (`resumeStreamIsReplay`).
-    resume = await attached(feed, prepare_resume(gateway, feed, None))
+    with gateway.connections.holding(user_id) as slot:  # 429 first
+        feed = gateway.feed(chat_id, user_id)  # attached before looking: nothing live is missed
+        # From the first event of the reply in flight: the SDK replaces its partial
+        # message with this one (`resumeStreamIsReplay`).
+        resume = await attached(feed, prepare_resume(gateway, feed, None))
     if resume is None or not resume.open:
+        if slot is not None:
+            slot.release()
         await feed.close()
         return Response(status_code=204)
     reply = next(iter(resume.open))
     sub = Submission(chat_id, "", reply, "", duplicate=False)
-    return _stream(gateway, feed, sub, user_id)
+    return _stream(gateway, feed, sub, user_id, slot)

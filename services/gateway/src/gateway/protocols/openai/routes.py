@@ -81,7 +81,8 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     settings = gateway.settings
     body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
     generation = _request(user_id, body, _checked(body, settings))
-    feed = await start_stateless(gateway, limits_of(request), generation)
+    with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
+        feed = await start_stateless(gateway, limits_of(request), generation)
     done = Completion(generation.message_id, body.model)
     if body.stream:
         chunks = completion_sse(
@@ -91,6 +92,8 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
             _stopped_if_left(gateway, user_id, generation.conversation_id, chunks),
             headers=SSE_HEADERS,
             background=BackgroundTask(feed.close),
+            slot=slot,
+            send_timeout=settings.ws_send_timeout_seconds,
         )
     try:
         answer = await completion_json(feed, done, timeout=settings.generation_timeout_seconds)

@@ -27,6 +27,7 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
     responses=answers(
         400,
         404,
+        429,
         streamed="the events, as SSE",
         empty="no reply running and no stored event newer than the id",
     ),
@@ -42,13 +43,20 @@ async def conversation_events(
     # The header is what EventSource sends when it reconnects by itself.
     after = parse_last_event_id(request.headers.get("last-event-id", last_event_id))
     await check_access(gateway, user_id, conversation_id)
-    feed = gateway.feed(conversation_id)  # attached before looking: nothing live is missed
-    resume = await attached(feed, prepare_resume(gateway, feed, after))
+    with gateway.connections.holding(user_id) as slot:  # 429 first
+        feed = gateway.feed(
+            conversation_id, user_id
+        )  # attached before looking: nothing live is missed
+        resume = await attached(feed, prepare_resume(gateway, feed, after))
     if resume is None:
+        if slot is not None:
+            slot.release()
         await feed.close()
         return Response(status_code=204)
     return EventStreamResponse(
         resume_sse(gateway, feed, resume),
         headers=SSE_HEADERS,
         background=BackgroundTask(feed.close),
+        slot=slot,
+        send_timeout=gateway.settings.ws_send_timeout_seconds,
     )

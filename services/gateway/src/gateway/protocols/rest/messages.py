@@ -15,6 +15,7 @@ from gateway.fanout.feed import EventFeed, attached
 from gateway.intake import pipeline, tree
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
+from gateway.intake.connections import Slot
 from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
@@ -56,10 +57,11 @@ async def post_message(
     if message.answered is not None and not streaming:
         # Answered before (perhaps past the dedupe window): the same answer, nothing new.
         return JSONResponse(stored_as_json(message.answered))
-    # Attach before publishing: the reply's first event cannot be missed.
-    feed = gateway.feed(conversation_id)
-    sub = await pipeline.accept(gateway, message, feed)
-    return await _reply(request, gateway, feed, sub, user_id, streaming=streaming)
+    with gateway.connections.holding(user_id, wanted=streaming) as slot:  # 429 first
+        # Attach before publishing: the reply's first event cannot be missed.
+        feed = gateway.feed(conversation_id, user_id)
+        sub = await pipeline.accept(gateway, message, feed)
+    return await _reply(request, gateway, feed, sub, user_id, slot)
 
 
 @router.post(
@@ -91,10 +93,11 @@ async def regenerate_message(
     message = await pipeline.admit(
         gateway, limits_of(request), user_id, conversation_id, asked, new_message=False
     )
-    feed = gateway.feed(conversation_id)
-    sub = await attached(feed, tree.regenerate(gateway, message, question))
     streaming = "text/event-stream" in request.headers.get("accept", "")
-    return await _reply(request, gateway, feed, sub, user_id, streaming=streaming)
+    with gateway.connections.holding(user_id, wanted=streaming) as slot:  # 429 first
+        feed = gateway.feed(conversation_id, user_id)
+        sub = await attached(feed, tree.regenerate(gateway, message, question))
+    return await _reply(request, gateway, feed, sub, user_id, slot)
 
 
 async def _reply(
@@ -103,16 +106,18 @@ async def _reply(
     feed: EventFeed,
     sub: Submission,
     user_id: str,
-    *,
-    streaming: bool,
+    slot: Slot | None,
 ) -> Response:
-    """The reply `sub` asked for, relayed on `feed`: SSE, else JSON once it ended."""
-    if streaming:
+    """The reply `sub` asked for, relayed on `feed`: SSE (holding the connection `slot`),
+    else JSON once it ended (`slot` None)."""
+    if slot is not None:
         return EventStreamResponse(
             sse_reply(gateway, feed, sub, user_id),
             headers=SSE_HEADERS,
             # Also when the client leaves before the first chunk.
             background=BackgroundTask(feed.close),
+            slot=slot,
+            send_timeout=gateway.settings.ws_send_timeout_seconds,
         )
     try:
         answer = await _unless_disconnected(request, json_reply(gateway, feed, sub, user_id))

@@ -22,7 +22,7 @@ from contracts.events import (
     TokenEvent,
 )
 from gateway.errors import ApiError, error_status
-from gateway.fanout.feed import EventFeed
+from gateway.fanout.feed import ConversationGone, EventFeed
 from gateway.fanout.reply import stored_error, stored_reply, stored_reply_events
 from gateway.intake.publisher import Submission
 from gateway.state import Gateway
@@ -56,7 +56,11 @@ async def sse_reply(
         seen = False
         memory_checked = not sub.duplicate
         while True:
-            batch = await feed.next(settings.sse_ping_seconds)
+            try:
+                batch = await feed.next(settings.sse_ping_seconds)
+            except ConversationGone as gone:
+                yield gone.sse()
+                return
             if not batch:
                 if not (memory_checked or seen or feed.replaying):
                     memory_checked = True

@@ -83,8 +83,9 @@ class RoomRelays:
         if relay is not None and (relay.task is None or not relay.task.done()):
             relay.members.add(sid)
             return
-        # Attached before anything is read back or published: nothing is missed.
-        relay = _Relay(gateway.feed(conversation_id), self._emit)
+        # Attached before anything is read back or published: nothing is missed (access
+        # was checked at each join; a deletion ends the feed, see fanout.deletions).
+        relay = _Relay(gateway.feed(conversation_id, None), self._emit)
         relay.members.add(sid)
         self._relays[conversation_id] = relay
         try:

@@ -8,13 +8,15 @@ from fastapi import APIRouter, WebSocket
 
 from gateway.access.auth import authenticate_websocket, close_when_expired
 from gateway.access.origins import OriginPolicy
-from gateway.errors import error_response
+from gateway.errors import ApiError, error_response
 from gateway.protocols.websocket.session import WsSession
 from gateway.state import gateway_of
 
 __all__ = ["router"]
 
 router = APIRouter()
+
+_CLOSE_POLICY = 1008
 
 
 @lru_cache(maxsize=8)
@@ -42,9 +44,16 @@ async def websocket(ws: WebSocket) -> None:
     if identity is None:
         return
     await ws.accept()
+    try:
+        slot = gateway.connections.take(identity.user_id)
+    except ApiError as exc:
+        # LIVECHAT_MAX_CONNECTIONS_PER_USER: a policy close the client can read.
+        await ws.close(_CLOSE_POLICY, exc.code)
+        return
     gateway.metrics.active_ws.inc()
     try:
         async with close_when_expired(ws, identity):
             await WsSession(ws, gateway, identity.user_id).run()
     finally:
+        slot.release()
         gateway.metrics.active_ws.dec()

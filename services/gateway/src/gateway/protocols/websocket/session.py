@@ -11,7 +11,7 @@ from pydantic_core import to_json
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway.errors import ApiError, describe_validation_errors
-from gateway.fanout.feed import EventFeed, ReplayFilter, attached
+from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
 from gateway.fanout.reply import stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
@@ -267,7 +267,7 @@ class WsSession:
         )
         following = conversation_id in self._followers
         # Attach before publishing, as for POST.
-        feed = None if following else gateway.feed(conversation_id)
+        feed = None if following else gateway.feed(conversation_id, user_id)
         # A message answered before is sent as memory holds it, not replayed.
         sub = await pipeline.accept(gateway, message, feed, replay=message.answered is None)
         if sub.duplicate and message.answered is not None:
@@ -298,14 +298,16 @@ class WsSession:
             gateway, limits_of(self._ws), user_id, conversation_id, asked, new_message=False
         )
         # Attach before publishing, as for a message.
-        feed = None if conversation_id in self._followers else gateway.feed(conversation_id)
+        feed = (
+            None if conversation_id in self._followers else gateway.feed(conversation_id, user_id)
+        )
         await attached(feed, tree.regenerate(gateway, message, question))
         if feed is not None:
             self._follow(feed)
 
     async def _refollow(self, conversation_id: str) -> EventFeed:
         # A fresh feed before the old relay stops: nothing live falls between them.
-        feed = self._gateway.feed(conversation_id)
+        feed = self._gateway.feed(conversation_id, self._user_id)
         await cancel_and_wait(self._followers.pop(conversation_id, None))
         return feed
 
@@ -323,7 +325,7 @@ class WsSession:
                 return  # already following live
             await cancel_and_wait(current)
         await check_access(self._gateway, self._user_id, conversation_id)
-        feed = self._gateway.feed(conversation_id)
+        feed = self._gateway.feed(conversation_id, self._user_id)
         # As GET .../events: after the id, or the generation in flight from its
         # start; then live (a socket keeps following after the reply ends).
         await attached(feed, prepare_resume(self._gateway, feed, frame.last_event_id))
@@ -343,6 +345,10 @@ class WsSession:
                     self._sent[feed.conversation_id] = event.seq
                 if batch:
                     relayed.inc(len(batch))
+        except ConversationGone as gone:
+            # Deleted: the client is told, then gets nothing more of it (the socket stays).
+            self._signals.forget(feed.conversation_id)
+            await outbox.put(gone.text())
         except Exception as exc:
             log.warning("relay to a websocket stopped: %s", type(exc).__name__)
             message = "events of a conversation stopped; subscribe again"
