@@ -214,7 +214,7 @@ async def test_chunked_body_over_the_limit_is_413(gateway_url, counts):
     assert (await counts())["LIVECHAT_CHAT"] == 0
 
 
-@pytest.mark.parametrize("conv", ["bad.id", "x" * 65, "sp ace"])
+@pytest.mark.parametrize("conv", ["bad.id", "x" * 65, "sp ace", "abc%0A", "abc%0D%0A"])
 async def test_invalid_conversation_id_is_400(gateway_url, counts, conv):
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         response = await client.post(f"/v1/conversations/{conv}/messages", json={"content": "hi"})
