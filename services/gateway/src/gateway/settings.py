@@ -74,6 +74,9 @@ class GatewaySettings(LivechatSettings):
     # gateway (or by retention) may take this long to be refused here. 0 size: ask always.
     owner_cache_size: int = Field(default=65536, ge=0)
     owner_cache_ttl_seconds: float = Field(default=30.0, gt=0)
+    # Auth off on a non-loopback address is refused at start unless this says it is meant
+    # (e.g. behind a proxy that authenticates); see gateway.access.exposure.
+    auth_disabled: bool = False
 
     @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", mode="before")
     @classmethod
