@@ -208,7 +208,11 @@ async def test_chunked_body_over_the_limit_is_413(gateway_url, counts):
             yield b" " * 1000
 
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
-        response = await client.post("/v1/conversations/c6/messages", content=chunks())
+        response = await client.post(
+            "/v1/conversations/c6/messages",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert (await counts())["LIVECHAT_CHAT"] == 0

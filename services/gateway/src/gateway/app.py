@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import Receive, Scope, Send
 
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
+from gateway.access.guard import RequestGuard
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
 from gateway.fanout.hub import EventHub
@@ -210,7 +211,14 @@ def create_app(
     metrics = metrics or GatewayMetrics()
     generations = GenerationMetrics(metrics.registry)
     lifespan = _lifespan(settings, broker_factory, metrics, generations)
-    app = _GatewayApp(title="livechat gateway", version="0.1.0", lifespan=lifespan)
+    guard = RequestGuard(settings)
+    app = _GatewayApp(
+        title="livechat gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(guard)],  # before every route's own (auth included)
+    )
+    app.state.request_guard = guard
     install_error_handlers(app)
     _add_middleware(app, settings, metrics, generations)
     for module in _ROUTES:

@@ -60,6 +60,11 @@ class GatewaySettings(LivechatSettings):
     # Unset: same origin and non-browser clients (no Origin header) only. A comma list
     # or a JSON list; "*" allows any origin.
     allowed_origins: Annotated[tuple[str, ...], NoDecode] | None = None
+    # With auth off, the `Host` names requests may come with besides loopback (localhost,
+    # 127.0.0.1, [::1]): any other is refused (403), so a site re-pointed at this address
+    # (DNS rebinding) reads nothing. They also count as the gateway's own for same-origin
+    # pages. A comma or JSON list of names (ports ignored); "*" allows any.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Auth (docs/api.md): on when a JWT secret or API keys are set; else every caller is
     # `local`. HS256 only; `iss`/`aud` are checked when set; leeway absorbs clock skew.
@@ -96,12 +101,12 @@ class GatewaySettings(LivechatSettings):
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _origin_list(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text) or None
-        return tuple(part.strip() for part in text.split(",") if part.strip()) or None
+        return _name_list(value) or None
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        return _name_list(value) or ()
 
     @model_validator(mode="after")
     def _known_default_model(self) -> Self:
@@ -111,3 +116,13 @@ class GatewaySettings(LivechatSettings):
                 f"unknown model alias {self.default_model!r}; known: {', '.join(known)}"
             )
         return self
+
+
+def _name_list(value: object) -> object:
+    """A comma list or a JSON list from the environment; other values as given."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return tuple(part.strip() for part in text.split(",") if part.strip())
