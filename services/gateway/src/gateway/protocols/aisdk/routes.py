@@ -42,8 +42,6 @@ __all__ = ["router"]
 
 router = APIRouter(responses=error_responses(*API_ERRORS))
 
-# The transport posts the whole chat every time: a long chat outgrows a message's cap.
-_BODY_FACTOR = 16
 _REGEN_PAGE = 50  # newest messages searched for the user message to answer again
 
 
@@ -124,7 +122,7 @@ def _stream(gateway: Gateway, feed: EventFeed, sub: Submission, user_id: str) ->
 async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
     gateway = gateway_of(request)
     settings = gateway.settings
-    body = await read_model(request, UIChatRequest, settings.max_body_bytes * _BODY_FACTOR)
+    body = await read_model(request, UIChatRequest, settings.max_body_bytes)
     last = body.last_user_message()
     if last is None:
         raise ApiError(422, "validation_error", "messages: no message with role 'user'")
