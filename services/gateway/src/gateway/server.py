@@ -46,7 +46,7 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
 
 
 def main() -> None:
-    settings = settings_or_exit(GatewaySettings, "gateway", "http_port")
+    settings = settings_or_exit(GatewaySettings, "gateway", "http_port", "metrics_port")
     refused = open_without_auth(settings)
     if refused is not None:
         exit_on_config_error(refused, "gateway")

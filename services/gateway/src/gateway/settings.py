@@ -82,8 +82,14 @@ class GatewaySettings(LivechatSettings):
     # Auth off on a non-loopback address is refused at start unless this says it is meant
     # (e.g. behind a proxy that authenticates); see gateway.access.exposure.
     auth_disabled: bool = False
+    # GET /metrics: on LIVECHAT_METRICS_PORT (LIVECHAT_METRICS_HOST) when set, then not on
+    # the HTTP port; else on the HTTP port, where with auth on it needs
+    # `Authorization: Bearer <this token>` (unset: 404 there).
+    metrics_token: SecretStr | None = Field(default=None, repr=False)
+    # /docs, /redoc and /openapi.json; unset: on while auth is off, off with auth on.
+    docs_enabled: bool | None = None
 
-    @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `${LIVECHAT_JWT_SECRET:-}`: empty means not configured.
@@ -97,6 +103,10 @@ class GatewaySettings(LivechatSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.jwt_secret is not None or bool(self.api_keys)
+
+    @property
+    def serves_docs(self) -> bool:
+        return not self.auth_enabled if self.docs_enabled is None else self.docs_enabled
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
