@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
+from memory.history.pages import newest_within_bytes
 from memory.history.statements import FINAL_STATUSES
 from memory.history.store import (
     CachedWindow,
@@ -314,7 +315,7 @@ class CachedConversationStore:
                 if request.limit is None and window.complete:
                     return rpc.ConversationGetReply(conversation=window.conversation, messages=held)
                 if request.limit is not None and (request.limit <= len(held) or window.complete):
-                    page = held[-request.limit :]
+                    page = newest_within_bytes(held[-request.limit :])
                     return rpc.ConversationGetReply(
                         conversation=window.conversation,
                         messages=page,

@@ -56,6 +56,7 @@ from contracts.rpc import (
 )
 from memory.history.database import sqlite_reader
 from memory.history.exchanges import ExchangeReads
+from memory.history.pages import newest_within_bytes
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
@@ -453,8 +454,9 @@ async def _page(
     newest = (
         await conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))
     ).all()
-    has_more = len(newest) > limit
-    return tuple(_stored(row._mapping) for row in reversed(newest[:limit])), has_more
+    page = tuple(_stored(row._mapping) for row in reversed(newest[:limit]))
+    bounded = newest_within_bytes(page)
+    return bounded, len(newest) > limit or len(bounded) < len(page)
 
 
 def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
