@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # The streams that refuse a publish when full (contracts.topology): what a publish that
 # failed is checked against, to tell a full store from one that did not answer.
 _REFUSING_WHEN_FULL = (topology.CHAT_STREAM, topology.WORK_STREAM)
+_FULL_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +83,16 @@ class Publisher:
     async def full_stream(self, largest: int) -> str | None:
         """The stream that cannot take a message of `largest` bytes, if one is full.
         Asked after a publish failed (nats-py does not hand an async publish's error
-        back: the publish times out)."""
-        for name in _REFUSING_WHEN_FULL:
-            try:
-                info = await self._js.stream_info(name)
-            except (NatsError, TimeoutError):
-                continue
-            limit = info.config.max_bytes
-            if limit is not None and limit > 0 and info.state.bytes + largest > limit:
-                return name
+        back: the publish times out). Briefly: a NATS that does not answer is no full one."""
+        try:
+            async with asyncio.timeout(min(self._timeout, _FULL_CHECK_SECONDS)):
+                for name in _REFUSING_WHEN_FULL:
+                    info = await self._js.stream_info(name)
+                    limit = info.config.max_bytes
+                    if limit is not None and limit > 0 and info.state.bytes + largest > limit:
+                        return name
+        except (NatsError, TimeoutError):
+            pass
         return None
 
     async def _refusal(
