@@ -13,7 +13,8 @@ from gateway.settings import GatewaySettings
 def client() -> TestClient:
     # The page needs no NATS: the app is served without its lifespan (no `with`).
     # Sync on purpose: this session's Playwright owns the main thread's event loop.
-    return TestClient(create_app(GatewaySettings()))
+    # A loopback Host: with auth off, another is refused (DNS rebinding).
+    return TestClient(create_app(GatewaySettings()), base_url="http://127.0.0.1")
 
 
 def test_the_page_and_its_modules_are_served_with_a_strict_policy(

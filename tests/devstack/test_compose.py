@@ -81,3 +81,43 @@ def test_mounted_nats_config_is_accepted_by_nats_server() -> None:
         env={**os.environ, **passwords},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")
+
+
+def _required_variables(text: str) -> set[str]:
+    """The variables compose refuses to start without (`${VAR:?message}`)."""
+    return set(_REQUIRED.findall(text))
+
+
+def test_the_published_gateway_needs_a_jwt_secret() -> None:
+    gateway = _compose()["services"]["gateway"]
+    assert "8000:8000" in gateway["ports"]
+    secret = gateway["environment"]["LIVECHAT_JWT_SECRET"]
+    assert _required_variables(secret) == {"LIVECHAT_JWT_SECRET"}, secret
+
+
+def test_postgres_and_redis_are_behind_passwords_compose_requires() -> None:
+    services = _compose()["services"]
+    for name in ("postgres", "redis"):
+        assert "ports" not in services[name], f"{name} is published"
+    postgres = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert _required_variables(postgres) == {"POSTGRES_PASSWORD"}
+    redis = " ".join(services["redis"]["command"])
+    assert "--requirepass" in redis and _required_variables(redis) == {"REDIS_PASSWORD"}
+    # The healthcheck's redis-cli authenticates too (else it fails once a password is set).
+    assert _required_variables(services["redis"]["environment"]["REDISCLI_AUTH"]) == {
+        "REDIS_PASSWORD"
+    }
+    for name in ("gateway", "inference", "memory", "usage"):
+        env = services[name]["environment"]
+        assert "POSTGRES_PASSWORD" in _required_variables(env["LIVECHAT_DATABASE_URL"]), name
+        assert "REDIS_PASSWORD" in _required_variables(env["LIVECHAT_REDIS_URL"]), name
+
+
+def test_no_secret_of_compose_has_a_default() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for variable in ("LIVECHAT_JWT_SECRET", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        assert not re.search(r"\$\{" + variable + r":?-", text), variable
+    assert "livechat:livechat@" not in text

@@ -208,13 +208,17 @@ async def test_chunked_body_over_the_limit_is_413(gateway_url, counts):
             yield b" " * 1000
 
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
-        response = await client.post("/v1/conversations/c6/messages", content=chunks())
+        response = await client.post(
+            "/v1/conversations/c6/messages",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert (await counts())["LIVECHAT_CHAT"] == 0
 
 
-@pytest.mark.parametrize("conv", ["bad.id", "x" * 65, "sp ace"])
+@pytest.mark.parametrize("conv", ["bad.id", "x" * 65, "sp ace", "abc%0A", "abc%0D%0A"])
 async def test_invalid_conversation_id_is_400(gateway_url, counts, conv):
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         response = await client.post(f"/v1/conversations/{conv}/messages", json={"content": "hi"})

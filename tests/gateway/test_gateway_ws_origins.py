@@ -114,7 +114,8 @@ async def test_cors_answers_listed_origins_when_set(allowlisted_url):
 async def test_no_cors_headers_when_unset(gateway_url):
     async with httpx.AsyncClient(base_url=gateway_url) as http:
         health = await http.get("/healthz", headers={"Origin": APP})
-        assert health.status_code == 200
+        assert health.status_code == 403  # an origin not allowed is refused outright
+        assert health.json()["error"]["code"] == "origin_not_allowed"
         assert "access-control-allow-origin" not in health.headers
 
 

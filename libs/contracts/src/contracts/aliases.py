@@ -64,7 +64,7 @@ class ModelRoute:
 
 def parse_route(spec: str) -> ModelRoute:
     provider, sep, model = spec.strip().partition(":")
-    if not _PROVIDER.match(provider):
+    if not _PROVIDER.fullmatch(provider):
         raise ValueError(f"route {spec!r}: provider must be 1-32 of [a-z0-9_-]")
     if sep and not model.strip():
         raise ValueError(f"route {spec!r}: empty model id")
@@ -78,7 +78,7 @@ def alias_table(
     merged: dict[str, Sequence[str]] = {**DEFAULT_ALIASES, **(overrides or {})}
     table: dict[str, tuple[ModelRoute, ...]] = {}
     for alias, chain in merged.items():
-        if not _ALIAS.match(alias):
+        if not _ALIAS.fullmatch(alias):
             raise ValueError(f"alias {alias!r}: must be 1-64 of [A-Za-z0-9._-]")
         if isinstance(chain, str):
             raise ValueError(f"alias {alias!r}: a list of routes is expected")

@@ -22,7 +22,8 @@ _ID_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    # fullmatch: `$` alone also matches before a trailing newline ("abc\n").
+    return _ID_RE.fullmatch(value) is not None
 
 
 def new_id() -> str:

@@ -17,6 +17,7 @@ from contracts.events import (
 )
 
 __all__ = [
+    "HISTORY_PAGE_MAX_BYTES",
     "SYSTEM_PROMPT_MAX_CHARS",
     "TITLE_MAX_CHARS",
     "ContextReply",
@@ -154,6 +155,12 @@ class ConversationGetRequest(Rpc):
     # Only these messages (a lookup by id, whatever the conversation's size); with
     # `limit`/`before` too, the page is taken from them.
     message_ids: tuple[str, ...] | None = Field(default=None, max_length=100)
+
+
+# The messages of a paged answer (`limit` set) fit this many bytes of JSON (at least one
+# message, whatever its size): with the conversation around them, the answer stays under
+# NATS's default max_payload (1 MiB). `has_more` tells the client to page on.
+HISTORY_PAGE_MAX_BYTES = 512 * 1024
 
 
 class ConversationGetReply(Rpc):

@@ -36,6 +36,10 @@ class LivechatSettings(BaseSettings):
     events_max_per_conversation: int = Field(default=10_000, ge=100)
     # JetStream dedupe window for Nats-Msg-Id.
     dedupe_window_seconds: float = Field(default=120.0, gt=0)
+    # The most each file stream (chat, work, usage) keeps on disk; 0: no limit. A full
+    # chat or work stream refuses new messages (503 storage_full), the usage stream drops
+    # its oldest entries (analytics; the ledger is in SQL).
+    stream_max_bytes: int = Field(default=1024**3, ge=0)
     # Model aliases merged over contracts.aliases.DEFAULT_ALIASES (JSON in the environment):
     # {"alias": ["provider:model", ...]}; an empty list removes an alias.
     model_aliases: dict[str, tuple[str, ...]] = Field(default_factory=dict)

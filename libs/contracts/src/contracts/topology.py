@@ -8,13 +8,7 @@ import time
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.api import (
-    DiscardPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from contracts import subjects
@@ -81,9 +75,19 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
         }
         return StreamConfig(name=name, subjects=[subject], **{**defaults, **options})
 
+    # On disk, bounded in bytes: a full chat or work stream refuses a publish (what is in
+    # it may not be consumed yet); the usage stream drops its oldest (analytics only).
+    on_disk = settings.stream_max_bytes or -1
+    refuse_when_full = {"max_bytes": on_disk, "discard": DiscardPolicy.NEW}
     return [
-        stream(CHAT_STREAM, subjects.CHAT_ALL, max_age=_WEEK),
-        stream(WORK_STREAM, subjects.GENERATE, retention=RetentionPolicy.WORK_QUEUE, max_age=_WEEK),
+        stream(CHAT_STREAM, subjects.CHAT_ALL, max_age=_WEEK, **refuse_when_full),
+        stream(
+            WORK_STREAM,
+            subjects.GENERATE,
+            retention=RetentionPolicy.WORK_QUEUE,
+            max_age=_WEEK,
+            **refuse_when_full,
+        ),
         # The replay buffer of conversation events. Memory storage on purpose:
         # it holds every token, it is bounded in age, and durable history lives
         # in SQL; with `sync_interval: always` a file stream stores ~1.7k
@@ -105,7 +109,13 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
         ),
         # Usage republishes a batch's ledger entries as one atomic batch: one
         # fsync for all (nats-server 2.12+; an older one ignores it).
-        stream(USAGE_STREAM, subjects.USAGE_ALL, allow_atomic=True),
+        stream(
+            USAGE_STREAM,
+            subjects.USAGE_ALL,
+            allow_atomic=True,
+            max_bytes=on_disk,
+            discard=DiscardPolicy.OLD,
+        ),
     ]
 
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import Receive, Scope, Send
 
 from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
+from gateway.access.guard import RequestGuard
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
 from gateway.fanout.deletions import follow_deletions, recheck_followers
@@ -40,6 +41,7 @@ from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
 from gateway.state import Gateway
 from runtime import broker as runtime_broker
+from runtime.metrics import MetricsServer
 from runtime.reconnect import ReconnectedCallback, rerun_on_reconnect
 
 __all__ = ["create_app", "create_broker"]
@@ -164,7 +166,7 @@ def _lifespan(
     """Connects to NATS when the app is served and builds the gateway's parts on it."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def connected(app: FastAPI) -> AsyncIterator[None]:
         reconnect = _Reconnect(settings)
         broker = broker_factory(settings, reconnect.reconnected)
         await broker.start()
@@ -185,7 +187,26 @@ def _lifespan(
         finally:
             await broker.stop()
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _metrics_port(settings, metrics), connected(app):
+            yield
+
     return lifespan
+
+
+@asynccontextmanager
+async def _metrics_port(settings: GatewaySettings, metrics: GatewayMetrics) -> AsyncIterator[None]:
+    """/metrics on LIVECHAT_METRICS_PORT when set (then not on the HTTP port)."""
+    if not settings.metrics_port:
+        yield
+        return
+    server = MetricsServer(metrics.registry, host=settings.metrics_host, port=settings.metrics_port)
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 def _add_middleware(
@@ -229,7 +250,16 @@ def create_app(
     metrics = metrics or GatewayMetrics()
     generations = GenerationMetrics(metrics.registry)
     lifespan = _lifespan(settings, broker_factory, metrics, generations)
-    app = _GatewayApp(title="livechat gateway", version="0.1.0", lifespan=lifespan)
+    guard = RequestGuard(settings)
+    app = _GatewayApp(
+        title="livechat gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(guard)],  # before every route's own (auth included)
+        # With auth on, the routes are not published unless asked (LIVECHAT_DOCS_ENABLED).
+        openapi_url="/openapi.json" if settings.serves_docs else None,
+    )
+    app.state.request_guard = guard
     install_error_handlers(app)
     _add_middleware(app, settings, metrics, generations)
     for module in _ROUTES:

@@ -14,9 +14,10 @@ __all__ = ["API_ERRORS", "BODY_ERRORS", "Responses", "answers", "error_responses
 
 Responses = dict[int | str, dict[str, Any]]
 
-# What any route of the API may answer: no credentials, parameters of the wrong
-# shape, a backend that did not answer.
-API_ERRORS = (401, 422, 503)
+# What any route of the API may answer: no credentials, a foreign Origin or (auth off)
+# Host (gateway.access.guard), parameters of the wrong shape, a backend that did not
+# answer.
+API_ERRORS = (401, 403, 422, 503)
 # What a route that reads a JSON body (`read_model`) adds: not JSON, too large, not
 # declared as JSON, of the wrong shape.
 BODY_ERRORS = (400, 413, 415, 422)

@@ -58,7 +58,8 @@ class MessageIn(Strict):
     content: str = Field(min_length=1)
     id: Id | None = None
     model: str | None = None
-    system_prompt: str | None = None
+    # As for a conversation's (create, PATCH): it is stored and sent on every turn.
+    system_prompt: str | None = Field(default=None, max_length=rpc.SYSTEM_PROMPT_MAX_CHARS)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     # allow_inf_nan: NaN would pass both bounds (every comparison with it is false).
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)

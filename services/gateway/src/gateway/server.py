@@ -7,10 +7,11 @@ import signal
 
 import uvicorn
 
+from gateway.access.exposure import open_without_auth
 from gateway.access.redact import install_redaction
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from runtime.config_errors import settings_or_exit
+from runtime.config_errors import exit_on_config_error, settings_or_exit
 from runtime.logs import configure_logging
 from runtime.startup import announce_nats
 
@@ -45,7 +46,10 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
 
 
 def main() -> None:
-    settings = settings_or_exit(GatewaySettings, "gateway", "http_port")
+    settings = settings_or_exit(GatewaySettings, "gateway", "http_port", "metrics_port")
+    refused = open_without_auth(settings)
+    if refused is not None:
+        exit_on_config_error(refused, "gateway")
     configure_logging(settings.log_level)
     announce_nats("gateway", settings)
     # uvicorn re-raises the signal it stopped on once it is done; with these

@@ -71,6 +71,11 @@ class GatewaySettings(LivechatSettings):
     # Unset: same origin and non-browser clients (no Origin header) only. A comma list
     # or a JSON list; "*" allows any origin.
     allowed_origins: Annotated[tuple[str, ...], NoDecode] | None = None
+    # With auth off, the `Host` names requests may come with besides loopback (localhost,
+    # 127.0.0.1, [::1]): any other is refused (403), so a site re-pointed at this address
+    # (DNS rebinding) reads nothing. They also count as the gateway's own for same-origin
+    # pages. A comma or JSON list of names (ports ignored); "*" allows any.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Auth (docs/api.md): on when a JWT secret or API keys are set; else every caller is
     # `local`. HS256 only; `iss`/`aud` are checked when set; leeway absorbs clock skew.
@@ -85,8 +90,17 @@ class GatewaySettings(LivechatSettings):
     # gateway (or by retention) may take this long to be refused here. 0 size: ask always.
     owner_cache_size: int = Field(default=65536, ge=0)
     owner_cache_ttl_seconds: float = Field(default=30.0, gt=0)
+    # Auth off on a non-loopback address is refused at start unless this says it is meant
+    # (e.g. behind a proxy that authenticates); see gateway.access.exposure.
+    auth_disabled: bool = False
+    # GET /metrics: on LIVECHAT_METRICS_PORT (LIVECHAT_METRICS_HOST) when set, then not on
+    # the HTTP port; else on the HTTP port, where with auth on it needs
+    # `Authorization: Bearer <this token>` (unset: 404 there).
+    metrics_token: SecretStr | None = Field(default=None, repr=False)
+    # /docs, /redoc and /openapi.json; unset: on while auth is off, off with auth on.
+    docs_enabled: bool | None = None
 
-    @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator("jwt_secret", "jwt_issuer", "jwt_audience", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `${LIVECHAT_JWT_SECRET:-}`: empty means not configured.
@@ -114,15 +128,19 @@ class GatewaySettings(LivechatSettings):
     def auth_enabled(self) -> bool:
         return self.jwt_secret is not None or bool(self.api_keys)
 
+    @property
+    def serves_docs(self) -> bool:
+        return not self.auth_enabled if self.docs_enabled is None else self.docs_enabled
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _origin_list(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text) or None
-        return tuple(part.strip() for part in text.split(",") if part.strip()) or None
+        return _name_list(value) or None
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        return _name_list(value) or ()
 
     @model_validator(mode="after")
     def _known_default_model(self) -> Self:
@@ -132,3 +150,13 @@ class GatewaySettings(LivechatSettings):
                 f"unknown model alias {self.default_model!r}; known: {', '.join(known)}"
             )
         return self
+
+
+def _name_list(value: object) -> object:
+    """A comma list or a JSON list from the environment; other values as given."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return tuple(part.strip() for part in text.split(",") if part.strip())

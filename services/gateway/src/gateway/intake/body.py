@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from gateway.errors import ApiError, from_validation_error
 
-__all__ = ["body_schema", "read_model"]
+__all__ = ["body_schema", "is_json", "read_model", "unsupported_media_type"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,7 +24,13 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
 
 
-def _is_json(content_type: str) -> bool:
+def unsupported_media_type() -> ApiError:
+    return ApiError(
+        415, "unsupported_media_type", "the body must be sent as Content-Type: application/json"
+    )
+
+
+def is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
@@ -35,11 +41,11 @@ async def read_model(
     request: Request, model: type[M], max_bytes: int, *, empty_ok: bool = False
 ) -> M:
     """The body as `model`; `empty_ok`: no body at all is `{}` (every field optional)."""
-    content_type = request.headers.get("content-type")
-    # No Content-Type at all is read as JSON (curl, simple clients); a declared other
-    # type is refused rather than guessed at.
-    if content_type is not None and not _is_json(content_type):
-        raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+    # Declared, never guessed: a page of another site can post a body without
+    # Content-Type (or as text/plain) with no preflight, never as application/json.
+    declared_json = is_json(request.headers.get("content-type", ""))
+    if not declared_json and not empty_ok:
+        raise unsupported_media_type()
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -52,6 +58,8 @@ async def read_model(
             raise _too_large(max_bytes)
         chunks.append(chunk)
     raw = b"".join(chunks)
+    if not declared_json and raw.strip():  # only an empty body needs no Content-Type
+        raise unsupported_media_type()
     try:
         if empty_ok and not raw.strip():
             return model.model_validate({})

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from pydantic import BaseModel
 
-from contracts import ids, subjects
+from contracts import ids, subjects, topology
 from contracts.events import (
     GenerationOptions,
     GenerationRequested,
@@ -33,6 +33,11 @@ from gateway.schemas import MessageIn
 __all__ = ["Publisher", "Submission"]
 
 log = logging.getLogger(__name__)
+
+# The streams that refuse a publish when full (contracts.topology): what a publish that
+# failed is checked against, to tell a full store from one that did not answer.
+_REFUSING_WHEN_FULL = (topology.CHAT_STREAM, topology.WORK_STREAM)
+_FULL_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,48 @@ class Publisher:
             for ack in acks:
                 ack.cancel()  # no-op once done; else frees its slot (no ack ever came)
 
+    async def full_stream(self, largest: int) -> str | None:
+        """The stream that cannot take a message of `largest` bytes, if one is full.
+        Asked after a publish failed (nats-py does not hand an async publish's error
+        back: the publish times out). Briefly: a NATS that does not answer is no full one."""
+        try:
+            async with asyncio.timeout(min(self._timeout, _FULL_CHECK_SECONDS)):
+                for name in _REFUSING_WHEN_FULL:
+                    info = await self._js.stream_info(name)
+                    limit = info.config.max_bytes
+                    if limit is not None and limit > 0 and info.state.bytes + largest > limit:
+                        return name
+        except (NatsError, TimeoutError):
+            pass
+        return None
+
+    async def _refusal(
+        self, publishes: list[tuple[str, BaseModel, str]], what: str, details: dict[str, str]
+    ) -> ApiError:
+        largest = max(len(event.model_dump_json()) for _, event, _ in publishes) + 512
+        full = await self.full_stream(largest)
+        headers = {"X-Message-Id": details["message_id"]} if details else None
+        if full is not None:
+            log.error("stream %s is full (LIVECHAT_STREAM_MAX_BYTES)", full)
+            return ApiError(
+                503,
+                "storage_full",
+                f"{what} could not be queued: the message store is full; retry later "
+                "(the operator raises LIVECHAT_STREAM_MAX_BYTES or frees space)",
+                retryable=True,
+                headers=headers,
+                details=details,
+            )
+        retry = "; retry with the same message id" if details else "; retry"
+        return ApiError(
+            503,
+            "service_unavailable",
+            f"{what} could not be queued{retry}",
+            retryable=True,
+            headers=headers,
+            details=details,
+        )
+
     async def submit(
         self,
         user_id: str,
@@ -173,14 +220,8 @@ class Publisher:
             acks = await self._publish_counted(publishes, requested, allowance)
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a message failed: %s", type(exc).__name__)
-            raise ApiError(
-                503,
-                "service_unavailable",
-                "the message could not be queued; retry with the same message id",
-                retryable=True,
-                headers={"X-Message-Id": message_id},
-                details={"message_id": message_id},
-            ) from exc
+            details = {"message_id": message_id}
+            raise await self._refusal(publishes, "the message", details) from exc
         request = acks[-1]  # the last publish: the generation request
         duplicate = bool(request.duplicate) or accepted_before
         if self._queue is not None:
@@ -193,15 +234,12 @@ class Publisher:
         """Queue a generation request alone (deduped per reply, `kind`: "gen" or "regen");
         True when it was queued before."""
         msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
+        publishes: list[tuple[str, BaseModel, str]] = [(subjects.GENERATE, request, msg_id)]
         try:
-            (ack,) = await self._publish_counted(
-                [(subjects.GENERATE, request, msg_id)], request, allowance
-            )
+            (ack,) = await self._publish_counted(publishes, request, allowance)
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a generation request failed: %s", type(exc).__name__)
-            raise ApiError(
-                503, "service_unavailable", "the request could not be queued; retry", retryable=True
-            ) from exc
+            raise await self._refusal(publishes, "the request", {}) from exc
         if self._queue is not None:
             self._queue.track(request.conversation_id, request.message_id, ack.seq)
         return bool(ack.duplicate)

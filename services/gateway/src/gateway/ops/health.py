@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -12,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from contracts import topology
 from gateway.backends import BACKEND_SERVICES
-from gateway.errors import error_body
+from gateway.errors import ApiError, error_body
+from gateway.openapi import error_responses
 from gateway.schemas import HealthOut, NotReadyOut, ReadyOut
+from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
 
 __all__ = ["router"]
@@ -62,6 +65,40 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics")
+def _check_metrics_access(request: Request, settings: GatewaySettings) -> None:
+    """Open while auth is off; with auth on only with LIVECHAT_METRICS_TOKEN; never here
+    when they are served on a port of their own."""
+    if settings.metrics_port:
+        raise ApiError(404, "not_found", "metrics are served on LIVECHAT_METRICS_PORT")
+    if not settings.auth_enabled:
+        return
+    if settings.metrics_token is None:
+        raise ApiError(
+            404,
+            "not_found",
+            "with auth on, metrics are served with LIVECHAT_METRICS_TOKEN or on "
+            "LIVECHAT_METRICS_PORT",
+        )
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}".encode()
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "metrics need Authorization: Bearer <LIVECHAT_METRICS_TOKEN>",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **error_responses(401, 404),
+    },
+)
 async def metrics(request: Request) -> Response:
-    return Response(gateway_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    gateway = gateway_of(request)
+    _check_metrics_access(request, gateway.settings)
+    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)

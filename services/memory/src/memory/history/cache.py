@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
 from memory.history.branches import path_up, with_siblings
+from memory.history.pages import newest_within_bytes
 from memory.history.statements import FINAL_STATUSES
 from memory.history.store import (
     CachedWindow,
@@ -315,10 +316,13 @@ class CachedConversationStore:
                 if window.complete:
                     by_id = {m.id: m for m in window.messages}
                     path, has_more = path_up(by_id, window.active_message_id, request.limit)
+                    branch = tuple(reversed(path))
+                    # A page fits one NATS message (a whole branch is asked unpaged).
+                    page = branch if request.limit is None else newest_within_bytes(branch)
                     return rpc.ConversationGetReply(
                         conversation=window.conversation,
-                        messages=with_siblings(reversed(path), _children(window.messages)),
-                        has_more=has_more,
+                        messages=with_siblings(page, _children(window.messages)),
+                        has_more=has_more or len(page) < len(branch),
                     )
         return await self._inner.get_conversation(request)
 

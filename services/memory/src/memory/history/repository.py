@@ -59,6 +59,7 @@ from contracts.rpc import (
 from memory.history.branches import branch_end, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.exchanges import ExchangeReads
+from memory.history.pages import newest_within_bytes
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
@@ -418,10 +419,11 @@ async def _branch(
     path = path.union_all(step)
     rows = (await conn.execute(select(path).order_by(path.c.depth))).all()
     newest = [_stored(row._mapping) for row in rows]
-    has_more = limit is not None and len(newest) > limit
-    if has_more:
-        newest = newest[:limit]
-    return tuple(reversed(newest)), has_more
+    if limit is None:
+        return tuple(reversed(newest)), False
+    page = tuple(reversed(newest[:limit]))
+    bounded = newest_within_bytes(page)  # a page fits one NATS message
+    return bounded, len(newest) > limit or len(bounded) < len(page)
 
 
 async def _children(
@@ -548,8 +550,9 @@ async def _page(
     newest = (
         await conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))
     ).all()
-    has_more = len(newest) > limit
-    return tuple(_stored(row._mapping) for row in reversed(newest[:limit])), has_more
+    page = tuple(_stored(row._mapping) for row in reversed(newest[:limit]))
+    bounded = newest_within_bytes(page)
+    return bounded, len(newest) > limit or len(bounded) < len(page)
 
 
 def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:

@@ -6,9 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts import rpc
 from gateway.schemas import Id, Strict
 
-__all__ = ["UIChatRequest", "UIMessage", "UIPart"]
+__all__ = ["MAX_CHAT_MESSAGES", "UIChatRequest", "UIMessage", "UIPart"]
+
+# The transport posts the whole chat; only its last user message is read. A client
+# whose chats outgrow this (or LIVECHAT_MAX_BODY_BYTES) sends only the last message
+# (`prepareSendMessagesRequest`).
+MAX_CHAT_MESSAGES = 1000
 
 
 class UIPart(BaseModel):
@@ -37,11 +43,11 @@ class UIChatRequest(Strict):
     a livechat message, for the transport's `body` option."""
 
     id: Id
-    messages: list[UIMessage] = Field(min_length=1)
+    messages: list[UIMessage] = Field(min_length=1, max_length=MAX_CHAT_MESSAGES)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     messageId: str | None = None
     model: str | None = None
-    system_prompt: str | None = None
+    system_prompt: str | None = Field(default=None, max_length=rpc.SYSTEM_PROMPT_MAX_CHARS)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
