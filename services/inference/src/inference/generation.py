@@ -26,6 +26,7 @@ from contracts.events import (
     MessageStatus,
     StartEvent,
     StatusEvent,
+    ToolCallEvent,
     Usage,
     UsageReported,
 )
@@ -48,7 +49,7 @@ from inference.failover.chain import (
 )
 from inference.failover.outcomes import PublicError
 from inference.outbox import Outbox
-from inference.providers.base import Provider, ProviderRequest
+from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
 from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
@@ -166,6 +167,11 @@ class Worker:
             await self._report_interrupted(run, prior, routes)
             await self._cancelled(run, Cancelled(None, prior.provider), prior.text, prior.tokens)
             return True
+        if prior.tool_calls:
+            # A function call cut off by a crash cannot be continued: the reply ends.
+            await self._report_interrupted(run, prior, routes)
+            await self._fail(run, prior.provider, prior.text, _TOOL_CALL_CUT)
+            return True
         if prior.started:
             retrying = StatusEvent(
                 message_id=request.message_id, state="retrying", attempt=delivery
@@ -215,6 +221,8 @@ class Worker:
             max_tokens=request.options.max_tokens,
             temperature=request.options.temperature,
             continuation=prior.text,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
         )
         text = prior.text
         # The answer's tokens streamed before the last call: earlier deliveries', and
@@ -230,7 +238,16 @@ class Worker:
                         continue
                     # The tokens so far go out before anything else of the reply.
                     await tokens.flush()
-                    if isinstance(step, Finished):
+                    if isinstance(step, ToolCallDelta):
+                        piece = ToolCallEvent(
+                            message_id=reply,
+                            index=step.index,
+                            id=step.id,
+                            name=step.name,
+                            arguments=step.arguments,
+                        )
+                        await run.outbox.tool_call(conv, piece)
+                    elif isinstance(step, Finished):
                         await self._finish(run, step, text, earlier)
                         return
                     elif isinstance(step, Failed):
@@ -286,10 +303,12 @@ class Worker:
         self, request: GenerationRequested, broker: NatsBroker
     ) -> tuple[ContextMessage, ...] | StoredMessage | None:
         """The model's messages; the reply when memory holds it final; None if memory is away."""
-        user = ContextMessage(role="user", content=request.content)
+        user: tuple[ContextMessage, ...] = (ContextMessage(role="user", content=request.content),)
         system = request.options.system_prompt
         if request.history is not None:
             context = request.history
+            if request.prompt_in_history:
+                user = ()
         else:
             ask = ContextRequest(
                 conversation_id=request.conversation_id,
@@ -312,7 +331,7 @@ class Worker:
                 return reply.existing_reply
             context, system = reply.messages, system or reply.system_prompt
         head = (ContextMessage(role="system", content=system),) if system else ()
-        return (*head, *context, user)
+        return (*head, *context, *user)
 
     async def _finish(self, run: _Run, step: Finished, text: str, prior_tokens: int) -> None:
         spent = step.spent
@@ -454,6 +473,12 @@ class Worker:
         )
         await run.outbox.usage(reported)
 
+
+_TOOL_CALL_CUT = PublicError(
+    "generation_interrupted",
+    "The reply was cut short in the middle of a function call. Please send the request again.",
+    True,
+)
 
 # The end of a reply stored without its error, told from its status.
 _STATUS_ERRORS = {

@@ -14,6 +14,7 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    ToolCallEvent,
     UsageReported,
 )
 from inference.coalescing import PublishTokens
@@ -57,6 +58,11 @@ class Outbox:
         Waiting for the store's ack of start and then of status held the first token
         back by two round trips; ordered on the one connection, they still come first.
         """
+        data = event.__pydantic_serializer__.to_json(event)
+        await self._broker.connection.publish(subjects.events(conversation_id), data)
+
+    async def tool_call(self, conversation_id: str, event: ToolCallEvent) -> None:
+        """A piece of a function call, published like a token: raw, ordered with them."""
         data = event.__pydantic_serializer__.to_json(event)
         await self._broker.connection.publish(subjects.events(conversation_id), data)
 

@@ -17,6 +17,7 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    ToolCallEvent,
 )
 from inference.outbox import TOKENS_HEADER
 
@@ -37,6 +38,7 @@ class ReplyLog:
     last_delivery_tokens: int = 0
     last_call: int = 0
     provider: str | None = None  # of that call
+    tool_calls: bool = False  # a piece of a function call is out: it cannot be continued
 
 
 async def read_reply_log(
@@ -57,6 +59,7 @@ async def read_reply_log(
     tokens = 0
     last_delivery = last_tokens = last_call = 0
     provider: str | None = None
+    tool_calls = False
     consumer: str | None = None
     try:
         info = await sub.consumer_info()
@@ -87,6 +90,11 @@ async def read_reply_log(
                         count = _token_count(msg.headers)
                         tokens += count
                         last_tokens += count
+                    case ToolCallEvent():
+                        tool_calls = True
+                        count = _token_count(msg.headers)
+                        tokens += count
+                        last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
     finally:
@@ -104,6 +112,7 @@ async def read_reply_log(
         last_delivery_tokens=last_tokens,
         last_call=last_call,
         provider=provider,
+        tool_calls=tool_calls,
     )
 
 

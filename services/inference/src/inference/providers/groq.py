@@ -18,6 +18,7 @@ from inference.providers.openai_wire import (
     ResponseBody,
     UsageCounts,
     frame_error,
+    tool_options,
     usage_counts,
 )
 
@@ -40,6 +41,8 @@ class GroqProvider(OpenAIStyleProvider[AsyncGroq]):
             stream=True,
             max_completion_tokens=omit if max_tokens is None else max_tokens,
             temperature=omit if request.temperature is None else request.temperature,
+            # Function calling (the OpenAI endpoint's `tools`), as OpenAI's format has it.
+            extra_body=tool_options(request) or None,
         ) as response:
             yield response.http_response
 

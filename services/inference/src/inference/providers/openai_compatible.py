@@ -17,6 +17,7 @@ from inference.providers.openai_wire import (
     OpenAIStyleProvider,
     ResponseBody,
     UsageCounts,
+    tool_options,
     usage_counts,
 )
 
@@ -49,6 +50,8 @@ class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI]):
             # `max_tokens`, not `max_completion_tokens`: the one local engines know.
             max_tokens=omit if max_tokens is None else max_tokens,
             temperature=omit if request.temperature is None else request.temperature,
+            # Function calling (the OpenAI endpoint's `tools`), as OpenAI's format has it.
+            extra_body=tool_options(request) or None,
         ) as response:
             yield response.http_response
 

@@ -2,9 +2,11 @@
 
 The conversation is the request's `messages`: it is handed to the worker as the
 prompt (`GenerationRequested.history`) and is not stored in history
-(`persist=False`), like OpenAI's own endpoint. The usage is accounted to the
-caller in the usage ledger as for any other generation, under a conversation
-id of its own (`oai-…`).
+(`persist=False`), like OpenAI's own endpoint. `tools` and `tool_choice` travel with
+it; the model's function calls come back as `tool_call` events, relayed as OpenAI's
+`tool_calls`, and the caller sends their results as `role: "tool"` messages. The
+usage is accounted to the caller in the usage ledger as for any other generation,
+under a conversation id of its own (`oai-…`).
 """
 
 from __future__ import annotations
@@ -79,10 +81,14 @@ def _request(
     user_id: str, body: ChatCompletionRequest, options: GenerationOptions
 ) -> GenerationRequested:
     try:
-        history, content = split_prompt(body.messages)
+        prompt = split_prompt(body.messages)
     except ValueError as exc:
         raise ApiError(400, "invalid_messages", str(exc)) from None
-    if not content.strip():
+    try:
+        tool_choice = body.choice()
+    except ValueError as exc:
+        raise ApiError(400, "invalid_tool_choice", str(exc)) from None
+    if not prompt.in_history and not prompt.content.strip():
         raise ApiError(400, "invalid_messages", "the last message must not be empty")
     conversation_id = CONVERSATION_PREFIX + ids.new_id()
     message_id = ids.new_id()
@@ -91,11 +97,14 @@ def _request(
         conversation_id=conversation_id,
         user_id=user_id,
         user_message_id=message_id,
-        content=content,
+        content=prompt.content,
         options=options,
-        history=history,
+        history=prompt.history,
         persist=False,
         requested_at=datetime.now(UTC),
+        tools=body.tool_specs(),
+        tool_choice=tool_choice,
+        prompt_in_history=prompt.in_history,
     )
 
 
