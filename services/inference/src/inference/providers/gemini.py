@@ -14,11 +14,14 @@ Function calling (`ProviderRequest.tools`, from the OpenAI endpoint) is translat
 ways: the tools to `functionDeclarations` (their JSON Schema as `parameters_json_schema`)
 and the choice to a `functionCallingConfig`; an assistant's calls to `functionCall`
 parts and `tool` results to `functionResponse` parts; the `functionCall` parts of the
-answer to whole `ToolCallDelta`s (Gemini sends each call whole).
+answer to whole `ToolCallDelta`s (Gemini sends each call whole). A call's thought
+signature, which Gemini wants back with the call, travels in the call's id.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -190,7 +193,7 @@ class GeminiProvider:
                         yield new
                     for part in parts:
                         if part.function_call is not None:
-                            call = _tool_call(calls, part.function_call)
+                            call = _tool_call(calls, part)
                             calls += 1
                             streamed.append(call.arguments)
                             yield call
@@ -325,9 +328,33 @@ def _arguments(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+# A call's id ends with its thought signature, when Gemini gave one (Gemini 3 refuses a
+# call sent back without it). The ids themselves are not sent: Gemini pairs calls and
+# results by name and order, and the ids of its answers' calls are mostly ours.
+_SIGNATURE = "__sig__"
+
+
+def _call_id(signature: bytes | None) -> str:
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    if signature:
+        call_id += _SIGNATURE + base64.urlsafe_b64encode(signature).decode()
+    return call_id
+
+
+def _signature(call_id: str) -> bytes | None:
+    _, found, encoded = call_id.partition(_SIGNATURE)
+    if not found:
+        return None
+    try:
+        return base64.urlsafe_b64decode(encoded)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _function_call_part(call_id: str, name: str, arguments: str) -> types.Part:
     return types.Part(
-        function_call=types.FunctionCall(id=call_id, name=name, args=_arguments(arguments))
+        function_call=types.FunctionCall(name=name, args=_arguments(arguments)),
+        thought_signature=_signature(call_id),
     )
 
 
@@ -339,18 +366,16 @@ def _function_response(message: ContextMessage, names: Mapping[str, str]) -> typ
         value = None
     response = value if isinstance(value, dict) else {"result": message.content}
     name = names.get(message.tool_call_id or "", "")
-    return types.Part(
-        function_response=types.FunctionResponse(
-            id=message.tool_call_id, name=name, response=response
-        )
-    )
+    return types.Part(function_response=types.FunctionResponse(name=name, response=response))
 
 
-def _tool_call(index: int, call: types.FunctionCall) -> ToolCallDelta:
-    """A function call of the answer, whole, with an id when Gemini gave none."""
+def _tool_call(index: int, part: types.Part) -> ToolCallDelta:
+    """The function call of an answer's part, whole, with an id of ours."""
+    call = part.function_call
+    assert call is not None
     return ToolCallDelta(
         index=index,
-        id=call.id or f"call_{uuid.uuid4().hex[:24]}",
+        id=_call_id(part.thought_signature),
         name=call.name or "",
         arguments=json.dumps(call.args or {}),
     )

@@ -55,7 +55,8 @@ class ToolCallIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    id: str = Field(min_length=1, max_length=256)
+    # Long enough for a Gemini call's id, which carries its thought signature.
+    id: str = Field(min_length=1, max_length=8192)
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
@@ -68,7 +69,7 @@ class ChatMessage(BaseModel):
     # None: an assistant message that only calls functions.
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=8192)
 
     def text(self) -> str:
         if self.content is None:
