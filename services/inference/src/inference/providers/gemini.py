@@ -193,6 +193,10 @@ class GeminiProvider:
                         yield new
                     for part in parts:
                         if part.function_call is not None:
+                            # The text is over: what the guard holds goes first.
+                            if rest := guard.flush():
+                                streamed.append(rest)
+                                yield rest
                             call = _tool_call(calls, part)
                             calls += 1
                             streamed.append(call.arguments)

@@ -255,6 +255,9 @@ async def relay(
                             if text := guard.feed(content):
                                 yield text
                         if tool_calls := delta.get("tool_calls"):
+                            # The text is over: what the guard holds goes first.
+                            if rest := guard.flush():
+                                yield rest
                             for piece in _tool_call_pieces(tool_calls):
                                 calls += 1
                                 received.append(piece.arguments)
