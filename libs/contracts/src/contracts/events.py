@@ -67,6 +67,11 @@ FinishReason = Literal["stop", "length", "cancelled", "content_filter", "tool_ca
 Outcome = Literal["completed", "cancelled", "failed", "interrupted", "switched"]
 
 
+def _unset(value: object) -> bool:
+    """A field added later at its default: left out of the JSON (see `exclude_if`)."""
+    return not value
+
+
 class Event(BaseModel):
     """Base of every event: immutable, strict about unknown fields, versioned."""
 
@@ -136,8 +141,9 @@ class ContextMessage(BaseModel):
     role: ContextRole
     content: str
     # An assistant message's function calls; a `tool` message answers one of them.
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str | None = None
+    # Left out of the JSON when unset, so that services not knowing them read it.
+    tool_calls: tuple[ToolCall, ...] = Field(default=(), exclude_if=_unset)
+    tool_call_id: str | None = Field(default=None, exclude_if=_unset)
 
 
 # --- chat history (stream LIVECHAT_CHAT) ---------------------------------------
@@ -220,12 +226,13 @@ class GenerationRequested(Event):
     history: tuple[ContextMessage, ...] | None = None
     persist: bool = True
     requested_at: datetime
-    # The functions the model may call, and how (stateless requests only).
-    tools: tuple[ToolSpec, ...] = ()
-    tool_choice: ToolChoice | None = None
+    # The functions the model may call, and how (stateless requests only). These are
+    # left out of the JSON when unset, so that workers not knowing them read it.
+    tools: tuple[ToolSpec, ...] = Field(default=(), exclude_if=_unset)
+    tool_choice: ToolChoice | None = Field(default=None, exclude_if=_unset)
     # True: `history` ends with the messages to answer (tool results), and `content`
     # (empty) is no user turn of its own.
-    prompt_in_history: bool = False
+    prompt_in_history: bool = Field(default=False, exclude_if=_unset)
 
 
 class CancelRequested(Event):
