@@ -11,13 +11,11 @@ from contracts.aliases import DEFAULT_ALIASES, ModelRoute, alias_table, parse_ro
 
 def test_the_default_aliases() -> None:
     table = alias_table()
-    assert table["groq-llama-70b"] == (ModelRoute("groq", "llama-3.3-70b-versatile"),)
+    # Bare providers: the model each is configured with (GROQ_MODEL, GEMINI_MODEL).
+    assert table["groq-llama-70b"] == (ModelRoute("groq"),)
     assert table["groq-llama-8b"] == (ModelRoute("groq", "llama-3.1-8b-instant"),)
-    assert table["gemini-flash"] == (ModelRoute("gemini", "gemini-2.5-flash"),)
-    assert table["auto"][:2] == (
-        ModelRoute("groq", "llama-3.3-70b-versatile"),
-        ModelRoute("gemini", "gemini-2.5-flash"),
-    )
+    assert table["gemini-flash"] == (ModelRoute("gemini"),)
+    assert table["auto"][:2] == (ModelRoute("groq"), ModelRoute("gemini"))
     assert table["local"] == (ModelRoute("openai"),)  # the configured model
     assert table["demo"] == (ModelRoute("demo", "demo"),)
     assert list(table) == list(DEFAULT_ALIASES)

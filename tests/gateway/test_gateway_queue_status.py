@@ -161,7 +161,10 @@ async def _event_types(js: JetStreamContext, conversation_id: str) -> list[str]:
     psub = await js.pull_subscribe(
         subjects.events(conversation_id), stream=topology.EVENTS_STREAM
     )  # ephemeral: the conversation's whole history
-    msgs = await psub.fetch(100, timeout=2)
+    try:
+        msgs = await psub.fetch(100, timeout=2)
+    except TimeoutError:  # none
+        msgs = []
     await psub.unsubscribe()
     return [json.loads(m.data).get("state", json.loads(m.data)["type"]) for m in msgs]
 
@@ -171,7 +174,7 @@ async def test_a_queued_status_never_follows_the_start_of_its_reply(js):
         subjects.GENERATE, durable=topology.INFERENCE_CONSUMER, stream=topology.WORK_STREAM
     )
     # Without a race: the request is announced.
-    watcher = QueueStatus(js, interval=INTERVAL, timeout=5, max_age=60)
+    watcher = QueueStatus(js, interval=INTERVAL, timeout=5, max_age=60, first_look=0)
     watcher.track("calm", "a1", await _queue_one(js, "calm", "a1"))
     await watcher.check()
     assert await _event_types(js, "calm") == ["queued"]
@@ -179,7 +182,7 @@ async def test_a_queued_status_never_follows_the_start_of_its_reply(js):
 
     # A worker takes it between the consumer info and the publish: refused.
     raced = _TakenRightAfterInfo(js, "race")
-    watcher = QueueStatus(raced, interval=INTERVAL, timeout=5, max_age=60)  # type: ignore[arg-type]
+    watcher = QueueStatus(raced, interval=INTERVAL, timeout=5, max_age=60, first_look=0)  # type: ignore[arg-type]
     watcher.track("race", "a2", await _queue_one(js, "race", "a2"))
     await watcher.check()
     assert raced.raced
@@ -196,3 +199,26 @@ async def test_off_when_the_interval_is_zero(js, gateway_server):
         await asyncio.sleep(1.0)  # several rounds, had it been on
         asked.task.cancel()
     assert await _event_types(js, "quiet") == ["message"]
+
+
+async def test_a_request_a_worker_takes_at_once_is_never_announced(js):
+    psub = await js.pull_subscribe(
+        subjects.GENERATE, durable=topology.INFERENCE_CONSUMER, stream=topology.WORK_STREAM
+    )
+    watcher = QueueStatus(js, interval=INTERVAL, timeout=5, max_age=60, first_look=1.0)
+    await watcher.start()
+    try:
+        watcher.track("taken", "t1", await _queue_one(js, "taken", "t1"))
+        watcher.track("waits", "w1", await _queue_one(js, "waits", "w1"))
+        (msg,) = await psub.fetch(1, timeout=5)  # a worker takes the first at once
+        assert GenerationRequested.model_validate_json(msg.data).message_id == "t1"
+        # The one left in the queue is told its position once it waited a while ...
+        for _ in range(300):
+            if await _event_types(js, "waits") == ["queued"]:
+                break
+            await asyncio.sleep(0.05)
+        # ... the one taken before that never is.
+        assert await _event_types(js, "waits") == ["queued"]
+        assert await _event_types(js, "taken") == []
+    finally:
+        await watcher.stop()

@@ -45,7 +45,8 @@ from inference.failover.chain import (
     Using,
 )
 from inference.failover.outcomes import REFUSAL
-from inference.providers.model_routes import Route, UnknownModelError, resolve
+from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
+from inference.settings import InferenceSettings
 
 GROQ = Route("groq", "llama-3.3-70b-versatile")
 GEMINI = Route("gemini", "gemini-2.5-flash")
@@ -441,7 +442,7 @@ async def test_a_bad_request_does_not_count_against_the_provider() -> None:
 
 def test_aliases_resolve_over_the_configured_providers() -> None:
     table = alias_table()
-    defaults = {"demo": "demo", "openai": "qwen2.5:7b"}
+    defaults = default_models(InferenceSettings(openai_model="qwen2.5:7b"))
     assert resolve("auto", table, {"demo", "groq", "gemini"}, defaults) == (GROQ, GEMINI)
     assert resolve("auto", table, {"demo", "gemini"}, defaults) == (GEMINI,)
     assert resolve("auto", table, {"demo"}, defaults) == (Route("demo", "demo"),)
@@ -451,6 +452,23 @@ def test_aliases_resolve_over_the_configured_providers() -> None:
             resolve(alias, table, available, defaults)
     with pytest.raises(UnknownModelError):  # a local server without a model named
         resolve("local", table, {"demo", "openai"}, {"demo": "demo"})
+
+
+def test_groq_model_and_gemini_model_choose_the_models_behind_the_aliases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GROQ_MODEL", "qwen-groq")
+    monkeypatch.setenv("GEMINI_MODEL", "gemini-pro-x")
+    defaults = default_models(InferenceSettings())
+    table, both = alias_table(), {"demo", "groq", "gemini"}
+    groq, gemini = Route("groq", "qwen-groq"), Route("gemini", "gemini-pro-x")
+    assert resolve("auto", table, both, defaults) == (groq, gemini)
+    assert resolve("groq-llama-70b", table, both, defaults) == (groq,)
+    assert resolve("gemini-flash", table, both, defaults) == (gemini,)
+    # An alias naming its model keeps it.
+    assert resolve("groq-llama-8b", table, both, defaults) == (
+        Route("groq", "llama-3.1-8b-instant"),
+    )
 
 
 # --- the same through a real worker on a real nats-server ------------------------------

@@ -302,3 +302,32 @@ async def test_the_service_caches_in_redis_when_configured(
             await eventually(cached_in_redis)
     finally:
         await nc.drain()
+
+
+async def test_history_max_prunes_the_oldest_in_sql_and_in_the_cached_window(
+    engine: AsyncEngine, redis: tuple[Redis, str]
+) -> None:
+    client, prefix = redis
+    pruning = SqlConversationRepository(engine, history_max=3)
+    store, _ = cached(pruning, client, prefix, window=5)
+    first = [user_message("c1", "m0", "q0"), finished("c1", "r0", "m0", "a0", seconds=1)]
+    await store.store_events(first)
+    assert [m.id for m in (await store.get_conversation(get())).messages] == ["m0", "r0"]
+    await store.store_events(
+        [user_message("c1", "m1", "q1", seconds=2), finished("c1", "r1", "m1", "a1", seconds=3)]
+    )
+    # The newest three, from the cached window as from SQL; the count follows.
+    cached_page = await store.get_conversation(get())
+    assert [m.id for m in cached_page.messages] == ["r0", "m1", "r1"]
+    assert cached_page == await pruning.get_conversation(get())
+    assert cached_page.conversation is not None
+    assert cached_page.conversation.message_count == 3
+    # A redelivery of a pruned event is stored and pruned again: nothing comes back.
+    await store.store_events(first)
+    assert [m.id for m in (await store.get_conversation(get())).messages] == ["r0", "m1", "r1"]
+    assert await store.get_conversation(get()) == await pruning.get_conversation(get())
+    # Other conversations are untouched.
+    await store.store_events(
+        [user_message("c2", "x0", "q"), user_message("c2", "x1", "q", seconds=1)]
+    )
+    assert len((await store.get_conversation(get("c2"))).messages) == 2

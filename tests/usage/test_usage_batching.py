@@ -9,6 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from sqlalchemy.exc import DataError
 
 from contracts import ids, subjects, topology
@@ -118,3 +119,43 @@ async def test_submit_many_tells_each_item_its_result_or_its_error() -> None:
     assert second == [40, 50]
     # Both pulls met in the queue: one transaction, then each item alone after it failed.
     assert batches[0] == [1, 2, 3, 4, 5]
+
+
+async def test_an_idle_consumer_asks_for_work_rarely_and_still_takes_it(
+    nc: Client, nats_url: str, sqlite_url: str, tmp_path: Path, report: Report
+) -> None:
+    settings = UsageSettings(nats_url=nats_url, data_dir=tmp_path / "data", database_url=sqlite_url)
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    pulls: list[bytes] = []
+
+    async def pulled(msg: Msg) -> None:
+        pulls.append(msg.data)
+
+    app = create_app(settings, ledger=Ledger(engine))
+    await app.start()
+    try:
+        sub = await nc.subscribe(
+            f"$JS.API.CONSUMER.MSG.NEXT.{topology.USAGE_STREAM}.{topology.USAGE_CONSUMER}",
+            cb=pulled,
+        )
+        await asyncio.sleep(1.5)  # idle: a pull with a 50 ms wait would be asked ~60 times
+        await sub.unsubscribe()
+        assert 1 <= len(pulls) <= 4
+
+        event = report(prompt=7, completion=0)
+        await nc.jetstream().publish(
+            subjects.USAGE_REPORTED,
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+        )
+        request = UsageTotalsRequest(user_id="alice").model_dump_json().encode()
+        async with asyncio.timeout(30):
+            while True:
+                answer = await nc.request(subjects.USAGE_TOTALS, request, timeout=5)
+                if UsageTotalsReply.model_validate_json(answer.data).totals.prompt_tokens == 7:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await app.stop()
+        await engine.dispose()

@@ -2,10 +2,11 @@
 
 One definition for the gateway (which aliases exist: anything else is a 400) and the
 inference workers (where each alias goes). A route is written `provider:model`, or
-just `provider` for the model that provider is configured with (the OpenAI-compatible
-provider's `LIVECHAT_OPENAI_MODEL`). `LIVECHAT_MODEL_ALIASES` (JSON) is merged over
-the defaults: `{"fast": ["groq:llama-3.1-8b-instant", "gemini:gemini-2.5-flash"]}`
-adds an alias, an existing name replaces its chain, and an empty list removes it.
+just `provider` for the model that provider is configured with (`GROQ_MODEL`,
+`GEMINI_MODEL`, the OpenAI-compatible provider's `LIVECHAT_OPENAI_MODEL`).
+`LIVECHAT_MODEL_ALIASES` (JSON) is merged over the defaults:
+`{"fast": ["groq:llama-3.1-8b-instant", "gemini:gemini-2.5-flash"]}` adds an alias,
+an existing name replaces its chain, and an empty list removes it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = [
     "AUTO",
     "DEFAULT_ALIASES",
     "DEMO",
+    "GEMINI_DEFAULT_MODEL",
+    "GROQ_DEFAULT_MODEL",
     "ModelRoute",
     "alias_table",
     "parse_route",
@@ -27,16 +30,19 @@ __all__ = [
 AUTO = "auto"
 DEMO = "demo"
 
-_GROQ_70B = "groq:llama-3.3-70b-versatile"
-_GEMINI_FLASH = "gemini:gemini-2.5-flash"
+# The models of a bare `groq` / `gemini` route unless GROQ_MODEL / GEMINI_MODEL (read by
+# the inference workers) choose others.
+GROQ_DEFAULT_MODEL = "llama-3.3-70b-versatile"
+GEMINI_DEFAULT_MODEL = "gemini-2.5-flash"
 
 DEFAULT_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         # Over the providers that are configured; `demo` when none is (the worker's rule).
-        AUTO: (_GROQ_70B, _GEMINI_FLASH, "openai"),
-        "groq-llama-70b": (_GROQ_70B,),
+        # Bare providers: each one's configured model (GROQ_MODEL, GEMINI_MODEL, …).
+        AUTO: ("groq", "gemini", "openai"),
+        "groq-llama-70b": ("groq",),
         "groq-llama-8b": ("groq:llama-3.1-8b-instant",),
-        "gemini-flash": (_GEMINI_FLASH,),
+        "gemini-flash": ("gemini",),
         # The OpenAI-compatible provider (Ollama, vLLM, llama.cpp server) and its model.
         "local": ("openai",),
         DEMO: ("demo:demo",),

@@ -16,7 +16,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-__all__ = ["Handle", "PullLoop"]
+__all__ = ["IDLE_WAIT_SECONDS", "Handle", "PullLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,20 @@ Handle = Callable[[list[Msg]], Coroutine[Any, Any, None]]
 
 # After a failed pull (NATS restarting, the consumer being recreated), before the next.
 _RETRY_SECONDS = 0.5
+# How long the pull of an idle loop waits for a message.
+IDLE_WAIT_SECONDS = 1.0
 
 
 class PullLoop:
     """Pulls up to `batch` messages at a time and hands each pull to `handle`, which
     settles every message of it (ack, nak or term).
 
-    A pull that got nothing waits for the first message; one that got some waits at
-    most `wait` seconds in all to fill the batch. Up to `depth` batches are in hand
-    at once, so the next pull overlaps the commit of the previous one.
+    A pull waits at most `wait` seconds in all to fill its batch. One that got nothing
+    makes the loop idle: it then asks for one message at a time, each pull waiting up
+    to `idle_wait` seconds, and hands that message on at once, so that an idle
+    consumer costs one pull request per `idle_wait` instead of two per `wait` (with a
+    short `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
+    the next pull overlaps the commit of the previous one.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class PullLoop:
         wait: float,
         depth: int,
         inbox_prefix: bytes | None = None,
+        idle_wait: float = IDLE_WAIT_SECONDS,
     ) -> None:
         self._handle = handle
         self._stream = stream
@@ -53,6 +59,7 @@ class PullLoop:
         self._wait = wait
         self._depth = depth
         self._inbox_prefix = inbox_prefix
+        self._idle_wait = max(idle_wait, wait)
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -90,11 +97,16 @@ class PullLoop:
 
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         loop = asyncio.get_running_loop()
+        idle = True
         try:
             while not self._stopping:
                 try:
-                    messages = await subscription.fetch(self._batch, timeout=self._wait)
+                    if idle:
+                        messages = await subscription.fetch(1, timeout=self._idle_wait)
+                    else:
+                        messages = await subscription.fetch(self._batch, timeout=self._wait)
                 except TimeoutError:  # nothing came (nats-py's errors subclass it)
+                    idle = True
                     continue
                 except Exception as error:
                     log.warning(
@@ -104,6 +116,7 @@ class PullLoop:
                     )
                     await asyncio.sleep(_RETRY_SECONDS)
                     continue
+                idle = False
                 batch = loop.create_task(self._handle(messages))
                 self._batches.add(batch)
                 batch.add_done_callback(self._settled)

@@ -32,6 +32,7 @@ from gateway.protocols.aisdk import routes as aisdk
 from gateway.protocols.direct import remember_direct_send
 from gateway.protocols.openai import routes as openai_compat
 from gateway.protocols.rest import cancel, conversations, events, messages, usage
+from gateway.protocols.socketio.server import SocketIoEndpoint
 from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
 from gateway.state import Gateway
@@ -161,6 +162,7 @@ def _lifespan(
             try:
                 yield
             finally:
+                await app.state.socket_io.close()
                 await _stop_gateway(gateway)
                 await app.state.limits.aclose()
         finally:
@@ -215,5 +217,7 @@ def create_app(
     _add_middleware(app, settings, metrics, generations)
     for module in _ROUTES:
         app.include_router(module.router)
+    socket_io = app.state.socket_io = SocketIoEndpoint(app, settings)
+    socket_io.mount()
     instrument_app(app, settings, tracer_provider)  # OTEL_*: off by default
     return app

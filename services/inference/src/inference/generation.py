@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -61,6 +61,14 @@ __all__ = ["ReadReplyLog", "Worker", "chain_policy"]
 log = logging.getLogger("inference")
 
 ReadReplyLog = Callable[[JetStreamContext, str, str], Awaitable[ReplyLog]]
+
+
+T = TypeVar("T")
+
+
+def _first_set(value: T | None, default: T | None) -> T | None:
+    """The request's own value, else the operator's default (LIVECHAT_DEFAULT_*)."""
+    return default if value is None else value
 
 
 def chain_policy(settings: InferenceSettings) -> ChainPolicy:
@@ -215,11 +223,12 @@ class Worker:
         """Run the failover chain, publishing its steps until the reply ends."""
         request = run.request
         conv, reply = request.conversation_id, request.message_id
+        settings = self._settings
         call = ProviderRequest(
             model="",  # each route's own
             messages=run.messages,
-            max_tokens=request.options.max_tokens,
-            temperature=request.options.temperature,
+            max_tokens=_first_set(request.options.max_tokens, settings.default_max_tokens),
+            temperature=_first_set(request.options.temperature, settings.default_temperature),
             continuation=prior.text,
             tools=request.tools,
             tool_choice=request.tool_choice,
@@ -309,6 +318,8 @@ class Worker:
             context = request.history
             if request.prompt_in_history:
                 user = ()
+            if not any(m.role == "system" for m in context):  # none of its own
+                system = system or self._settings.system_prompt
         else:
             ask = ContextRequest(
                 conversation_id=request.conversation_id,
@@ -329,7 +340,9 @@ class Worker:
                 return None
             if reply.existing_reply is not None and reply.existing_reply.status != "streaming":
                 return reply.existing_reply
-            context, system = reply.messages, system or reply.system_prompt
+            # The message's, else the conversation's, else the operator's default.
+            context = reply.messages
+            system = system or reply.system_prompt or self._settings.system_prompt
         head = (ContextMessage(role="system", content=system),) if system else ()
         return (*head, *context, *user)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -19,6 +20,12 @@ class InferenceSettings(LivechatSettings):
 
     default_model: str = "auto"
     context_messages: int = Field(default=20, ge=0)
+    # Operator defaults, for requests that set none. The system prompt (or the file that
+    # holds it) is used when neither the message nor its conversation has one.
+    system_prompt: str | None = None
+    system_prompt_file: Path | None = None
+    default_max_tokens: int | None = Field(default=None, ge=1)
+    default_temperature: float | None = Field(default=None, ge=0, le=2)
     # Pace and length of the built-in offline `demo` model.
     demo_ttft_ms: float = Field(default=250.0, ge=0)
     demo_tokens_per_second: float = Field(default=40.0, gt=0)
@@ -46,6 +53,10 @@ class InferenceSettings(LivechatSettings):
     # one (Ollama, vLLM, a llama.cpp server) when its base URL is.
     groq_api_key: SecretStr | None = Field(default=None, validation_alias="GROQ_API_KEY")
     groq_base_url: str | None = Field(default=None, validation_alias="GROQ_BASE_URL")
+    # The models of the bare `groq` / `gemini` routes (`auto`, `groq-llama-70b`, `gemini-flash`).
+    # Unset: contracts.aliases.GROQ_DEFAULT_MODEL / GEMINI_DEFAULT_MODEL.
+    groq_model: str | None = Field(default=None, validation_alias="GROQ_MODEL")
+    gemini_model: str | None = Field(default=None, validation_alias="GEMINI_MODEL")
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias="GEMINI_API_KEY")
     google_api_key: SecretStr | None = Field(default=None, validation_alias="GOOGLE_API_KEY")
     gemini_base_url: str | None = Field(default=None, validation_alias="GOOGLE_GEMINI_BASE_URL")
@@ -78,11 +89,34 @@ class InferenceSettings(LivechatSettings):
         "openai_base_url",
         "openai_api_key",
         "openai_model",
+        "groq_model",
+        "gemini_model",
+        "system_prompt",
+        "system_prompt_file",
+        "default_max_tokens",
+        "default_temperature",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _system_prompt_from_file(self) -> Self:
+        path = self.system_prompt_file
+        if path is None:
+            return self
+        if self.system_prompt is not None:
+            raise ValueError("set LIVECHAT_SYSTEM_PROMPT or LIVECHAT_SYSTEM_PROMPT_FILE, not both")
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"system_prompt_file {str(path)!r} cannot be read: {exc}") from None
+        if not text:
+            raise ValueError(f"system_prompt_file {str(path)!r} is empty")
+        # Frozen settings: set once, here, as if given directly.
+        object.__setattr__(self, "system_prompt", text)
+        return self
 
     def gemini_key(self) -> SecretStr | None:
         """Like the google-genai SDK: GOOGLE_API_KEY wins when both are set."""

@@ -57,7 +57,7 @@ class _History:
         `settings.redis_url` is set."""
         if given is not None:
             return cls(given, None, None)
-        repository = SqlConversationRepository(database)
+        repository = SqlConversationRepository(database, history_max=settings.history_max)
         if not settings.redis_url:
             return cls(repository, repository, None)
         redis = connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)

@@ -48,6 +48,9 @@ class MemorySettings(LivechatSettings):
     # error the cache is skipped for `cache_retry_seconds`, then tried again.
     cache_timeout_seconds: float = Field(default=0.5, gt=0)
     cache_retry_seconds: float = Field(default=2.0, gt=0)
+    # Messages kept per conversation: beyond it, the oldest are deleted as new ones are
+    # stored (0: all kept).
+    history_max: int = Field(default=0, ge=0)
     # Conversations idle longer are deleted (0: kept forever); checked at this interval.
     retention_days: float = Field(default=0, ge=0)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)

@@ -5,7 +5,10 @@ so while every worker is busy new requests wait in the shared `inference` consum
 and no worker can tell their clients so. The gateway that queued a request watches
 it: a background task reads the consumer's info (one read per round for every request
 watched) and publishes `status queued` with the request's position until a worker
-fetches it, again whenever the position changes (every `interval` seconds).
+fetches it, again whenever the position changes (every `interval` seconds). A request
+is looked at once it has waited `first_look` seconds: one a worker fetches sooner (as
+any is when a worker has a free slot, but was still taking the request before) costs
+no consumer info, no read and no event.
 
 Race-free: a `queued` is published with `Nats-Expected-Last-Subject-Sequence` set to a
 sequence of the conversation's events subject known *before* the consumer info that
@@ -32,9 +35,11 @@ from contracts.events import StatusEvent
 from gateway.fanout.replay import last_sequence
 from gateway.tasks import cancel_and_wait
 
-__all__ = ["QueueStatus", "queue_position"]
+__all__ = ["FIRST_LOOK_SECONDS", "QueueStatus", "queue_position"]
 
 log = logging.getLogger(__name__)
+
+FIRST_LOOK_SECONDS = 0.5
 
 
 def queue_position(work_seq: int, info: ConsumerInfo) -> int | None:
@@ -74,11 +79,13 @@ class QueueStatus:
         timeout: float,
         max_age: float,
         limit: int = 10_000,
+        first_look: float = FIRST_LOOK_SECONDS,
     ) -> None:
         self._js = js
         self._interval = interval
         self._timeout = timeout
         self._max_age = max_age  # a request not fetched by then is no longer watched
+        self._first_look = first_look
         self._limit = limit
         self._waiting: dict[str, _Waiting] = {}
         self._wake = asyncio.Event()
@@ -114,11 +121,19 @@ class QueueStatus:
                 timeout = self._interval if self._waiting else None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+            # Not before a new request is due (the ones queued meanwhile wait their turn).
+            await asyncio.sleep(self._until_first_look())
             try:
                 await self.check()
             except Exception as exc:  # only informative: never stop watching
                 log.warning("queue status round failed (%s)", type(exc).__name__)
                 await asyncio.sleep(self._interval)
+
+    def _until_first_look(self) -> float:
+        new = [w.since for w in self._waiting.values() if not w.checked]
+        if not new:
+            return 0.0
+        return max(0.0, min(new) + self._first_look - time.monotonic())
 
     async def check(self) -> None:
         """One round: publish the position of every watched request still unfetched."""
@@ -165,6 +180,8 @@ class QueueStatus:
         now = time.monotonic()
         due = []
         for entry in list(self._waiting.values()):
+            if now - entry.since < self._first_look:
+                continue  # not looked at yet
             entry.checked = True
             if now - entry.since > self._max_age:
                 self._waiting.pop(entry.reply_id, None)

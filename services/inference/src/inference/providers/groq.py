@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import httpx
-from groq import AsyncGroq, omit
-from groq.types.chat import ChatCompletionMessageParam
+from groq import AsyncGroq
 
 from inference.providers.base import ProviderRequest
 from inference.providers.openai_wire import (
@@ -18,6 +16,7 @@ from inference.providers.openai_wire import (
     ResponseBody,
     UsageCounts,
     frame_error,
+    sdk_body,
     tool_options,
     usage_counts,
 )
@@ -34,15 +33,17 @@ class GroqProvider(OpenAIStyleProvider[AsyncGroq]):
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
     ) -> AsyncIterator[ResponseBody]:
         # The SDK's streaming response: its request, errors and close, but the body
-        # is read by the relay (no SDK model per chunk).
+        # is read by the relay (no SDK model per chunk). The messages and options go in
+        # `extra_body` (see `sdk_body`).
+        # Function calling (the OpenAI endpoint's `tools`) as OpenAI's format has it.
+        body = sdk_body(
+            messages,
+            max_completion_tokens=max_tokens,
+            temperature=request.temperature,
+            **tool_options(request),
+        )
         async with self._client.chat.completions.with_streaming_response.create(
-            model=request.model,
-            messages=cast("list[ChatCompletionMessageParam]", messages),
-            stream=True,
-            max_completion_tokens=omit if max_tokens is None else max_tokens,
-            temperature=omit if request.temperature is None else request.temperature,
-            # Function calling (the OpenAI endpoint's `tools`), as OpenAI's format has it.
-            extra_body=tool_options(request) or None,
+            model=request.model, messages=(), stream=True, extra_body=body
         ) as response:
             yield response.http_response
 

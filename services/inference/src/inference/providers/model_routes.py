@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from contracts.aliases import AUTO, DEMO, ModelRoute
+from contracts.aliases import AUTO, DEMO, GEMINI_DEFAULT_MODEL, GROQ_DEFAULT_MODEL, ModelRoute
 from inference.settings import InferenceSettings
 
 __all__ = [
@@ -67,8 +67,13 @@ def resolve(
 
 
 def default_models(settings: InferenceSettings) -> dict[str, str]:
-    """The model of a provider whose route names none (`local` → `openai`)."""
-    models = {DEMO: DEMO}
+    """The model of a provider whose route names none (`auto`, `groq-llama-70b`,
+    `gemini-flash`, `local`): GROQ_MODEL, GEMINI_MODEL, LIVECHAT_OPENAI_MODEL."""
+    models = {
+        DEMO: DEMO,
+        GROQ: settings.groq_model or GROQ_DEFAULT_MODEL,
+        GEMINI: settings.gemini_model or GEMINI_DEFAULT_MODEL,
+    }
     if settings.openai_model:
         models[OPENAI] = settings.openai_model
     return models

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 import httpx2
-from openai import AsyncOpenAI, omit
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncOpenAI
 
 from inference.providers.base import ProviderRequest
 from inference.providers.openai_wire import (
@@ -17,6 +15,7 @@ from inference.providers.openai_wire import (
     OpenAIStyleProvider,
     ResponseBody,
     UsageCounts,
+    sdk_body,
     tool_options,
     usage_counts,
 )
@@ -40,18 +39,20 @@ class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI]):
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
     ) -> AsyncIterator[ResponseBody]:
         # The SDK's streaming response: its request, errors and close, but the body
-        # is read by the relay (no SDK model per chunk).
-        async with self._client.chat.completions.with_streaming_response.create(
-            model=request.model,
-            messages=cast("list[ChatCompletionMessageParam]", messages),
-            stream=True,
+        # is read by the relay (no SDK model per chunk). The messages and options go in
+        # `extra_body` (see `sdk_body`).
+        body = sdk_body(
+            messages,
             # The usage arrives in a last chunk with no choices.
-            stream_options={"include_usage": True} if self._include_usage else omit,
+            stream_options={"include_usage": True} if self._include_usage else None,
             # `max_tokens`, not `max_completion_tokens`: the one local engines know.
-            max_tokens=omit if max_tokens is None else max_tokens,
-            temperature=omit if request.temperature is None else request.temperature,
-            # Function calling (the OpenAI endpoint's `tools`), as OpenAI's format has it.
-            extra_body=tool_options(request) or None,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            # Function calling (the OpenAI endpoint's `tools`) as OpenAI's format has it.
+            **tool_options(request),
+        )
+        async with self._client.chat.completions.with_streaming_response.create(
+            model=request.model, messages=(), stream=True, extra_body=body
         ) as response:
             yield response.http_response
 

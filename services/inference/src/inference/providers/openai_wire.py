@@ -44,6 +44,7 @@ __all__ = [
     "provider_error",
     "relay",
     "remaining_tokens",
+    "sdk_body",
     "tool_options",
     "usage_counts",
 ]
@@ -164,6 +165,20 @@ def _tool_choice(choice: ToolChoice) -> object:
     if choice.name is not None:
         return {"type": "function", "function": {"name": choice.name}}
     return choice.mode
+
+
+def sdk_body(messages: list[ChatMessage], **options: object) -> dict[str, object]:
+    """The request's messages and its options that are set (not None), for the SDK's
+    `extra_body`, which it sends as they are.
+
+    Given as `messages`, they would go through the SDK's transform of typed parameters,
+    which walks every message through its union of message types: milliseconds per
+    message, most of a worker's CPU per answer with a long history, for plain strings
+    it sends unchanged. `extra_body` replaces the body's fields of the same name.
+    """
+    body: dict[str, object] = {"messages": messages}
+    body.update((name, value) for name, value in options.items() if value is not None)
+    return body
 
 
 def remaining_tokens(request: ProviderRequest) -> int | None:

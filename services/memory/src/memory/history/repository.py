@@ -84,7 +84,8 @@ class SqlConversationRepository:
     (`memory.history.database.sqlite_reader`); `close` releases it.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, history_max: int = 0) -> None:
+        """`history_max`: messages kept per conversation, the oldest pruned (0: all)."""
         self._engine = engine
         name = engine.dialect.name
         if name == "postgresql":
@@ -93,7 +94,7 @@ class SqlConversationRepository:
             self._insert = sqlite.insert
         else:
             raise ValueError(f"unsupported database dialect {name!r}")
-        self._sql = Statements(self._insert)
+        self._sql = Statements(self._insert, history_max=history_max)
         self._related = _related_statement()
         self._exchanges = ExchangeReads()
         self._reader = sqlite_reader(engine)

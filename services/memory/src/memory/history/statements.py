@@ -18,6 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     exists,
     func,
     literal_column,
@@ -88,8 +89,22 @@ _REPLACEABLE = (
 class Statements:
     """Parameters are named after the columns; see each attribute for the extra ones."""
 
-    def __init__(self, insert: Any) -> None:
+    def __init__(self, insert: Any, *, history_max: int = 0) -> None:
         c, m, d = _conversations.c, _messages.c, _deleted.c
+        # conversation_id -> its messages beyond the newest `history_max` deleted
+        # (LIVECHAT_HISTORY_MAX); None when every message is kept.
+        self.prune: Executable | None = None
+        if history_max > 0:
+            pruned: Any = bindparam("conversation_id", type_=String())
+            newest = (
+                select(m.id)
+                .where(m.conversation_id == pruned)
+                .order_by(m.created_at.desc(), m.id.desc())
+                .limit(history_max)
+            )
+            self.prune = delete(_messages).where(
+                m.conversation_id == pruned, m.id.not_in(newest.scalar_subquery())
+            )
         # conversations rows + fresh_at -> each created unless it exists, or unless it was
         # deleted at or after `fresh_at` (its newest event here: a stale redelivery).
         claimed = ["id", "user_id", "title", "system_prompt", "created_at", "updated_at"]

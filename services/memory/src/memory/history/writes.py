@@ -2,8 +2,9 @@
 
 The outcome is the one of storing the events one after the other: each message
 is kept once (keyed by conversation and message id), a final assistant message is
-never replaced, an event into another user's conversation is ignored, and a
-conversation's activity time only moves forward. Events that repeat a message key
+never replaced, an event into another user's conversation is ignored, a
+conversation's activity time only moves forward, and (LIVECHAT_HISTORY_MAX) only its
+newest messages are kept. Events that repeat a message key
 already in the batch go into a later round, so that order still decides.
 """
 
@@ -153,6 +154,11 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
                 for conversation_id, touch in touches.items()
             ],
         )
+        if sql.prune is not None:
+            # 4. Beyond LIVECHAT_HISTORY_MAX, the oldest messages go, in the same
+            #    transaction. A redelivered old event stored again is the oldest, and
+            #    goes again: the outcome is the same however often it comes.
+            conn.execute(sql.prune, [{"conversation_id": cid} for cid in touches])
     return outcomes
 
 

@@ -1,34 +1,28 @@
 """POST /v1/chat/completions: stateless OpenAI-compatible completions on the same workers.
 
-The conversation is the request's `messages`: it is handed to the worker as the
-prompt (`GenerationRequested.history`) and is not stored in history
-(`persist=False`), like OpenAI's own endpoint. `tools` and `tool_choice` travel with
-it; the model's function calls come back as `tool_call` events, relayed as OpenAI's
-`tool_calls`, and the caller sends their results as `role: "tool"` messages. The
-usage is accounted to the caller in the usage ledger as for any other generation,
-under a conversation id of its own (`oai-…`).
+The conversation is the request's `messages` (gateway.intake.stateless): handed to
+the worker as the prompt and not stored in history, like OpenAI's own endpoint.
+`tools` and `tool_choice` travel with it; the model's function calls come back as
+`tool_call` events, relayed as OpenAI's `tool_calls`, and the caller sends their
+results as `role: "tool"` messages. The usage is accounted to the caller as for any
+other generation, under a conversation id of its own (`oai-…`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
-from contracts import ids
 from contracts.events import GenerationOptions, GenerationRequested
 from gateway.access.auth import current_user
 from gateway.errors import ApiError
-from gateway.fanout.feed import attached
 from gateway.intake.body import body_schema, read_model
-from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
+from gateway.intake.stateless import start_stateless, stateless_request, stop_stateless
 from gateway.openapi import answers, error_responses
 from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.openai import model_list
@@ -49,8 +43,6 @@ __all__ = ["router"]
 # Every error of these routes, 401 included, is OpenAI-shaped (OpenAIRoute).
 router = APIRouter(route_class=OpenAIRoute)
 router.include_router(model_list.router)
-
-log = logging.getLogger(__name__)
 
 CONVERSATION_PREFIX = "oai-"
 
@@ -88,20 +80,12 @@ def _request(
         tool_choice = body.choice()
     except ValueError as exc:
         raise ApiError(400, "invalid_tool_choice", str(exc)) from None
-    if not prompt.in_history and not prompt.content.strip():
-        raise ApiError(400, "invalid_messages", "the last message must not be empty")
-    conversation_id = CONVERSATION_PREFIX + ids.new_id()
-    message_id = ids.new_id()
-    return GenerationRequested(
-        message_id=ids.reply_id(conversation_id, message_id),
-        conversation_id=conversation_id,
-        user_id=user_id,
-        user_message_id=message_id,
-        content=prompt.content,
-        options=options,
-        history=prompt.history,
-        persist=False,
-        requested_at=datetime.now(UTC),
+    return stateless_request(
+        user_id,
+        CONVERSATION_PREFIX,
+        prompt.history,
+        prompt.content,
+        options,
         tools=body.tool_specs(),
         tool_choice=tool_choice,
         prompt_in_history=prompt.in_history,
@@ -112,17 +96,14 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     settings = gateway.settings
     body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
     generation = _request(user_id, body, _checked(body, settings))
-    await limits_of(request).check(user_id)  # 429 before anything is published
-    # Attach before publishing: the first token cannot be missed.
-    feed = gateway.feed(generation.conversation_id)
-    await attached(feed, gateway.publisher.request_generation(generation, kind="gen"))
+    feed = await start_stateless(gateway, limits_of(request), generation)
     done = Completion(generation.message_id, body.model)
     if body.stream:
         chunks = completion_sse(
             feed, done, include_usage=body.include_usage, ping_seconds=settings.sse_ping_seconds
         )
         return EventStreamResponse(
-            _cancelled_if_left(gateway, user_id, generation.conversation_id, chunks),
+            _stopped_if_left(gateway, user_id, generation.conversation_id, chunks),
             headers=SSE_HEADERS,
             background=BackgroundTask(feed.close),
         )
@@ -133,15 +114,10 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     return JSONResponse(answer)
 
 
-# Stops sent after a client left: kept referenced until sent (the loop holds tasks weakly).
-_stopping: set[asyncio.Task[None]] = set()
-
-
-async def _cancelled_if_left(
+async def _stopped_if_left(
     gateway: Gateway, user_id: str, conversation_id: str, chunks: AsyncIterator[bytes]
 ) -> AsyncIterator[bytes]:
-    """`chunks`; a client that leaves before the end has its completion stopped: it is
-    stored nowhere (persist=False), so nobody could ever read the rest."""
+    """`chunks`; a client that leaves before the end has its completion stopped."""
     finished = False
     try:
         async for chunk in chunks:
@@ -149,17 +125,7 @@ async def _cancelled_if_left(
         finished = True
     finally:
         if not finished:
-            # In a task of its own: this one may be being cancelled.
-            task = asyncio.create_task(_stop(gateway, user_id, conversation_id))
-            _stopping.add(task)
-            task.add_done_callback(_stopping.discard)
-
-
-async def _stop(gateway: Gateway, user_id: str, conversation_id: str) -> None:
-    try:
-        await cancel_generation(gateway.nc, gateway.js, user_id, conversation_id)
-    except ApiError:
-        log.warning("a completion whose client left could not be stopped")
+            stop_stateless(gateway, user_id, conversation_id)
 
 
 @router.post(

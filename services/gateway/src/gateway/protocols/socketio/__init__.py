@@ -1,0 +1,1 @@
+"""/socket.io/: the Socket.IO endpoint (python-socketio, protocol v4+)."""
