@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,8 +12,13 @@ from contracts import ids, rpc, subjects
 from contracts.events import (
     CHAT_EVENT,
     CONVERSATION_EVENT,
+    ContextMessage,
     GenerationFinished,
+    GenerationRequested,
     TokenEvent,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
     Usage,
     UserMessageAccepted,
 )
@@ -113,3 +119,32 @@ def test_no_service_writes_a_subject_literal() -> None:
         if literals:
             offenders[str(path.relative_to(ROOT))] = literals
     assert offenders == {}
+
+
+def test_tool_fields_are_left_out_unless_used_so_that_older_services_read_the_json() -> None:
+    plain = GenerationRequested(
+        message_id="r1",
+        conversation_id="c1",
+        user_id="u",
+        user_message_id="m1",
+        content="hi",
+        history=(ContextMessage(role="user", content="before"),),
+        requested_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    sent = json.loads(plain.model_dump_json())
+    assert not {"tools", "tool_choice", "prompt_in_history"} & set(sent)
+    assert sent["history"] == [{"role": "user", "content": "before"}]
+
+    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Oslo"}')
+    with_tools = plain.model_copy(
+        update={
+            "history": (
+                ContextMessage(role="assistant", content="", tool_calls=(call,)),
+                ContextMessage(role="tool", content="18", tool_call_id="call_1"),
+            ),
+            "tools": (ToolSpec(name="get_weather", parameters={"type": "object"}),),
+            "tool_choice": ToolChoice(mode="required", name="get_weather"),
+            "prompt_in_history": True,
+        }
+    )
+    assert GenerationRequested.model_validate_json(with_tools.model_dump_json()) == with_tools

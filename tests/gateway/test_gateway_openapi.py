@@ -106,5 +106,10 @@ def test_the_schemas_fit_what_is_sent() -> None:
     )
     _fits(ReplyOut, stored_as_json(stored), exclude_none=True)
     answer = completion("chatcmpl-r1", 1, "auto", "hi", "stop", usage.model_dump())
-    _fits(ChatCompletion, answer)
+    # `tool_calls` is there only when the model called functions.
+    _fits(ChatCompletion, answer, exclude_unset=True)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    calls = completion("chatcmpl-r2", 1, "auto", "", "tool_calls", usage.model_dump(), [call])
+    assert calls["choices"][0]["message"]["content"] is None
+    _fits(ChatCompletion, calls, exclude_unset=True)
     _fits(OpenAIErrorOut, openai_error_body(404, "model_not_found", "no such model", "model"))

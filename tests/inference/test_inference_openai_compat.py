@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 from fake_openai import (
     OPENAI_PATH,
     RAW_PROVIDER_TEXT,
     FakeOpenAI,
+    call_deltas,
+    calls,
     content_filter,
     drop_after,
     error_after,
@@ -19,8 +22,8 @@ from fake_openai import (
     status,
 )
 
-from contracts.events import ContextMessage
-from inference.providers.base import Completion, ProviderError, ProviderRequest
+from contracts.events import ContextMessage, ToolCall, ToolChoice, ToolSpec
+from inference.providers.base import Completion, ProviderError, ProviderRequest, ToolCallDelta
 from inference.providers.openai_compatible import (
     OpenAICompatibleProvider,
     create_openai_compatible_provider,
@@ -219,3 +222,58 @@ async def test_aclose_mid_stream_closes_the_connection(
     await stream.aclose()
 
     assert await asyncio.to_thread(fake.wait_ended) == "client_closed"
+
+
+async def test_tools_and_tool_messages_go_as_they_are_and_call_deltas_come_back(
+    fake: FakeOpenAI, local: OpenAICompatibleProvider
+) -> None:
+    fake.script(calls(*call_deltas("call_9", "lookup", '{"q": "lakes"}', pieces=2)))
+    earlier = ToolCall(id="call_1", name="lookup", arguments='{"q": "rivers"}')
+    request = replace(
+        make_request(),
+        messages=(
+            ContextMessage(role="user", content="Rivers, then lakes?"),
+            ContextMessage(role="assistant", content="", tool_calls=(earlier,)),
+            ContextMessage(role="tool", content="long ones", tool_call_id="call_1"),
+        ),
+        tools=(ToolSpec(name="lookup", description="Search", parameters={"type": "object"}),),
+        tool_choice=ToolChoice(mode="required"),
+    )
+    pieces: list[ToolCallDelta] = []
+    async for item in local.stream(request):
+        if isinstance(item, ToolCallDelta):
+            pieces.append(item)
+        elif isinstance(item, Completion):
+            done = item
+    assert [(p.index, p.id, p.name, p.arguments) for p in pieces] == [
+        (0, "call_9", "lookup", ""),
+        (0, None, None, '{"q": "'),
+        (0, None, None, 'lakes"}'),
+    ]
+    assert done.finish_reason == "tool_calls"
+    body = fake.requests[0].body
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Search",
+                "parameters": {"type": "object"},
+            },
+        }
+    ]
+    assert body["tool_choice"] == "required"
+    assert body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"q": "rivers"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "long ones"},
+    ]

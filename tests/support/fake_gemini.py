@@ -33,6 +33,7 @@ __all__ = [
     "RecordedRequest",
     "Scenario",
     "bad_request",
+    "calls",
     "error_after",
     "invalid_key",
     "ok",
@@ -91,6 +92,9 @@ class Scenario:
     retry_after: str | None = None  # the Retry-After header
     # A stream that breaks after `len(chunks)` chunks:
     then: Literal["finish", "drop", "error_frame", "stall"] = "finish"
+    # `functionCall` objects (`{"name", "args"}`), as the parts of one last frame.
+    function_calls: tuple[dict[str, Any], ...] = ()
+    signature: str | None = None  # the base64 `thoughtSignature` of each call's part
 
 
 def _error(
@@ -109,6 +113,22 @@ def ok(
 ) -> Scenario:
     """A normal stream; `usage=None` leaves usageMetadata out."""
     return Scenario(chunks=tuple(chunks), usage=usage, finish_reason=finish_reason)
+
+
+def calls(
+    *function_calls: dict[str, Any],
+    chunks: list[str] | tuple[str, ...] = (),
+    usage: GeminiUsage | None = GeminiUsage(prompt=25, candidates=9),
+    signature: str | None = None,
+) -> Scenario:
+    """An answer that calls functions: a frame of `functionCall` parts (after the text
+    `chunks`), ending with STOP as Gemini does; `signature`: their `thoughtSignature`."""
+    return Scenario(
+        chunks=tuple(chunks),
+        usage=usage,
+        function_calls=tuple(function_calls),
+        signature=signature,
+    )
 
 
 def safety(chunks: list[str] | tuple[str, ...] = ()) -> Scenario:
@@ -225,12 +245,16 @@ class _Frames:
                 frame["usageMetadata"] = s.usage.wire()
             self.frames.append(self._stamp(frame))
             return
-        for i, text in enumerate(s.chunks):
+        frames: list[list[dict[str, Any]]] = [[{"text": text}] for text in s.chunks]
+        if s.function_calls:
+            signed = {"thoughtSignature": s.signature} if s.signature else {}
+            frames.append([{"functionCall": call, **signed} for call in s.function_calls])
+        for i, parts in enumerate(frames):
             candidate: dict[str, Any] = {
-                "content": {"role": "model", "parts": [{"text": text}]},
+                "content": {"role": "model", "parts": parts},
                 "index": 0,
             }
-            last = i == len(s.chunks) - 1
+            last = i == len(frames) - 1
             frame = {"candidates": [candidate]}
             if last and s.then == "finish":
                 self._finish(frame)
@@ -238,7 +262,7 @@ class _Frames:
                 count = s.usage.prompt
                 frame["usageMetadata"] = {"promptTokenCount": count, "totalTokenCount": count}
             self.frames.append(self._stamp(frame))
-        if not s.chunks and s.then == "finish":
+        if not frames and s.then == "finish":
             frame = {"candidates": [{"content": {"role": "model", "parts": []}, "index": 0}]}
             self._finish(frame)
             self.frames.append(self._stamp(frame))

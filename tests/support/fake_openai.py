@@ -42,6 +42,8 @@ __all__ = [
     "FakeOpenAI",
     "RecordedRequest",
     "Scenario",
+    "call_deltas",
+    "calls",
     "content_filter",
     "drop_after",
     "error_after",
@@ -70,6 +72,9 @@ class Scenario:
     code: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     error: Mapping[str, Any] | None = None  # the error body, or the error frame
+    # `delta.tool_calls` items, one chunk each, sent after the text chunks (before the
+    # error, drop or stall of the other kinds). See `call_deltas`.
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
 
 def ok(
@@ -78,6 +83,31 @@ def ok(
     finish_reason: str = "stop",
 ) -> Scenario:
     return Scenario("ok", tuple(chunks), usage, finish_reason)
+
+
+def call_deltas(
+    call_id: str, name: str, arguments: str, *, index: int = 0, pieces: int = 3
+) -> tuple[dict[str, Any], ...]:
+    """A function call as Groq and OpenAI stream it: a first delta with its id, type and
+    name (no arguments yet), then the JSON arguments in `pieces` parts."""
+    first = {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": ""},
+    }
+    size = -(-len(arguments) // pieces)
+    parts = [arguments[i : i + size] for i in range(0, len(arguments), size)]
+    return (first, *({"index": index, "function": {"arguments": part}} for part in parts))
+
+
+def calls(
+    *deltas: Mapping[str, Any],
+    chunks: Iterable[str] = (),
+    usage: tuple[int, int] | None = (30, 12),
+) -> Scenario:
+    """An answer that calls functions (`call_deltas`), ending with `tool_calls`."""
+    return Scenario("ok", tuple(chunks), usage, "tool_calls", tool_calls=tuple(deltas))
 
 
 def content_filter(chunks: Iterable[str] = (), usage: tuple[int, int] | None = (21, 0)) -> Scenario:
@@ -124,9 +154,11 @@ def error_after(
     return Scenario("error_after", tuple(chunks), after=k, error=frame)
 
 
-def drop_after(k: int, chunks: Iterable[str] = DEFAULT_CHUNKS) -> Scenario:
-    """k text chunks, then the connection is aborted mid-body."""
-    return Scenario("drop_after", tuple(chunks), after=k)
+def drop_after(
+    k: int, chunks: Iterable[str] = DEFAULT_CHUNKS, tool_calls: Iterable[Mapping[str, Any]] = ()
+) -> Scenario:
+    """k text chunks (and the `tool_calls` deltas), then the connection is aborted mid-body."""
+    return Scenario("drop_after", tuple(chunks), after=k, tool_calls=tuple(tool_calls))
 
 
 def stall_after(k: int, chunks: Iterable[str] = DEFAULT_CHUNKS) -> Scenario:
@@ -309,6 +341,8 @@ class FakeOpenAI:
         head, rest = chunks[: scenario.after], chunks[scenario.after :]
         for chunk in head:
             await sse.text(chunk)
+        for delta in scenario.tool_calls:
+            await sse.tool_call(delta)
         if scenario.kind == "error_after":
             await sse.event({"error": scenario.error})
             await sse.end()
@@ -358,11 +392,17 @@ class _Sse:
     async def text(self, content: str) -> None:
         await self.event(self._chunk({"content": content}, None))
 
+    async def tool_call(self, delta: Mapping[str, Any]) -> None:
+        await self.event(self._chunk({"tool_calls": [dict(delta)]}, None))
+
     async def finish(
         self, chunks: Iterable[str], scenario: Scenario, body: Mapping[str, Any]
     ) -> None:
         for chunk in chunks:
             await self.text(chunk)
+        if scenario.kind == "ok":
+            for delta in scenario.tool_calls:
+                await self.tool_call(delta)
         usage = None
         if scenario.usage is not None:
             prompt, completion = scenario.usage

@@ -14,7 +14,7 @@ Two families:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -27,6 +27,7 @@ __all__ = [
     "CancelRequested",
     "ChatEvent",
     "ContextMessage",
+    "ContextRole",
     "ConversationDeleted",
     "ConversationEvent",
     "DoneEvent",
@@ -45,6 +46,10 @@ __all__ = [
     "StartEvent",
     "StatusEvent",
     "TokenEvent",
+    "ToolCall",
+    "ToolCallEvent",
+    "ToolChoice",
+    "ToolSpec",
     "Usage",
     "UsageRecorded",
     "UsageReported",
@@ -55,9 +60,17 @@ SCHEMA_VERSION = 1
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Role = Literal["user", "assistant", "system"]
+# A model's context may also hold tool results (the OpenAI endpoint's `role: "tool"`).
+ContextRole = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["complete", "streaming", "cancelled", "failed", "interrupted"]
-FinishReason = Literal["stop", "length", "cancelled", "content_filter"]
+# `tool_calls`: the answer ends with function calls for the caller to run (OpenAI endpoint).
+FinishReason = Literal["stop", "length", "cancelled", "content_filter", "tool_calls"]
 Outcome = Literal["completed", "cancelled", "failed", "interrupted", "switched"]
+
+
+def _unset(value: object) -> bool:
+    """A field added later at its default: left out of the JSON (see `exclude_if`)."""
+    return not value
 
 
 class Event(BaseModel):
@@ -93,11 +106,45 @@ class GenerationOptions(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
+class ToolCall(BaseModel):
+    """A function call the model made, as OpenAI's `tool_calls` items carry it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolSpec(BaseModel):
+    """A function the model may call (OpenAI's `tools[].function`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+
+
+class ToolChoice(BaseModel):
+    """Whether the model may (`auto`), must (`required`) or must not (`none`) call a
+    function; `name`: the one function it must call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["auto", "none", "required"] = "auto"
+    name: str | None = None
+
+
 class ContextMessage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    role: Role
+    role: ContextRole
     content: str
+    # An assistant message's function calls; a `tool` message answers one of them.
+    # Left out of the JSON when unset, so that services not knowing them read it.
+    tool_calls: tuple[ToolCall, ...] = Field(default=(), exclude_if=_unset)
+    tool_call_id: str | None = Field(default=None, exclude_if=_unset)
 
 
 # --- chat history (stream LIVECHAT_CHAT) ---------------------------------------
@@ -196,6 +243,13 @@ class GenerationRequested(Event):
     root: bool = False
     # Another answer to a stored user message (a new sibling of its earlier replies).
     regenerated: bool = False
+    # The functions the model may call, and how (stateless requests only). These are
+    # left out of the JSON when unset, so that workers not knowing them read it.
+    tools: tuple[ToolSpec, ...] = Field(default=(), exclude_if=_unset)
+    tool_choice: ToolChoice | None = Field(default=None, exclude_if=_unset)
+    # True: `history` ends with the messages to answer (tool results), and `content`
+    # (empty) is no user turn of its own.
+    prompt_in_history: bool = Field(default=False, exclude_if=_unset)
 
 
 class CancelRequested(Event):
@@ -316,6 +370,18 @@ class ResyncEvent(Event):
     content: str
 
 
+class ToolCallEvent(Event):
+    """A piece of a function call the model is making, as OpenAI streams them: the first
+    piece of call `index` carries its `id` and `name`, every piece a part of `arguments`."""
+
+    type: Literal["tool_call"] = "tool_call"
+    message_id: Id
+    index: int = Field(ge=0)
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class DoneEvent(Event):
     type: Literal["done"] = "done"
     message_id: Id
@@ -345,7 +411,14 @@ class MessageEvent(Event):
 
 
 ConversationEvent: TypeAlias = Annotated[
-    StartEvent | TokenEvent | StatusEvent | ResyncEvent | DoneEvent | ErrorEvent | MessageEvent,
+    StartEvent
+    | TokenEvent
+    | ToolCallEvent
+    | StatusEvent
+    | ResyncEvent
+    | DoneEvent
+    | ErrorEvent
+    | MessageEvent,
     Field(discriminator="type"),
 ]
 CONVERSATION_EVENT: TypeAdapter[ConversationEvent] = TypeAdapter(ConversationEvent)

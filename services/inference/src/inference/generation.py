@@ -27,6 +27,7 @@ from contracts.events import (
     ResyncEvent,
     StartEvent,
     StatusEvent,
+    ToolCallEvent,
     Usage,
     UsageReported,
 )
@@ -49,7 +50,7 @@ from inference.failover.chain import (
 )
 from inference.failover.outcomes import PublicError
 from inference.outbox import Outbox
-from inference.providers.base import Provider, ProviderRequest
+from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
 from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
@@ -233,6 +234,11 @@ class Worker:
             await self._report_interrupted(run, prior, routes)
             await self._cancelled(run, Cancelled(None, prior.provider), prior.text)
             return True
+        if prior.tool_calls:
+            # A function call cut off by a crash cannot be continued: the reply ends.
+            await self._report_interrupted(run, prior, routes)
+            await self._fail(run, prior.provider, prior.text, _TOOL_CALL_CUT)
+            return True
         if prior.started:
             # Reported first (once, by its attempt id): the retrying event then carries
             # the bill with it, for the deliveries after this one.
@@ -285,6 +291,8 @@ class Worker:
             max_tokens=_first_set(request.options.max_tokens, settings.default_max_tokens),
             temperature=_first_set(request.options.temperature, settings.default_temperature),
             continuation=prior.text,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
         )
         text = prior.text
         tokens = TokenCoalescer(run.outbox.tokens(conv, reply), self._coalesce_window)
@@ -297,7 +305,16 @@ class Worker:
                         continue
                     # The tokens so far go out before anything else of the reply.
                     await tokens.flush()
-                    if isinstance(step, Finished):
+                    if isinstance(step, ToolCallDelta):
+                        piece = ToolCallEvent(
+                            message_id=reply,
+                            index=step.index,
+                            id=step.id,
+                            name=step.name,
+                            arguments=step.arguments,
+                        )
+                        await run.outbox.tool_call(conv, piece)
+                    elif isinstance(step, Finished):
                         await self._finish(run, step, text)
                         return
                     elif isinstance(step, Failed):
@@ -351,10 +368,12 @@ class Worker:
         self, request: GenerationRequested, broker: NatsBroker
     ) -> tuple[ContextMessage, ...] | StoredMessage | None:
         """The model's messages; the reply when memory holds it final; None if memory is away."""
-        user = ContextMessage(role="user", content=request.content)
+        user: tuple[ContextMessage, ...] = (ContextMessage(role="user", content=request.content),)
         system = request.options.system_prompt
         if request.history is not None:
             context = request.history
+            if request.prompt_in_history:
+                user = ()
             if not any(m.role == "system" for m in context):  # none of its own
                 system = system or self._settings.system_prompt
         else:
@@ -384,7 +403,7 @@ class Worker:
             context = reply.messages
             system = system or reply.system_prompt or self._settings.system_prompt
         head = (ContextMessage(role="system", content=system),) if system else ()
-        return (*head, *context, user)
+        return (*head, *context, *user)
 
     async def _finish(self, run: _Run, step: Finished, text: str) -> None:
         spent = step.spent
@@ -571,6 +590,12 @@ class Worker:
         await run.outbox.usage(reported)
         run.bill.add(spent.usage)
 
+
+_TOOL_CALL_CUT = PublicError(
+    "generation_interrupted",
+    "The reply was cut short in the middle of a function call. Please send the request again.",
+    True,
+)
 
 # The end of a reply stored without its error, told from its status.
 _STATUS_ERRORS = {

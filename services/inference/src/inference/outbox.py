@@ -15,6 +15,7 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
     UsageReported,
 )
@@ -68,6 +69,11 @@ class Outbox:
     def reconnects(self) -> int:
         """How often the connection reconnected (NATS restarted, or a node was lost)."""
         return int(self._broker.connection.stats["reconnects"])
+
+    async def tool_call(self, conversation_id: str, event: ToolCallEvent) -> None:
+        """A piece of a function call, published like a token: raw, ordered with them."""
+        data = event.__pydantic_serializer__.to_json(event)
+        await self._broker.connection.publish(subjects.events(conversation_id), data)
 
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))

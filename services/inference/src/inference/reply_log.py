@@ -18,6 +18,7 @@ from contracts.events import (
     StartEvent,
     StatusEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 from inference.outbox import BILLED_HEADER, TOKENS_HEADER
@@ -46,6 +47,7 @@ class ReplyLog:
     # Tokens came before any start: the stream lost the reply's beginning (a NATS
     # restart recreated it mid-answer), so `text` is not the whole text streamed.
     gap: bool = False
+    tool_calls: bool = False  # a piece of a function call is out: it cannot be continued
 
 
 async def read_reply_log(
@@ -66,6 +68,7 @@ async def read_reply_log(
     tokens = 0
     last_delivery = last_tokens = last_call = 0
     provider: str | None = None
+    tool_calls = False
     consumer: str | None = None
     attempts = 0
     billed: Usage | None = None
@@ -105,6 +108,11 @@ async def read_reply_log(
                         count = _token_count(msg.headers)
                         tokens += count
                         last_tokens += count
+                    case ToolCallEvent():
+                        tool_calls = True
+                        count = _token_count(msg.headers)
+                        tokens += count
+                        last_tokens += count
                     case DoneEvent() | ErrorEvent():
                         finished = True
                 if isinstance(event, StatusEvent | ResyncEvent):
@@ -127,6 +135,7 @@ async def read_reply_log(
         attempts=attempts,
         billed=billed,
         gap=gap,
+        tool_calls=tool_calls,
     )
 
 

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from contracts import ids
-from contracts.events import ContextMessage, GenerationOptions, GenerationRequested
+from contracts.events import (
+    ContextMessage,
+    GenerationOptions,
+    GenerationRequested,
+    ToolChoice,
+    ToolSpec,
+)
 from gateway.errors import ApiError
 from gateway.fanout.feed import EventFeed, attached
 from gateway.intake.cancel import cancel_generation
@@ -33,9 +39,16 @@ def stateless_request(
     history: Sequence[ContextMessage],
     content: str,
     options: GenerationOptions,
+    *,
+    tools: tuple[ToolSpec, ...] = (),
+    tool_choice: ToolChoice | None = None,
+    prompt_in_history: bool = False,
 ) -> GenerationRequested:
-    """The generation of a stateless completion in a conversation id of its own."""
-    if not content.strip():
+    """The generation of a stateless completion in a conversation id of its own.
+
+    `prompt_in_history`: the history ends with what to answer (tool results), and
+    `content` is empty; `tools`: the functions the model may call (OpenAI endpoint)."""
+    if not prompt_in_history and not content.strip():
         raise ApiError(400, "invalid_messages", "the last message must not be empty")
     conversation_id = prefix + ids.new_id()
     message_id = ids.new_id()
@@ -49,6 +62,9 @@ def stateless_request(
         history=tuple(history),
         persist=False,
         requested_at=datetime.now(UTC),
+        tools=tools,
+        tool_choice=tool_choice,
+        prompt_in_history=prompt_in_history,
     )
 
 

@@ -2,8 +2,9 @@
 
 `Chain.run` calls the routes of an alias in order and yields what the worker has to
 publish, as steps: `Using` (a provider is about to be called: `start` for the first,
-`provider_switched` after), `Retrying`, `Token`, `Spent` (the usage of a call that is
-over), and finally exactly one `Finished` or `Failed`.
+`provider_switched` after), `Retrying`, `Token`, `ToolCallDelta` (a piece of a function
+call), `Spent` (the usage of a call that is over), and finally exactly one `Finished` or
+`Failed`.
 
 - Before a call's first token, a retryable failure (429, 5xx, timeout, connection) is
   tried again on the same provider after an exponential backoff with jitter, never
@@ -13,6 +14,8 @@ over), and finally exactly one `Finished` or `Failed`.
 - A non-retryable failure (bad key, bad request) goes to the next route at once.
 - A failure after tokens, or a stall (no chunk for `provider_stall_seconds`), goes to
   the next route, which continues the answer from the text streamed so far.
+- A failure once a piece of a function call went out ends the chain with `Failed`: a
+  call cannot be continued by another provider (nor by the same one).
 - The circuit breaker skips providers that keep failing (see `breaker`).
 - A stop (the user's stop button) aborts the call in flight at once, closing its HTTP
   stream, and ends the chain with `Cancelled` instead. No chunk is read after the stop
@@ -44,6 +47,7 @@ from inference.providers.base import (
     Provider,
     ProviderError,
     ProviderRequest,
+    ToolCallDelta,
     UsageMeter,
 )
 from inference.providers.model_routes import Route
@@ -83,7 +87,7 @@ class Call:
     started: float  # monotonic
     ended: float
     first_token: float | None
-    tokens: int  # text deltas it streamed
+    tokens: int  # deltas it streamed: text, or pieces of function calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,7 @@ class Cancelled:
     provider: str | None  # the last provider called
 
 
-Step = Token | Using | Retrying | Spent | Finished | Failed | Cancelled
+Step = Token | ToolCallDelta | Using | Retrying | Spent | Finished | Failed | Cancelled
 
 
 class _Attempt:
@@ -186,7 +190,9 @@ class _Watchdog:
         self._cancel = cancel
         self._forget_cancel = cancel.on_set(self._abort) if cancel is not None else None
 
-    async def wait(self, stream: AsyncIterator[str | Completion]) -> str | Completion:
+    async def wait(
+        self, stream: AsyncIterator[str | ToolCallDelta | Completion]
+    ) -> str | ToolCallDelta | Completion:
         self._since, self._waiting = self._loop.time(), True
         if self._fired is not None:  # the provider swallowed our cancellation and went on
             self._fired = None
@@ -255,6 +261,7 @@ class _Progress:
     pending: Spent | None = None  # a failed call, reported once we know what follows
     last: Route | None = None  # the route called last
     index: int = 0  # the calls made so far
+    tool_calls: bool = False  # a piece of a function call went out: no failover
 
     def call(self, route: Route, started: float, ended: float, attempt: _Attempt) -> Call:
         """The record of a call that just ended, numbered in this run."""
@@ -307,7 +314,7 @@ class Chain:
         """`request.continuation`: the answer already streamed (by an earlier delivery)."""
         chain = _Progress(parts=[request.continuation], began=self._clock.monotonic())
         for route in routes:
-            if _is_set(cancel):
+            if _is_set(cancel) or chain.tool_calls:
                 break
             if not self._available(route, chain):
                 continue
@@ -367,6 +374,10 @@ class Chain:
             try:
                 async with contextlib.aclosing(deltas_of_call) as deltas:
                     async for delta in deltas:
+                        if isinstance(delta, ToolCallDelta):
+                            chain.tool_calls = True
+                            yield delta
+                            continue
                         chain.parts.append(delta)
                         yield Token(delta)
             finally:
@@ -440,8 +451,8 @@ class Chain:
 
     async def _call(
         self, route: Route, request: ProviderRequest, attempt: _Attempt, cancel: CancelSignal | None
-    ) -> AsyncGenerator[str, None]:
-        """The call's text deltas; how it ended is left in `attempt`."""
+    ) -> AsyncGenerator[str | ToolCallDelta, None]:
+        """The call's deltas; how it ended is left in `attempt`."""
         stream = self._providers[route.provider].stream(request)
         stall = self._policy.stall
         watchdog = _Watchdog(stall, cancel)

@@ -1,4 +1,5 @@
-"""What a model provider is to the worker: a stream of text deltas, then a Completion."""
+"""What a model provider is to the worker: a stream of text deltas (and pieces of function
+calls), then a Completion."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from contracts.events import ContextMessage, FinishReason, Usage
+from contracts.events import ContextMessage, FinishReason, ToolChoice, ToolSpec, Usage
 
-__all__ = ["Completion", "Provider", "ProviderError", "ProviderRequest", "UsageMeter"]
+__all__ = [
+    "Completion",
+    "Provider",
+    "ProviderError",
+    "ProviderRequest",
+    "ToolCallDelta",
+    "UsageMeter",
+]
 
 
 @dataclass(slots=True)
@@ -42,6 +50,20 @@ class ProviderRequest:
     continuation: str = ""
     # Filled in by the provider as chunks carry usage (the chain gives one per call).
     meter: UsageMeter | None = field(default=None, compare=False)
+    # The functions the model may call, and how (the OpenAI endpoint's `tools`).
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of function call `index` of the answer, in OpenAI's streaming shape: its
+    first piece has the call's `id` and `name`, each a part of its JSON `arguments`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +111,7 @@ class Provider(Protocol):
     @property
     def name(self) -> str: ...
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
-        """Yield text deltas, then exactly one `Completion`; raise `ProviderError`."""
+    def stream(self, request: ProviderRequest) -> AsyncIterator[str | ToolCallDelta | Completion]:
+        """Yield text deltas (and function call pieces, when `request.tools` is set), then
+        exactly one `Completion`; raise `ProviderError`."""
         ...

@@ -9,14 +9,25 @@ Continuation (`ProviderRequest.continuation`): Gemini has no answer prefill, so 
 partial answer goes in as a final `model` turn, followed by a `user` turn asking to
 continue exactly where it stopped without repeating anything. If the model repeats the
 partial answer anyway, that repeated start is dropped, so only new text is yielded.
+
+Function calling (`ProviderRequest.tools`, from the OpenAI endpoint) is translated both
+ways: the tools to `functionDeclarations` (their JSON Schema as `parameters_json_schema`)
+and the choice to a `functionCallingConfig`; an assistant's calls to `functionCall`
+parts and `tool` results to `functionResponse` parts; the `functionCall` parts of the
+answer to whole `ToolCallDelta`s (Gemini sends each call whole). A call's thought
+signature, which Gemini wants back with the call, travels in the call's id.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -27,8 +38,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from contracts.events import ContextMessage, FinishReason, Usage
-from inference.providers.base import Completion, ProviderError, ProviderRequest
+from contracts.events import ContextMessage, FinishReason, ToolChoice, ToolSpec, Usage
+from inference.providers.base import Completion, ProviderError, ProviderRequest, ToolCallDelta
 from inference.providers.continuation import ContinuationGuard
 from inference.providers.retry_after import retry_after_seconds
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
@@ -137,7 +148,9 @@ class GeminiProvider:
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
+    async def stream(
+        self, request: ProviderRequest
+    ) -> AsyncIterator[str | ToolCallDelta | Completion]:
         system, contents = _native_messages(request.messages, request.continuation)
         config = types.GenerateContentConfig(
             system_instruction=system,
@@ -145,7 +158,10 @@ class GeminiProvider:
             temperature=request.temperature,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
+            tools=_native_tools(request.tools),
+            tool_config=_tool_config(request.tool_choice) if request.tools else None,
         )
+        calls = 0
         guard = ContinuationGuard(request.continuation)
         streamed: list[str] = []
         usage: types.GenerateContentResponseUsageMetadata | None = None
@@ -170,14 +186,21 @@ class GeminiProvider:
                     candidate = chunk.candidates[0] if chunk.candidates else None
                     if candidate is None:
                         continue
-                    text = "".join(
-                        part.text
-                        for part in (candidate.content.parts or [] if candidate.content else [])
-                        if part.text and not part.thought
-                    )
+                    parts = candidate.content.parts or [] if candidate.content else []
+                    text = "".join(part.text for part in parts if part.text and not part.thought)
                     if text and (new := guard.feed(text)):
                         streamed.append(new)
                         yield new
+                    for part in parts:
+                        if part.function_call is not None:
+                            # The text is over: what the guard holds goes first.
+                            if rest := guard.flush():
+                                streamed.append(rest)
+                                yield rest
+                            call = _tool_call(calls, part)
+                            calls += 1
+                            streamed.append(call.arguments)
+                            yield call
                     if candidate.finish_reason is not None:
                         finish = _enum_value(candidate.finish_reason)
             except Exception as exc:
@@ -201,6 +224,8 @@ class GeminiProvider:
             )
             raise ProviderError("The model provider's answer was cut off.", status=200)
         reason: FinishReason = _FINISH.get(finish or "", "stop")
+        if calls and reason == "stop":  # Gemini ends a function call with STOP
+            reason = "tool_calls"
         if blocked is not None:
             reason = "content_filter"
             logger.info("gemini prompt blocked: model=%s reason=%s", request.model, blocked)
@@ -236,20 +261,128 @@ class GeminiProvider:
 def _native_messages(
     messages: tuple[ContextMessage, ...], continuation: str
 ) -> tuple[str | None, list[types.Content]]:
-    """System messages to the system instruction; the turns to `user`/`model` contents."""
+    """System messages to the system instruction; the turns to `user`/`model` contents,
+    function calls to `functionCall` parts and tool results to `functionResponse` parts
+    (the results of one turn's calls in one `user` turn, as Gemini expects)."""
     system = [m.content for m in messages if m.role == "system"]
-    contents = [
-        types.Content(
-            role="model" if m.role == "assistant" else "user",
-            parts=[types.Part(text=m.content)],
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    contents: list[types.Content] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            part = _function_response(m, names)
+            last = contents[-1] if contents else None
+            if last is not None and last.parts and last.parts[-1].function_response is not None:
+                last.parts.append(part)
+            else:
+                contents.append(types.Content(role="user", parts=[part]))
+            continue
+        parts = [types.Part(text=m.content)] if m.content or not m.tool_calls else []
+        parts += [_function_call_part(c.id, c.name, c.arguments) for c in m.tool_calls]
+        contents.append(
+            types.Content(role="model" if m.role == "assistant" else "user", parts=parts)
         )
-        for m in messages
-        if m.role != "system"
-    ]
     if continuation:
         contents.append(types.Content(role="model", parts=[types.Part(text=continuation)]))
         contents.append(types.Content(role="user", parts=[types.Part(text=CONTINUE_INSTRUCTION)]))
     return ("\n\n".join(system) if system else None), contents
+
+
+def _native_tools(tools: tuple[ToolSpec, ...]) -> list[types.Tool] | None:
+    if not tools:
+        return None
+    declarations = [
+        types.FunctionDeclaration(
+            name=tool.name,
+            description=tool.description,
+            # JSON Schema as it is (OpenAI's `parameters`), not Gemini's Schema subset.
+            parameters_json_schema=tool.parameters,
+        )
+        for tool in tools
+    ]
+    return [types.Tool(function_declarations=declarations)]
+
+
+_MODES = {
+    "auto": types.FunctionCallingConfigMode.AUTO,
+    "none": types.FunctionCallingConfigMode.NONE,
+    "required": types.FunctionCallingConfigMode.ANY,
+}
+
+
+def _tool_config(choice: ToolChoice | None) -> types.ToolConfig | None:
+    if choice is None:
+        return None
+    if choice.name is not None:
+        config = types.FunctionCallingConfig(
+            mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=[choice.name]
+        )
+    else:
+        config = types.FunctionCallingConfig(mode=_MODES[choice.mode])
+    return types.ToolConfig(function_calling_config=config)
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    """A call's JSON arguments as the object Gemini wants (anything else under `value`)."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"value": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+# A call's id ends with its thought signature, when Gemini gave one (Gemini 3 refuses a
+# call sent back without it). The ids themselves are not sent: Gemini pairs calls and
+# results by name and order, and the ids of its answers' calls are mostly ours.
+_SIGNATURE = "__sig__"
+
+
+def _call_id(signature: bytes | None) -> str:
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    if signature:
+        call_id += _SIGNATURE + base64.urlsafe_b64encode(signature).decode()
+    return call_id
+
+
+def _signature(call_id: str) -> bytes | None:
+    _, found, encoded = call_id.partition(_SIGNATURE)
+    if not found:
+        return None
+    try:
+        return base64.urlsafe_b64decode(encoded)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _function_call_part(call_id: str, name: str, arguments: str) -> types.Part:
+    return types.Part(
+        function_call=types.FunctionCall(name=name, args=_arguments(arguments)),
+        thought_signature=_signature(call_id),
+    )
+
+
+def _function_response(message: ContextMessage, names: Mapping[str, str]) -> types.Part:
+    """A tool result: a JSON object as it is, any other content as `{"result": …}`."""
+    try:
+        value = json.loads(message.content)
+    except ValueError:
+        value = None
+    response = value if isinstance(value, dict) else {"result": message.content}
+    name = names.get(message.tool_call_id or "", "")
+    return types.Part(function_response=types.FunctionResponse(name=name, response=response))
+
+
+def _tool_call(index: int, part: types.Part) -> ToolCallDelta:
+    """The function call of an answer's part, whole, with an id of ours."""
+    call = part.function_call
+    assert call is not None
+    return ToolCallDelta(
+        index=index,
+        id=_call_id(part.thought_signature),
+        name=call.name or "",
+        arguments=json.dumps(call.args or {}),
+    )
 
 
 def _max_output_tokens(request: ProviderRequest) -> int | None:

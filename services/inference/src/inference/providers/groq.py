@@ -17,6 +17,7 @@ from inference.providers.openai_wire import (
     UsageCounts,
     frame_error,
     sdk_body,
+    tool_options,
     usage_counts,
 )
 
@@ -34,7 +35,13 @@ class GroqProvider(OpenAIStyleProvider[AsyncGroq]):
         # The SDK's streaming response: its request, errors and close, but the body
         # is read by the relay (no SDK model per chunk). The messages and options go in
         # `extra_body` (see `sdk_body`).
-        body = sdk_body(messages, max_completion_tokens=max_tokens, temperature=request.temperature)
+        # Function calling (the OpenAI endpoint's `tools`) as OpenAI's format has it.
+        body = sdk_body(
+            messages,
+            max_completion_tokens=max_tokens,
+            temperature=request.temperature,
+            **tool_options(request),
+        )
         async with self._client.chat.completions.with_streaming_response.create(
             model=request.model, messages=(), stream=True, extra_body=body
         ) as response:

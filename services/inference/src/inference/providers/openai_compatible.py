@@ -16,6 +16,7 @@ from inference.providers.openai_wire import (
     ResponseBody,
     UsageCounts,
     sdk_body,
+    tool_options,
     usage_counts,
 )
 
@@ -47,6 +48,8 @@ class OpenAICompatibleProvider(OpenAIStyleProvider[AsyncOpenAI]):
             # `max_tokens`, not `max_completion_tokens`: the one local engines know.
             max_tokens=max_tokens,
             temperature=request.temperature,
+            # Function calling (the OpenAI endpoint's `tools`) as OpenAI's format has it.
+            **tool_options(request),
         )
         async with self._client.chat.completions.with_streaming_response.create(
             model=request.model, messages=(), stream=True, extra_body=body

@@ -24,8 +24,8 @@ import httpx
 import httpx2
 import openai
 
-from contracts.events import FinishReason, Usage
-from inference.providers.base import Completion, ProviderError, ProviderRequest
+from contracts.events import ContextMessage, FinishReason, ToolChoice, Usage
+from inference.providers.base import Completion, ProviderError, ProviderRequest, ToolCallDelta
 from inference.providers.continuation import ContinuationGuard
 from inference.providers.retry_after import retry_after_seconds
 from inference.providers.sse import SseData
@@ -45,6 +45,7 @@ __all__ = [
     "relay",
     "remaining_tokens",
     "sdk_body",
+    "tool_options",
     "usage_counts",
 ]
 
@@ -60,7 +61,7 @@ CONTINUE_INSTRUCTION = (
     "on the interruption: output only the rest of the answer."
 )
 
-ChatMessage = dict[str, str]
+ChatMessage = dict[str, Any]
 Chunk = dict[str, Any]  # one chat completion chunk, as decoded from its JSON
 UsageCounts = tuple[int, int]  # (prompt tokens, completion tokens)
 
@@ -105,7 +106,9 @@ class OpenAIStyleProvider(ABC, Generic[K]):
     def name(self) -> str:
         return self._name
 
-    def stream(self, request: ProviderRequest) -> AsyncGenerator[str | Completion, None]:
+    def stream(
+        self, request: ProviderRequest
+    ) -> AsyncGenerator[str | ToolCallDelta | Completion, None]:
         return relay(self._name, request, self._open, self._usage)
 
     async def aclose(self) -> None:
@@ -121,11 +124,47 @@ class OpenAIStyleProvider(ABC, Generic[K]):
 
 
 def chat_messages(request: ProviderRequest) -> list[ChatMessage]:
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    messages = [_chat_message(m) for m in request.messages]
     if request.continuation:
         messages.append({"role": "assistant", "content": request.continuation})
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
     return messages
+
+
+def _chat_message(message: ContextMessage) -> ChatMessage:
+    if message.tool_calls:
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+        return {"role": message.role, "content": message.content or None, "tool_calls": calls}
+    if message.tool_call_id is not None:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    return {"role": message.role, "content": message.content}
+
+
+def tool_options(request: ProviderRequest) -> dict[str, Any]:
+    """The request's `tools` and `tool_choice` in OpenAI's format (none: {})."""
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        if tool.parameters is not None:
+            function["parameters"] = tool.parameters
+        tools.append({"type": "function", "function": function})
+    options: dict[str, Any] = {"tools": tools}
+    if request.tool_choice is not None:
+        options["tool_choice"] = _tool_choice(request.tool_choice)
+    return options
+
+
+def _tool_choice(choice: ToolChoice) -> object:
+    if choice.name is not None:
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
 
 
 def sdk_body(messages: list[ChatMessage], **options: object) -> dict[str, object]:
@@ -159,7 +198,12 @@ def usage_counts(usage: object) -> UsageCounts | None:
     return None
 
 
-_FINISH: dict[str, FinishReason] = {"length": "length", "content_filter": "content_filter"}
+_FINISH: dict[str, FinishReason] = {
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
 
 
 class _ErrorFrame(Exception):
@@ -175,8 +219,9 @@ async def relay(
     request: ProviderRequest,
     open_stream: OpenStream,
     usage_of: Callable[[Chunk], UsageCounts | None],
-) -> AsyncGenerator[str | Completion, None]:
-    """Yield the text deltas of one chat completion stream, then its `Completion`."""
+) -> AsyncGenerator[str | ToolCallDelta | Completion, None]:
+    """Yield the text deltas (and function call pieces) of one chat completion stream,
+    then its `Completion`."""
     messages = chat_messages(request)
     budget = remaining_tokens(request)
     if budget == 0:  # the earlier attempt used the whole budget
@@ -185,6 +230,7 @@ async def relay(
 
     guard = ContinuationGuard(request.continuation)
     received: list[str] = []
+    calls = 0  # pieces of function calls
     usage: UsageCounts | None = None
     finish: str | None = None
     meter = request.meter
@@ -216,11 +262,21 @@ async def relay(
                         if type(reason) is str and reason:
                             finish = reason
                         delta = choice.get("delta")
-                        content = delta.get("content") if type(delta) is dict else None
+                        if type(delta) is not dict:
+                            continue
+                        content = delta.get("content")
                         if content and type(content) is str:
                             received.append(content)
                             if text := guard.feed(content):
                                 yield text
+                        if tool_calls := delta.get("tool_calls"):
+                            # The text is over: what the guard holds goes first.
+                            if rest := guard.flush():
+                                yield rest
+                            for piece in _tool_call_pieces(tool_calls):
+                                calls += 1
+                                received.append(piece.arguments)
+                                yield piece
                 if done:
                     await _drain(blocks)
                     break
@@ -238,7 +294,31 @@ async def relay(
         raise ProviderError(_MESSAGES["provider_unavailable"], code="provider_unavailable")
     if rest := guard.flush():
         yield rest
-    yield _completion(messages, "".join(received), usage, _FINISH.get(finish, "stop"))
+    ending: FinishReason = _FINISH.get(finish, "stop")
+    if calls and ending == "stop":  # some engines end a function call with `stop`
+        ending = "tool_calls"
+    yield _completion(messages, "".join(received), usage, ending)
+
+
+def _tool_call_pieces(items: object) -> list[ToolCallDelta]:
+    """The pieces of function calls in a delta's `tool_calls` (OpenAI's streaming shape)."""
+    pieces = []
+    for item in items if type(items) is list else ():
+        if type(item) is not dict:
+            continue
+        index = item.get("index")
+        function = item.get("function")
+        function = function if type(function) is dict else {}
+        call_id, name, arguments = item.get("id"), function.get("name"), function.get("arguments")
+        pieces.append(
+            ToolCallDelta(
+                index=index if type(index) is int and index >= 0 else 0,
+                id=call_id if type(call_id) is str and call_id else None,
+                name=name if type(name) is str and name else None,
+                arguments=arguments if type(arguments) is str else "",
+            )
+        )
+    return pieces
 
 
 async def _drain(blocks: AsyncIterator[bytes]) -> None:
@@ -254,7 +334,7 @@ def _completion(
 ) -> Completion:
     if usage is not None:
         return Completion(usage=Usage.of(*usage), finish_reason=finish)
-    prompt = estimate_prompt_tokens(m["content"] for m in messages)
+    prompt = estimate_prompt_tokens(m["content"] or "" for m in messages)
     return Completion(
         usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
     )

@@ -24,7 +24,11 @@ from gateway.protocols.openai.schema import openai_error
 __all__ = ["OpenAIRoute", "as_openai"]
 
 # The request field an error is about, where there is one.
-_PARAMS = {"model_not_found": "model", "invalid_messages": "messages"}
+_PARAMS = {
+    "model_not_found": "model",
+    "invalid_messages": "messages",
+    "invalid_tool_choice": "tool_choice",
+}
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 

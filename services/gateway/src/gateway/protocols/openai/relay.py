@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from contracts.events import DoneEvent, ErrorEvent, ResyncEvent, TokenEvent
+from contracts.events import DoneEvent, ErrorEvent, ResyncEvent, TokenEvent, ToolCallEvent
 from gateway.errors import ApiError, error_status
 from gateway.fanout.feed import EventFeed
 from gateway.fanout.reply import reply_events
@@ -37,6 +37,41 @@ class Completion:
         self.id = f"chatcmpl-{reply_id}"
         self.model = model
         self.created = int(time.time())
+
+
+def _tool_call_delta(event: ToolCallEvent) -> dict[str, Any]:
+    """A piece of a function call as OpenAI streams it: `id`, `type` and the name on the
+    call's first piece, the arguments in parts."""
+    piece: dict[str, Any] = {"index": event.index}
+    function: dict[str, str] = {}
+    if event.id is not None:
+        piece["id"] = event.id
+        piece["type"] = "function"
+    if event.name is not None:
+        function["name"] = event.name
+    function["arguments"] = event.arguments
+    piece["function"] = function
+    return {"tool_calls": [piece]}
+
+
+class _ToolCalls:
+    """The function calls of a whole completion, put together from their pieces."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, event: ToolCallEvent) -> None:
+        call = self._calls.setdefault(
+            event.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        if event.id is not None:
+            call["id"] = event.id
+        if event.name is not None:
+            call["function"]["name"] += event.name
+        call["function"]["arguments"] += event.arguments
+
+    def whole(self) -> list[dict[str, Any]]:
+        return [self._calls[index] for index in sorted(self._calls)]
 
 
 def _data(payload: dict[str, Any]) -> bytes:
@@ -85,6 +120,11 @@ async def completion_sse(
             for event in batch:
                 if isinstance(event, TokenEvent):
                     frames.append(token_chunk(event.content))
+                elif isinstance(event, ToolCallEvent):
+                    piece = completion_chunk(
+                        cid, created, model, _tool_call_delta(event), include_usage=include_usage
+                    )
+                    frames.append(_data(piece))
                 elif isinstance(event, DoneEvent):
                     finish = finish_reason(event.finish_reason)
                     last = completion_chunk(
@@ -107,6 +147,7 @@ async def completion_sse(
 async def completion_json(feed: EventFeed, done: Completion, *, timeout: float) -> dict[str, Any]:
     """Wait for the end of the completion and answer it as one `chat.completion`."""
     parts: list[str] = []
+    calls = _ToolCalls()
 
     async def collect() -> dict[str, Any]:
         async for batch in reply_events(feed, done.reply_id, timeout):
@@ -115,6 +156,8 @@ async def completion_json(feed: EventFeed, done: Completion, *, timeout: float) 
                     parts.append(event.content)
                 elif isinstance(event, ResyncEvent):  # tokens were lost: the whole text
                     parts[:] = [event.content]
+                elif isinstance(event, ToolCallEvent):
+                    calls.add(event)
                 elif isinstance(event, DoneEvent):
                     finish = finish_reason(event.finish_reason)
                     return completion(
@@ -124,6 +167,7 @@ async def completion_json(feed: EventFeed, done: Completion, *, timeout: float) 
                         "".join(parts),
                         finish,
                         event.usage.model_dump(),
+                        calls.whole(),
                     )
                 elif isinstance(event, ErrorEvent):
                     raise ApiError(error_status(event.code), event.code, event.message)

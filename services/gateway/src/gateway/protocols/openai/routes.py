@@ -1,9 +1,11 @@
 """POST /v1/chat/completions: stateless OpenAI-compatible completions on the same workers.
 
 The conversation is the request's `messages` (gateway.intake.stateless): handed to
-the worker as the prompt and not stored in history, like OpenAI's own endpoint. The
-usage is accounted to the caller as for any other generation, under a conversation
-id of its own (`oai-…`).
+the worker as the prompt and not stored in history, like OpenAI's own endpoint.
+`tools` and `tool_choice` travel with it; the model's function calls come back as
+`tool_call` events, relayed as OpenAI's `tool_calls`, and the caller sends their
+results as `role: "tool"` messages. The usage is accounted to the caller as for any
+other generation, under a conversation id of its own (`oai-…`).
 """
 
 from __future__ import annotations
@@ -71,10 +73,23 @@ def _request(
     user_id: str, body: ChatCompletionRequest, options: GenerationOptions
 ) -> GenerationRequested:
     try:
-        history, content = split_prompt(body.messages)
+        prompt = split_prompt(body.messages)
     except ValueError as exc:
         raise ApiError(400, "invalid_messages", str(exc)) from None
-    return stateless_request(user_id, CONVERSATION_PREFIX, history, content, options)
+    try:
+        tool_choice = body.choice()
+    except ValueError as exc:
+        raise ApiError(400, "invalid_tool_choice", str(exc)) from None
+    return stateless_request(
+        user_id,
+        CONVERSATION_PREFIX,
+        prompt.history,
+        prompt.content,
+        options,
+        tools=body.tool_specs(),
+        tool_choice=tool_choice,
+        prompt_in_history=prompt.in_history,
+    )
 
 
 async def _complete(gateway: Gateway, request: Request, user_id: str) -> Response:
