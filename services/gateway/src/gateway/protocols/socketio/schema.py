@@ -75,6 +75,16 @@ class StreamTexts:
                 "fullResponse": "".join(parts),
                 "isComplete": False,
             }
+        if event.type == "resync":
+            # Tokens were lost in transit (NATS restarted mid-answer): the whole text
+            # so far, which `fullResponse` carries from here on.
+            self._texts[event.message_id] = [event.content]
+            return "stream-chunk", {
+                "messageId": event.message_id,
+                "content": "",
+                "fullResponse": event.content,
+                "isComplete": False,
+            }
         if event.type == "done":
             full = "".join(self._texts.pop(event.message_id, ()))
             return "stream-complete", {
