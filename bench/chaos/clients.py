@@ -108,8 +108,10 @@ class ChatClient:
                 send = False  # cut off: resume after the last event seen
             except _Resend:
                 send = True
-            except (_Retry, *_TRANSPORT_ERRORS):
+                ex.last_problem = "attach: 204"
+            except (_Retry, *_TRANSPORT_ERRORS) as error:
                 send = send or ex.last_event_id is None
+                ex.last_problem = ex.last_problem if isinstance(error, _Retry) else repr(error)
             if not ex.finished:
                 await self._pause(attempt)
 
@@ -141,10 +143,12 @@ class ChatClient:
         if response.status_code == 200:
             return
         await response.aread()
+        ex.last_problem = (
+            f"{response.request.method} {response.status_code} {_error_code(response)}"
+        )
         if response.status_code in _RETRY_STATUS:
             raise _Retry
-        code = _error_code(response)
-        ex.refused = f"{response.status_code} {code}"
+        ex.refused = ex.last_problem
         raise _Retry
 
     async def _press_stop(self, http: httpx.AsyncClient, conversation_id: str) -> None:
@@ -175,6 +179,7 @@ class ChatClient:
                         async with asyncio.timeout(30):
                             event = json.loads(await ws.recv())
                         if event.get("type") == "error" and "event_id" not in event:
+                            ex.last_problem = f"ws frame error {event.get('code')}"
                             if event.get("code") not in _RETRY_CODES:
                                 ex.refused = f"ws {event.get('code')}"
                             send = True  # the message may not be queued: again, same id

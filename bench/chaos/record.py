@@ -25,6 +25,7 @@ class Exchange:
     resumes: int = 0  # reconnections that resumed after the last event seen
     stopped: bool = False  # the client pressed stop during the reply
     refused: str | None = None  # a final refusal (an error code no retry fixes)
+    last_problem: str = ""  # the last retried refusal or error, for the audit's report
     events: dict[int, dict[str, Any]] = field(default_factory=dict)  # the reply's, by id
 
     @property

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from devstack.natscluster import NatsCluster
 from devstack.natsserver import NatsServer
@@ -78,8 +79,16 @@ def _how(code: int) -> str:
 class DevStack:
     """Starts and supervises the embedded system; `stop()` leaves no process behind."""
 
-    def __init__(self, settings: DevSettings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: DevSettings,
+        env: Mapping[str, str] | None = None,
+        *,
+        output: IO[bytes] | None = None,
+    ) -> None:
+        """`output`: where the services write (default: this process's stdout/stderr)."""
         self.settings = settings
+        self._output = output
         self._env = dict(os.environ if env is None else env)
         self._nats: list[NatsServer] = []
         self._cluster: NatsCluster | None = None
@@ -134,6 +143,11 @@ class DevStack:
         return self._cluster.url
 
     @property
+    def nats_cluster(self) -> NatsCluster | None:
+        """The embedded cluster (LIVECHAT_NATS_CLUSTER_SIZE > 1)."""
+        return self._cluster
+
+    @property
     def nats_nodes(self) -> list[NatsServer]:
         """The embedded nats-server processes (none with LIVECHAT_NATS_URL set)."""
         return list(self._nats)
@@ -143,6 +157,8 @@ class DevStack:
             [sys.executable, "-m", service_of(name)],
             env=self._service_env[name],
             stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=self._output,
             # Own session: Ctrl-C reaches only the supervisor, which stops the
             # services in order and the nats-server last.
             start_new_session=True,
@@ -204,7 +220,12 @@ class DevStack:
             del self._due[name]
             if name.startswith("nats-server n"):
                 node = self._nats[int(name.rsplit("n", 1)[1]) - 1]
-                node.start()
+                try:
+                    node.start()
+                except RuntimeError as error:  # e.g. its port not free yet: try again
+                    log.warning("%s did not start again (%s); retrying", name, error)
+                    self._due[name] = now + 1.0
+                    continue
                 log.warning("%s restarted (pid %s) at %s", name, node.pid, node.url)
             else:
                 self._spawn(name, self._crashes.get(name, 0))
