@@ -65,8 +65,9 @@ def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack
         http_port=port,
         nats_cluster_size=3,
         inference_workers=workers,
-        max_restarts=10,
+        max_restarts=30,
         stable_seconds=10,
+        startup_seconds=30,
     )
     log = data_dir / "services.log"
     _say(f"starting a 3-node NATS cluster and {workers} workers (logs: {log})")
@@ -80,7 +81,16 @@ def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack
 
 
 async def _run(stack: DevStack, args: argparse.Namespace) -> int:
-    supervisor = threading.Thread(target=stack.supervise, daemon=True)
+    gave_up: list[str] = []
+
+    def supervise() -> None:
+        try:
+            stack.supervise()
+        except Exception as error:  # a crash loop: nothing is restarted any more
+            gave_up.append(str(error))
+            _say(f"the supervisor gave up: {error}")
+
+    supervisor = threading.Thread(target=supervise, daemon=True)
     supervisor.start()
     started = time.monotonic()
     stop_at = started + args.seconds
@@ -140,6 +150,8 @@ async def _run(stack: DevStack, args: argparse.Namespace) -> int:
     described += f"{args.conversations - sse}), {args.workers} workers, 3 NATS nodes, "
     described += f"provider faults {args.faults:.0%}"
     print(result.table(time.monotonic() - started, described), flush=True)
+    if gave_up:
+        print(f"\nchaos: the supervisor gave up restarting: {gave_up[0]}", flush=True)
     verdict = "nothing lost, nothing doubled" if result.ok else "LOST OR DOUBLED ANSWERS"
     print(f"\nchaos: {verdict}", flush=True)
     return 0 if result.ok else 1

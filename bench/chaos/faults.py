@@ -12,7 +12,45 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import nats
+
+from contracts import topology
 from devstack.runner import DevStack
+
+# The streams whose replicas must be current before a NATS node dies, with their
+# consumers; the key-value buckets are streams too.
+_STREAMS = (
+    (topology.CHAT_STREAM, (topology.MEMORY_CONSUMER,)),
+    (topology.WORK_STREAM, (topology.INFERENCE_CONSUMER,)),
+    (topology.EVENTS_STREAM, ()),
+    (topology.USAGE_STREAM, (topology.USAGE_CONSUMER,)),
+    *((f"KV_{bucket}", ()) for bucket in (topology.RATE_BUCKET, topology.CANCEL_BUCKET)),
+    (f"KV_{topology.BUDGET_BUCKET}", ()),
+)
+
+
+async def _replicas_current(urls: list[str]) -> bool:
+    try:
+        nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0)
+    except Exception:
+        return False
+    try:
+        js = nc.jetstream(timeout=2)
+        for stream, durables in _STREAMS:
+            infos = [await js.stream_info(stream)]
+            infos += [await js.consumer_info(stream, durable) for durable in durables]
+            for info in infos:
+                cluster = info.cluster
+                if cluster is None or cluster.leader is None:
+                    return False
+                if any(not peer.current for peer in cluster.replicas or []):
+                    return False
+        return True
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
 
 __all__ = ["KINDS", "Kill", "Killer"]
 
@@ -57,12 +95,14 @@ class Killer:
                 self.kills.append(Kill(kind, target, time.monotonic()))
 
     async def _cluster_healthy(self) -> None:
+        """Until every node answers its health check and every stream and consumer has all
+        its replicas current: a node is lost only once the last one has caught up."""
         cluster = self.stack.nats_cluster
         if cluster is None:
             return
         for _ in range(600):
             checks = (asyncio.to_thread(cluster.healthy, i) for i in range(len(cluster.nodes)))
-            if all(await asyncio.gather(*checks)):
+            if all(await asyncio.gather(*checks)) and await _replicas_current(cluster.urls):
                 return
             await asyncio.sleep(0.5)
 

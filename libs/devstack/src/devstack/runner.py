@@ -67,6 +67,8 @@ class _Child:
     process: subprocess.Popen[bytes]
     restarts: int = 0
     started: float = field(default_factory=time.monotonic)
+    serving: bool = False  # the gateway answered /healthz since this start
+    probed: float = 0.0
 
 
 def _how(code: int) -> str:
@@ -192,12 +194,36 @@ class DevStack:
             for name, child in list(self._children.items()):
                 code = child.process.poll()
                 if code is None:
+                    self._probe_startup(child)
                     continue
                 if code == CONFIG_EXIT_CODE:
                     # Its configuration can never work: a restart would only say it again.
                     raise ServiceRefusedConfig(f"{name} refused its configuration")
                 self._restart_later(name, code, child.started)
             self._restart_due()
+
+    def _probe_startup(self, child: _Child) -> None:
+        """A startup probe, as Kubernetes has: a gateway that does not answer /healthz
+        within `startup_seconds` of its start is stuck starting, and is killed (then
+        restarted like any process that died)."""
+        if child.name != "gateway" or child.serving:
+            return
+        now = time.monotonic()
+        if now - child.probed < 1.0:
+            return
+        child.probed = now
+        try:
+            with urllib.request.urlopen(f"{self.gateway_url}/healthz", timeout=1) as reply:
+                child.serving = reply.status == 200
+        except OSError:
+            pass
+        if not child.serving and now - child.started > self.settings.startup_seconds:
+            log.warning(
+                "gateway did not answer /healthz within %.0fs of its start; killing it",
+                self.settings.startup_seconds,
+            )
+            child.process.kill()
+            child.process.wait()
 
     def _restart_later(self, name: str, code: int, started: float) -> None:
         """Note a process found dead: due to start again after its backoff."""

@@ -21,6 +21,8 @@ class DevSettings(LivechatSettings):
     max_restarts: int = Field(default=5, ge=0)
     # A process that ran this long before it died starts a fresh count of restarts.
     stable_seconds: float = Field(default=30.0, gt=0)
+    # A gateway that does not answer /healthz this long after its start is restarted.
+    startup_seconds: float = Field(default=60.0, gt=0)
     # Embedded NATS (LIVECHAT_NATS_URL unset): 1 node, or a cluster of 3 (or 5) whose
     # streams and buckets get as many replicas.
     nats_cluster_size: int = Field(default=1, ge=1, le=5)
