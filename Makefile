@@ -9,7 +9,7 @@ PYPROJECTS := pyproject.toml requirements-dev.txt $(addsuffix /pyproject.toml,$(
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
 
-.PHONY: dev test test-fast bench lint asyncapi token clean install chromium
+.PHONY: dev test test-fast bench chaos lint asyncapi token clean install chromium
 
 install: $(STAMP)
 
@@ -67,3 +67,9 @@ token: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .livechat
+
+# The system under fire: a 3-node NATS cluster, 2 workers, 60 conversations, kill -9 of
+# every kind of process and provider faults for CHAOS_SECONDS (default 600), then the audit.
+CHAOS_SECONDS ?= 600
+chaos: $(STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m bench.chaos $(CHAOS_ARGS)

@@ -9,6 +9,10 @@ encoded once, so the provider costs little CPU and the same answer reaches the
 direct client and livechat alike. Run standalone:
 
     python -m bench.provider --port 8090 --tokens 50 --interval-ms 20
+
+With `--faults F` (`make chaos`) a fraction F of the requests fail as providers do,
+in equal parts: 429 with `Retry-After`, 503, or a stream cut in its middle (the
+connection closed without the finish).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import subprocess
 import sys
 import time
@@ -76,10 +81,20 @@ class _Frames:
         return _frame({**self._base, "choices": [], "usage": counts})
 
 
+_REFUSALS = (
+    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 64\r\n\r\n{"error": {"message": "slow down", "type": "rate_limit_error"}}\n',
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 60\r\n\r\n{"error": {"message": "overloaded", "type": "server_error"}}',
+)
+
+
 class _Server:
-    def __init__(self, tokens: int, interval: float) -> None:
+    def __init__(self, tokens: int, interval: float, faults: float = 0.0) -> None:
         self._tokens = tokens
         self._interval = interval
+        self._faults = faults
+        self._random = random.Random()
         self._frames: dict[str, _Frames] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -104,10 +119,20 @@ class _Server:
             writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             return True
+        if self._random.random() < self._faults:
+            kind = self._random.randrange(3)
+            if kind < 2:
+                writer.write(_REFUSALS[kind])
+                await writer.drain()
+                return True
+            await self._stream(body, writer, cut=True)
+            return False  # the connection goes with the cut stream
         await self._stream(body, writer)
         return True
 
-    async def _stream(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _stream(
+        self, body: dict[str, Any], writer: asyncio.StreamWriter, *, cut: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         model = str(body.get("model", "bench"))
@@ -118,6 +143,8 @@ class _Server:
         count = min(self._tokens, int(limit))
         writer.write(_HEAD)
         for i in range(count):
+            if cut and i == count // 2:
+                return  # mid-stream: no finish, and the caller closes the connection
             await asyncio.sleep(max(started + (i + 1) * self._interval - loop.time(), 0.0))
             writer.write(frames.role + frames.tokens[i] if i == 0 else frames.tokens[i])
             await writer.drain()
@@ -129,9 +156,9 @@ class _Server:
         await writer.drain()
 
 
-async def _serve(port: int, tokens: int, interval: float) -> None:
+async def _serve(port: int, tokens: int, interval: float, faults: float = 0.0) -> None:
     server = await asyncio.start_server(
-        _Server(tokens, interval).handle, "127.0.0.1", port, backlog=4096
+        _Server(tokens, interval, faults).handle, "127.0.0.1", port, backlog=4096
     )
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -145,10 +172,13 @@ class RunningProvider:
 
 
 @contextlib.contextmanager
-def running_provider(tokens: int, interval_ms: float) -> Iterator[RunningProvider]:
+def running_provider(
+    tokens: int, interval_ms: float, faults: float = 0.0
+) -> Iterator[RunningProvider]:
     """The provider in a process of its own (its CPU is its own), stopped whatever happens."""
     command = [sys.executable, "-m", "bench.provider", "--port", "0"]
     command += ["--tokens", str(tokens), "--interval-ms", f"{interval_ms:g}"]
+    command += ["--faults", f"{faults:g}"]
     child = subprocess.Popen(
         command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True
     )
@@ -170,9 +200,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090, help="0: any free one (printed)")
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--interval-ms", type=float, default=20.0)
+    parser.add_argument("--faults", type=float, default=0.0, help="fraction of failed requests")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.tokens, args.interval_ms / 1000))
+        asyncio.run(_serve(args.port, args.tokens, args.interval_ms / 1000, args.faults))
 
 
 if __name__ == "__main__":

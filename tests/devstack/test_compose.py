@@ -27,13 +27,39 @@ def _python_modules(command: list[str]) -> list[str]:
     return [command[i + 1] for i, part in enumerate(command[:-1]) if part == "-m"]
 
 
+def _nats_nodes() -> dict[str, Any]:
+    return {k: v for k, v in _compose()["services"].items() if k.startswith("nats")}
+
+
 def test_compose_runs_the_whole_system_with_healthchecks() -> None:
     services = _compose()["services"]
-    assert set(services) >= {"nats", "postgres", "redis", "gateway", "inference", "memory", "usage"}
+    assert set(services) >= {"postgres", "redis", "gateway", "inference", "memory", "usage"}
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert service.get("restart") == "unless-stopped", f"{name} is not restarted"
     assert services["inference"]["deploy"]["replicas"] >= 2
-    assert "-c" in services["nats"]["command"]
+
+
+def test_compose_runs_a_three_node_nats_cluster_the_services_know_entirely() -> None:
+    nodes = _nats_nodes()
+    assert len(nodes) == 3
+    names = set()
+    for name, node in nodes.items():
+        assert "-c" in node["command"]
+        assert node["environment"]["NATS_SERVER_NAME"] == name
+        names.add(node["environment"]["NATS_SERVER_NAME"])
+        assert any(v.endswith(":/data") and not v.startswith("./") for v in node["volumes"])
+    assert len({tuple(n["volumes"]) for n in nodes.values()}) == 3  # a store each
+    for name in ("gateway", "inference", "memory", "usage"):
+        service = _compose()["services"][name]
+        env = service["environment"]
+        urls = env["LIVECHAT_NATS_URL"].split(",")
+        assert sorted(urls) == sorted(f"nats://{node}:4222" for node in nodes), name
+        assert int(env["LIVECHAT_NATS_REPLICAS"]) == len(nodes), name
+        assert set(service["depends_on"]) >= set(nodes), name
+    config = (ROOT / "deploy/nats/nats.conf").read_text()
+    for node in names:
+        assert f"nats-route://{node}:6222" in config
 
 
 def test_every_python_command_of_compose_exists_in_the_code() -> None:
@@ -65,22 +91,25 @@ def test_services_are_built_from_one_dockerfile_that_installs_them() -> None:
 
 
 def test_mounted_nats_config_is_accepted_by_nats_server() -> None:
-    volumes = _compose()["services"]["nats"]["volumes"]
-    config = next(v.split(":")[0] for v in volumes if v.startswith("./"))
-    path = ROOT / config
-    assert path.exists()
-    text = path.read_text()
-    assert "sync_interval: always" in text
-    # The service users' passwords come from the environment compose gives the server.
-    passwords = {name: "test" for name in _compose()["services"]["nats"].get("environment", {})}
-    result = subprocess.run(
-        [nats_server_binary(), "-c", str(path), "-t"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **passwords},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    for node in _nats_nodes().values():
+        for mounted in (v.split(":")[0] for v in node["volumes"] if v.startswith("./")):
+            assert (ROOT / mounted).exists(), mounted
+        config = next(v.split(":")[0] for v in node["volumes"] if v.endswith("nats.conf:ro"))
+        path = ROOT / config
+        text = path.read_text()
+        assert "sync_interval: always" in text
+        # The service users' passwords and the node's name come from the environment
+        # compose gives the server.
+        environment = {name: "test" for name in node["environment"]}
+        environment["NATS_SERVER_NAME"] = node["environment"]["NATS_SERVER_NAME"]
+        result = subprocess.run(
+            [nats_server_binary(), "-c", str(path), "-t"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **environment},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 _REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")

@@ -188,6 +188,7 @@ def test_every_subject_of_the_contracts_has_a_user_allowed_to_publish_it() -> No
 
 def test_compose_config_includes_the_users_and_needs_every_password(tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
+    base["NATS_SERVER_NAME"] = "nats1"  # compose names each node of the cluster
     check = [nats_server_binary(), "-c", str(CONFIG_DIR / "nats.conf"), "-t"]
     ok = subprocess.run(
         check, env={**base, **_password_env()}, capture_output=True, text=True, timeout=30

@@ -56,11 +56,13 @@ def clean_environ(env: Mapping[str, str]) -> dict[str, str]:
     return environ
 
 
-def dev_stack(data_dir: Path, env: Mapping[str, str], *, nats_url: str | None = None) -> DevStack:
+def dev_stack(
+    data_dir: Path, env: Mapping[str, str], *, nats_url: str | None = None, **dev: Any
+) -> DevStack:
     """The system (not started yet) on a free port, its processes configured with `env`.
 
     With `nats_url` it uses that nats-server (one the test may stop and restart)
-    instead of starting its own.
+    instead of starting its own. `dev`: further `DevSettings` (nats_cluster_size, ...).
     """
     port = free_port()
     own = {"LIVECHAT_HTTP_PORT": str(port), "LIVECHAT_DATA_DIR": str(data_dir)}
@@ -68,7 +70,7 @@ def dev_stack(data_dir: Path, env: Mapping[str, str], *, nats_url: str | None = 
     if nats_url is not None:
         own["LIVECHAT_NATS_URL"] = nats_url
         nats["nats_url"] = nats_url
-    settings = DevSettings(data_dir=data_dir, http_port=port, max_restarts=0, **nats)
+    settings = DevSettings(data_dir=data_dir, http_port=port, **{"max_restarts": 0, **nats, **dev})
     return DevStack(settings, env=clean_environ({**env, **own}))
 
 

@@ -8,7 +8,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import subjects, topology
 
-__all__ = ["INFERENCE", "MEMORY", "USAGE", "DurableConsumer"]
+__all__ = ["ACCOUNT", "INFERENCE", "MEMORY", "USAGE", "DurableConsumer"]
+
+# The NATS account the streams and consumers live in: the global one, since the
+# services log in as users without accounts (deploy/nats/auth.conf). Autoscalers that
+# read a consumer's pending count from the monitoring endpoint name it.
+ACCOUNT = "$G"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,7 +22,11 @@ class LivechatSettings(BaseSettings):
 
     data_dir: Path = Path(".livechat")
     # Unset: `make dev` starts an embedded nats-server and sets it for the services.
+    # Comma-separated for a cluster: every node's URL.
     nats_url: str | None = None
+    # Cluster nodes holding each stream and key-value bucket (3 for a three-node
+    # cluster: any one node may be lost). At most the cluster's size.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     # This service's NATS user (production: one per service, see deploy/nats/auth.conf).
     # Its replies arrive under `_INBOX.<user>.`, the only inbox its permissions let it read.
     nats_user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")

@@ -67,11 +67,13 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
     dedupe = settings.dedupe_window_seconds
 
     def stream(name: str, subject: str, **options: Any) -> StreamConfig:
-        # File storage, kept by limits, deduplicated over the window, unless told otherwise.
+        # File storage, kept by limits, deduplicated over the window, unless told otherwise;
+        # on as many cluster nodes as LIVECHAT_NATS_REPLICAS says.
         defaults: dict[str, Any] = {
             "retention": RetentionPolicy.LIMITS,
             "storage": StorageType.FILE,
             "duplicate_window": dedupe,
+            "num_replicas": settings.nats_replicas,
         }
         return StreamConfig(name=name, subjects=[subject], **{**defaults, **options})
 
@@ -174,20 +176,28 @@ async def ensure_streams(
                     raise
 
 
-def bucket_configs() -> list[KeyValueConfig]:
+def bucket_configs(replicas: int = 1) -> list[KeyValueConfig]:
+    """The buckets, each on `replicas` cluster nodes (LIVECHAT_NATS_REPLICAS)."""
     return [
         # A minute's counter is only read during that minute.
-        KeyValueConfig(bucket=RATE_BUCKET, ttl=180.0, storage=StorageType.MEMORY),
+        KeyValueConfig(
+            bucket=RATE_BUCKET, ttl=180.0, storage=StorageType.MEMORY, replicas=replicas
+        ),
         # A day's total is read during that day; kept two days for the day boundary.
-        KeyValueConfig(bucket=BUDGET_BUCKET, ttl=2 * 24 * 3600.0, storage=StorageType.FILE),
+        KeyValueConfig(
+            bucket=BUDGET_BUCKET, ttl=2 * 24 * 3600.0, storage=StorageType.FILE, replicas=replicas
+        ),
         # Read when a worker takes a request: a day covers any queue a user waits out.
-        KeyValueConfig(bucket=CANCEL_BUCKET, ttl=24 * 3600.0, storage=StorageType.FILE),
+        KeyValueConfig(
+            bucket=CANCEL_BUCKET, ttl=24 * 3600.0, storage=StorageType.FILE, replicas=replicas
+        ),
     ]
 
 
-async def ensure_buckets(js: JetStreamContext) -> None:
-    """Create the key-value buckets (idempotent: an existing bucket is kept as it is)."""
-    for config in bucket_configs():
+async def ensure_buckets(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the key-value buckets on `replicas` nodes (idempotent: an existing bucket
+    is kept as it is)."""
+    for config in bucket_configs(replicas):
         try:
             await js.create_key_value(config)
         except BadRequestError:

@@ -46,6 +46,7 @@ class NatsServer:
         self.port = port or free_port(host)
         self.extra_config = extra_config
         self._process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0  # time.monotonic() of the last start
 
     @property
     def url(self) -> str:
@@ -54,6 +55,15 @@ class NatsServer:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def exit_code(self) -> int | None:
+        """How it ended when it died on its own (a crash, a kill -9 from outside);
+        None while it runs or after `stop()`/`kill()`."""
+        return None if self._process is None else self._process.poll()
 
     def config_text(self) -> str:
         store = str(self.store_dir / "jetstream").replace('"', '\\"')
@@ -84,6 +94,7 @@ class NatsServer:
             start_new_session=True,
         )
         log.close()
+        self.started_at = time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -81,7 +81,8 @@ class _Reconnect:
         if self.js is None:
             raise RuntimeError("not connected yet")  # retried by rerun_on_reconnect
         await ensure_streams(self.js, self._settings, GATEWAY_STREAMS)
-        await ensure_buckets(self.js)  # the rate counters are in memory too
+        # The rate counters are in memory too.
+        await ensure_buckets(self.js, self._settings.nats_replicas)
         if self.hub is not None:
             if self.backends is not None:  # before relaying what was missed
                 await recheck_followers(self.hub, self.backends)
@@ -174,6 +175,7 @@ def _lifespan(
             nc = broker.connection
             js = reconnect.js = nc.jetstream(timeout=settings.rpc_timeout_seconds)
             await ensure_streams(js, settings, GATEWAY_STREAMS)
+            await ensure_buckets(js, settings.nats_replicas)
             app.state.limits = await create_limits(js, settings, nc=nc)
             gateway = await _start_gateway(settings, broker, js, metrics, generations, reconnect)
             app.state.gateway = gateway

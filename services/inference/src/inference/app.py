@@ -71,7 +71,7 @@ def create_app(
         js = jetstream(broker)
         await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
-        await topology.ensure_buckets(js)
+        await topology.ensure_buckets(js, settings.nats_replicas)
         admission.cancels.bind(await js.key_value(topology.CANCEL_BUCKET))
 
     async def close_providers() -> None:

@@ -75,7 +75,7 @@ def create_app(
         nc = await broker.connect()
         js = nc.jetstream()
         await ensure_topology(js)
-        await bind_budget(js, nc, daily)
+        await bind_budget(js, nc, daily, settings.nats_replicas)
         await consumer.start(nc, js)
         server = metrics_server(settings, metrics, js)
         if server is not None:
@@ -100,9 +100,12 @@ def create_app(
     )
 
 
-async def bind_budget(js: JetStreamContext, nc: Client, daily: DailyTotals) -> None:
-    """The budget bucket (atomic batches allowed where the server has them) to `daily`."""
-    await topology.ensure_buckets(js)
+async def bind_budget(
+    js: JetStreamContext, nc: Client, daily: DailyTotals, replicas: int = 1
+) -> None:
+    """The budget bucket (atomic batches allowed where the server has them) to `daily`;
+    the buckets are created on `replicas` nodes when missing."""
+    await topology.ensure_buckets(js, replicas)
     atomic = await allow_atomic_batches(js)
     daily.bind(await js.key_value(topology.BUDGET_BUCKET), nc if atomic else None)
 

@@ -252,7 +252,7 @@ async def create_limits(
     `nc` (the connection of `js`): the budget bucket is watched on it, else read."""
     if not (settings.rate_limit_per_minute or settings.daily_token_budget):
         return Limits()
-    await topology.ensure_buckets(js)
+    await topology.ensure_buckets(js, settings.nats_replicas)
     rate: Counter = KvCounter(await js.key_value(topology.RATE_BUCKET))
     if settings.redis_url:
         import redis.asyncio as redis

@@ -96,8 +96,11 @@ class Publisher:
         return acks
 
     async def _publish_all(self, publishes: list[tuple[str, BaseModel, str]]) -> list[PubAck]:
-        """Publish in order on the one connection, then wait for every ack together:
-        one round trip (and one wait for the stores' fsync) instead of one each."""
+        """Publish in order on the one connection, the last one (the generation request)
+        once the others are stored: in a cluster each stream has its own leader, and a
+        request queued while its message failed to be stored would be answered without
+        it. The others are acked together: one round trip (and one wait for the
+        stores' fsync) instead of one each."""
         acks: list[asyncio.Future[PubAck]] = []
         try:
             # One deadline for the lot. No `wait_stall`: nats-py waits for it with
@@ -105,7 +108,9 @@ class Publisher:
             # client's flusher wrote each message on its own and the generation
             # request reached the server milliseconds after the echo.
             async with asyncio.timeout(self._timeout):
-                for subject, event, msg_id in publishes:
+                for number, (subject, event, msg_id) in enumerate(publishes, 1):
+                    if number == len(publishes) and acks:
+                        await asyncio.gather(*acks)
                     # Each call queues its message on the connection before returning:
                     # the server receives them in this order.
                     ack = await self._js.publish_async(

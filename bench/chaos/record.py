@@ -1,0 +1,58 @@
+"""What a chaos client saw of one message it sent: the reply's events, by event id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts import ids
+
+__all__ = ["TERMINAL", "Exchange"]
+
+TERMINAL = ("done", "error")
+
+
+@dataclass
+class Exchange:
+    """One user message and its reply, as one client saw them."""
+
+    conversation_id: str
+    message_id: str
+    transport: str  # "sse" or "ws"
+    sent_at: float = 0.0  # time.monotonic() of the first send
+    accepted: bool = False  # the gateway took the message (200, or a WS event of it)
+    sends: int = 0  # sends of the message (retries included)
+    resumes: int = 0  # reconnections that resumed after the last event seen
+    stopped: bool = False  # the client pressed stop during the reply
+    refused: str | None = None  # a final refusal (an error code no retry fixes)
+    last_problem: str = ""  # the last retried refusal or error, for the audit's report
+    events: dict[int, dict[str, Any]] = field(default_factory=dict)  # the reply's, by id
+
+    @property
+    def reply_id(self) -> str:
+        return ids.reply_id(self.conversation_id, self.message_id)
+
+    def take(self, event: dict[str, Any]) -> None:
+        """Keep an event if it belongs to this reply (a repeat of an id is kept once)."""
+        if event.get("message_id") != self.reply_id or "event_id" not in event:
+            return
+        self.accepted = True
+        self.events[int(event["event_id"])] = event
+
+    @property
+    def last_event_id(self) -> int | None:
+        return max(self.events) if self.events else None
+
+    def terminals(self) -> list[dict[str, Any]]:
+        """The distinct terminal events (done/error) of the reply."""
+        return [e for _, e in sorted(self.events.items()) if e["type"] in TERMINAL]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.terminals()) or self.refused is not None
+
+    def joined_tokens(self) -> str:
+        return "".join(e["content"] for _, e in sorted(self.events.items()) if e["type"] == "token")
+
+    def token_count(self) -> int:
+        return sum(1 for e in self.events.values() if e["type"] == "token")

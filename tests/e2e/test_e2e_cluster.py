@@ -1,0 +1,117 @@
+"""A three-node NATS cluster (`LIVECHAT_NATS_CLUSTER_SIZE=3 make dev`) with two workers:
+a node killed with SIGKILL under load costs no answer, and the supervisor brings it back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from apiclients import get_conversation
+from stacks import FAST_ENV, dev_stack
+
+from bench.chaos.clients import ChatClient
+from bench.chaos.record import Exchange
+from contracts import topology
+from devstack.runner import DevStack
+
+
+def _leader_index(stack: DevStack, stream: str) -> int:
+    """Which node leads `stream` (its replicas are on the others)."""
+
+    async def leader() -> tuple[str, int]:
+        nc = await nats.connect(servers=[node.url for node in stack.nats_nodes])
+        try:
+            info = await nc.jetstream(timeout=10).stream_info(stream)
+        finally:
+            await nc.close()
+        assert info.cluster is not None and info.cluster.leader is not None
+        return info.cluster.leader, len(info.cluster.replicas or [])
+
+    name, followers = asyncio.run(leader())
+    assert followers == 2, f"{stream} is not on all three nodes"
+    return int(name.removeprefix("n")) - 1
+
+
+async def _final_messages(base_url: str, conversation_id: str, count: int) -> list[dict[str, Any]]:
+    """The stored messages once `count` are there and none is streaming (or what is there
+    after a while, for the assertion to show)."""
+    messages: list[dict[str, Any]] = []
+    for _ in range(300):
+        response = await get_conversation(base_url, conversation_id)
+        if response.status_code == 200:
+            messages = response.json()["messages"]
+            if len(messages) >= count and all(m["status"] != "streaming" for m in messages):
+                break
+        await asyncio.sleep(0.1)
+    return messages
+
+
+@pytest.mark.timeout(600)  # a whole cluster and eight conversations on a busy machine
+async def test_a_nats_node_killed_under_load_costs_no_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="devstack")
+    stack = dev_stack(
+        tmp_path / "data", FAST_ENV, nats_cluster_size=3, inference_workers=2, max_restarts=5
+    )
+    await asyncio.to_thread(stack.start)
+    supervisor = threading.Thread(target=stack.supervise, daemon=True)
+    supervisor.start()
+    try:
+        assert len(stack.nats_nodes) == 3
+        for stream in (topology.WORK_STREAM, topology.EVENTS_STREAM, "KV_LIVECHAT_CANCEL"):
+            await asyncio.to_thread(_leader_index, stack, stream)
+
+        far = time.monotonic() + 3600
+        clients = [
+            ChatClient(stack.gateway_url, "sse", 4, stop_at=far, seed=1, messages=6),
+            ChatClient(stack.gateway_url, "ws", 4, stop_at=far, seed=2, messages=6),
+        ]
+        running = [asyncio.create_task(client.run()) for client in clients]
+
+        def exchanges() -> list[Exchange]:
+            return [e for client in clients for e in client.exchanges]
+
+        while sum(e.finished for e in exchanges()) < 8:
+            assert not any(task.done() for task in running)
+            await asyncio.sleep(0.05)
+        # The node leading the chat stream (every message goes through it) dies.
+        index = await asyncio.to_thread(_leader_index, stack, topology.CHAT_STREAM)
+        victim, victim_name = stack.nats_nodes[index], f"nats-server n{index + 1}"
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # Answers keep completing: the messages sent after the kill are answered too.
+        await asyncio.wait_for(asyncio.gather(*running), 300)
+        assert sum(e.sent_at > killed_at for e in exchanges()) >= 8
+
+        # Every message was answered once, and what streamed is what was stored.
+        for exchange in exchanges():
+            assert exchange.refused is None, exchange
+            assert len(exchange.terminals()) == 1, exchange
+        for conversation in {e.conversation_id for e in exchanges()}:
+            sent = [e for e in exchanges() if e.conversation_id == conversation]
+            stored = await _final_messages(stack.gateway_url, conversation, 2 * len(sent))
+            expected = {e.message_id: "user" for e in sent}
+            expected |= {e.reply_id: "assistant" for e in sent}
+            assert {m["id"]: m["role"] for m in stored} == expected
+            replies = {m["id"]: m for m in stored}
+            for exchange in sent:
+                assert replies[exchange.reply_id]["content"] == exchange.joined_tokens()
+    finally:
+        stack.request_stop()
+        supervisor.join(10)
+        await asyncio.to_thread(stack.stop)
+
+    # The supervisor saw the node die and started it again, and said so.
+    log = caplog.text
+    assert f"{victim_name} was killed by SIGKILL" in log
+    assert f"{victim_name} restarted" in log
