@@ -28,6 +28,7 @@ class Stored:
 class Audit:
     accepted: int = 0
     refused: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)  # the last problem of each
     one_terminal: int = 0
     tokens_equal_stored: int = 0
     stored_once: int = 0  # one user message and exactly one answer stored
@@ -38,7 +39,6 @@ class Audit:
     # Issue 14 part 4 (fixed elsewhere), reported apart so the rest can be verified.
     tokens_differ_after_nats_kill: list[str] = field(default_factory=list)
     billed_differs_from_shown: list[str] = field(default_factory=list)
-    unbilled_after_worker_kill: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -63,6 +63,7 @@ class Audit:
             row("ledger attempts per generation (attempts: generations)", attempts),
             row("stops pressed", self.stopped),
             row("refused for good (not retryable)", self.refused),
+            *(row(f"refused: {why}", n) for why, n in self.refusals.most_common(5)),
             row("**lost**", len(self.lost)),
             row("**doubled**", len(self.doubled)),
             row("kills survived", kills),
@@ -127,6 +128,7 @@ def audit(
     for ex in exchanges:
         if ex.refused is not None and not ex.events:
             result.refused += 1
+            result.refusals[ex.refused] += 1
             continue
         if not ex.accepted:
             result.lost.append(
@@ -172,10 +174,7 @@ def audit(
             usage = terminals[0].get("usage") or {}
             shown = usage.get("total_tokens")
             if terminals[0]["type"] == "done" and ex.token_count() and not attempts:
-                if _during(kills, "worker", ex.sent_at, ended):
-                    result.unbilled_after_worker_kill.append(name)
-                else:
-                    result.lost.append(f"{name}: an answer with tokens is not in the ledger")
+                result.lost.append(f"{name}: an answer with tokens is not in the ledger")
             elif shown is not None and attempts and shown != sum(attempts):
                 result.billed_differs_from_shown.append(name)
     return result

@@ -180,7 +180,9 @@ class ChatClient:
                             event = json.loads(await ws.recv())
                         if event.get("type") == "error" and "event_id" not in event:
                             ex.last_problem = f"ws frame error {event.get('code')}"
-                            if event.get("code") not in _RETRY_CODES:
+                            # Refused for good only when no retry may fix it (a reply
+                            # limit, e.g. too_many_in_flight, frees with time).
+                            if not event.get("retryable") and event.get("code") not in _RETRY_CODES:
                                 ex.refused = f"ws {event.get('code')}"
                             send = True  # the message may not be queued: again, same id
                             raise _Retry

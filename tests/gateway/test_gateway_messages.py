@@ -305,6 +305,28 @@ async def test_when_nats_refuses_a_publish_the_503_names_the_id_to_retry_with(
     assert [e["type"] for e in echoes].count("message") == 1
 
 
+async def test_a_retry_of_a_message_stored_without_its_request_is_answered(
+    gateway_url, js, settings, backends, start_worker
+):
+    # The work stream is gone: the echo and the user message are stored, the generation
+    # request is not. Memory then holds the message, its echo is its newest event: the
+    # retry must ask for the answer, not wait for one nobody generates.
+    await js.delete_stream(topology.WORK_STREAM)
+    body = {"content": "retry me", "id": "m-lost"}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as client:
+        failed = await client.post("/v1/conversations/lost/messages", json=body)
+        assert failed.status_code == 503
+        backends.add_conversation("lost", (user_message("m-lost", "retry me"),))
+        await topology.ensure_streams(js, settings)
+        fake = start_worker()
+        retried = await client.post("/v1/conversations/lost/messages", json=body)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["message"]["content"] == "echo: retry me"
+    assert [r.message_id for r in fake.requests] == [ids.reply_id("lost", "m-lost")]
+    echoes = await events_of(js, "lost")
+    assert [e["type"] for e in echoes].count("message") == 1
+
+
 async def events_of(js, conv: str) -> list[dict[str, object]]:
     sub = await js.subscribe(
         subjects.events(conv), stream=topology.EVENTS_STREAM, ordered_consumer=True

@@ -22,6 +22,7 @@ from contracts.events import (
 )
 from contracts.rpc import (
     ContextReply,
+    ContextRequest,
     ConversationGetReply,
     ConversationGetRequest,
     ReplyError,
@@ -319,6 +320,79 @@ async def test_a_reply_whose_events_aged_out_ends_again_as_it_first_ended(
     # Ended again, not generated again.
     assert len(await bus.finished(request)) + len(await bus.failed(request)) == 1
     assert len(await bus.usage(request)) == 1
+
+
+@pytest.mark.parametrize("memory_away_first", [False, True])
+async def test_a_reply_stored_before_its_usage_was_reported_is_billed_on_redelivery(
+    memory_away_first: bool,
+    settings: Any,
+    nc: Any,
+    bus: Any,
+    make_request: Any,
+    start_worker: Any,
+    poll: Any,
+) -> None:
+    """Its worker gone between storing the answer and reporting the call (here: the
+    usage stream is away, that publish fails): the next delivery finds the answer
+    stored, ends it as it was, and bills its call, once, under the call's own attempt
+    id (that of the delivery that made it, when an earlier one waited for memory)."""
+    held: dict[str, ContextReply] = {}
+
+    async def memory(msg: Any) -> None:
+        ask = ContextRequest.model_validate_json(msg.data)
+        await msg.respond(held.get(ask.reply_id, ContextReply()).model_dump_json().encode())
+
+    request = make_request()
+    await start_worker()
+    await bus.js.delete_stream(topology.USAGE_STREAM)
+    if not memory_away_first:
+        await nc.subscribe(subjects.MEMORY_CONTEXT, cb=memory)
+    await bus.publish(request)
+    if memory_away_first:
+
+        async def retried() -> bool:
+            info = await bus.js.consumer_info(topology.WORK_STREAM, topology.INFERENCE_CONSUMER)
+            return bool(info.num_redelivered)
+
+        await poll(retried)
+        await nc.subscribe(subjects.MEMORY_CONTEXT, cb=memory)
+
+    async def stored() -> bool:
+        return bool(await bus.finished(request))
+
+    await poll(stored)
+    [finished] = await bus.finished(request)
+    # Memory holds it, as the memory service does once it stored the record.
+    held[request.message_id] = ContextReply(
+        existing_reply=StoredMessage(
+            id=request.message_id,
+            role="assistant",
+            content=finished.content,
+            status=finished.status,
+            created_at=finished.created_at,
+            model=finished.model,
+            provider=finished.provider,
+            usage=finished.usage,
+            finish_reason=finished.finish_reason,
+        )
+    )
+    await topology.ensure_streams(bus.js, settings)
+    await bus.wait_ended(request)
+    await bus.wait_idle()
+
+    events = await bus.events(request)
+    assert kinds(events).count("start") == 1
+    [done] = [e for e in events if isinstance(e, DoneEvent)]
+    [report] = await bus.usage(request)
+    # The delivery that streamed it (a later one when memory was away first).
+    [generating] = [e for e in events if isinstance(e, StatusEvent) and e.state == "generating"]
+    delivery = generating.attempt or 1
+    assert (delivery > 1) == memory_away_first
+    assert report.attempt_id == ids.attempt_id(request.message_id, delivery, 0)
+    assert (report.outcome, report.provider) == ("completed", finished.provider)
+    # Billed what the answer shows.
+    assert report.usage == done.usage == finished.usage
+    assert joined(events) == finished.content
 
 
 async def test_a_stateless_request_uses_its_history_and_is_not_stored(

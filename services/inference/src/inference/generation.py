@@ -24,6 +24,7 @@ from contracts.events import (
     GenerationFinished,
     GenerationRequested,
     MessageStatus,
+    Outcome,
     ResyncEvent,
     StartEvent,
     StatusEvent,
@@ -260,8 +261,59 @@ class Worker:
         # events stream; past the dedupe window, republishing one still there
         # would give the reply a second end.
         ended = await self._read_log(jetstream(broker), conv, reply)
-        if not ended.finished:
-            await Outbox(broker).terminal(conv, _final_event(stored, alias))
+        if ended.finished:
+            return
+        outbox = Outbox(broker)
+        if ended.started:
+            # Streamed, stored, not ended: its worker died after storing it, maybe
+            # before its last call's usage was reported.
+            await self._report_stored_call(request, stored, ended, alias, outbox)
+        await outbox.terminal(conv, _final_event(stored, alias))
+
+    async def _report_stored_call(
+        self,
+        request: GenerationRequested,
+        stored: StoredMessage,
+        ended: ReplyLog,
+        alias: str,
+        outbox: Outbox,
+    ) -> None:
+        """Report again the usage of the call that finished a stored reply: what it is
+        billed in all (its stored usage) less what its other calls were (the reply log's
+        bill). Under the call's own attempt id: the ledger keeps one entry, so a report
+        that did reach it before changes nothing."""
+        outcome = _STORED_OUTCOMES.get(stored.status)
+        if outcome is None or stored.usage is None:
+            return  # a failed reply stores no usage: its call cannot be told again
+        billed = ended.billed or Usage.of(0, 0)
+        prompt = stored.usage.prompt_tokens - billed.prompt_tokens
+        completion = stored.usage.completion_tokens - billed.completion_tokens
+        if prompt <= 0 and completion <= 0:
+            return  # no call of its own (stopped before one), or all reported
+        provider = stored.provider or ended.provider
+        try:
+            routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
+        except UnknownModelError:
+            routes = ()
+        route = next((r for r in routes if r.provider == provider), None)
+        if route is None:
+            log.warning("reply %s: the provider of its last call is unknown", request.message_id)
+            return
+        now = self._clock.now()
+        reported = UsageReported(
+            attempt_id=ids.attempt_id(request.message_id, ended.last_delivery, ended.last_call),
+            message_id=request.message_id,
+            conversation_id=request.conversation_id,
+            user_id=request.user_id,
+            model=alias,
+            provider=route.provider,
+            provider_model=route.model,
+            usage=Usage.of(max(prompt, 0), max(completion, 0)),
+            outcome=outcome,
+            duration_ms=0.0,
+            occurred_at=now,
+        )
+        await outbox.usage(reported)
 
     async def _earlier_deliveries(self, run: _Run, broker: NatsBroker) -> ReplyLog | None:
         """What earlier deliveries streamed (nothing on the first); None: the reply ended."""
@@ -355,7 +407,14 @@ class Worker:
                     provider=step.route.provider,
                 )
                 await run.outbox.announce(conv, start)
-                await run.outbox.announce(conv, StatusEvent(message_id=reply, state="generating"))
+                # Its delivery when not the first (an earlier one waited for memory): the
+                # reply log bills the call under it if this delivery dies.
+                generating = StatusEvent(
+                    message_id=reply,
+                    state="generating",
+                    attempt=run.delivery if run.delivery > 1 else None,
+                )
+                await run.outbox.announce(conv, generating)
         else:
             # The tokens so far reach the stream before the switch is announced.
             await run.outbox.flush()
@@ -596,6 +655,9 @@ _TOOL_CALL_CUT = PublicError(
     "The reply was cut short in the middle of a function call. Please send the request again.",
     True,
 )
+
+# The outcome of the call that finished a reply, told from its stored status.
+_STORED_OUTCOMES: dict[MessageStatus, Outcome] = {"complete": "completed", "cancelled": "cancelled"}
 
 # The end of a reply stored without its error, told from its status.
 _STATUS_ERRORS = {

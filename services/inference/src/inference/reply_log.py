@@ -90,6 +90,8 @@ async def read_reply_log(
                         started, provider, whole = True, event.provider, True
                         last_delivery, last_tokens, last_call = 1, 0, 0
                         attempts += 1
+                    case StatusEvent(state="generating", attempt=int() as delivery):
+                        last_delivery = delivery  # started by a later delivery than the first
                     case StatusEvent(state="retrying", provider=None):  # a redelivery
                         last_delivery, last_tokens = event.attempt or last_delivery + 1, 0
                         last_call = 0

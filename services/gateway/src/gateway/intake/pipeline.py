@@ -17,7 +17,6 @@ from contracts import ids, rpc
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.reply import find_final, reply_filter
-from gateway.fanout.resume import in_flight
 from gateway.intake.checks import check_message
 from gateway.intake.limits import Limits
 from gateway.intake.lookup import find_message
@@ -120,9 +119,12 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
         newest = await last_event(gateway.js, conversation_id)
     except (NatsError, TimeoutError):
         newest = None  # unknown: asking again is safe, the publishes are deduplicated
-    if in_flight(conversation_id, newest) == reply:
-        return repeat  # being generated: follow it rather than ask for it twice
+    if newest is not None and not newest.terminal and newest.message_id == reply:
+        return repeat  # queued or being generated: follow it rather than ask for it twice
     # Stored but not (or no longer visibly) being answered: ask for the answer again.
+    # Also when the message's own echo is the newest event: its generation request may
+    # never have been queued (its publish failed after the message was stored), and
+    # following it would wait for an answer nobody generates.
     return await gateway.publisher.submit(
         user_id, conversation_id, body, model, accepted_before=True
     )
