@@ -9,6 +9,8 @@ import asyncio
 import signal
 from typing import Any
 
+import pytest
+
 from contracts import subjects
 from contracts.events import CONVERSATION_EVENT, ResyncEvent, TokenEvent
 
@@ -23,6 +25,13 @@ def _joined(events: list[Any]) -> str:
     return "".join(parts)
 
 
+@pytest.mark.xfail(
+    reason="known race, open in issue 14: while NATS comes back the work message can be "
+    "redelivered to the worker still answering it, before the recreated events stream holds "
+    "any of the reply's events; that delivery starts the reply again without a resync "
+    "(fails about one run in three)",
+    strict=False,
+)
 async def test_a_nats_restart_then_a_worker_crash_mid_answer_still_ends_as_stored(
     settings: Any,
     memory: Any,
