@@ -8,6 +8,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from fake_gemini import FakeGemini
+from fake_openai import FakeOpenAI
 from stacks import FAST_ENV, running_stack
 
 from devstack.runner import DevStack
@@ -33,3 +35,17 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
             return started.enter_context(running_stack(data_dir, {**FAST_ENV, **env}))
 
         yield make
+
+
+@pytest.fixture(scope="module")
+def groq() -> Iterator[FakeOpenAI]:
+    """A local server speaking Groq's (OpenAI's) wire format, for a module's stack."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGemini]:
+    """A local server speaking Gemini's wire format, for a module's stack."""
+    with FakeGemini() as server:
+        yield server

@@ -23,7 +23,7 @@ from fake_gemini import calls as gemini_calls
 from fake_gemini import ok as gemini_ok
 from fake_openai import FakeOpenAI, call_deltas, calls, drop_after, ok
 from openai import AsyncOpenAI
-from stacks import FAST_ENV, running_stack
+from stacks import provider_env, running_stack
 
 from devstack.runner import DevStack
 
@@ -48,28 +48,10 @@ RESULT = '{"temperature": 18, "sky": "clear"}'
 
 
 @pytest.fixture(scope="module")
-def groq() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, groq: FakeOpenAI, gemini: FakeGemini
 ) -> Iterator[DevStack]:
-    env = {
-        **FAST_ENV,
-        "GROQ_API_KEY": "gsk_fake",
-        "GROQ_BASE_URL": groq.url,
-        "GEMINI_API_KEY": "AIza_fake",
-        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
-    }
+    env = provider_env(groq, gemini)
     with running_stack(tmp_path_factory.mktemp("tools"), env) as running:
         yield running
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fake_gemini import FakeGemini
 from fake_openai import GROQ_PATH, FakeOpenAI
-from stacks import FAST_ENV, running_stack, stored_messages, wait_ready
+from stacks import provider_env, running_stack, stored_messages, wait_ready
 
 from devstack.runner import DevStack
 
@@ -23,37 +23,22 @@ HISTORY_MAX = 4
 
 
 @pytest.fixture(scope="module")
-def groq() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, groq: FakeOpenAI, gemini: FakeGemini
 ) -> Iterator[DevStack]:
     data_dir = tmp_path_factory.mktemp("defaults")
     prompt_file = data_dir / "persona.txt"
     prompt_file.write_text(PERSONA + "\n", encoding="utf-8")
-    env = {
-        **FAST_ENV,
-        "GROQ_API_KEY": "groq-key",
-        "GROQ_BASE_URL": groq.url,
-        "GROQ_MODEL": GROQ_MODEL,
-        "GEMINI_API_KEY": "gemini-key",
-        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
-        "GEMINI_MODEL": GEMINI_MODEL,
-        "LIVECHAT_SYSTEM_PROMPT_FILE": str(prompt_file),
-        "LIVECHAT_DEFAULT_MAX_TOKENS": "77",
-        "LIVECHAT_DEFAULT_TEMPERATURE": "0.3",
-        "LIVECHAT_HISTORY_MAX": str(HISTORY_MAX),
-    }
+    env = provider_env(
+        groq,
+        gemini,
+        GROQ_MODEL=GROQ_MODEL,
+        GEMINI_MODEL=GEMINI_MODEL,
+        LIVECHAT_SYSTEM_PROMPT_FILE=str(prompt_file),
+        LIVECHAT_DEFAULT_MAX_TOKENS="77",
+        LIVECHAT_DEFAULT_TEMPERATURE="0.3",
+        LIVECHAT_HISTORY_MAX=str(HISTORY_MAX),
+    )
     with running_stack(data_dir, env) as running:
         yield running
 

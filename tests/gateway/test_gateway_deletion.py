@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from apiclients import readiness_becomes
 
 from devstack.natsserver import NatsServer
 from devstack.ports import free_port
@@ -158,14 +159,6 @@ async def test_sse_streams_of_a_deleted_conversation_end_with_not_found(
                 assert [kind for kind, _ in rest[:-1]] in ([], ["status"]), rest
 
 
-async def _wait_ready(client: httpx.AsyncClient, ready: bool) -> None:
-    for _ in range(600):
-        if ((await client.get("/readyz")).status_code == 200) == ready:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz never became {'ready' if ready else 'unready'}")
-
-
 async def test_a_deletion_missed_while_cut_off_from_nats_ends_the_attachment_when_back(
     nats_server: NatsServer, gateway_url: str, backends: FakeBackends, worker: FakeWorker
 ) -> None:
@@ -181,10 +174,10 @@ async def test_a_deletion_missed_while_cut_off_from_nats_ends_the_attachment_whe
         assert (await _until(alice, "pong"))[-1] == {"type": "pong"}
         # Deleted and taken by bob while the gateway cannot hear the announcement.
         nats_server.stop()
-        await _wait_ready(client, False)
+        await readiness_becomes(client, False)
         backends.owners["away"] = "bob"
         nats_server.start()
-        await _wait_ready(client, True)
+        await readiness_becomes(client, True)
         gone = await _recv(alice)
         assert gone["type"] == "error" and gone["code"] == "not_found", gone
         assert gone["conversation_id"] == "away"

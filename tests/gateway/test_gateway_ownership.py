@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from apiclients import readiness_becomes
 
 from contracts import rpc
 from devstack.natsserver import NatsServer
@@ -156,14 +157,6 @@ async def test_a_deletion_through_one_gateway_is_seen_by_the_others_at_once(
     assert [r.user_id for r in worker.requests] == ["alice"] * 4 + ["bob"]
 
 
-async def _wait_ready(client: httpx.AsyncClient, ready: bool) -> None:
-    for _ in range(600):
-        if ((await client.get("/readyz")).status_code == 200) == ready:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz never became {'ready' if ready else 'unready'}")
-
-
 async def test_after_a_nats_reconnect_every_owner_is_asked_again(
     nats_server: NatsServer, gateway_url: str, backends: FakeBackends, worker: FakeWorker
 ) -> None:
@@ -172,10 +165,10 @@ async def test_after_a_nats_reconnect_every_owner_is_asked_again(
         # Deleted and taken by bob while the gateway is cut off from NATS: it cannot
         # hear the announcement (here memory makes none at all).
         nats_server.stop()
-        await _wait_ready(client, False)
+        await readiness_becomes(client, False)
         backends.owners["away"] = "bob"
         nats_server.start()
-        await _wait_ready(client, True)
+        await readiness_becomes(client, True)
         _not_found(await _send(client, "away", ALICE))
     assert _creates(backends, "away") == ["alice", "alice"]
 

@@ -15,6 +15,7 @@ __all__ = [
     "BackgroundSse",
     "get_conversation",
     "joined_tokens",
+    "readiness_becomes",
     "sse_events",
     "sse_message",
     "ws_message",
@@ -122,3 +123,12 @@ def joined_tokens(events: list[dict[str, Any]], message_id: str) -> str:
 async def get_conversation(base_url: str, conversation_id: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         return await client.get(f"/v1/conversations/{conversation_id}")
+
+
+async def readiness_becomes(client: httpx.AsyncClient, ready: bool) -> None:
+    """Wait until the gateway's /readyz says `ready` (or not): it follows its NATS link."""
+    for _ in range(600):
+        if ((await client.get("/readyz")).status_code == 200) == ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never became {'ready' if ready else 'unready'}")

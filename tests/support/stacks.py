@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from apiclients import get_conversation
@@ -18,11 +18,16 @@ from devstack.ports import free_port
 from devstack.runner import DevStack
 from devstack.settings import DevSettings
 
+if TYPE_CHECKING:
+    from fake_gemini import FakeGemini
+    from fake_openai import FakeOpenAI
+
 __all__ = [
     "FAST_ENV",
     "clean_environ",
     "dev_stack",
     "extra_gateway",
+    "provider_env",
     "running_stack",
     "stored_conversation",
     "stored_messages",
@@ -158,3 +163,15 @@ async def until(check: Callable[[], bool], within: float = 30.0) -> None:
     while not check():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+def provider_env(groq: FakeOpenAI, gemini: FakeGemini, **env: str) -> dict[str, str]:
+    """The system's environment with the real Groq and Gemini SDKs pointed at the fakes."""
+    return {
+        **FAST_ENV,
+        "GROQ_API_KEY": "gsk_fake",
+        "GROQ_BASE_URL": groq.url,
+        "GEMINI_API_KEY": "AIza_fake",
+        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
+        **env,
+    }
