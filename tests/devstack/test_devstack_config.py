@@ -19,9 +19,6 @@ from devstack.runner import DevStack, ServiceRefusedConfig, _Child
 from devstack.settings import DevSettings
 from runtime.config_errors import CONFIG_EXIT_CODE
 
-# Each of these ends well before anything could have been restarted (the old loop took ~17 s).
-QUICK_SECONDS = 20.0
-
 
 def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
@@ -30,14 +27,14 @@ def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str], float]:
-    """Exit code, the lines on stderr and stdout, and how long it took."""
-    started = time.monotonic()
+def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Exit code and the lines on stderr and stdout. A configuration error is said once
+    and never restarted: a restart loop would print more lines (and end past the timeout)."""
     done = subprocess.run(
         [sys.executable, *args], env=env, capture_output=True, text=True, timeout=60
     )
     lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    return done.returncode, lines, time.monotonic() - started
+    return done.returncode, lines
 
 
 @pytest.fixture
@@ -49,9 +46,8 @@ def taken_port() -> Iterator[int]:
 
 
 def test_dev_with_the_http_port_taken_ends_at_once_naming_the_setting(tmp_path, taken_port):
-    code, lines, took = _run(["-m", "devstack"], _env(tmp_path, LIVECHAT_HTTP_PORT=str(taken_port)))
+    code, lines = _run(["-m", "devstack"], _env(tmp_path, LIVECHAT_HTTP_PORT=str(taken_port)))
     assert code == CONFIG_EXIT_CODE
-    assert took < QUICK_SECONDS
     [line] = lines
     assert line.startswith("make dev: configuration error: LIVECHAT_HTTP_PORT=")
     assert f"127.0.0.1:{taken_port} is already in use" in line
@@ -71,9 +67,8 @@ def test_dev_with_the_http_port_taken_ends_at_once_naming_the_setting(tmp_path, 
 )
 def test_dev_with_a_value_out_of_range_ends_at_once_with_one_line(tmp_path, setting, value, says):
     env = _env(tmp_path, **{"LIVECHAT_HTTP_PORT": str(free_port()), setting: value})
-    code, lines, took = _run(["-m", "devstack"], env)
+    code, lines = _run(["-m", "devstack"], env)
     assert code == CONFIG_EXIT_CODE
-    assert took < QUICK_SECONDS
     [line] = lines
     assert line.startswith("make dev: configuration error:")
     assert f"{setting}: Input should be {says}" in line
@@ -82,8 +77,8 @@ def test_dev_with_a_value_out_of_range_ends_at_once_with_one_line(tmp_path, sett
 
 def test_dev_refuses_a_metrics_port_base_without_room_for_every_service(tmp_path):
     env = _env(tmp_path, LIVECHAT_HTTP_PORT=str(free_port()), LIVECHAT_METRICS_PORT="65534")
-    code, lines, took = _run(["-m", "devstack"], env)
-    assert code == CONFIG_EXIT_CODE and took < QUICK_SECONDS
+    code, lines = _run(["-m", "devstack"], env)
+    assert code == CONFIG_EXIT_CODE
     [line] = lines
     assert "LIVECHAT_METRICS_PORT=65534" in line and "at most 65533" in line
 
@@ -92,8 +87,8 @@ def test_dev_refuses_a_metrics_port_taken_by_another_process(tmp_path, taken_por
     # The base is free, but usage's port (base + 1) is taken.
     env = _env(tmp_path, LIVECHAT_HTTP_PORT=str(free_port()))
     env["LIVECHAT_METRICS_PORT"] = str(taken_port - 1)
-    code, lines, took = _run(["-m", "devstack"], env)
-    assert code == CONFIG_EXIT_CODE and took < QUICK_SECONDS
+    code, lines = _run(["-m", "devstack"], env)
+    assert code == CONFIG_EXIT_CODE
     [line] = lines
     assert f"LIVECHAT_METRICS_PORT={taken_port - 1}: make dev gives usage" in line
     assert f":{taken_port} (base + 1), which is already in use" in line
@@ -101,14 +96,14 @@ def test_dev_refuses_a_metrics_port_taken_by_another_process(tmp_path, taken_por
 
 def test_a_service_alone_with_its_port_taken_ends_with_one_line(tmp_path, taken_port):
     env = _env(tmp_path, LIVECHAT_HTTP_PORT=str(taken_port))
-    code, lines, took = _run(["-m", "gateway"], env)
-    assert code == CONFIG_EXIT_CODE and took < QUICK_SECONDS
+    code, lines = _run(["-m", "gateway"], env)
+    assert code == CONFIG_EXIT_CODE
     [line] = lines
     assert line.startswith("gateway: configuration error: LIVECHAT_HTTP_PORT=")
 
 
 def test_a_service_alone_with_a_bad_value_ends_with_one_line(tmp_path):
-    code, lines, _ = _run(["-m", "usage"], _env(tmp_path, LIVECHAT_DAILY_TOKEN_BUDGET="-5"))
+    code, lines = _run(["-m", "usage"], _env(tmp_path, LIVECHAT_DAILY_TOKEN_BUDGET="-5"))
     assert code == CONFIG_EXIT_CODE
     assert lines == [
         "usage: configuration error: LIVECHAT_DAILY_TOKEN_BUDGET: Input should be greater "
@@ -120,8 +115,8 @@ def test_a_service_alone_with_a_bad_value_ends_with_one_line(tmp_path):
 def test_a_jwt_secret_shorter_than_32_bytes_is_refused_with_one_line(tmp_path, program):
     secret = "x" * 31
     env = _env(tmp_path, LIVECHAT_HTTP_PORT=str(free_port()), LIVECHAT_JWT_SECRET=secret)
-    code, lines, took = _run(["-m", program], env)
-    assert code == CONFIG_EXIT_CODE and took < QUICK_SECONDS
+    code, lines = _run(["-m", program], env)
+    assert code == CONFIG_EXIT_CODE
     [line] = lines
     said = "LIVECHAT_JWT_SECRET: 31 bytes, shorter than the 32 HS256 needs; make one with python"
     assert said in line
