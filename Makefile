@@ -26,8 +26,13 @@ $(STAMP): $(PYPROJECTS)
 dev: $(STAMP)
 	$(BIN)/python -m devstack
 
+# The suite in two processes (whole files to each: a module's running system is started
+# once), then, for the whole suite only, two minutes of `make chaos` on their own.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+CHAOS_TEST := tests/bench/test_chaos.py
 test: $(STAMP) $(NODE_STAMP) chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) --ignore=$(CHAOS_TEST) $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ]; then $(BIN)/python -m pytest $(CHAOS_TEST); fi
 
 # The fast lane: every test that needs no nats-server (handler logic, models, stores).
 test-fast: $(STAMP)
