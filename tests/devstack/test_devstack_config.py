@@ -39,10 +39,17 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        yield holder.getsockname()[1]
+    """A port held by this test whose neighbour below is free (a metrics base for
+    `test_dev_refuses_a_metrics_port_taken_by_another_process`; other tests run beside)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port: int = holder.getsockname()[1]
+            if port_is_free(port - 1):
+                yield port
+                return
+    raise AssertionError("no port with a free neighbour")
 
 
 def test_dev_with_the_http_port_taken_ends_at_once_naming_the_setting(tmp_path, taken_port):
