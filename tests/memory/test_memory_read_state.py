@@ -73,6 +73,9 @@ async def test_read_state_moves_forward_only_and_counts_the_others_messages(
         )
     assert await unread(repository) == {"c1": 0, "c2": 1}
     assert await read_by(repository, "c1") == {"alice": "r2"}
+    # Each conversation counts from its own position.
+    await repository.mark_read(read("s1", conversation="c2"), NOW)
+    assert await unread(repository) == {"c1": 0, "c2": 0}
 
     # Messages after the position are unread again.
     await repository.store_events(
@@ -81,7 +84,7 @@ async def test_read_state_moves_forward_only_and_counts_the_others_messages(
             finished("c1", "r3", "m3", "answer three", seconds=7),
         ]
     )
-    assert await unread(repository) == {"c1": 1, "c2": 1}
+    assert await unread(repository) == {"c1": 1, "c2": 0}
 
 
 async def test_unknown_messages_and_other_users_change_nothing(

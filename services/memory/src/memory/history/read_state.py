@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, exists, func, literal, or_, select
+from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.rpc import ReadMarkReply, ReadMarkRequest
@@ -78,26 +78,27 @@ def unread_count(user_id: str) -> Any:
     """A column of a conversations query: its messages after `user_id`'s read position
     (all when never read), not counting the user's own.
 
+    Only one of the two counts runs for a conversation (CASE), and the one after a
+    position is a range of ix_messages_conversation_order from the position's time.
     A user message's author is the conversation's owner, so "own" is role "user"; with
     several authors this becomes a comparison of the message's author."""
-    c, m = _conversations.c, _messages.c
-    read = _read_state.alias("read")
-    p = read.c
-    return (
+    c, m, r = _conversations.c, _messages.c, _read_state.c
+    mine = and_(r.conversation_id == c.id, r.user_id == user_id)
+    # Correlated to the listed conversation also where nested in the count below.
+    read_at = select(r.message_at).where(mine).correlate(_conversations).scalar_subquery()
+    read_id = select(r.message_id).where(mine).correlate(_conversations).scalar_subquery()
+    others = and_(m.conversation_id == c.id, m.role != "user")
+    every = select(func.count()).where(others).scalar_subquery()
+    after = (
         select(func.count())
-        .select_from(
-            _messages.outerjoin(
-                read, and_(p.conversation_id == m.conversation_id, p.user_id == user_id)
-            )
-        )
         .where(
-            m.conversation_id == c.id,
-            m.role != "user",
-            or_(p.message_id.is_(None), _after(m.created_at, m.id, p.message_at, p.message_id)),
+            others,
+            m.created_at >= read_at,  # the index range; then past the message itself
+            or_(m.created_at > read_at, m.id > read_id),
         )
         .scalar_subquery()
-        .label("unread_count")
     )
+    return case((read_id.is_(None), every), else_=after).label("unread_count")
 
 
 def _after(at: Any, message_id: Any, than_at: Any, than_id: Any) -> Any:
