@@ -33,6 +33,8 @@ __all__ = [
     "ConversationUpdateRequest",
     "ConversationWriteReply",
     "Pong",
+    "ReadMarkReply",
+    "ReadMarkRequest",
     "ReplyError",
     "Rpc",
     "Siblings",
@@ -131,6 +133,9 @@ class ConversationSummary(Rpc):
     total_tokens: int
     # Set in the replies about one conversation (get, create, update), not in lists.
     system_prompt: str | None = None
+    # Set in lists: the messages after the caller's read position (all of them when the
+    # caller never read it), not counting the caller's own (user) messages.
+    unread_count: int | None = None
 
 
 class ConversationListRequest(Rpc):
@@ -169,6 +174,8 @@ class ConversationGetReply(Rpc):
     messages: tuple[StoredMessage, ...] = ()
     # Older messages precede the ones returned.
     has_more: bool = False
+    # The last message each user has read in the conversation: user id -> message id.
+    read_by: dict[str, str] = Field(default_factory=dict)
 
 
 class ConversationCreateRequest(Rpc):
@@ -207,6 +214,26 @@ class ConversationDeleteRequest(Rpc):
 class ConversationDeleteReply(Rpc):
     # Also True when this user had already deleted it (a repeated request).
     deleted: bool
+
+
+class ReadMarkRequest(Rpc):
+    """The user has read the conversation up to `message_id` (idempotent)."""
+
+    user_id: str
+    conversation_id: str
+    message_id: str
+
+
+class ReadMarkReply(Rpc):
+    # False when the conversation does not exist or belongs to someone else.
+    found: bool
+    # The conversation holds no such message: nothing changed.
+    unknown_message: bool = False
+    # The user's read position now: the message named, or a later one already read
+    # (a read position only moves forward in the conversation's order).
+    message_id: str | None = None
+    # The position moved to `message_id` (False: already there or beyond).
+    moved: bool = False
 
 
 class UsageTotals(Rpc):

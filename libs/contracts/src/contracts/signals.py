@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeAlias
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from contracts.events import Event
 from contracts.ids import ID_PATTERN
@@ -50,10 +50,19 @@ class PresenceSignal(_Signal):
 
 
 class ReadSignal(_Signal):
-    """The client has shown the conversation's events up to `event_id`."""
+    """The user has read the conversation up to message `message_id` (stored by memory
+    first: the user's read position moved there), or, the older form relayed as is, the
+    client has shown its events up to `event_id`."""
 
     type: Literal["read"] = "read"
-    event_id: int = Field(ge=0)
+    message_id: Id | None = None
+    event_id: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _names_a_position(self) -> ReadSignal:
+        if self.message_id is None and self.event_id is None:
+            raise ValueError("a read signal names a message_id or an event_id")
+        return self
 
 
 Signal: TypeAlias = Annotated[

@@ -13,6 +13,7 @@ __all__ = [
     "MEMORY_CONVERSATION_DELETE",
     "MEMORY_CONVERSATION_GET",
     "MEMORY_CONVERSATION_LIST",
+    "MEMORY_CONVERSATION_READ",
     "MEMORY_CONVERSATION_UPDATE",
     "PREFIX",
     "SIGNALS_ALL",
@@ -66,6 +67,7 @@ MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
 MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"
 MEMORY_CONVERSATION_UPDATE = f"{PREFIX}.rpc.memory.conversations.update"
 MEMORY_CONVERSATION_DELETE = f"{PREFIX}.rpc.memory.conversations.delete"
+MEMORY_CONVERSATION_READ = f"{PREFIX}.rpc.memory.conversations.read"
 USAGE_TOTALS = f"{PREFIX}.rpc.usage.totals"
 USAGE_EXPORT = f"{PREFIX}.rpc.usage.export"
 

@@ -114,6 +114,9 @@ class Backends:
             rpc.ConversationDeleteReply,
         )
 
+    async def mark_read(self, request: rpc.ReadMarkRequest) -> rpc.ReadMarkReply:
+        return await self._write(subjects.MEMORY_CONVERSATION_READ, request, rpc.ReadMarkReply)
+
     async def _write(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
         try:
             return await self._call(subject, request, reply_type)

@@ -26,7 +26,7 @@ _CONV = "{conversation_id}"
 _SIGNALS = (
     (TypingSignal, "A client started or stopped typing"),
     (PresenceSignal, "A client joined or left the conversation"),
-    (ReadSignal, "A client has shown the conversation up to an event"),
+    (ReadSignal, "A user read the conversation up to a message (memory stored it first)"),
 )
 
 

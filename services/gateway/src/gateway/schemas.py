@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts import rpc
 from contracts.events import Usage
@@ -24,6 +24,8 @@ __all__ = [
     "MessageIn",
     "MessageOut",
     "NotReadyOut",
+    "ReadIn",
+    "ReadOut",
     "ReadyOut",
     "RegenerateIn",
     "ReplyOut",
@@ -115,9 +117,33 @@ class WsRegenerate(RegenerateIn):
 
 
 class WsRead(Strict):
+    """The user has read the conversation up to `message_id` (stored); the older form
+    names an `event_id` instead, and is only relayed to the other clients."""
+
     type: Literal["read"]
     conversation_id: Id
-    event_id: int = Field(ge=0)
+    message_id: Id | None = None
+    event_id: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _names_a_position(self) -> WsRead:
+        if self.message_id is None and self.event_id is None:
+            raise ValueError("give a message_id")
+        return self
+
+
+class ReadIn(Strict):
+    """The body of PUT /v1/conversations/{id}/read: the last message the caller has read."""
+
+    message_id: Id
+
+
+class ReadOut(BaseModel):
+    """The caller's read position now: the message named, or a later one read before (it
+    never moves back)."""
+
+    user_id: str
+    message_id: str
 
 
 WsFrame: TypeAlias = Annotated[
@@ -147,10 +173,12 @@ class ConversationOut(_Public, rpc.ConversationSummary):
 
 
 class ConversationPage(ConversationOut):
-    """A conversation with its newest messages (`before`: older ones)."""
+    """A conversation with its newest messages (`before`: older ones), and the last
+    message each user has read in it (`read_by`: user id -> message id)."""
 
     messages: list[MessageOut]
     has_more: bool
+    read_by: dict[str, str]
 
 
 class ConversationList(BaseModel):

@@ -113,6 +113,10 @@ def create_router(
             await purge(request.conversation_id)
         return reply
 
+    @answers(subjects.MEMORY_CONVERSATION_READ, "memory.read")
+    async def mark_read(request: rpc.ReadMarkRequest) -> rpc.ReadMarkReply:
+        return await store.mark_read(request, clock())
+
     # Sent by `purge` (`memory.purge.StreamPurger`), declared here for the AsyncAPI document.
     router.publisher(
         subjects.conversation_deleted("{conversation_id}"),

@@ -319,10 +319,13 @@ class CachedConversationStore:
                     branch = tuple(reversed(path))
                     # A page fits one NATS message (a whole branch is asked unpaged).
                     page = branch if request.limit is None else newest_within_bytes(branch)
+                    # Read state is not in the window (a read would refresh it): one
+                    # key-range read beside it.
                     return rpc.ConversationGetReply(
                         conversation=window.conversation,
                         messages=with_siblings(page, _children(window.messages)),
                         has_more=has_more or len(page) < len(branch),
+                        read_by=await self._inner.read_by(request.conversation_id),
                     )
         return await self._inner.get_conversation(request)
 
@@ -330,6 +333,12 @@ class CachedConversationStore:
         self, request: rpc.ConversationListRequest
     ) -> rpc.ConversationListReply:
         return await self._inner.list_conversations(request)
+
+    async def mark_read(self, request: rpc.ReadMarkRequest, now: datetime) -> rpc.ReadMarkReply:
+        return await self._inner.mark_read(request, now)
+
+    async def read_by(self, conversation_id: str) -> dict[str, str]:
+        return await self._inner.read_by(conversation_id)
 
     async def related_exchanges(
         self, user_id: str, conversation_id: str, limit: int

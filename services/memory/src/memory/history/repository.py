@@ -53,6 +53,8 @@ from contracts.rpc import (
     ConversationSummary,
     ConversationUpdateRequest,
     ConversationWriteReply,
+    ReadMarkReply,
+    ReadMarkRequest,
     ReplyError,
     StoredMessage,
 )
@@ -60,6 +62,7 @@ from memory.history.branches import branch_end, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.exchanges import ExchangeReads
 from memory.history.pages import newest_within_bytes
+from memory.history.read_state import mark_read, read_by, unread_count
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
@@ -67,7 +70,7 @@ from memory.history.statements import (
     answered_questions,
 )
 from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
-from memory.history.tables import Conversation, DeletedConversation, Message
+from memory.history.tables import Conversation, DeletedConversation, Message, ReadState
 from memory.history.writes import write_events
 
 __all__ = ["FINAL_STATUSES", "SqlConversationRepository"]
@@ -77,6 +80,7 @@ log = logging.getLogger(__name__)
 _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
 _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
+_read_state: Table = ReadState.__table__  # type: ignore[assignment]
 T = TypeVar("T")
 
 
@@ -243,6 +247,14 @@ class SqlConversationRepository:
             result = await conn.execute(delete(_deleted).where(d.deleted_at < before))
         return int(result.rowcount or 0)
 
+    async def mark_read(self, request: ReadMarkRequest, now: datetime) -> ReadMarkReply:
+        async with self._engine.begin() as conn:
+            return await mark_read(conn, self._insert, request, now)
+
+    async def read_by(self, conversation_id: str) -> dict[str, str]:
+        async with self._engine.connect() as conn:
+            return await read_by(conn, conversation_id)
+
     async def _delete(self, conn: AsyncConnection, condition: Any, now: datetime) -> list[str]:
         c = _conversations.c
         rows = (
@@ -253,6 +265,7 @@ class SqlConversationRepository:
         ids = [row.id for row in rows]
         # The foreign key cascades too; explicit so that nothing depends on a pragma.
         await conn.execute(delete(_messages).where(_messages.c.conversation_id.in_(ids)))
+        await conn.execute(delete(_read_state).where(_read_state.c.conversation_id.in_(ids)))
         tombstone = self._insert(_deleted)
         await conn.execute(
             tombstone.on_conflict_do_update(
@@ -345,7 +358,7 @@ class SqlConversationRepository:
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
-        query = _summary_query().where(c.user_id == request.user_id)
+        query = _summary_query(unread_count(request.user_id)).where(c.user_id == request.user_id)
         text = (request.q or "").strip()
         if text:
             pattern = "%" + _escape_like(text) + "%"
@@ -388,7 +401,10 @@ class SqlConversationRepository:
             messages = with_siblings(
                 messages, await _children(conn, request.conversation_id, messages)
             )
-        return ConversationGetReply(conversation=summary, messages=messages, has_more=has_more)
+            readers = await read_by(conn, request.conversation_id)
+        return ConversationGetReply(
+            conversation=summary, messages=messages, has_more=has_more, read_by=readers
+        )
 
 
 async def _branch(

@@ -142,3 +142,11 @@ class ConversationStore(Protocol):
     async def get_conversation(
         self, request: rpc.ConversationGetRequest
     ) -> rpc.ConversationGetReply: ...
+
+    async def mark_read(self, request: rpc.ReadMarkRequest, now: datetime) -> rpc.ReadMarkReply:
+        """Move the user's read position forward to the message (never back)."""
+        ...
+
+    async def read_by(self, conversation_id: str) -> dict[str, str]:
+        """Each user's read position in the conversation: user id -> message id."""
+        ...

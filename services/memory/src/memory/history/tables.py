@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.sql import UtcDateTime
 
-__all__ = ["Base", "Conversation", "DeletedConversation", "Message"]
+__all__ = ["Base", "Conversation", "DeletedConversation", "Message", "ReadState"]
 
 
 class Base(DeclarativeBase):
@@ -89,3 +89,19 @@ class Message(Base):
         # A message's children (siblings, the way down a branch).
         Index("ix_messages_parent", "conversation_id", "parent_id"),
     )
+
+
+class ReadState(Base):
+    """The last message a user has read in a conversation: only moves forward in the
+    conversation's order (created_at, id), so `message_at` keeps that message's time
+    (the unread messages are those after it, found on ix_messages_conversation_order)."""
+
+    __tablename__ = "read_state"
+
+    conversation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(64))
+    message_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    read_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -15,14 +15,17 @@ from contracts import ids, rpc
 from gateway.access.auth import current_user
 from gateway.backends import answer_of, found
 from gateway.errors import ApiError, no_such_conversation
-from gateway.intake.body import read_model
+from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
+from gateway.intake.read_state import mark_read
 from gateway.openapi import API_ERRORS, BODY_ERRORS, error_responses
 from gateway.schemas import (
     ConversationList,
     ConversationOut,
     ConversationPage,
+    ReadIn,
+    ReadOut,
     Strict,
     public,
 )
@@ -137,6 +140,7 @@ async def get_conversation(
         # `parent_id` always: null is a first message.
         "messages": [{**public(m), "parent_id": m.parent_id} for m in reply.messages],
         "has_more": reply.has_more,
+        "read_by": reply.read_by,
     }
     return JSONResponse(page)  # as built: the response model would drop the nulls
 
@@ -171,6 +175,28 @@ async def update_conversation(
             404, "not_found", f"no message {body.active_message_id!r} in this conversation"
         )
     return _conversation(conversation)
+
+
+@router.put(
+    "/v1/conversations/{conversation_id}/read",
+    openapi_extra=body_schema(ReadIn),
+    response_model=ReadOut,
+    responses=error_responses(*BODY_ERRORS, 404),
+)
+async def mark_conversation_read(
+    conversation_id: str, request: Request, user_id: User
+) -> dict[str, Any]:
+    """The caller has read the conversation up to `message_id`: stored (the read position
+    only moves forward), and sent live to the conversation's WebSocket clients as a
+    `read` frame."""
+    check_conversation_id(conversation_id)
+    gateway = gateway_of(request)
+    body = await read_model(request, ReadIn, gateway.settings.max_body_bytes)
+    # Not told to any socket of the caller's: none sent it.
+    position = await mark_read(
+        gateway, user_id, conversation_id, body.message_id, client_id=ids.new_id()
+    )
+    return {"user_id": user_id, "message_id": position}
 
 
 @router.delete(

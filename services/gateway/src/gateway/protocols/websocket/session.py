@@ -19,6 +19,7 @@ from gateway.intake import pipeline, tree
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
 from gateway.intake.ratelimit import FrameLimiter, Verdict
+from gateway.intake.read_state import mark_read
 from gateway.protocols.direct import DIRECT_SEND
 from gateway.schemas import (
     WS_FRAME,
@@ -224,8 +225,7 @@ class WsSession:
                 self._check_following(frame.conversation_id)
                 await self._signals.typing(frame.conversation_id, frame.is_typing)
             elif isinstance(frame, WsRead):
-                self._check_following(frame.conversation_id)
-                await self._signals.read(frame.conversation_id, frame.event_id)
+                await self._read_to(frame)
             elif isinstance(frame, WsCancel):
                 await self._cancel(frame)
             elif isinstance(frame, WsRegenerate):
@@ -234,6 +234,22 @@ class WsSession:
             await self._send(_error_frame(exc.code, exc.message, exc.retryable))
         # Presence follows what the socket follows: joined, or left when a relay ended.
         await self._signals.sync(self._followers)
+
+    async def _read_to(self, frame: WsRead) -> None:
+        if frame.message_id is None:
+            # The older form: shown up to an event, relayed to the others, not stored.
+            assert frame.event_id is not None
+            self._check_following(frame.conversation_id)
+            await self._signals.read(frame.conversation_id, frame.event_id)
+            return
+        # Stored (memory checks whose conversation it is), then told to the others.
+        await mark_read(
+            self._gateway,
+            self._user_id,
+            frame.conversation_id,
+            frame.message_id,
+            client_id=self._signals.client_id,
+        )
 
     async def _cancel(self, frame: WsCancel) -> None:
         # The answer is the `done` (finish_reason "cancelled") every client of the

@@ -58,6 +58,8 @@ export const api = {
     request("POST", api.regenerateUrl(id, messageId), { body: {}, signal }),
   regenerateUrl: (id, messageId) => `${conv(id)}/messages/${encodeURIComponent(messageId)}/regenerate`,
   deleteConversation: (id) => request("DELETE", conv(id)),
+  markRead: (id, messageId) =>
+    request("PUT", `${conv(id)}/read`, { body: { message_id: messageId } }),
   cancel: (id) => request("POST", `${conv(id)}/cancel`, { body: {} }),
   // Standard mode: the JSON request/response.
   sendJson: (id, body, signal) => request("POST", `${conv(id)}/messages`, { body, signal }),

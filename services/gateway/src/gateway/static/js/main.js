@@ -7,6 +7,7 @@ import { EventLog } from "./eventlog.js";
 import { newId, plural } from "./format.js";
 import { displayTitle, Sidebar } from "./sidebar.js";
 import { announce, showBanner, statusLine } from "./notices.js";
+import { ReadReceipts } from "./receipts.js";
 import { clearResume, loadResume, saveResume } from "./resume.js";
 import { LiveSocket } from "./socket.js";
 import {
@@ -133,6 +134,7 @@ const messages = new MessageList($("messages"), {
   onEdit: editMessage,
   onRegenerate: regenerate,
 });
+const receipts = new ReadReceipts(messages, () => state.conversationId);
 
 // What a send posts: with `parent_id` for an edit (null: a new first message).
 function bodyOf(rec) {
@@ -270,6 +272,7 @@ function markSent(rec) {
     rec.retry = false;
     messages.render(rec);
   }
+  receipts.markNewest();
 }
 
 function retry(rec) {
@@ -355,6 +358,7 @@ function onDone(ev) {
   tell(cancelled ? "Answer stopped." : `Answer: ${rec.content.slice(0, 600)}`);
   updateTokenCount();
   scheduleListRefresh();
+  receipts.markNewest();
   reloadIfBranched(ev.message_id);
 }
 
@@ -398,6 +402,7 @@ function onUserMessage(ev) {
     created_at: ev.created_at,
   });
   tell(`New message from another tab: ${ev.content.slice(0, 200)}`);
+  receipts.markNewest();
 }
 
 function onOthersTyping(ev) {
@@ -461,7 +466,8 @@ function showEvent(ev) {
   }
   if (ev.type === "typing") return onOthersTyping(ev);
   if (ev.type === "presence") return onPresence(ev);
-  if (ev.type === "read" || state.loading) return;
+  if (ev.type === "read") return receipts.onRead(ev);
+  if (state.loading) return;
   if (typeof ev.event_id === "number") {
     // Replays after a reconnect start after this id; anything older is a duplicate.
     if (state.lastEventId !== null && ev.event_id <= state.lastEventId) return;
@@ -660,6 +666,7 @@ async function sendStandard(rec) {
     setGenerating(false);
     updateTokenCount();
     scheduleListRefresh();
+    receipts.markNewest();
     reloadIfBranched(messages.all().at(-1)?.id);
   }
 }
@@ -782,6 +789,7 @@ function startNewConversation() {
   sidebar.setCurrent(null);
   ui.title.textContent = "New conversation";
   messages.clear("Start a conversation: type a message below.");
+  receipts.show();
   updateTokenCount();
   statusLine("");
   closeSidebarIfNarrow();
@@ -841,6 +849,8 @@ async function openConversation(id) {
     }
     state.lastEventId = resume;
   }
+  receipts.show(body?.read_by);
+  receipts.markNewest();
   if (state.mode !== "live" || !state.known) return;
   if (socket.isOpen) subscribe();
   else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
@@ -974,6 +984,7 @@ function wire() {
   ui.settings.addEventListener("submit", (e) => {
     e.preventDefault();
     setToken(ui.token.value.trim());
+    receipts.reset(); // perhaps another user now
     showBanner("");
     openSettings(false);
     socket.restart();
@@ -983,6 +994,7 @@ function wire() {
   ui.tokenClear.addEventListener("click", () => {
     ui.token.value = "";
     setToken("");
+    receipts.reset();
     socket.restart();
   });
   for (const radio of document.querySelectorAll('input[name="mode"]')) {

@@ -100,6 +100,12 @@ export class Sidebar {
         `${plural(c.message_count || 0, "message")} · ${plural(c.total_tokens || 0, "token")} · `,
         time,
       );
+      if (c.unread_count > 0 && c.id !== this.currentId) {
+        const unread = document.createElement("span");
+        unread.className = "unread";
+        unread.textContent = `${c.unread_count} unread`;
+        facts.append(" · ", unread);
+      }
       open.append(name, facts);
       open.addEventListener("click", () => this.onOpen(c.id));
 
