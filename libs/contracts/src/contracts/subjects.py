@@ -7,6 +7,8 @@ __all__ = [
     "CHAT_ALL",
     "CONVERSATION_DELETED_ALL",
     "EVENTS_ALL",
+    "FEEDBACK_ALL",
+    "FEEDBACK_CHANGED",
     "GENERATE",
     "MEMORY_CONTEXT",
     "MEMORY_CONVERSATION_CREATE",
@@ -14,6 +16,9 @@ __all__ = [
     "MEMORY_CONVERSATION_GET",
     "MEMORY_CONVERSATION_LIST",
     "MEMORY_CONVERSATION_UPDATE",
+    "MEMORY_FEEDBACK_DELETE",
+    "MEMORY_FEEDBACK_EXPORT",
+    "MEMORY_FEEDBACK_SET",
     "PREFIX",
     "SIGNALS_ALL",
     "USAGE_ALL",
@@ -50,6 +55,9 @@ EVENTS_ALL = f"{PREFIX}.events.>"
 USAGE_ALL = f"{PREFIX}.usage.>"
 USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
+# Feedback on answers: each change (set or removed), published by memory for analytics.
+FEEDBACK_ALL = f"{PREFIX}.feedback.>"
+FEEDBACK_CHANGED = f"{PREFIX}.feedback.changed"
 # Ephemeral per-conversation signals (typing, presence, read) on core NATS: no stream.
 SIGNALS_ALL = f"{PREFIX}.signals.>"
 
@@ -66,6 +74,9 @@ MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
 MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"
 MEMORY_CONVERSATION_UPDATE = f"{PREFIX}.rpc.memory.conversations.update"
 MEMORY_CONVERSATION_DELETE = f"{PREFIX}.rpc.memory.conversations.delete"
+MEMORY_FEEDBACK_SET = f"{PREFIX}.rpc.memory.feedback.set"
+MEMORY_FEEDBACK_DELETE = f"{PREFIX}.rpc.memory.feedback.delete"
+MEMORY_FEEDBACK_EXPORT = f"{PREFIX}.rpc.memory.feedback.export"
 USAGE_TOTALS = f"{PREFIX}.rpc.usage.totals"
 USAGE_EXPORT = f"{PREFIX}.rpc.usage.export"
 
