@@ -98,7 +98,7 @@ async def test_feedback_is_kept_replaced_removed_and_published_once(
         assert await publisher.republish() == 0
         info = await js.stream_info(topology.FEEDBACK_STREAM)
         assert info.state.messages == 4
-        sub = await js.subscribe(subjects.FEEDBACK_CHANGED, ordered_consumer=True)
+        sub = await js.subscribe(subjects.FEEDBACK_ALL, ordered_consumer=True)
         changes = [
             FeedbackChanged.model_validate(json.loads((await sub.next_msg(timeout=5)).data))
             for _ in range(4)

@@ -8,7 +8,6 @@ __all__ = [
     "CONVERSATION_DELETED_ALL",
     "EVENTS_ALL",
     "FEEDBACK_ALL",
-    "FEEDBACK_CHANGED",
     "GENERATE",
     "MEMORY_CONTEXT",
     "MEMORY_CONVERSATION_CREATE",
@@ -39,6 +38,7 @@ __all__ = [
     "conversation_of_events_subject",
     "conversation_of_signals_subject",
     "events",
+    "feedback_changed",
     "ping",
     "signals",
 ]
@@ -55,9 +55,9 @@ EVENTS_ALL = f"{PREFIX}.events.>"
 USAGE_ALL = f"{PREFIX}.usage.>"
 USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
-# Feedback on answers: each change (set or removed), published by memory for analytics.
-FEEDBACK_ALL = f"{PREFIX}.feedback.>"
-FEEDBACK_CHANGED = f"{PREFIX}.feedback.changed"
+# Feedback on answers: each change (set or removed), published by memory for analytics
+# on `feedback_changed(<conversation id>)` (purged with the conversation).
+FEEDBACK_ALL = f"{PREFIX}.feedback.*"
 # Ephemeral per-conversation signals (typing, presence, read) on core NATS: no stream.
 SIGNALS_ALL = f"{PREFIX}.signals.>"
 
@@ -125,12 +125,14 @@ class _PerConversation:
 
 _EVENTS = _PerConversation("events")
 _SIGNALS = _PerConversation("signals")
+_FEEDBACK = _PerConversation("feedback")
 # Where memory announces a deleted conversation (`ConversationDeleted`).
 _DELETED = _PerConversation("deleted")
 
 events = _EVENTS.subject
 conversation_of_events_subject = _EVENTS.conversation_of
 signals = _SIGNALS.subject
+feedback_changed = _FEEDBACK.subject
 conversation_of_signals_subject = _SIGNALS.conversation_of
 conversation_deleted = _DELETED.subject
 conversation_of_deleted_subject = _DELETED.conversation_of

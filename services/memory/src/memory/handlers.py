@@ -158,7 +158,7 @@ def _feedback_routes(
 
     # Sent by `memory.feedback.publisher`, declared here for the AsyncAPI document.
     router.publisher(
-        subjects.FEEDBACK_CHANGED,
+        subjects.feedback_changed("{conversation_id}"),
         stream=JStream(topology.FEEDBACK_STREAM, declare=False),
         title="memory.feedback_changed",
         description=(

@@ -1,4 +1,4 @@
-"""The analytics copy of feedback changes (livechat.feedback.changed).
+"""The analytics copy of feedback changes (livechat.feedback.<conversation id>).
 
 Each change is published after the commit that wrote it, with a msg id of its own (a
 repeat within JetStream's dedupe window is dropped), and leaves the outbox once its
@@ -58,7 +58,7 @@ class FeedbackPublisher:
         if js is None:
             raise RuntimeError("not connected")
         await js.publish(
-            subjects.FEEDBACK_CHANGED,
+            subjects.feedback_changed(change.conversation_id),
             change.model_dump_json().encode(),
             timeout=self._timeout,
             headers={
