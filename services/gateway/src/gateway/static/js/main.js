@@ -40,6 +40,8 @@ const ui = {
   confirmDeleteText: $("confirm-delete-text"),
   renameDialog: $("rename-dialog"),
   renameInput: $("rename-input"),
+  feedbackDialog: $("feedback-dialog"),
+  feedbackInput: $("feedback-input"),
 };
 
 const FINAL = new Set(["complete", "cancelled", "failed", "interrupted"]);
@@ -132,7 +134,53 @@ const messages = new MessageList($("messages"), {
   onSwitch: switchBranch,
   onEdit: editMessage,
   onRegenerate: regenerate,
+  onRate: (rec, rating) => giveFeedback(rec, rating),
+  onComment: commentOn,
 });
+
+// --- feedback on answers ---------------------------------------------------
+
+const RATED = { up: "Marked as a good answer", down: "Marked as a bad answer" };
+
+// An answer just finished may not be stored yet (memory writes it a moment later):
+// a 404 for the message is asked again a few times.
+async function whenStored(call) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (err) {
+      if (err.status !== 404 || attempt >= 4) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250 * (attempt + 1)));
+    }
+  }
+}
+
+// rating null takes the feedback back; the comment stays with a changed rating.
+async function giveFeedback(rec, rating, comment = rec.feedback ? rec.feedback.comment : null) {
+  const conversationId = state.conversationId;
+  try {
+    if (rating === null) {
+      await whenStored(() => api.deleteFeedback(conversationId, rec.id));
+      rec.feedback = null;
+      announce("Feedback removed");
+    } else {
+      const body = comment ? { rating, comment } : { rating };
+      rec.feedback = await whenStored(() => api.setFeedback(conversationId, rec.id, body));
+      announce(RATED[rating]);
+    }
+    messages.renderMeta(rec);
+  } catch (err) {
+    handleApiError(err, "Could not save the feedback");
+  }
+}
+
+async function commentOn(rec) {
+  if (!rec.feedback) return;
+  ui.feedbackInput.value = rec.feedback.comment || "";
+  const value = await ask(ui.feedbackDialog, () => ui.feedbackInput.focus());
+  if (value !== "save" || !rec.feedback) return;
+  await giveFeedback(rec, rec.feedback.rating, ui.feedbackInput.value.trim() || null);
+}
 
 // What a send posts: with `parent_id` for an edit (null: a new first message).
 function bodyOf(rec) {
