@@ -7,6 +7,7 @@ import { EventLog } from "./eventlog.js";
 import { newId, plural } from "./format.js";
 import { displayTitle, Sidebar } from "./sidebar.js";
 import { announce, showBanner, statusLine } from "./notices.js";
+import { keep, release, waitingIn } from "./outbox.js";
 import { clearResume, loadResume, saveResume } from "./resume.js";
 import { LiveSocket } from "./socket.js";
 import {
@@ -299,6 +300,7 @@ async function regenerate(rec) {
 function failUser(rec, reason) {
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
+  release(rec.id); // refused: Retry sends it again, a reload forgets it
   rec.status = "failed";
   rec.error = reason;
   rec.retry = true;
@@ -312,11 +314,52 @@ function markSent(rec) {
   if (!sidebar.find(state.conversationId)) scheduleListRefresh(); // a new one: list it
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
-  if (rec.status === "sending" || rec.status === "failed") {
+  release(rec.id);
+  if (rec.status === "sending" || rec.status === "failed" || rec.status === "waiting") {
     rec.status = "complete";
     rec.error = null;
     rec.retry = false;
     messages.render(rec);
+  }
+}
+
+// No connection: the message stays in the outbox, shown as waiting, and goes when the
+// connection is back (`sendWaiting`), also after a reload.
+function waitToSend(rec) {
+  clearTimeout(state.pending.get(rec.id));
+  state.pending.delete(rec.id);
+  rec.status = "waiting";
+  rec.error = null;
+  rec.retry = false;
+  messages.render(rec);
+  statusLine("Offline: your message will be sent when the connection is back.", "warn");
+}
+
+function isNetworkError(err) {
+  return err && err.code === "network_error";
+}
+
+// The shown conversation's messages waiting to be sent, and those sent over a socket
+// that closed before the server confirmed them: all over the socket when it is open,
+// else the first one over HTTP (the next when its answer ends).
+function sendWaiting() {
+  if (!state.conversationId || state.loading || !navigator.onLine) return;
+  const waiting = messages
+    .all()
+    .filter((r) => r.role === "user" && (r.status === "waiting" || state.pending.has(r.id)));
+  if (!waiting.length) return;
+  if (state.mode === "live" && socket.isOpen) {
+    for (const rec of waiting) {
+      rec.status = "sending";
+      messages.render(rec);
+      sendOverSocket(rec);
+    }
+  } else if (!state.active && !state.standardAbort) {
+    const rec = waiting[0];
+    rec.status = "sending";
+    messages.render(rec);
+    if (state.mode === "standard") sendStandard(rec);
+    else sendOverSse(rec);
   }
 }
 
@@ -378,6 +421,7 @@ function endGeneration() {
   state.active = null;
   setGenerating(false);
   if (state.conversationId) clearResume(state.conversationId);
+  if (!socket.isOpen) setTimeout(sendWaiting, 0); // over HTTP: one at a time
 }
 
 // A replayed end of an answer the history already holds changes nothing.
@@ -603,18 +647,22 @@ const socket = new LiveSocket({
     if (socketState === "reconnecting" && state.active) {
       statusLine("Connection lost — reconnecting…", "warn");
     }
+    if (socketState === "reconnecting") {
+      // Not confirmed before the socket closed: kept until it is back.
+      for (const id of [...state.pending.keys()]) {
+        const rec = messages.get(id);
+        if (rec) waitToSend(rec);
+      }
+    }
   },
   onOpen() {
     state.followed.clear();
     if (!state.conversationId || state.loading) return;
     if (state.known) subscribe();
     if (state.active) statusLine("Reconnected; the answer continues.");
-    // Messages not yet echoed go again with the same id: the server stores
-    // and answers each once.
-    for (const id of [...state.pending.keys()]) {
-      const rec = messages.get(id);
-      if (rec) sendOverSocket(rec);
-    }
+    // Messages not yet echoed, and those written offline, go (again) with their ids:
+    // the server stores and answers each once.
+    sendWaiting();
   },
 });
 
@@ -656,6 +704,10 @@ async function sendOverSse(rec) {
     response = await ssePost(conversationId, bodyOf(rec), abort.signal);
   } catch (err) {
     if (err.name === "AbortError") return;
+    if (isNetworkError(err)) {
+      waitToSend(rec);
+      return;
+    }
     failUser(rec, err.message);
     if (err.status === 401) handleApiError(err, "Sending");
     return;
@@ -699,7 +751,8 @@ async function sendStandard(rec) {
     statusLine(cancelled ? "Stopped. The partial answer is kept." : "", cancelled ? "warn" : "");
     announce(cancelled ? "Answer stopped." : `Answer: ${m.content.slice(0, 600)}`);
   } catch (err) {
-    if (err.name !== "AbortError") {
+    if (isNetworkError(err)) waitToSend(rec);
+    else if (err.name !== "AbortError") {
       failUser(rec, err.message);
       if (err.status === 401) handleApiError(err, "Sending");
     }
@@ -747,6 +800,18 @@ function sendMessage(content, id = null) {
       parent_id: editing ? editing.parentId : last ? last.id : null,
     });
     if (editing) rec.branchParent = editing.parentId;
+  }
+  keep({
+    id: rec.id,
+    conversation_id: state.conversationId,
+    content: rec.content,
+    created_at: rec.created_at,
+    parent_id: rec.parent_id ?? null,
+    ...(rec.branchParent !== undefined ? { branchParent: rec.branchParent } : {}),
+  });
+  if (!navigator.onLine) {
+    waitToSend(rec);
+    return true;
   }
   rec.status = "sending";
   rec.error = null;
@@ -867,8 +932,27 @@ async function openConversation(id) {
   state.known = body !== null || resume !== null || logged.length > 0;
   ui.title.textContent = body ? displayTitle(body) : "New conversation";
   if (body && !known) scheduleListRefresh(0); // opened by its address: list it
-  if (!stored.length) messages.clear("Start a conversation: type a message below.");
+  // Written here before and not sent yet (a reload while offline): after the history.
+  const held = new Set(stored.map((m) => m.id));
+  const unsent = waitingIn(id).filter((entry) => {
+    if (held.has(entry.id)) release(entry.id); // it did arrive
+    return !held.has(entry.id);
+  });
+  if (!stored.length && !unsent.length) {
+    messages.clear("Start a conversation: type a message below.");
+  }
   for (const m of stored) messages.add({ ...m });
+  for (const entry of unsent) {
+    const rec = messages.add({
+      id: entry.id,
+      role: "user",
+      content: entry.content,
+      status: "waiting",
+      created_at: entry.created_at,
+      parent_id: entry.parent_id,
+    });
+    if (entry.branchParent !== undefined) rec.branchParent = entry.branchParent;
+  }
   messages.scrollToEnd();
   updateTokenCount();
 
@@ -889,9 +973,11 @@ async function openConversation(id) {
     }
     state.lastEventId = resume;
   }
-  if (state.mode !== "live" || !state.known) return;
-  if (socket.isOpen) subscribe();
-  else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
+  if (state.mode === "live" && state.known) {
+    if (socket.isOpen) subscribe();
+    else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
+  }
+  sendWaiting();
 }
 
 async function renameConversation(conversation) {
@@ -1036,7 +1122,12 @@ function wire() {
   for (const radio of document.querySelectorAll('input[name="mode"]')) {
     radio.addEventListener("change", () => setMode(radio.value));
   }
-  window.addEventListener("online", () => socket.restart());
+  window.addEventListener("online", () => {
+    // Over HTTP when there is no socket; otherwise its `onOpen` sends them.
+    const overHttp = state.mode !== "live" || socket.state === "unavailable";
+    socket.restart();
+    if (overHttp) sendWaiting();
+  });
   window.addEventListener("hashchange", () => {
     const id = conversationFromHash();
     if (id && id !== state.conversationId) openConversation(id);

@@ -4,6 +4,7 @@ import { renderMarkdown } from "./markdown.js";
 
 const STATE_LABELS = {
   sending: "sending…",
+  waiting: "waiting to send",
   failed: "failed",
   cancelled: "stopped",
   interrupted: "interrupted",
@@ -214,7 +215,7 @@ export class MessageList {
       );
       controls.push(nav);
     }
-    const final = rec.status !== "streaming" && rec.status !== "sending";
+    const final = !["streaming", "sending", "waiting"].includes(rec.status);
     if (this.onEdit && rec.role === "user" && final && rec.status !== "failed") {
       const edit = el("button", "edit", "Edit");
       edit.type = "button";
