@@ -4,6 +4,7 @@ exported as CSV, and each change replayable from the feedback stream once."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -53,6 +54,16 @@ async def _messages(http: httpx.AsyncClient, conversation: str) -> dict[str, dic
     return {m["role"]: m for m in response.json()["messages"]}
 
 
+async def _stored(http: httpx.AsyncClient, conversation: str) -> dict[str, dict[str, Any]]:
+    """The messages once memory holds the answer (it stores it just after the reply)."""
+    for _ in range(600):
+        shown = await _messages(http, conversation)
+        if shown.get("assistant", {}).get("status") == "complete":
+            return shown
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{conversation} never held its answer")
+
+
 async def _export(http: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, str]]:
     response = await http.get("/v1/feedback/export", headers=headers)
     assert response.status_code == 200, response.text
@@ -81,6 +92,7 @@ async def test_feedback_is_set_replaced_shown_exported_removed_and_replayable(
         )
         assert sent.status_code == 200, sent.text
         answer = sent.json()["message"]["id"]
+        question = (await _stored(http, conversation))["user"]["id"]
         url = f"/v1/conversations/{conversation}/messages/{answer}/feedback"
 
         up = await http.put(url, json={"rating": "up"}, headers=ALICE)
@@ -93,7 +105,6 @@ async def test_feedback_is_set_replaced_shown_exported_removed_and_replayable(
         assert (down.json()["rating"], down.json()["comment"]) == ("down", comment)
 
         # Bad inputs: a clear error each, and nothing changes.
-        question = (await _messages(http, conversation))["user"]["id"]
         for body in ({"rating": "meh"}, {"rating": "up", "comment": "x" * 2001}, {}):
             _error(await http.put(url, json=body, headers=ALICE), 422, "validation_error")
         _error(

@@ -67,6 +67,8 @@ const state = {
   listTimer: 0,
   editing: null, // {id, parentId}: the user message the composer's text replaces
   reloadAfter: null, // a conversation to reload once its answer ends (its branches changed)
+  waitTimer: 0, // the next try of the messages waiting to be sent
+  waitDelay: 0,
 };
 
 // --- small UI helpers ------------------------------------------------------
@@ -315,6 +317,7 @@ function markSent(rec) {
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
   release(rec.id);
+  state.waitDelay = 0;
   if (rec.status === "sending" || rec.status === "failed" || rec.status === "waiting") {
     rec.status = "complete";
     rec.error = null;
@@ -333,6 +336,11 @@ function waitToSend(rec) {
   rec.retry = false;
   messages.render(rec);
   statusLine("Offline: your message will be sent when the connection is back.", "warn");
+  // Online but the server out of reach: tried again, less and less often (offline, the
+  // `online` event and the socket's reopening try at once).
+  clearTimeout(state.waitTimer);
+  state.waitDelay = Math.min(Math.max(state.waitDelay * 2, 1000), 8000);
+  state.waitTimer = setTimeout(sendWaiting, state.waitDelay);
 }
 
 function isNetworkError(err) {
@@ -343,6 +351,7 @@ function isNetworkError(err) {
 // that closed before the server confirmed them: all over the socket when it is open,
 // else the first one over HTTP (the next when its answer ends).
 function sendWaiting() {
+  clearTimeout(state.waitTimer);
   if (!state.conversationId || state.loading || !navigator.onLine) return;
   const waiting = messages
     .all()
