@@ -1,12 +1,14 @@
 """A dropped connection or a reload in the middle of an answer: the page resumes
-after the last event it showed, and the answer ends without a lost or doubled word."""
+after the last event it showed, and the answer ends without a lost or doubled word. A
+message written while offline waits in the page's outbox, through a reload, and is
+sent once when the connection is back."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from devstack.runner import DevStack
 
@@ -150,3 +152,53 @@ def test_switching_back_and_forth_mid_answer_never_loses_its_start(chat: Any) ->
     stored = chat.stored(conversation_id, 2)
     assert chat.answer_text(answer).split() == stored["messages"][-1]["content"].split()
     expect(chat.user_messages()).to_have_count(1)
+
+
+def test_a_message_written_offline_survives_a_reload_and_is_sent_once(chat: Any) -> None:
+    page: Page = chat.page
+    context = page.context
+    cut_off = True  # the server out of reach: its socket closes, its sends fail
+
+    def socket(ws: WebSocketRoute) -> None:
+        if cut_off:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    def sends(route: Route) -> None:
+        if cut_off and route.request.method == "POST":
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route_web_socket(re.compile(r"/v1/ws"), socket)
+    context.route(re.compile(r"/v1/conversations/[^/]+/messages$"), sends)
+    context.set_offline(True)
+    chat.send("Tell me about lighthouses")
+    question = chat.user_messages()
+    expect(question).to_have_attribute("data-status", "waiting")
+    expect(question.locator(".meta")).to_contain_text("waiting to send")
+    conversation_id = chat.conversation_id()
+
+    # Reloaded while the server is still out of reach: the message is still there.
+    context.set_offline(False)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(question).to_have_count(1)
+    expect(question.locator(".content")).to_have_text("Tell me about lighthouses")
+    expect(question).to_have_attribute("data-status", "waiting")
+    expect(chat.answers()).to_have_count(0)
+
+    # Back: sent with its id, once, and answered.
+    cut_off = False
+    assert chat.wait_final(chat.answers().first, timeout=90_000) == "complete"
+    expect(question).to_have_attribute("data-status", "complete")
+    stored = chat.stored(conversation_id, 2)["messages"]
+    assert [(m["role"], m["content"]) for m in stored][:1] == [
+        ("user", "Tell me about lighthouses")
+    ]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert chat.answer_text(chat.answers().first).split() == stored[1]["content"].split()
+    expect(question).to_have_count(1)
+    expect(chat.answers()).to_have_count(1)
+    assert page.evaluate("localStorage.getItem('livechat.outbox')") is None

@@ -39,6 +39,7 @@ def test_the_document_covers_every_subject_of_the_data_path() -> None:
         subjects.chat_failed(conv),
         subjects.events(conv),
         subjects.USAGE_RECORDED,
+        subjects.feedback_changed(conv),
     ):
         assert "send" in generated[address], address
     assert generated[subjects.USAGE_REPORTED] == {"send", "receive"}

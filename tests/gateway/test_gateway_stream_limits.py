@@ -35,6 +35,7 @@ async def test_every_file_stream_is_bounded_by_the_setting(js: JetStreamContext,
         (topology.CHAT_STREAM, DiscardPolicy.NEW),
         (topology.WORK_STREAM, DiscardPolicy.NEW),
         (topology.USAGE_STREAM, DiscardPolicy.OLD),
+        (topology.FEEDBACK_STREAM, DiscardPolicy.OLD),
     ):
         config = (await js.stream_info(name)).config
         assert config.max_bytes == LIMIT, name

@@ -33,6 +33,8 @@ __all__ = [
     "DoneEvent",
     "ErrorEvent",
     "Event",
+    "FeedbackChanged",
+    "FeedbackRating",
     "FinishReason",
     "GenerationFailed",
     "GenerationFinished",
@@ -66,6 +68,7 @@ MessageStatus = Literal["complete", "streaming", "cancelled", "failed", "interru
 # `tool_calls`: the answer ends with function calls for the caller to run (OpenAI endpoint).
 FinishReason = Literal["stop", "length", "cancelled", "content_filter", "tool_calls"]
 Outcome = Literal["completed", "cancelled", "failed", "interrupted", "switched"]
+FeedbackRating = Literal["up", "down"]
 
 
 def _unset(value: object) -> bool:
@@ -323,6 +326,24 @@ class UsageRecorded(Event):
     recorded_at: datetime
     # From the price table in force when recorded (LIVECHAT_PRICES); None: unpriced.
     cost_usd: float | None = None
+
+
+# --- feedback (stream LIVECHAT_FEEDBACK) -------------------------------------------
+
+
+class FeedbackChanged(Event):
+    """A user's feedback on an answer was set or (`rating` None) removed: one per change,
+    published by memory after its commit, for analytics consumers. A change may arrive
+    after a later one (republished): the latest `changed_at` (then `change_id`) wins."""
+
+    kind: Literal["feedback_changed"] = "feedback_changed"
+    change_id: str
+    conversation_id: Id
+    message_id: Id
+    user_id: str
+    rating: FeedbackRating | None
+    comment: str | None = None
+    changed_at: datetime
 
 
 # --- conversation events (stream LIVECHAT_EVENTS; relayed to clients) -------------

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import (
     ContextMessage,
+    FeedbackRating,
     FinishReason,
     MessageStatus,
     Role,
@@ -17,6 +18,7 @@ from contracts.events import (
 )
 
 __all__ = [
+    "FEEDBACK_COMMENT_MAX_CHARS",
     "HISTORY_PAGE_MAX_BYTES",
     "SYSTEM_PROMPT_MAX_CHARS",
     "TITLE_MAX_CHARS",
@@ -32,6 +34,14 @@ __all__ = [
     "ConversationSummary",
     "ConversationUpdateRequest",
     "ConversationWriteReply",
+    "Feedback",
+    "FeedbackDeleteRequest",
+    "FeedbackEntry",
+    "FeedbackExportReply",
+    "FeedbackExportRequest",
+    "FeedbackOutcome",
+    "FeedbackSetRequest",
+    "FeedbackWriteReply",
     "Pong",
     "ReadMarkReply",
     "ReadMarkRequest",
@@ -91,6 +101,19 @@ class Siblings(BaseModel):
     ids: tuple[str, ...]
 
 
+FEEDBACK_COMMENT_MAX_CHARS = 2000
+
+
+class Feedback(BaseModel):
+    """A user's feedback on an answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rating: FeedbackRating
+    comment: str | None = Field(default=None, max_length=FEEDBACK_COMMENT_MAX_CHARS)
+    updated_at: datetime
+
+
 class StoredMessage(Rpc):
     id: str
     role: Role
@@ -109,6 +132,8 @@ class StoredMessage(Rpc):
     # kept them (their end is then told from `status`).
     finish_reason: FinishReason | None = None
     error: ReplyError | None = None
+    # The asker's feedback on an assistant message (set when the read asked for it).
+    feedback: Feedback | None = None
 
 
 class ContextReply(Rpc):
@@ -160,6 +185,8 @@ class ConversationGetRequest(Rpc):
     # Only these messages (a lookup by id, whatever the conversation's size); with
     # `limit`/`before` too, the page is taken from them.
     message_ids: tuple[str, ...] | None = Field(default=None, max_length=100)
+    # The asker's feedback on each assistant message returned (`StoredMessage.feedback`).
+    with_feedback: bool = False
 
 
 # The messages of a paged answer (`limit` set) fit this many bytes of JSON (at least one
@@ -214,6 +241,60 @@ class ConversationDeleteRequest(Rpc):
 class ConversationDeleteReply(Rpc):
     # Also True when this user had already deleted it (a repeated request).
     deleted: bool
+
+
+class FeedbackSetRequest(Rpc):
+    """Set (or replace) the user's feedback on an assistant message of a conversation
+    the user may read. Idempotent: the same feedback again changes nothing."""
+
+    user_id: str
+    conversation_id: str
+    message_id: str
+    rating: FeedbackRating
+    comment: str | None = Field(default=None, max_length=FEEDBACK_COMMENT_MAX_CHARS)
+
+
+class FeedbackDeleteRequest(Rpc):
+    """Remove the user's feedback on a message (idempotent)."""
+
+    user_id: str
+    conversation_id: str
+    message_id: str
+
+
+FeedbackOutcome: TypeAlias = Literal[
+    "stored", "deleted", "no_conversation", "no_message", "not_assistant"
+]
+
+
+class FeedbackWriteReply(Rpc):
+    outcome: FeedbackOutcome
+    # The feedback as stored (outcome "stored").
+    feedback: Feedback | None = None
+
+
+class FeedbackEntry(Rpc):
+    """A feedback as the export lists it."""
+
+    conversation_id: str
+    message_id: str
+    user_id: str
+    feedback: Feedback
+
+
+class FeedbackExportRequest(Rpc):
+    """One page of a user's feedback, oldest change first."""
+
+    user_id: str
+    # The `cursor` of the previous page.
+    after: str | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
+
+
+class FeedbackExportReply(Rpc):
+    entries: tuple[FeedbackEntry, ...]
+    # Set when more entries follow: pass it back as `after`.
+    cursor: str | None = None
 
 
 class ReadMarkRequest(Rpc):

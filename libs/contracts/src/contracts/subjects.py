@@ -7,6 +7,7 @@ __all__ = [
     "CHAT_ALL",
     "CONVERSATION_DELETED_ALL",
     "EVENTS_ALL",
+    "FEEDBACK_ALL",
     "GENERATE",
     "MEMORY_CONTEXT",
     "MEMORY_CONVERSATION_CREATE",
@@ -15,6 +16,9 @@ __all__ = [
     "MEMORY_CONVERSATION_LIST",
     "MEMORY_CONVERSATION_READ",
     "MEMORY_CONVERSATION_UPDATE",
+    "MEMORY_FEEDBACK_DELETE",
+    "MEMORY_FEEDBACK_EXPORT",
+    "MEMORY_FEEDBACK_SET",
     "PREFIX",
     "SIGNALS_ALL",
     "USAGE_ALL",
@@ -35,6 +39,7 @@ __all__ = [
     "conversation_of_events_subject",
     "conversation_of_signals_subject",
     "events",
+    "feedback_changed",
     "ping",
     "signals",
 ]
@@ -51,6 +56,9 @@ EVENTS_ALL = f"{PREFIX}.events.>"
 USAGE_ALL = f"{PREFIX}.usage.>"
 USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
+# Feedback on answers: each change (set or removed), published by memory for analytics
+# on `feedback_changed(<conversation id>)` (purged with the conversation).
+FEEDBACK_ALL = f"{PREFIX}.feedback.*"
 # Ephemeral per-conversation signals (typing, presence, read) on core NATS: no stream.
 SIGNALS_ALL = f"{PREFIX}.signals.>"
 
@@ -60,6 +68,7 @@ CONVERSATION_DELETED_ALL = f"{PREFIX}.deleted.*"
 # Stop buttons (core NATS): every inference worker hears every conversation's.
 CANCEL_ALL = f"{PREFIX}.cancel.*"
 
+MEMORY_CONVERSATION_READ = f"{PREFIX}.rpc.memory.conversations.read"
 # Request-reply (core NATS).
 MEMORY_CONTEXT = f"{PREFIX}.rpc.memory.context"
 MEMORY_CONVERSATION_LIST = f"{PREFIX}.rpc.memory.conversations.list"
@@ -67,7 +76,9 @@ MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
 MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"
 MEMORY_CONVERSATION_UPDATE = f"{PREFIX}.rpc.memory.conversations.update"
 MEMORY_CONVERSATION_DELETE = f"{PREFIX}.rpc.memory.conversations.delete"
-MEMORY_CONVERSATION_READ = f"{PREFIX}.rpc.memory.conversations.read"
+MEMORY_FEEDBACK_SET = f"{PREFIX}.rpc.memory.feedback.set"
+MEMORY_FEEDBACK_DELETE = f"{PREFIX}.rpc.memory.feedback.delete"
+MEMORY_FEEDBACK_EXPORT = f"{PREFIX}.rpc.memory.feedback.export"
 USAGE_TOTALS = f"{PREFIX}.rpc.usage.totals"
 USAGE_EXPORT = f"{PREFIX}.rpc.usage.export"
 
@@ -116,12 +127,14 @@ class _PerConversation:
 
 _EVENTS = _PerConversation("events")
 _SIGNALS = _PerConversation("signals")
+_FEEDBACK = _PerConversation("feedback")
 # Where memory announces a deleted conversation (`ConversationDeleted`).
 _DELETED = _PerConversation("deleted")
 
 events = _EVENTS.subject
 conversation_of_events_subject = _EVENTS.conversation_of
 signals = _SIGNALS.subject
+feedback_changed = _FEEDBACK.subject
 conversation_of_signals_subject = _SIGNALS.conversation_of
 conversation_deleted = _DELETED.subject
 conversation_of_deleted_subject = _DELETED.conversation_of

@@ -20,6 +20,7 @@ __all__ = [
     "CANCEL_BUCKET",
     "CHAT_STREAM",
     "EVENTS_STREAM",
+    "FEEDBACK_STREAM",
     "GATEWAY_STREAMS",
     "INFERENCE_CONSUMER",
     "INFERENCE_STREAMS",
@@ -44,6 +45,7 @@ CHAT_STREAM = "LIVECHAT_CHAT"
 WORK_STREAM = "LIVECHAT_WORK"
 EVENTS_STREAM = "LIVECHAT_EVENTS"
 USAGE_STREAM = "LIVECHAT_USAGE"
+FEEDBACK_STREAM = "LIVECHAT_FEEDBACK"
 
 # Durable consumers.
 INFERENCE_CONSUMER = "inference"  # pull, shared by every worker
@@ -118,6 +120,11 @@ def stream_configs(settings: LivechatSettings) -> list[StreamConfig]:
             max_bytes=on_disk,
             discard=DiscardPolicy.OLD,
         ),
+        # Feedback changes for analytics, published by memory after each commit (a
+        # replayable copy: the feedback itself lives in memory's SQL).
+        stream(
+            FEEDBACK_STREAM, subjects.FEEDBACK_ALL, max_bytes=on_disk, discard=DiscardPolicy.OLD
+        ),
     ]
 
 
@@ -147,9 +154,11 @@ class StreamRights:
 # service that consumes it; the others that publish into it only create it missing.
 GATEWAY_STREAMS = StreamRights(own=(EVENTS_STREAM,), need=(CHAT_STREAM, WORK_STREAM))
 INFERENCE_STREAMS = StreamRights(own=(EVENTS_STREAM, WORK_STREAM), need=(CHAT_STREAM, USAGE_STREAM))
-MEMORY_STREAMS = StreamRights(own=(CHAT_STREAM,), need=(EVENTS_STREAM,))
+MEMORY_STREAMS = StreamRights(own=(CHAT_STREAM, FEEDBACK_STREAM), need=(EVENTS_STREAM,))
 USAGE_STREAMS = StreamRights(own=(USAGE_STREAM,))
-ALL_STREAMS = StreamRights(own=(CHAT_STREAM, WORK_STREAM, EVENTS_STREAM, USAGE_STREAM))
+ALL_STREAMS = StreamRights(
+    own=(CHAT_STREAM, WORK_STREAM, EVENTS_STREAM, USAGE_STREAM, FEEDBACK_STREAM)
+)
 
 # JetStream's answer to a create of an existing stream with another configuration.
 _STREAM_NAME_IN_USE = 10058

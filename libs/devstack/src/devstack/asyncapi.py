@@ -7,6 +7,7 @@ one broker so the document shows every subject, who publishes and who consumes.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ def system_document() -> str:
     import gateway.handlers
     import inference.handlers
     import inference.settings
+    import memory.feedback.desk
+    import memory.feedback.publisher
+    import memory.feedback.repository
     import memory.handlers
     import memory.history.repository
     import memory.settings
@@ -35,10 +39,20 @@ def system_document() -> str:
     broker = NatsBroker()
     broker.include_router(gateway.handlers.create_router())
     broker.include_router(inference.handlers.create_router(inference.settings.InferenceSettings()))
+    conversations = memory.history.repository.SqlConversationRepository(engine)
+    feedback = memory.feedback.repository.SqlFeedbackRepository(engine)
     broker.include_router(
         memory.handlers.create_router(
             memory.settings.MemorySettings(),
-            memory.history.repository.SqlConversationRepository(engine),
+            conversations,
+            feedback=memory.feedback.desk.FeedbackDesk(
+                conversations,
+                feedback,
+                memory.feedback.publisher.FeedbackPublisher(
+                    feedback, timeout=1.0, interval_seconds=1.0
+                ),
+                lambda: datetime.now(UTC),
+            ),
         )
     )
     broker.include_router(

@@ -35,7 +35,7 @@ from gateway.protocols import page
 from gateway.protocols.aisdk import routes as aisdk
 from gateway.protocols.direct import remember_direct_send
 from gateway.protocols.openai import routes as openai_compat
-from gateway.protocols.rest import cancel, conversations, events, messages, usage
+from gateway.protocols.rest import cancel, conversations, events, feedback, messages, usage
 from gateway.protocols.socketio.server import SocketIoEndpoint
 from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
@@ -238,7 +238,19 @@ class _GatewayApp(FastAPI):
 
 
 # Health first; the page last (its routes match nothing the API serves).
-_ROUTES = (health, conversations, messages, cancel, events, usage, ws, openai_compat, aisdk, page)
+_ROUTES = (
+    health,
+    conversations,
+    messages,
+    feedback,
+    cancel,
+    events,
+    usage,
+    ws,
+    openai_compat,
+    aisdk,
+    page,
+)
 
 
 def create_app(

@@ -77,6 +77,7 @@ class Backends:
         limit: int | None = None,
         before: str | None = None,
         message_ids: tuple[str, ...] | None = None,
+        with_feedback: bool = False,
     ) -> rpc.ConversationGetReply:
         return await self._call(
             subjects.MEMORY_CONVERSATION_GET,
@@ -86,6 +87,7 @@ class Backends:
                 limit=limit,
                 before=before,
                 message_ids=message_ids,
+                with_feedback=with_feedback,
             ),
             rpc.ConversationGetReply,
         )
@@ -113,6 +115,16 @@ class Backends:
             rpc.ConversationDeleteRequest(user_id=user_id, conversation_id=conversation_id),
             rpc.ConversationDeleteReply,
         )
+
+    # Feedback writes are idempotent too (the same feedback again changes nothing).
+    async def set_feedback(self, request: rpc.FeedbackSetRequest) -> rpc.FeedbackWriteReply:
+        return await self._write(subjects.MEMORY_FEEDBACK_SET, request, rpc.FeedbackWriteReply)
+
+    async def delete_feedback(self, request: rpc.FeedbackDeleteRequest) -> rpc.FeedbackWriteReply:
+        return await self._write(subjects.MEMORY_FEEDBACK_DELETE, request, rpc.FeedbackWriteReply)
+
+    async def export_feedback(self, request: rpc.FeedbackExportRequest) -> rpc.FeedbackExportReply:
+        return await self._call(subjects.MEMORY_FEEDBACK_EXPORT, request, rpc.FeedbackExportReply)
 
     async def mark_read(self, request: rpc.ReadMarkRequest) -> rpc.ReadMarkReply:
         return await self._write(subjects.MEMORY_CONVERSATION_READ, request, rpc.ReadMarkReply)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -19,6 +20,8 @@ __all__ = [
     "ConversationPage",
     "ErrorDetail",
     "ErrorOut",
+    "FeedbackIn",
+    "FeedbackOut",
     "HealthOut",
     "Id",
     "MessageIn",
@@ -196,6 +199,23 @@ class UsageOut(BaseModel):
     by_model: dict[str, UsageTotalsOut]
     by_provider: dict[str, UsageTotalsOut] | None = None
     by_conversation: dict[str, UsageTotalsOut] | None = None
+
+
+class FeedbackIn(Strict):
+    """The body of PUT /v1/conversations/{id}/messages/{message_id}/feedback."""
+
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=rpc.FEEDBACK_COMMENT_MAX_CHARS)
+
+
+class FeedbackOut(BaseModel):
+    """The caller's feedback on an answer, as stored."""
+
+    conversation_id: str
+    message_id: str
+    rating: Literal["up", "down"]
+    comment: str | None = None
+    updated_at: datetime
 
 
 class ReplyOut(BaseModel):

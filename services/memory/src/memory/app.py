@@ -19,6 +19,9 @@ from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import load_knowledge
 from memory.context.replier import ContextReplier
+from memory.feedback.desk import FeedbackDesk
+from memory.feedback.publisher import FeedbackPublisher
+from memory.feedback.repository import SqlFeedbackRepository
 from memory.handlers import QUEUE, create_router
 from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
 from memory.history.database import create_engine, migrate
@@ -97,6 +100,12 @@ def create_app(
     database = engine if engine is not None else create_engine(settings.resolved_database_url())
     history = _History.open(settings, database, store)
     purger = StreamPurger()
+    feedback_store = SqlFeedbackRepository(database)
+    feedback_publisher = FeedbackPublisher(
+        feedback_store,
+        timeout=settings.feedback_publish_timeout_seconds,
+        interval_seconds=settings.feedback_republish_seconds,
+    )
     tasks: list[asyncio.Task[None]] = []
 
     async def ensure_topology(js: JetStreamContext) -> None:
@@ -126,6 +135,7 @@ def create_app(
             purge=purger.purge,
             clock=clock,
             answer_context=False,
+            feedback=FeedbackDesk(history.store, feedback_store, feedback_publisher, clock),
         )
     )
     replier = ContextReplier(
@@ -145,6 +155,7 @@ def create_app(
         await consumer.start(js)
         await replier.start(connection)
         purger.attach(connection)
+        feedback_publisher.attach(js)
         sweeper = RetentionSweeper(
             history.store,
             days=settings.retention_days,
@@ -152,7 +163,9 @@ def create_app(
             purge=purger.purge,
             clock=clock,
         )
-        tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))
+        loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(sweeper.run()))
+        tasks.append(loop.create_task(feedback_publisher.run()))
 
     async def stop_consuming() -> None:
         await replier.stop(_GRACEFUL_SECONDS)

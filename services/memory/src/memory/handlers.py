@@ -10,10 +10,11 @@ from faststream.nats import JStream, NatsRouter
 from faststream.nats.subscriber.usecases import LogicSubscriber
 
 from contracts import rpc, subjects, topology
-from contracts.events import ConversationDeleted
+from contracts.events import ConversationDeleted, FeedbackChanged
 from memory.chat_consumer import chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import KnowledgeBase
+from memory.feedback.desk import FeedbackDesk
 from memory.history.store import ConversationStore
 from memory.settings import MemorySettings
 from runtime.durable import declare_pulled
@@ -42,6 +43,7 @@ def create_router(
     purge: Purge = _no_purge,
     clock: Callable[[], datetime] = _now,
     answer_context: bool = True,
+    feedback: FeedbackDesk | None = None,
 ) -> NatsRouter:
     """`purge(conversation_id)` announces a deleted conversation to the gateways and drops
     its events from the streams. `answer_context=False`: the context requests are left to
@@ -86,7 +88,10 @@ def create_router(
 
     @answers(subjects.MEMORY_CONVERSATION_GET, "memory.get")
     async def get_conversation(request: rpc.ConversationGetRequest) -> rpc.ConversationGetReply:
-        return await store.get_conversation(request)
+        reply = await store.get_conversation(request)
+        if feedback is not None:
+            reply = await feedback.with_feedback(request, reply)
+        return reply
 
     # The writes commit before they reply; each is idempotent (a retried request gives
     # the same answer), so the gateway may repeat one that timed out.
@@ -129,8 +134,41 @@ def create_router(
         schema=ConversationDeleted,
     )
 
+    if feedback is not None:
+        _feedback_routes(router, answers, feedback)
+
     @router.subscriber(subjects.ping(SERVICE), queue=QUEUE, title="memory.ping")
     async def ping() -> rpc.Pong:
         return rpc.Pong(service=SERVICE)
 
     return router
+
+
+def _feedback_routes(
+    router: NatsRouter, answers: Callable[[str, str], LogicSubscriber[Any]], desk: FeedbackDesk
+) -> None:
+    # Committed, then published, before the reply; a repeated set changes nothing.
+    @answers(subjects.MEMORY_FEEDBACK_SET, "memory.feedback.set")
+    async def set_feedback(request: rpc.FeedbackSetRequest) -> rpc.FeedbackWriteReply:
+        return await desk.set(request)
+
+    @answers(subjects.MEMORY_FEEDBACK_DELETE, "memory.feedback.delete")
+    async def delete_feedback(request: rpc.FeedbackDeleteRequest) -> rpc.FeedbackWriteReply:
+        return await desk.delete(request)
+
+    @answers(subjects.MEMORY_FEEDBACK_EXPORT, "memory.feedback.export")
+    async def export_feedback(request: rpc.FeedbackExportRequest) -> rpc.FeedbackExportReply:
+        return await desk.export(request)
+
+    # Sent by `memory.feedback.publisher`, declared here for the AsyncAPI document.
+    router.publisher(
+        subjects.feedback_changed("{conversation_id}"),
+        stream=JStream(topology.FEEDBACK_STREAM, declare=False),
+        title="memory.feedback_changed",
+        description=(
+            "A user's feedback on an answer was set or removed (rating null), for "
+            "analytics: after the commit, msg id per change; the outbox republishes what "
+            "was not acknowledged."
+        ),
+        schema=FeedbackChanged,
+    )

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 class StreamPurger:
     """Announces a deleted conversation to every gateway, then purges its token events
-    (the replay buffer) and its chat events."""
+    (the replay buffer), its chat events and its feedback changes."""
 
     def __init__(self) -> None:
         self._nc: Client | None = None
@@ -44,5 +44,6 @@ class StreamPurger:
         for stream, subject in (
             (topology.EVENTS_STREAM, subjects.events(conversation_id)),
             (topology.CHAT_STREAM, subjects.chat_of_conversation(conversation_id)),
+            (topology.FEEDBACK_STREAM, subjects.feedback_changed(conversation_id)),
         ):
             await self._js.purge_stream(stream, subject=subject)

@@ -55,6 +55,11 @@ class MemorySettings(LivechatSettings):
     retention_days: float = Field(default=0, ge=0)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Feedback changes not yet on the feedback stream are published again at this interval.
+    feedback_republish_seconds: float = Field(default=30.0, gt=0)
+    # How long a feedback change's publish waits for its PubAck.
+    feedback_publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -127,12 +127,12 @@ async def get_conversation(
     before: Cursor = None,
 ) -> Response:
     """The conversation with its active branch: each message with its `parent_id` and
-    `siblings`."""
+    `siblings`, each answer with the caller's `feedback` (when given)."""
     check_conversation_id(conversation_id)
     reply = await answer_of(
         "memory",
         gateway_of(request).backends.get_conversation(
-            user_id, conversation_id, limit=limit, before=before
+            user_id, conversation_id, limit=limit, before=before, with_feedback=True
         ),
     )
     page = {

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -20,12 +16,11 @@ from contracts.events import UsageRecorded
 from gateway.access.auth import current_user
 from gateway.errors import ApiError, not_answering
 from gateway.openapi import API_ERRORS, answers, error_responses
+from gateway.protocols.rest.csvfile import csv_download
 from gateway.schemas import UsageOut, public
 from gateway.state import gateway_of
 
 __all__ = ["CSV_COLUMNS", "router"]
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(responses=error_responses(*API_ERRORS))
 
@@ -137,12 +132,6 @@ def _csv_row(entry: UsageRecorded) -> list[Any]:
     ]
 
 
-def _csv(rows: list[list[Any]]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(rows)
-    return out.getvalue()
-
-
 @router.get(
     "/v1/usage/export",
     responses=answers(streamed="the ledger entries, as CSV", media_type="text/csv"),
@@ -164,27 +153,9 @@ async def export(
         )
         return await _call(gateway.nc, subjects.USAGE_EXPORT, query, rpc.UsageExportReply, timeout)
 
-    # The first page before the response starts: a usage service that does not
-    # answer is a 503, not an empty file.
-    first = await page(None)
-
-    async def lines() -> AsyncIterator[str]:
-        yield _csv([list(CSV_COLUMNS)])
-        current = first
-        while True:
-            yield _csv([_csv_row(entry) for entry in current.entries])
-            if current.cursor is None:
-                return
-            try:
-                current = await page(current.cursor)
-            except ApiError:
-                # The status is sent: aborting the response (no final chunk) is the
-                # only signal left that the file is incomplete.
-                log.warning("usage export cut short: the usage service did not answer")
-                raise
-
-    return StreamingResponse(
-        lines(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+    return await csv_download(
+        columns=CSV_COLUMNS,
+        page=page,
+        rows=lambda current: [_csv_row(entry) for entry in current.entries],
+        filename="usage.csv",
     )

@@ -57,6 +57,9 @@ export const api = {
   regenerateJson: (id, messageId, signal) =>
     request("POST", api.regenerateUrl(id, messageId), { body: {}, signal }),
   regenerateUrl: (id, messageId) => `${conv(id)}/messages/${encodeURIComponent(messageId)}/regenerate`,
+  feedbackUrl: (id, messageId) => `${conv(id)}/messages/${encodeURIComponent(messageId)}/feedback`,
+  setFeedback: (id, messageId, body) => request("PUT", api.feedbackUrl(id, messageId), { body }),
+  deleteFeedback: (id, messageId) => request("DELETE", api.feedbackUrl(id, messageId)),
   deleteConversation: (id) => request("DELETE", conv(id)),
   markRead: (id, messageId) =>
     request("PUT", `${conv(id)}/read`, { body: { message_id: messageId } }),

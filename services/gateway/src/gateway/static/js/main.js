@@ -8,6 +8,7 @@ import { newId, plural } from "./format.js";
 import { displayTitle, Sidebar } from "./sidebar.js";
 import { announce, showBanner, statusLine } from "./notices.js";
 import { ReadReceipts } from "./receipts.js";
+import { keep, release, waitingIn } from "./outbox.js";
 import { clearResume, loadResume, saveResume } from "./resume.js";
 import { LiveSocket } from "./socket.js";
 import {
@@ -41,6 +42,8 @@ const ui = {
   confirmDeleteText: $("confirm-delete-text"),
   renameDialog: $("rename-dialog"),
   renameInput: $("rename-input"),
+  feedbackDialog: $("feedback-dialog"),
+  feedbackInput: $("feedback-input"),
 };
 
 const FINAL = new Set(["complete", "cancelled", "failed", "interrupted"]);
@@ -65,6 +68,8 @@ const state = {
   listTimer: 0,
   editing: null, // {id, parentId}: the user message the composer's text replaces
   reloadAfter: null, // a conversation to reload once its answer ends (its branches changed)
+  waitTimer: 0, // the next try of the messages waiting to be sent
+  waitDelay: 0,
 };
 
 // --- small UI helpers ------------------------------------------------------
@@ -133,8 +138,54 @@ const messages = new MessageList($("messages"), {
   onSwitch: switchBranch,
   onEdit: editMessage,
   onRegenerate: regenerate,
+  onRate: (rec, rating) => giveFeedback(rec, rating),
+  onComment: commentOn,
 });
 const receipts = new ReadReceipts(messages, () => state.conversationId);
+
+// --- feedback on answers ---------------------------------------------------
+
+const RATED = { up: "Marked as a good answer", down: "Marked as a bad answer" };
+
+// An answer just finished may not be stored yet (memory writes it a moment later):
+// a 404 for the message is asked again a few times.
+async function whenStored(call) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await call();
+    } catch (err) {
+      if (err.status !== 404 || attempt >= 4) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250 * (attempt + 1)));
+    }
+  }
+}
+
+// rating null takes the feedback back; the comment stays with a changed rating.
+async function giveFeedback(rec, rating, comment = rec.feedback ? rec.feedback.comment : null) {
+  const conversationId = state.conversationId;
+  try {
+    if (rating === null) {
+      await whenStored(() => api.deleteFeedback(conversationId, rec.id));
+      rec.feedback = null;
+      announce("Feedback removed");
+    } else {
+      const body = comment ? { rating, comment } : { rating };
+      rec.feedback = await whenStored(() => api.setFeedback(conversationId, rec.id, body));
+      announce(RATED[rating]);
+    }
+    messages.renderMeta(rec);
+  } catch (err) {
+    handleApiError(err, "Could not save the feedback");
+  }
+}
+
+async function commentOn(rec) {
+  if (!rec.feedback) return;
+  ui.feedbackInput.value = rec.feedback.comment || "";
+  const value = await ask(ui.feedbackDialog, () => ui.feedbackInput.focus());
+  if (value !== "save" || !rec.feedback) return;
+  await giveFeedback(rec, rec.feedback.rating, ui.feedbackInput.value.trim() || null);
+}
 
 // What a send posts: with `parent_id` for an edit (null: a new first message).
 function bodyOf(rec) {
@@ -253,6 +304,7 @@ async function regenerate(rec) {
 function failUser(rec, reason) {
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
+  release(rec.id); // refused: Retry sends it again, a reload forgets it
   rec.status = "failed";
   rec.error = reason;
   rec.retry = true;
@@ -266,13 +318,61 @@ function markSent(rec) {
   if (!sidebar.find(state.conversationId)) scheduleListRefresh(); // a new one: list it
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
-  if (rec.status === "sending" || rec.status === "failed") {
+  release(rec.id);
+  state.waitDelay = 0;
+  if (rec.status === "sending" || rec.status === "failed" || rec.status === "waiting") {
     rec.status = "complete";
     rec.error = null;
     rec.retry = false;
     messages.render(rec);
   }
   receipts.markNewest();
+}
+
+// No connection: the message stays in the outbox, shown as waiting, and goes when the
+// connection is back (`sendWaiting`), also after a reload.
+function waitToSend(rec) {
+  clearTimeout(state.pending.get(rec.id));
+  state.pending.delete(rec.id);
+  rec.status = "waiting";
+  rec.error = null;
+  rec.retry = false;
+  messages.render(rec);
+  statusLine("Offline: your message will be sent when the connection is back.", "warn");
+  // Online but the server out of reach: tried again, less and less often (offline, the
+  // `online` event and the socket's reopening try at once).
+  clearTimeout(state.waitTimer);
+  state.waitDelay = Math.min(Math.max(state.waitDelay * 2, 1000), 8000);
+  state.waitTimer = setTimeout(sendWaiting, state.waitDelay);
+}
+
+function isNetworkError(err) {
+  return err && err.code === "network_error";
+}
+
+// The shown conversation's messages waiting to be sent, and those sent over a socket
+// that closed before the server confirmed them: all over the socket when it is open,
+// else the first one over HTTP (the next when its answer ends).
+function sendWaiting() {
+  clearTimeout(state.waitTimer);
+  if (!state.conversationId || state.loading || !navigator.onLine) return;
+  const waiting = messages
+    .all()
+    .filter((r) => r.role === "user" && (r.status === "waiting" || state.pending.has(r.id)));
+  if (!waiting.length) return;
+  if (state.mode === "live" && socket.isOpen) {
+    for (const rec of waiting) {
+      rec.status = "sending";
+      messages.render(rec);
+      sendOverSocket(rec);
+    }
+  } else if (!state.active && !state.standardAbort) {
+    const rec = waiting[0];
+    rec.status = "sending";
+    messages.render(rec);
+    if (state.mode === "standard") sendStandard(rec);
+    else sendOverSse(rec);
+  }
 }
 
 function retry(rec) {
@@ -333,6 +433,7 @@ function endGeneration() {
   state.active = null;
   setGenerating(false);
   if (state.conversationId) clearResume(state.conversationId);
+  if (!socket.isOpen) setTimeout(sendWaiting, 0); // over HTTP: one at a time
 }
 
 // A replayed end of an answer the history already holds changes nothing.
@@ -561,18 +662,22 @@ const socket = new LiveSocket({
     if (socketState === "reconnecting" && state.active) {
       statusLine("Connection lost — reconnecting…", "warn");
     }
+    if (socketState === "reconnecting") {
+      // Not confirmed before the socket closed: kept until it is back.
+      for (const id of [...state.pending.keys()]) {
+        const rec = messages.get(id);
+        if (rec) waitToSend(rec);
+      }
+    }
   },
   onOpen() {
     state.followed.clear();
     if (!state.conversationId || state.loading) return;
     if (state.known) subscribe();
     if (state.active) statusLine("Reconnected; the answer continues.");
-    // Messages not yet echoed go again with the same id: the server stores
-    // and answers each once.
-    for (const id of [...state.pending.keys()]) {
-      const rec = messages.get(id);
-      if (rec) sendOverSocket(rec);
-    }
+    // Messages not yet echoed, and those written offline, go (again) with their ids:
+    // the server stores and answers each once.
+    sendWaiting();
   },
 });
 
@@ -614,6 +719,10 @@ async function sendOverSse(rec) {
     response = await ssePost(conversationId, bodyOf(rec), abort.signal);
   } catch (err) {
     if (err.name === "AbortError") return;
+    if (isNetworkError(err)) {
+      waitToSend(rec);
+      return;
+    }
     failUser(rec, err.message);
     if (err.status === 401) handleApiError(err, "Sending");
     return;
@@ -657,7 +766,8 @@ async function sendStandard(rec) {
     statusLine(cancelled ? "Stopped. The partial answer is kept." : "", cancelled ? "warn" : "");
     announce(cancelled ? "Answer stopped." : `Answer: ${m.content.slice(0, 600)}`);
   } catch (err) {
-    if (err.name !== "AbortError") {
+    if (isNetworkError(err)) waitToSend(rec);
+    else if (err.name !== "AbortError") {
       failUser(rec, err.message);
       if (err.status === 401) handleApiError(err, "Sending");
     }
@@ -706,6 +816,18 @@ function sendMessage(content, id = null) {
       parent_id: editing ? editing.parentId : last ? last.id : null,
     });
     if (editing) rec.branchParent = editing.parentId;
+  }
+  keep({
+    id: rec.id,
+    conversation_id: state.conversationId,
+    content: rec.content,
+    created_at: rec.created_at,
+    parent_id: rec.parent_id ?? null,
+    ...(rec.branchParent !== undefined ? { branchParent: rec.branchParent } : {}),
+  });
+  if (!navigator.onLine) {
+    waitToSend(rec);
+    return true;
   }
   rec.status = "sending";
   rec.error = null;
@@ -827,9 +949,30 @@ async function openConversation(id) {
   state.known = body !== null || resume !== null || logged.length > 0;
   ui.title.textContent = body ? displayTitle(body) : "New conversation";
   if (body && !known) scheduleListRefresh(0); // opened by its address: list it
-  if (!stored.length) messages.clear("Start a conversation: type a message below.");
+  // Written here before and not sent yet (a reload while offline): after the history.
+  const held = new Set(stored.map((m) => m.id));
+  const unsent = waitingIn(id).filter((entry) => {
+    if (held.has(entry.id)) release(entry.id); // it did arrive
+    return !held.has(entry.id);
+  });
+  if (!stored.length && !unsent.length) {
+    messages.clear("Start a conversation: type a message below.");
+  }
   for (const m of stored) messages.add({ ...m });
+  for (const entry of unsent) {
+    const rec = messages.add({
+      id: entry.id,
+      role: "user",
+      content: entry.content,
+      status: "waiting",
+      created_at: entry.created_at,
+      parent_id: entry.parent_id,
+    });
+    if (entry.branchParent !== undefined) rec.branchParent = entry.branchParent;
+  }
   messages.scrollToEnd();
+  receipts.show(body?.read_by);
+  receipts.markNewest();
   updateTokenCount();
 
   if (logged.length) {
@@ -849,11 +992,11 @@ async function openConversation(id) {
     }
     state.lastEventId = resume;
   }
-  receipts.show(body?.read_by);
-  receipts.markNewest();
-  if (state.mode !== "live" || !state.known) return;
-  if (socket.isOpen) subscribe();
-  else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
+  if (state.mode === "live" && state.known) {
+    if (socket.isOpen) subscribe();
+    else if (socket.state === "unavailable") attachSse(id, state.lastEventId);
+  }
+  sendWaiting();
 }
 
 async function renameConversation(conversation) {
@@ -1000,7 +1143,12 @@ function wire() {
   for (const radio of document.querySelectorAll('input[name="mode"]')) {
     radio.addEventListener("change", () => setMode(radio.value));
   }
-  window.addEventListener("online", () => socket.restart());
+  window.addEventListener("online", () => {
+    // Over HTTP when there is no socket; otherwise its `onOpen` sends them.
+    const overHttp = state.mode !== "live" || socket.state === "unavailable";
+    socket.restart();
+    if (overHttp) sendWaiting();
+  });
   window.addEventListener("hashchange", () => {
     const id = conversationFromHash();
     if (id && id !== state.conversationId) openConversation(id);

@@ -4,6 +4,7 @@ import { renderMarkdown } from "./markdown.js";
 
 const STATE_LABELS = {
   sending: "sending…",
+  waiting: "waiting to send",
   failed: "failed",
   cancelled: "stopped",
   interrupted: "interrupted",
@@ -27,12 +28,18 @@ function cursorHost(content) {
 
 export class MessageList {
   // onSwitch(rec, id): show the branch of sibling `id`; onEdit(rec), onRegenerate(rec).
-  constructor(root, { onRetry, onSwitch = null, onEdit = null, onRegenerate = null }) {
+  // onRate(rec, rating): "up", "down" or null (taken back); onComment(rec).
+  constructor(
+    root,
+    { onRetry, onSwitch = null, onEdit = null, onRegenerate = null, onRate = null, onComment = null },
+  ) {
     this.root = root;
     this.onRetry = onRetry;
     this.onSwitch = onSwitch;
     this.onEdit = onEdit;
     this.onRegenerate = onRegenerate;
+    this.onRate = onRate;
+    this.onComment = onComment;
     this.records = new Map();
     this.pending = new Set();
     this.frame = 0;
@@ -54,7 +61,7 @@ export class MessageList {
   }
 
   // A message record: {id, role, content, status, created_at, model, provider, usage, note,
-  // error, parent_id, siblings}.
+  // error, parent_id, siblings, feedback}.
   add(record) {
     this.root.querySelector(".empty")?.remove();
     const li = el("li", `message ${record.role}`);
@@ -147,7 +154,41 @@ export class MessageList {
       parts.push(button);
     }
     parts.push(...this.branchControls(rec));
+    parts.push(...this.feedbackControls(rec));
     meta.replaceChildren(...parts);
+  }
+
+  // Like / dislike on a finished answer (pressed: the caller's rating; pressed again:
+  // taken back), and a comment once rated.
+  feedbackControls(rec) {
+    if (!this.onRate || rec.role !== "assistant" || rec.status !== "complete") return [];
+    const rating = rec.feedback ? rec.feedback.rating : null;
+    const group = el("span", "feedback");
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Feedback on this answer");
+    const rate = (value, text, label) => {
+      const button = el("button", `rate rate-${value}`, text);
+      button.type = "button";
+      button.setAttribute("aria-label", label);
+      button.setAttribute("aria-pressed", String(rating === value));
+      button.addEventListener("click", () => this.onRate(rec, rating === value ? null : value));
+      return button;
+    };
+    group.append(rate("up", "👍", "Good answer"), rate("down", "👎", "Bad answer"));
+    if (rating && this.onComment) {
+      const comment = rec.feedback.comment;
+      const button = el("button", "comment", comment ? "Edit comment" : "Comment");
+      button.type = "button";
+      button.setAttribute("aria-label", comment ? "Edit your comment" : "Comment on this answer");
+      button.addEventListener("click", () => this.onComment(rec));
+      group.append(button);
+      if (comment) {
+        const said = el("q", "feedback-comment", comment);
+        said.title = "Your comment";
+        group.append(said);
+      }
+    }
+    return [group];
   }
 
   // "‹ 2/3 ›" between the versions of a turn, edit on questions, regenerate on answers.
@@ -174,7 +215,7 @@ export class MessageList {
       );
       controls.push(nav);
     }
-    const final = rec.status !== "streaming" && rec.status !== "sending";
+    const final = !["streaming", "sending", "waiting"].includes(rec.status);
     if (this.onEdit && rec.role === "user" && final && rec.status !== "failed") {
       const edit = el("button", "edit", "Edit");
       edit.type = "button";

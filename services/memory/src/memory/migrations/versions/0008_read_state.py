@@ -1,7 +1,7 @@
 """read state: the last message each user has read in each conversation
 
 Revision ID: 0008_read_state
-Revises: 0005
+Revises: 0007_feedback
 Create Date: 2026-12-05
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_read_state"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007_feedback"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

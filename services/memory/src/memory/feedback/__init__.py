@@ -1,0 +1,1 @@
+"""Feedback on answers: stored per user and message, each change published for analytics."""
