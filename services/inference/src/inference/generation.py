@@ -210,10 +210,10 @@ class Worker:
             return True
         if prior.billed is not None:
             run.bill.add(prior.billed)
-        if prior.gap:
-            # The events stream lost the reply's beginning (NATS restarted mid-answer):
-            # its text cannot be continued. Answered afresh (no second start), and its
-            # whole text sent at the end, replacing what clients joined.
+        if prior.gap or prior.lost_since(request.requested_at):
+            # The events stream lost the reply's beginning, or all of it (NATS restarted
+            # mid-answer): its text cannot be continued. Answered afresh (no second
+            # start), and its whole text sent at the end, replacing what clients joined.
             log.info(
                 "reply %s: its beginning is lost from the events; answering afresh",
                 request.message_id,
