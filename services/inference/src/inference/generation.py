@@ -281,7 +281,9 @@ class Worker:
         """Report again the usage of the call that finished a stored reply: what it is
         billed in all (its stored usage) less what its other calls were (the reply log's
         bill). Under the call's own attempt id: the ledger keeps one entry, so a report
-        that did reach it before changes nothing."""
+        that did reach it before changes nothing. Flagged `estimated`: whether the
+        provider counted the lost report's usage is not stored, and the reply log's bill
+        may miss events a NATS restart lost."""
         outcome = _STORED_OUTCOMES.get(stored.status)
         if outcome is None or stored.usage is None:
             return  # a failed reply stores no usage: its call cannot be told again
@@ -309,6 +311,7 @@ class Worker:
             provider=route.provider,
             provider_model=route.model,
             usage=Usage.of(max(prompt, 0), max(completion, 0)),
+            estimated=True,
             outcome=outcome,
             duration_ms=0.0,
             occurred_at=now,
