@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from contracts import ids, subjects
+from contracts import ids, subjects, topology
 from contracts.events import StatusEvent, TokenEvent
 from inference import Completion, DemoProvider, ProviderRequest
 from inference.providers.demo import demo_answer
@@ -87,6 +87,34 @@ async def test_requests_waiting_longer_than_the_ack_wait_are_generated_once(
         if queued:
             assert kinds.index("status:queued") < kinds.index("start")
     await bus.wait_idle()
+
+
+async def test_a_redelivery_to_the_worker_still_generating_the_reply_is_not_generated_again(
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any
+) -> None:
+    # Heartbeats that come too late, as while NATS restarts: the ack wait runs out in the
+    # middle of the answer, and JetStream redelivers the request to its only worker.
+    late = settings.model_copy(update={"ack_wait_seconds": 1.0, "heartbeat_seconds": 60.0})
+    demo = Counting(DemoProvider(ttft_seconds=0, tokens_per_second=10, answer_tokens=30))
+    assert (len(demo_answer("How do tides work", 30)) - 1) / 10 > 2 * 1.0
+    await start_worker(late, providers={"demo": demo})
+    request = make_request("How do tides work")
+    await bus.publish(request)
+    await bus.wait_ended(request, within=60)
+    await bus.wait_idle()
+
+    info = await bus.js.consumer_info(topology.WORK_STREAM, topology.INFERENCE_CONSUMER)
+    assert info.delivered.consumer_seq >= 2  # it was redelivered meanwhile
+    assert demo.calls == 1
+    events = await bus.events(request)
+    kinds = names(events)
+    assert kinds.count("start") == 1 and kinds.count("done") == 1, kinds
+    assert "status:retrying" not in kinds and "error" not in kinds
+    assert joined(events) == "".join(demo_answer(request.content, 30))
+    [finished] = await bus.finished(request)
+    assert finished.content == joined(events)
+    [usage] = await bus.usage(request)
+    assert usage.attempt_id == ids.attempt_id(request.message_id, 1, 0)
 
 
 async def test_sigterm_hands_an_unfinished_generation_to_another_worker(

@@ -1,7 +1,7 @@
 """NATS restarted in the middle of an answer: the events stream (memory) is recreated
 empty, and token events sent meanwhile may be lost. What a client joins (tokens, then
 the `resync` event's whole text) is still exactly the stored answer, also when the
-worker dies afterwards and another one takes the reply over."""
+worker dies (before or after the restart) and another one takes the reply over."""
 
 from __future__ import annotations
 
@@ -25,14 +25,9 @@ def _joined(events: list[Any]) -> str:
     return "".join(parts)
 
 
-@pytest.mark.xfail(
-    reason="known race, open in issue 14: while NATS comes back the work message can be "
-    "redelivered to the worker still answering it, before the recreated events stream holds "
-    "any of the reply's events; that delivery starts the reply again without a resync "
-    "(fails about one run in three)",
-    strict=False,
-)
-async def test_a_nats_restart_then_a_worker_crash_mid_answer_still_ends_as_stored(
+@pytest.mark.parametrize("crash_first", [False, True], ids=["restart-crash", "crash-restart"])
+async def test_a_nats_restart_and_a_worker_crash_mid_answer_still_end_as_stored(
+    crash_first: bool,
     settings: Any,
     memory: Any,
     nc: Any,
@@ -59,6 +54,14 @@ async def test_a_nats_restart_then_a_worker_crash_mid_answer_still_ends_as_store
                 return
             await asyncio.sleep(0.05)
 
+    def kill(worker: Any) -> None:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+    async def restart() -> None:
+        await asyncio.to_thread(nats_server.stop)
+        await asyncio.to_thread(nats_server.start)
+
     request = make_request("Explain how lighthouses were kept burning through the night")
     await nc.subscribe(subjects.events(request.conversation_id), cb=on_event)
     slow = spawn_worker(
@@ -70,19 +73,23 @@ async def test_a_nats_restart_then_a_worker_crash_mid_answer_still_ends_as_store
     try:
         await bus.publish(request)
         await until_tokens(4)
-        await asyncio.to_thread(nats_server.stop)
-        await asyncio.to_thread(nats_server.start)
-        # Tokens flow into the new stream again, then the worker dies mid-answer.
-        before = tokens()
-        await until_tokens(before + 4)
-        assert slow.poll() is None, slow.stderr.read() if slow.stderr else ""
-        assert tokens() >= before + 4
-        slow.send_signal(signal.SIGKILL)
-        slow.wait()
+        if crash_first:
+            # The restart then loses every event of the reply: the next worker finds
+            # none, not even its start.
+            kill(slow)
+            await restart()
+        else:
+            await restart()
+            # Tokens flow again (lost if sent before the stream is recreated), and the
+            # worker dies mid-answer. Meanwhile the request may be redelivered to it.
+            before = tokens()
+            await until_tokens(before + 4)
+            assert slow.poll() is None, slow.stderr.read() if slow.stderr else ""
+            assert tokens() >= before + 4
+            kill(slow)
     finally:
         if slow.poll() is None:
-            slow.kill()
-            slow.wait()
+            kill(slow)
 
     await start_worker(settings)
     await bus.wait_ended(request, within=60)

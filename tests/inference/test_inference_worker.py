@@ -390,9 +390,60 @@ async def test_a_reply_stored_before_its_usage_was_reported_is_billed_on_redeliv
     assert (delivery > 1) == memory_away_first
     assert report.attempt_id == ids.attempt_id(request.message_id, delivery, 0)
     assert (report.outcome, report.provider) == ("completed", finished.provider)
-    # Billed what the answer shows.
+    # Billed what the answer shows; its provider's own count is not stored: an estimate.
     assert report.usage == done.usage == finished.usage
+    assert report.estimated
     assert joined(events) == finished.content
+
+
+async def test_a_reply_failed_before_its_usage_was_reported_is_billed_on_redelivery(
+    settings: Any, nc: Any, bus: Any, make_request: Any, start_worker: Any, poll: Any
+) -> None:
+    """As above, for a reply whose provider failed mid-answer: the next delivery finds the
+    failure stored, ends it with its error, and bills the failed call once, estimated."""
+    held: dict[str, ContextReply] = {}
+
+    async def memory(msg: Any) -> None:
+        ask = ContextRequest.model_validate_json(msg.data)
+        await msg.respond(held.get(ask.reply_id, ContextReply()).model_dump_json().encode())
+
+    request = make_request()
+    await start_worker(providers={"demo": BreaksAfter(3)})
+    await bus.js.delete_stream(topology.USAGE_STREAM)
+    await nc.subscribe(subjects.MEMORY_CONTEXT, cb=memory)
+    await bus.publish(request)
+
+    async def stored() -> bool:
+        return bool(await bus.failed(request))
+
+    await poll(stored)
+    [failed] = await bus.failed(request)
+    held[request.message_id] = ContextReply(
+        existing_reply=StoredMessage(
+            id=request.message_id,
+            role="assistant",
+            content=failed.content,
+            status="failed",
+            created_at=failed.created_at,
+            model=failed.model,
+            provider=failed.provider,
+            error=ReplyError(code=failed.code, message=failed.message, retryable=failed.retryable),
+        )
+    )
+    await topology.ensure_streams(bus.js, settings)
+    await bus.wait_ended(request)
+    await bus.wait_idle()
+
+    events = await bus.events(request)
+    assert kinds(events).count("start") == 1 and kinds(events).count("error") == 1
+    assert "done" not in kinds(events)
+    [error] = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.code == failed.code == "provider_unavailable"
+    assert joined(events) == failed.content == "part0 part1 part2 "
+    [report] = await bus.usage(request)
+    assert report.attempt_id == ids.attempt_id(request.message_id, 1, 0)
+    assert (report.outcome, report.provider, report.estimated) == ("failed", "demo", True)
+    assert report.usage.completion_tokens == 3 and report.usage.prompt_tokens > 0
 
 
 async def test_a_stateless_request_uses_its_history_and_is_not_stored(

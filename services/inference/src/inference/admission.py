@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
@@ -25,6 +25,7 @@ from nats.errors import NotJSMessageError
 from contracts.events import GenerationRequested, StatusEvent
 from inference.cancel import CancelSignal, CancelSignals
 from inference.heartbeat import heartbeat
+from inference.in_progress import InProgress
 from inference.outbox import Outbox
 from inference.settings import InferenceSettings
 
@@ -64,6 +65,8 @@ class Admission:
         self._running: set[asyncio.Task[None]] = set()
         self._nudges: set[asyncio.Task[None]] = set()
         self._stop_intake: Callable[[], Awaitable[None]] | None = None
+        # The replies of the messages taken in (waiting or running), by reply id.
+        self._in_progress = InProgress()
 
     def set_intake(self, stop: Callable[[], Awaitable[None]]) -> None:
         """How to stop fetching work messages (the intake's `stop`), for `close`."""
@@ -73,8 +76,16 @@ class Admission:
         """The handler: returns once the request has a slot and its generation started.
 
         A request stopped while it waits for a slot goes on without one: it only
-        publishes that it was stopped.
+        publishes that it was stopped. A redelivery of a reply this worker holds
+        already is not generated again: it follows the delivery that holds it.
         """
+        reply = request.message_id
+        holder = self._in_progress.holder(reply)
+        if holder is not None:
+            log.info("reply %s redelivered to the worker holding it; not generated twice", reply)
+            self._spawn(self._follow(message, holder))
+            return
+        self._in_progress.hold(reply)
         stop = self.cancels.hold(request, _work_seq(message))
         # Read while the request waits and asks memory; awaited before any provider call.
         stop.check = asyncio.create_task(self.cancels.check_pressed(stop))
@@ -90,14 +101,20 @@ class Admission:
                     admitted = await self._take_slot(request, broker, stop)
             except asyncio.CancelledError:
                 self._drop(stop)
+                self._in_progress.release(reply, acked=False)
                 await _release(message)
                 raise
         if admitted is None:
             # Stopping: nothing was generated, so another worker may take it at once.
             self._drop(stop)
+            self._in_progress.release(reply, acked=False)
             await _release(message)
             return
-        task = asyncio.create_task(self._run(request, message, broker, stop, slot=admitted))
+        self._spawn(self._run(request, message, broker, stop, slot=admitted))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in a task of its own, which `close` waits for."""
+        task = asyncio.create_task(work)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -184,12 +201,14 @@ class Admission:
     ) -> None:
         """Holds the slot: ack once every outcome is published; otherwise hand it over."""
         reply = request.message_id
+        acked = False
         try:
             async with heartbeat(message, self._settings.heartbeat_seconds):
                 delivery = _delivery(message)
                 finished = await self._generator.generate(request, delivery, broker, stop)
             if finished:
                 await message.ack()
+                acked = True
             else:
                 await message.nak(delay=self._settings.retry_delay_seconds)
         except asyncio.CancelledError:
@@ -203,8 +222,23 @@ class Admission:
             await self._hand_over(message, broker)
         finally:
             self._drop(stop)
+            self._in_progress.release(reply, acked=acked)
             if slot:
                 await self._free_slot()
+
+    async def _follow(self, message: Msg, holder: asyncio.Future[bool]) -> None:
+        """A redelivery of a reply held here: kept in progress until the holding delivery
+        ends, then acked with it (its work is committed) or given back with it."""
+        acked = False
+        try:
+            async with heartbeat(message, self._settings.heartbeat_seconds):
+                acked = await asyncio.shield(holder)
+            if acked:
+                with contextlib.suppress(Exception):  # the holder's ack stands for it
+                    await message.ack()
+        finally:
+            if not acked:
+                await _release(message, delay=self._settings.retry_delay_seconds)
 
     async def _hand_over(self, message: Msg, broker: NatsBroker) -> None:
         with contextlib.suppress(Exception):

@@ -210,10 +210,10 @@ class Worker:
             return True
         if prior.billed is not None:
             run.bill.add(prior.billed)
-        if prior.gap:
-            # The events stream lost the reply's beginning (NATS restarted mid-answer):
-            # its text cannot be continued. Answered afresh (no second start), and its
-            # whole text sent at the end, replacing what clients joined.
+        if prior.gap or prior.lost_since(request.requested_at):
+            # The events stream lost the reply's beginning, or all of it (NATS restarted
+            # mid-answer): its text cannot be continued. Answered afresh (no second
+            # start), and its whole text sent at the end, replacing what clients joined.
             log.info(
                 "reply %s: its beginning is lost from the events; answering afresh",
                 request.message_id,
@@ -278,16 +278,30 @@ class Worker:
         alias: str,
         outbox: Outbox,
     ) -> None:
-        """Report again the usage of the call that finished a stored reply: what it is
-        billed in all (its stored usage) less what its other calls were (the reply log's
-        bill). Under the call's own attempt id: the ledger keeps one entry, so a report
-        that did reach it before changes nothing."""
+        """Report again the usage of the call that ended a stored reply. Under the call's
+        own attempt id: the ledger keeps one entry, so a report that did reach it before
+        changes nothing.
+
+        A finished reply's call is billed what the reply is in all (its stored usage)
+        less what its other calls were (the reply log's bill). A failed reply stores no
+        usage: its call is billed, as when it failed, the tokens it streamed and its
+        prompt, estimated (here from the request alone, without the context).
+        Flagged `estimated` either way: whether the provider counted the lost report's
+        usage is not stored, and the reply log's bill may miss events a NATS restart lost.
+        """
         outcome = _STORED_OUTCOMES.get(stored.status)
-        if outcome is None or stored.usage is None:
-            return  # a failed reply stores no usage: its call cannot be told again
-        billed = ended.billed or Usage.of(0, 0)
-        prompt = stored.usage.prompt_tokens - billed.prompt_tokens
-        completion = stored.usage.completion_tokens - billed.completion_tokens
+        if outcome is not None and stored.usage is not None:
+            billed = ended.billed or Usage.of(0, 0)
+            prompt = stored.usage.prompt_tokens - billed.prompt_tokens
+            completion = stored.usage.completion_tokens - billed.completion_tokens
+        elif stored.status == "failed" and ended.last_delivery_tokens:
+            # Only a call that streamed is known to have been made (and billed).
+            outcome = "failed"
+            contents = [m.content for m in request.history or ()]
+            prompt = estimate_prompt_tokens([*contents, request.content])
+            completion = ended.last_delivery_tokens
+        else:
+            return
         if prompt <= 0 and completion <= 0:
             return  # no call of its own (stopped before one), or all reported
         provider = stored.provider or ended.provider
@@ -309,6 +323,7 @@ class Worker:
             provider=route.provider,
             provider_model=route.model,
             usage=Usage.of(max(prompt, 0), max(completion, 0)),
+            estimated=True,
             outcome=outcome,
             duration_ms=0.0,
             occurred_at=now,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -48,6 +49,18 @@ class ReplyLog:
     # restart recreated it mid-answer), so `text` is not the whole text streamed.
     gap: bool = False
     tool_calls: bool = False  # a piece of a function call is out: it cannot be continued
+    # When the events stream was created (a NATS restart recreates it empty).
+    stream_created: datetime | None = None
+
+    def lost_since(self, moment: datetime) -> bool:
+        """Nothing of the reply is in the events stream, which was created after `moment`:
+        what was published of the reply before (a start, tokens) may be lost with the
+        stream that a NATS restart replaced."""
+        if self.started or self.tokens or self.tool_calls or self.stream_created is None:
+            return False
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return self.stream_created > moment
 
 
 async def read_reply_log(
@@ -73,7 +86,9 @@ async def read_reply_log(
     attempts = 0
     billed: Usage | None = None
     gap = whole = False
+    created: datetime | None = None
     try:
+        created = (await js.stream_info(topology.EVENTS_STREAM)).created
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
         while pending > 0:
@@ -138,6 +153,7 @@ async def read_reply_log(
         billed=billed,
         gap=gap,
         tool_calls=tool_calls,
+        stream_created=created,
     )
 
 
