@@ -425,6 +425,8 @@ class MessageEvent(Event):
     client_id: str | None = None
     # Its author (shown in shared conversations).
     user_id: str | None = Field(default=None, exclude_if=_unset)
+    # Sent while the assistant was off (a person took over): no answer follows.
+    unanswered: bool = Field(default=False, exclude_if=_unset)
 
 
 ConversationEvent: TypeAlias = Annotated[

@@ -114,6 +114,9 @@ class Backends:
             rpc.ConversationDeleteReply,
         )
 
+    async def members(self, request: rpc.MembersRequest) -> rpc.MembersReply:
+        return await self._write(subjects.MEMORY_CONVERSATION_MEMBERS, request, rpc.MembersReply)
+
     async def _write(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
         try:
             return await self._call(subject, request, reply_type)
