@@ -207,9 +207,8 @@ async def delete_conversation(conversation_id: str, request: Request, user_id: U
         gateway.owners.forget(conversation_id)
     if not reply.deleted:
         # The owner's alone: a member or viewer may see it but not delete it.
-        await gateway.owners.grant(user_id, conversation_id)  # else 404
-        if not gateway.settings.auth_enabled:
-            raise no_such_conversation()
+        if (await gateway.owners.grant(user_id, conversation_id)).role == "owner":
+            raise no_such_conversation()  # auth off: none stored under this id
         raise ApiError(403, "forbidden", "only the conversation's owner deletes it")
     # Stop its generation, else its tokens go on landing on `livechat.events.<id>`,
     # for whoever holds the id next. A stop that could not be sent is a 503: the

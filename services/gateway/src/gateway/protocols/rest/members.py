@@ -16,7 +16,7 @@ from gateway.access.auth import current_user
 from gateway.backends import answer_of, found
 from gateway.errors import ApiError
 from gateway.fanout.access import announce_access_change
-from gateway.intake.body import read_model
+from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.openapi import API_ERRORS, BODY_ERRORS, error_responses
 from gateway.schemas import USER_ID_MAX_CHARS, MemberIn, MemberList, MemberOut, public
@@ -55,6 +55,7 @@ async def list_members(conversation_id: str, request: Request, user_id: User) ->
 @router.post(
     "/v1/conversations/{conversation_id}/members",
     status_code=201,
+    openapi_extra=body_schema(MemberIn),
     response_model=MemberOut,
     responses=error_responses(*BODY_ERRORS, 404),
 )
