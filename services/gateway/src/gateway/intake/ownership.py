@@ -25,7 +25,7 @@ from contracts import rpc
 from gateway.backends import Backends, answer_of, found
 from gateway.errors import ApiError
 
-__all__ = ["Grant", "Ownership"]
+__all__ = ["Grant", "Ownership", "forbidden_to_send"]
 
 
 @dataclass(frozen=True, slots=True)
