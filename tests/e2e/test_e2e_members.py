@@ -186,8 +186,12 @@ async def test_members_and_viewers_share_a_conversation_and_a_person_takes_over(
                 "a person here",
                 "alice",
             )
-            by_bob = await there.post(f"{path}/messages", json={"content": "me too"}, headers=BOB)
-            assert by_bob.status_code == 202, by_bob.text
+            # Over the WebSocket too: the message is relayed, nothing is generated.
+            frame = {"type": "message", "conversation_id": conv, "content": "me too"}
+            await bob_ws.send(json.dumps(frame))
+            while (echo := await _frame(bob_ws)).get("content") != "me too":
+                assert echo["type"] not in ("start", "token", "error"), echo
+            assert (echo["type"], echo["user_id"], echo["unanswered"]) == ("message", "bob", True)
             # Handed back: the next message is answered again.
             on = await here.patch(path, json={"assistant": "on"}, headers=ALICE)
             assert on.json()["assistant"] == "on"
