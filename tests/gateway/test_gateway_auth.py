@@ -227,6 +227,7 @@ def _protected_routes(settings: GatewaySettings) -> list[tuple[str, str]]:
             continue
         path = path.replace("{conversation_id}", "c1").replace("{chat_id}", "c1")
         path = path.replace("{model_id}", "demo").replace("{message_id}", "m1")
+        path = path.replace("{member_id}", "bob")
         assert "{" not in path, f"fill in the path parameter of {path}"
         if isinstance(route, APIWebSocketRoute):
             routes.append(("WS", path))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from memory_testing import eventually, finished, running, user_message
+from memory_testing import at, eventually, finished, running, user_message
 from redis.asyncio import Redis
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
@@ -28,6 +28,7 @@ from contracts.rpc import (
     ConversationGetReply,
     ConversationGetRequest,
     ConversationUpdateRequest,
+    MembersRequest,
 )
 from memory import MemorySettings, SqlConversationRepository
 from memory.history.cache import CachedConversationStore, WindowCache, connect_redis
@@ -331,3 +332,25 @@ async def test_history_max_prunes_the_oldest_in_sql_and_in_the_cached_window(
         [user_message("c2", "x0", "q"), user_message("c2", "x1", "q", seconds=1)]
     )
     assert len((await store.get_conversation(get("c2"))).messages) == 2
+
+
+async def test_a_member_reads_through_the_cache_and_the_switch_refreshes_the_window(
+    repository: SqlConversationRepository, redis: tuple[Redis, str]
+) -> None:
+    client, prefix = redis
+    store, _ = cached(repository, client, prefix)
+    await store.store_events([user_message("c1", "m1", "one"), finished("c1", "r1", "m1", "two")])
+    add = MembersRequest(user_id="alice", conversation_id="c1", action="add", member_id="bob")
+    assert [m.user_id for m in (await store.members(add, at(5))).members] == ["alice", "bob"]
+    owner = await store.get_conversation(get())  # the owner's window, cached
+    assert owner.conversation is not None and owner.conversation.role == "owner"
+    # Another user's window: a member's read is answered by SQL, as a member's.
+    member = await store.get_conversation(get(user="bob"))
+    assert member.conversation is not None and member.conversation.role == "member"
+    assert [m.content for m in member.messages] == ["one", "two"]
+    assert (await store.get_conversation(get(user="mallory"))).conversation is None
+    # The switch is a write of the conversation: the cached window shows it at once.
+    off = ConversationUpdateRequest(user_id="bob", conversation_id="c1", assistant="off")
+    assert (await store.update_conversation(off)).conversation is not None
+    summary = (await store.get_conversation(get())).conversation
+    assert summary is not None and summary.assistant == "off"

@@ -24,6 +24,7 @@ __all__ = [
     "CHAT_EVENT",
     "CONVERSATION_EVENT",
     "SCHEMA_VERSION",
+    "AccessChanged",
     "CancelRequested",
     "ChatEvent",
     "ContextMessage",
@@ -168,6 +169,9 @@ class UserMessageAccepted(Event):
     # (the edit of a first message). Events without them continue the active branch.
     parent_id: Id | None = None
     root: bool = False
+    # Who wrote it when not `user_id` (the conversation's owner): a member of a shared
+    # conversation. The message is stored and answered under the owner's account.
+    author_id: str | None = Field(default=None, exclude_if=_unset)
 
 
 class GenerationFinished(Event):
@@ -282,6 +286,17 @@ class ConversationDeleted(Event):
 
     kind: Literal["conversation_deleted"] = "conversation_deleted"
     conversation_id: Id
+
+
+class AccessChanged(Event):
+    """Who may do what in a conversation changed (a member added, changed or removed, the
+    assistant turned off or on), announced by the gateway that made the change once memory
+    committed it, on `access_changed(conv)`: every gateway forgets what it remembered of
+    the conversation's access, and ends the attachments of `removed` (a member removed)."""
+
+    kind: Literal["access_changed"] = "access_changed"
+    conversation_id: Id
+    removed: str | None = None
 
 
 # --- usage (stream LIVECHAT_USAGE) -------------------------------------------------
@@ -429,6 +444,10 @@ class MessageEvent(Event):
     content: str
     created_at: datetime
     client_id: str | None = None
+    # Its author (shown in shared conversations).
+    user_id: str | None = Field(default=None, exclude_if=_unset)
+    # Sent while the assistant was off (a person took over): no answer follows.
+    unanswered: bool = Field(default=False, exclude_if=_unset)
 
 
 ConversationEvent: TypeAlias = Annotated[

@@ -22,6 +22,7 @@ __all__ = [
     "HISTORY_PAGE_MAX_BYTES",
     "SYSTEM_PROMPT_MAX_CHARS",
     "TITLE_MAX_CHARS",
+    "AccessRole",
     "ContextReply",
     "ContextRequest",
     "ConversationCreateRequest",
@@ -42,6 +43,10 @@ __all__ = [
     "FeedbackOutcome",
     "FeedbackSetRequest",
     "FeedbackWriteReply",
+    "Member",
+    "MemberRole",
+    "MembersReply",
+    "MembersRequest",
     "Pong",
     "ReadMarkReply",
     "ReadMarkRequest",
@@ -120,6 +125,8 @@ class StoredMessage(Rpc):
     content: str
     status: MessageStatus
     created_at: datetime
+    # A user message's author: the owner, or a member of a shared conversation.
+    user_id: str | None = None
     # The message it follows in the conversation's tree (None: a first message).
     parent_id: str | None = None
     # Set in the messages of a conversation read (the active branch).
@@ -148,6 +155,11 @@ class ContextReply(Rpc):
 TITLE_MAX_CHARS = 200
 SYSTEM_PROMPT_MAX_CHARS = 32000
 
+# Who someone is in a conversation: its owner > a member (reads, attaches, sends) >
+# a viewer (reads, attaches).
+AccessRole: TypeAlias = Literal["owner", "member", "viewer"]
+MemberRole: TypeAlias = Literal["member", "viewer"]
+
 
 class ConversationSummary(Rpc):
     id: str
@@ -161,6 +173,12 @@ class ConversationSummary(Rpc):
     # Set in lists: the messages after the caller's read position (all of them when the
     # caller never read it), not counting the caller's own (user) messages.
     unread_count: int | None = None
+    # The caller's role in it, and whether the assistant answers ("off": a human took
+    # over). Set by memory in every reply; None only in summaries cached before them.
+    role: AccessRole | None = None
+    assistant: Literal["on", "off"] | None = None
+    # Whose conversation it is: the account its messages are stored and answered under.
+    owner_id: str | None = None
 
 
 class ConversationListRequest(Rpc):
@@ -223,6 +241,8 @@ class ConversationUpdateRequest(Rpc):
     system_prompt: str | None = Field(default=None, max_length=SYSTEM_PROMPT_MAX_CHARS)
     # The active branch becomes the one ending at (or going through) this message.
     active_message_id: str | None = None
+    # "off": user messages are stored and relayed, not answered (owner or member).
+    assistant: Literal["on", "off"] | None = None
 
 
 class ConversationWriteReply(Rpc):
@@ -231,6 +251,35 @@ class ConversationWriteReply(Rpc):
     created: bool = False
     # The update named an `active_message_id` the conversation does not hold.
     unknown_message: bool = False
+    # The caller may read it but not make this change (a viewer's, a member's title).
+    forbidden: bool = False
+
+
+class Member(Rpc):
+    user_id: str
+    role: AccessRole
+
+
+class MembersRequest(Rpc):
+    """Read (`action` "list"), add or change (`"add"`: owner only) or remove (`"remove"`:
+    the owner, or a member leaving) the members of a conversation. Idempotent."""
+
+    user_id: str  # the caller
+    conversation_id: str
+    action: Literal["list", "add", "remove"] = "list"
+    member_id: str | None = None  # whom "add" and "remove" are about
+    role: MemberRole = "member"
+
+
+class MembersReply(Rpc):
+    # None when the caller may not see the conversation.
+    conversation: ConversationSummary | None
+    # The owner first (role "owner"), then the members in the order they joined.
+    members: tuple[Member, ...] = ()
+    # The caller may see the conversation but not make this change.
+    forbidden: bool = False
+    # "remove" of someone who is no member, "add" of the owner.
+    unknown_member: bool = False
 
 
 class ConversationDeleteRequest(Rpc):

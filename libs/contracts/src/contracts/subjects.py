@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ACCESS_CHANGED_ALL",
     "CANCEL_ALL",
     "CHAT_ALL",
     "CONVERSATION_DELETED_ALL",
@@ -14,6 +15,7 @@ __all__ = [
     "MEMORY_CONVERSATION_DELETE",
     "MEMORY_CONVERSATION_GET",
     "MEMORY_CONVERSATION_LIST",
+    "MEMORY_CONVERSATION_MEMBERS",
     "MEMORY_CONVERSATION_READ",
     "MEMORY_CONVERSATION_UPDATE",
     "MEMORY_FEEDBACK_DELETE",
@@ -26,6 +28,7 @@ __all__ = [
     "USAGE_RECORDED",
     "USAGE_REPORTED",
     "USAGE_TOTALS",
+    "access_changed",
     "cancel",
     "chat_failed",
     "chat_failed_pattern",
@@ -35,6 +38,7 @@ __all__ = [
     "chat_user",
     "chat_user_pattern",
     "conversation_deleted",
+    "conversation_of_access_subject",
     "conversation_of_deleted_subject",
     "conversation_of_events_subject",
     "conversation_of_signals_subject",
@@ -64,11 +68,13 @@ SIGNALS_ALL = f"{PREFIX}.signals.>"
 
 # A conversation is gone (core NATS, from memory): every gateway forgets its owner.
 CONVERSATION_DELETED_ALL = f"{PREFIX}.deleted.*"
+# A conversation's access changed (core NATS, from the gateway that changed it): every
+# gateway forgets what it remembered of it.
+ACCESS_CHANGED_ALL = f"{PREFIX}.access.*"
 
 # Stop buttons (core NATS): every inference worker hears every conversation's.
 CANCEL_ALL = f"{PREFIX}.cancel.*"
 
-MEMORY_CONVERSATION_READ = f"{PREFIX}.rpc.memory.conversations.read"
 # Request-reply (core NATS).
 MEMORY_CONTEXT = f"{PREFIX}.rpc.memory.context"
 MEMORY_CONVERSATION_LIST = f"{PREFIX}.rpc.memory.conversations.list"
@@ -76,9 +82,11 @@ MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
 MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"
 MEMORY_CONVERSATION_UPDATE = f"{PREFIX}.rpc.memory.conversations.update"
 MEMORY_CONVERSATION_DELETE = f"{PREFIX}.rpc.memory.conversations.delete"
+MEMORY_CONVERSATION_READ = f"{PREFIX}.rpc.memory.conversations.read"
 MEMORY_FEEDBACK_SET = f"{PREFIX}.rpc.memory.feedback.set"
 MEMORY_FEEDBACK_DELETE = f"{PREFIX}.rpc.memory.feedback.delete"
 MEMORY_FEEDBACK_EXPORT = f"{PREFIX}.rpc.memory.feedback.export"
+MEMORY_CONVERSATION_MEMBERS = f"{PREFIX}.rpc.memory.conversations.members"
 USAGE_TOTALS = f"{PREFIX}.rpc.usage.totals"
 USAGE_EXPORT = f"{PREFIX}.rpc.usage.export"
 
@@ -130,6 +138,7 @@ _SIGNALS = _PerConversation("signals")
 _FEEDBACK = _PerConversation("feedback")
 # Where memory announces a deleted conversation (`ConversationDeleted`).
 _DELETED = _PerConversation("deleted")
+_ACCESS = _PerConversation("access")
 
 events = _EVENTS.subject
 conversation_of_events_subject = _EVENTS.conversation_of
@@ -138,6 +147,8 @@ feedback_changed = _FEEDBACK.subject
 conversation_of_signals_subject = _SIGNALS.conversation_of
 conversation_deleted = _DELETED.subject
 conversation_of_deleted_subject = _DELETED.conversation_of
+access_changed = _ACCESS.subject
+conversation_of_access_subject = _ACCESS.conversation_of
 
 
 def cancel(conversation_id: str) -> str:

@@ -17,6 +17,7 @@ from contracts.topology import GATEWAY_STREAMS, ensure_buckets, ensure_streams
 from gateway.access.guard import RequestGuard
 from gateway.backends import Backends
 from gateway.errors import install_error_handlers
+from gateway.fanout.access import follow_access_changes
 from gateway.fanout.deletions import follow_deletions, recheck_followers
 from gateway.fanout.hub import EventHub
 from gateway.fanout.signals import SignalHub
@@ -35,7 +36,15 @@ from gateway.protocols import page
 from gateway.protocols.aisdk import routes as aisdk
 from gateway.protocols.direct import remember_direct_send
 from gateway.protocols.openai import routes as openai_compat
-from gateway.protocols.rest import cancel, conversations, events, feedback, messages, usage
+from gateway.protocols.rest import (
+    cancel,
+    conversations,
+    events,
+    feedback,
+    members,
+    messages,
+    usage,
+)
 from gateway.protocols.socketio.server import SocketIoEndpoint
 from gateway.protocols.websocket import routes as ws
 from gateway.settings import GatewaySettings
@@ -122,6 +131,7 @@ async def _start_gateway(
     )
     # Ends with the connection; every attachment to a deleted conversation ends too.
     await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget)
+    await follow_access_changes(nc, owners.forget, hub.end_for, signals.end_for)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,
@@ -241,6 +251,7 @@ class _GatewayApp(FastAPI):
 _ROUTES = (
     health,
     conversations,
+    members,
     messages,
     feedback,
     cancel,

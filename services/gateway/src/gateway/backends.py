@@ -129,6 +129,9 @@ class Backends:
     async def mark_read(self, request: rpc.ReadMarkRequest) -> rpc.ReadMarkReply:
         return await self._write(subjects.MEMORY_CONVERSATION_READ, request, rpc.ReadMarkReply)
 
+    async def members(self, request: rpc.MembersRequest) -> rpc.MembersReply:
+        return await self._write(subjects.MEMORY_CONVERSATION_MEMBERS, request, rpc.MembersReply)
+
     async def _write(self, subject: str, request: BaseModel, reply_type: type[R]) -> R:
         try:
             return await self._call(subject, request, reply_type)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from contracts import subjects
 from contracts.events import (
+    AccessChanged,
     CancelRequested,
     GenerationRequested,
     MessageEvent,
@@ -67,6 +68,14 @@ def _publications() -> list[tuple[str, str, str, type[BaseModel]]]:
             "gateway.cancel_requested",
             "The stop button (core NATS; also kept in the LIVECHAT_CANCEL bucket).",
             CancelRequested,
+        ),
+        (
+            subjects.access_changed(_CONV),
+            "gateway.access_changed",
+            "A conversation's members or assistant switch changed (core NATS, once memory "
+            "committed it): every gateway forgets what it remembered of its access and "
+            "ends a removed member's attachments.",
+            AccessChanged,
         ),
     ]
 

@@ -13,6 +13,7 @@ from contracts.ids import ID_PATTERN
 
 __all__ = [
     "MAX_TOKENS",
+    "USER_ID_MAX_CHARS",
     "WS_FRAME",
     "CancelOut",
     "ConversationList",
@@ -24,6 +25,9 @@ __all__ = [
     "FeedbackOut",
     "HealthOut",
     "Id",
+    "MemberIn",
+    "MemberList",
+    "MemberOut",
     "MessageIn",
     "MessageOut",
     "NotReadyOut",
@@ -33,6 +37,7 @@ __all__ = [
     "RegenerateIn",
     "ReplyOut",
     "Strict",
+    "UnansweredOut",
     "UsageOut",
     "UsageTotalsOut",
     "WsCancel",
@@ -171,6 +176,12 @@ class MessageOut(_Public, rpc.StoredMessage):
     """A stored message."""
 
 
+class UnansweredOut(BaseModel):
+    """A message sent while the assistant is off (202): stored and relayed, not answered."""
+
+    message: MessageOut
+
+
 class ConversationOut(_Public, rpc.ConversationSummary):
     """A conversation (GET /v1/conversations/{id} adds its messages)."""
 
@@ -186,6 +197,28 @@ class ConversationPage(ConversationOut):
 
 class ConversationList(BaseModel):
     conversations: list[ConversationOut]
+
+
+USER_ID_MAX_CHARS = 256
+
+
+class MemberIn(Strict):
+    """The body of POST /v1/conversations/{id}/members: whom to let in, and as what (a
+    `member` reads, attaches and sends; a `viewer` reads and attaches). Adding someone
+    again changes their role."""
+
+    user_id: str = Field(min_length=1, max_length=USER_ID_MAX_CHARS)
+    role: rpc.MemberRole = "member"
+
+
+class MemberOut(_Public, rpc.Member):
+    """Someone in a conversation: its `owner`, a `member` or a `viewer`."""
+
+
+class MemberList(BaseModel):
+    """The owner first, then the members in the order they joined."""
+
+    members: list[MemberOut]
 
 
 class UsageTotalsOut(_Public, rpc.UsageTotals):

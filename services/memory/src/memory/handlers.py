@@ -107,6 +107,10 @@ def create_router(
     ) -> rpc.ConversationWriteReply:
         return await store.update_conversation(request)
 
+    @answers(subjects.MEMORY_CONVERSATION_MEMBERS, "memory.members")
+    async def members(request: rpc.MembersRequest) -> rpc.MembersReply:
+        return await store.members(request, clock())
+
     @answers(subjects.MEMORY_CONVERSATION_DELETE, "memory.delete")
     async def delete_conversation(
         request: rpc.ConversationDeleteRequest,

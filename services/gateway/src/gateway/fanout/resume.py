@@ -10,12 +10,11 @@ from nats.errors import Error as NatsError
 
 from contracts import ids
 from contracts.events import MessageEvent
-from gateway.access.auth import LOCAL_USER
-from gateway.backends import answer_of, found
 from gateway.errors import ApiError
 from gateway.fanout.feed import ConversationGone, EventFeed
 from gateway.fanout.frames import RelayedEvent
 from gateway.fanout.replay import last_event
+from gateway.intake.ownership import Grant, forbidden_to_send
 from gateway.state import Gateway
 
 __all__ = [
@@ -45,19 +44,21 @@ def in_flight(conversation_id: str, event: RelayedEvent | None) -> str | None:
     if event is None or event.terminal:
         return None
     if isinstance(event.event, MessageEvent):  # a user message: its answer is coming
+        if event.event.unanswered:
+            return None  # the assistant was off: none is
         return ids.reply_id(conversation_id, event.event.message_id)
     return event.message_id
 
 
-async def check_access(gateway: Gateway, user_id: str, conversation_id: str) -> None:
-    """404 for a conversation memory does not hold for this caller (never its events)."""
-    if user_id == LOCAL_USER:
-        return  # auth is off: one user, every conversation is theirs
-    # One message at most: the answer stays small however long the conversation.
-    reply = await answer_of(
-        "memory", gateway.backends.get_conversation(user_id, conversation_id, limit=1)
-    )
-    found(reply.conversation)
+async def check_access(
+    gateway: Gateway, user_id: str, conversation_id: str, *, sends: bool = False
+) -> Grant:
+    """404 for a conversation the caller may not see (never its events); `sends`: 403 for
+    a viewer (a stop, like a message, is a member's)."""
+    granted = await gateway.owners.grant(user_id, conversation_id)
+    if sends and not granted.sends:
+        raise forbidden_to_send()
+    return granted
 
 
 @dataclass(slots=True)

@@ -72,6 +72,13 @@ class SignalHub:
         (a later owner's), and may send none into it."""
         self._members.pop(conversation_id, None)
 
+    def end_for(self, conversation_id: str, user_id: str) -> None:
+        """`user_id` may no longer read the conversation: their clients here leave it."""
+        group = self._members.get(conversation_id, {})
+        for client_id, (member, _) in tuple(group.items()):
+            if member == user_id:
+                self.leave(conversation_id, client_id)
+
     def is_member(self, conversation_id: str, client_id: str) -> bool:
         return client_id in self._members.get(conversation_id, ())
 

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 
 from contracts import ids, rpc
+from gateway.errors import ApiError
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.reply import find_final, reply_filter
 from gateway.intake.checks import check_message
 from gateway.intake.limits import Limits
 from gateway.intake.lookup import find_message
+from gateway.intake.ownership import Grant
 from gateway.intake.publisher import Submission
 from gateway.schemas import MessageIn
 from gateway.state import Gateway
 
-__all__ = ["Admitted", "Earlier", "accept", "admit", "earlier_message"]
+__all__ = ["Admitted", "Earlier", "accept", "admit", "earlier_message", "user_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,24 @@ class Admitted:
     model: str
     earlier: Earlier | None  # what memory holds of a client-given id
     allowance: int | None = None  # the budget's tokens left today (None: no budget)
+    # What the caller may do there: the owner's account, whether the assistant answers.
+    grant: Grant | None = None
+
+    @property
+    def account(self) -> str:
+        """Whose account the message is stored, answered and accounted under: the
+        conversation's owner (a member writes into the owner's conversation)."""
+        return self.user_id if self.grant is None else self.grant.owner_id
+
+    @property
+    def author_id(self) -> str | None:
+        """Who wrote it, when not the owner."""
+        return None if self.grant is None else self.grant.author(self.user_id)
+
+    @property
+    def answers(self) -> bool:
+        """False: the assistant is off (a person took over), nothing is generated."""
+        return self.grant is None or self.grant.assistant
 
     @property
     def answered(self) -> rpc.StoredMessage | None:
@@ -84,31 +105,46 @@ async def admit(
     if reserve is not None:
         reserve()
     earlier = None
+    # Another user's: 404; a viewer's: 403. A member writes into the owner's account.
+    grant = await gateway.owners.check(user_id, conversation_id)
+    if not new_message and not grant.assistant:
+        raise ApiError(
+            409,
+            "assistant_off",
+            "the assistant is off in this conversation (a person took over): "
+            "turn it on to regenerate",
+        )
     if new_message:
-        await gateway.owners.check(user_id, conversation_id)  # another user's: 404
         if body.id is not None:  # a repeat is answered once
             earlier = await earlier_message(gateway, user_id, conversation_id, body.id)
         if body.parent_id is not None:  # a branch starts at a message of this conversation
             await find_message(gateway, user_id, conversation_id, body.parent_id)
     allowance = None
     if earlier is None or not earlier.repeat:  # a retry is counted once
-        allowance = await limits.check(user_id)  # 429 before anything is published
-    return Admitted(user_id, conversation_id, body, model, earlier, allowance)
+        # 429 before anything is published, on the account that pays for the answer.
+        allowance = await limits.check(grant.owner_id)
+    return Admitted(user_id, conversation_id, body, model, earlier, allowance, grant)
 
 
 async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     """Publish the message, unless memory shows it was accepted before: then the reply
     already given or being generated is followed."""
-    user_id, conversation_id, body, model = (
-        message.user_id,
-        message.conversation_id,
-        message.body,
-        message.model,
-    )
+    conversation_id, body, model = message.conversation_id, message.body, message.model
     earlier = message.earlier
+    account, author, answers = message.account, message.author_id, message.answers
     if earlier is None or not earlier.repeat:
         return await gateway.publisher.submit(
-            user_id, conversation_id, body, model, allowance=message.allowance
+            account,
+            conversation_id,
+            body,
+            model,
+            allowance=message.allowance,
+            author_id=author,
+            answer=answers,
+        )
+    if not answers:  # stored before; nothing to answer while the assistant is off
+        return await gateway.publisher.submit(
+            account, conversation_id, body, model, accepted_before=True, answer=False
         )
     message_id = body.id or ""
     reply = ids.reply_id(conversation_id, message_id)
@@ -126,7 +162,7 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     # never have been queued (its publish failed after the message was stored), and
     # following it would wait for an answer nobody generates.
     return await gateway.publisher.submit(
-        user_id, conversation_id, body, model, accepted_before=True
+        account, conversation_id, body, model, accepted_before=True, author_id=author
     )
 
 
@@ -142,3 +178,17 @@ async def accept(
         # Already accepted: relay the generation that answers it, from its first event.
         feed.replay_after(0, reply_filter(sub.reply_id))
     return sub
+
+
+def user_message(message: Admitted, sub: Submission) -> rpc.StoredMessage:
+    """The user message `sub` published, as history shows it (the answer of a send while
+    the assistant is off)."""
+    return rpc.StoredMessage(
+        id=sub.message_id,
+        role="user",
+        content=message.body.content,
+        status="complete",
+        created_at=sub.created_at or datetime.now(UTC),
+        user_id=message.user_id,
+        parent_id=message.body.parent_id,
+    )

@@ -47,6 +47,9 @@ class Submission:
     reply_id: str
     model: str
     duplicate: bool  # the message id was already accepted: do not answer twice
+    # The assistant was off: the message was stored and relayed, and is not answered.
+    unanswered: bool = False
+    created_at: datetime | None = None  # the user message's time, when published now
 
 
 class Publisher:
@@ -175,13 +178,25 @@ class Publisher:
         *,
         accepted_before: bool = False,
         allowance: int | None = None,
+        author_id: str | None = None,
+        answer: bool = True,
     ) -> Submission:
         """Publish the message; `accepted_before`: memory already holds it (a retry after
-        the dedupe window), so only the generation request is published again."""
+        the dedupe window), so only the generation request is published again.
+        `user_id` is the conversation's owner (the account), `author_id` who wrote it when
+        someone else (a member); `answer=False`: the assistant is off, nothing is generated."""
         message_id = body.id or ids.new_id()
         reply = ids.reply_id(conversation_id, message_id)
+        if accepted_before and not answer:
+            return Submission(conversation_id, message_id, reply, model, True, unanswered=True)
         now = datetime.now(UTC)
-        echo = MessageEvent(message_id=message_id, content=body.content, created_at=now)
+        echo = MessageEvent(
+            message_id=message_id,
+            content=body.content,
+            created_at=now,
+            user_id=author_id or user_id,
+            unanswered=not answer,
+        )
         accepted = UserMessageAccepted(
             message_id=message_id,
             conversation_id=conversation_id,
@@ -191,6 +206,7 @@ class Publisher:
             system_prompt=body.system_prompt,
             parent_id=body.parent_id,
             root=body.root,
+            author_id=author_id,
         )
         requested = GenerationRequested(
             message_id=reply,
@@ -216,6 +232,8 @@ class Publisher:
         if not accepted_before:
             publishes.append((subjects.events(conversation_id), echo, dedupe_id("echo")))
             publishes.append((subjects.chat_user(conversation_id), accepted, dedupe_id("user")))
+        if not answer:
+            return await self._publish_unanswered(publishes, conversation_id, message_id, model)
         publishes.append((subjects.GENERATE, requested, dedupe_id("gen")))
         # Sent in this order: the echo is shown, then the message is stored, then it is
         # answered. A repeated message id is republished (each publish is deduped by its
@@ -231,7 +249,35 @@ class Publisher:
         duplicate = bool(request.duplicate) or accepted_before
         if self._queue is not None:
             self._queue.track(conversation_id, reply, request.seq)
-        return Submission(conversation_id, message_id, reply, model, duplicate)
+        return Submission(conversation_id, message_id, reply, model, duplicate, created_at=now)
+
+    async def _publish_unanswered(
+        self,
+        publishes: list[tuple[str, BaseModel, str]],
+        conversation_id: str,
+        message_id: str,
+        model: str,
+    ) -> Submission:
+        """The echo and the stored message alone: the assistant is off."""
+        try:
+            acks = await self._publish_all(publishes)
+        except (NatsError, TimeoutError) as exc:
+            log.warning("publishing a message failed: %s", type(exc).__name__)
+            details = {"message_id": message_id}
+            raise await self._refusal(publishes, "the message", details) from exc
+        reply = ids.reply_id(conversation_id, message_id)
+        duplicate = bool(acks[-1].duplicate)
+        accepted = publishes[-1][1]
+        assert isinstance(accepted, UserMessageAccepted)
+        return Submission(
+            conversation_id,
+            message_id,
+            reply,
+            model,
+            duplicate,
+            unanswered=True,
+            created_at=accepted.created_at,
+        )
 
     async def request_generation(
         self, request: GenerationRequested, *, kind: str, allowance: int | None = None

@@ -41,7 +41,7 @@ async def regenerate(
     request = GenerationRequested(
         message_id=reply,
         conversation_id=conversation_id,
-        user_id=message.user_id,
+        user_id=message.account,
         user_message_id=question.id,
         content=question.content,
         options=GenerationOptions(

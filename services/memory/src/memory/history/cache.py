@@ -268,6 +268,9 @@ class CachedConversationStore:
             await self._refresh([request.conversation_id])
         return reply
 
+    async def members(self, request: rpc.MembersRequest, now: datetime) -> rpc.MembersReply:
+        return await self._inner.members(request, now)  # not part of a window
+
     async def delete_conversation(
         self, request: rpc.ConversationDeleteRequest, now: datetime
     ) -> rpc.ConversationDeleteReply:
@@ -310,23 +313,21 @@ class CachedConversationStore:
         # The active branch from a window that holds every message (its siblings too).
         if request.before is None and request.message_ids is None:
             window = await self._window(request.conversation_id)
-            if window is not None:
-                if window.user_id != request.user_id:
-                    return rpc.ConversationGetReply(conversation=None)
-                if window.complete:
-                    by_id = {m.id: m for m in window.messages}
-                    path, has_more = path_up(by_id, window.active_message_id, request.limit)
-                    branch = tuple(reversed(path))
-                    # A page fits one NATS message (a whole branch is asked unpaged).
-                    page = branch if request.limit is None else newest_within_bytes(branch)
-                    # Read state is not in the window (a read would refresh it): one
-                    # key-range read beside it.
-                    return rpc.ConversationGetReply(
-                        conversation=window.conversation,
-                        messages=with_siblings(page, _children(window.messages)),
-                        has_more=has_more or len(page) < len(branch),
-                        read_by=await self._inner.read_by(request.conversation_id),
-                    )
+            # Another user's window: a member's or a stranger's read, answered by SQL.
+            if window is not None and window.user_id == request.user_id and window.complete:
+                by_id = {m.id: m for m in window.messages}
+                path, has_more = path_up(by_id, window.active_message_id, request.limit)
+                branch = tuple(reversed(path))
+                # A page fits one NATS message (a whole branch is asked unpaged).
+                page = branch if request.limit is None else newest_within_bytes(branch)
+                # Read state is not in the window (a read would refresh it): one
+                # key-range read beside it.
+                return rpc.ConversationGetReply(
+                    conversation=window.conversation,
+                    messages=with_siblings(page, _children(window.messages)),
+                    has_more=has_more or len(page) < len(branch),
+                    read_by=await self._inner.read_by(request.conversation_id),
+                )
         return await self._inner.get_conversation(request)
 
     async def list_conversations(

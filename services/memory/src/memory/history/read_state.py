@@ -25,14 +25,14 @@ _read_state: Table = ReadState.__table__  # type: ignore[assignment]
 
 
 async def mark_read(
-    conn: AsyncConnection, insert: Any, request: ReadMarkRequest, now: datetime
+    conn: AsyncConnection, insert: Any, request: ReadMarkRequest, now: datetime, visible: Any
 ) -> ReadMarkReply:
     """Move the user's read position to the message, unless it is there or beyond
-    (inside the caller's transaction)."""
+    (inside the caller's transaction). `visible`: the conversations the user may read
+    (owner, member or viewer)."""
     c, m, r = _conversations.c, _messages.c, _read_state.c
     conversation_id, user_id = request.conversation_id, request.user_id
-    mine = and_(c.id == conversation_id, c.user_id == user_id)
-    if not await conn.scalar(select(exists().where(mine))):
+    if not await conn.scalar(select(exists().where(c.id == conversation_id, visible))):
         return ReadMarkReply(found=False)
     # The position, with its message's time as stored (one format on each backend).
     position = select(
@@ -80,14 +80,15 @@ def unread_count(user_id: str) -> Any:
 
     Only one of the two counts runs for a conversation (CASE), and the one after a
     position is a range of ix_messages_conversation_order from the position's time.
-    A user message's author is the conversation's owner, so "own" is role "user"; with
-    several authors this becomes a comparison of the message's author."""
+    "Own" are the user messages the user wrote (their author; one stored before authors
+    were kept is the owner's)."""
     c, m, r = _conversations.c, _messages.c, _read_state.c
     mine = and_(r.conversation_id == c.id, r.user_id == user_id)
     # Correlated to the listed conversation also where nested in the count below.
     read_at = select(r.message_at).where(mine).correlate(_conversations).scalar_subquery()
     read_id = select(r.message_id).where(mine).correlate(_conversations).scalar_subquery()
-    others = and_(m.conversation_id == c.id, m.role != "user")
+    author = func.coalesce(m.user_id, c.user_id)
+    others = and_(m.conversation_id == c.id, or_(m.role != "user", author != user_id))
     every = select(func.count()).where(others).scalar_subquery()
     after = (
         select(func.count())

@@ -20,10 +20,12 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     false,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -53,6 +55,9 @@ from contracts.rpc import (
     ConversationSummary,
     ConversationUpdateRequest,
     ConversationWriteReply,
+    Member,
+    MembersReply,
+    MembersRequest,
     ReadMarkReply,
     ReadMarkRequest,
     ReplyError,
@@ -70,7 +75,13 @@ from memory.history.statements import (
     answered_questions,
 )
 from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
-from memory.history.tables import Conversation, DeletedConversation, Message, ReadState
+from memory.history.tables import (
+    Conversation,
+    ConversationMember,
+    DeletedConversation,
+    Message,
+    ReadState,
+)
 from memory.history.writes import write_events
 
 __all__ = ["FINAL_STATUSES", "SqlConversationRepository"]
@@ -81,6 +92,7 @@ _conversations: Table = Conversation.__table__  # type: ignore[assignment]
 _messages: Table = Message.__table__  # type: ignore[assignment]
 _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 _read_state: Table = ReadState.__table__  # type: ignore[assignment]
+_members: Table = ConversationMember.__table__  # type: ignore[assignment]
 T = TypeVar("T")
 
 
@@ -188,10 +200,20 @@ class SqlConversationRepository:
             values["title"] = _text(request.title)
         if request.system_prompt is not None:
             values["system_prompt"] = _prompt(request.system_prompt)
-        mine = and_(c.id == request.conversation_id, c.user_id == request.user_id)
+        if request.assistant is not None:
+            values["assistant_off"] = request.assistant == "off"
+        # The owner and members change it; a viewer only reads it.
+        mine = and_(c.id == request.conversation_id, _sender(c, request.user_id))
         async with self._engine.begin() as conn:
+            if not await conn.scalar(select(exists().where(mine))):
+                return ConversationWriteReply(
+                    conversation=(
+                        summary := await _summary(conn, request.conversation_id, request.user_id)
+                    ),
+                    forbidden=summary is not None,
+                )
             through = request.active_message_id
-            if through is not None and await conn.scalar(select(exists().where(mine))):
+            if through is not None:
                 tree = (
                     await conn.execute(
                         select(m.id, m.parent_id)
@@ -230,6 +252,47 @@ class SqlConversationRepository:
             )
         return ConversationDeleteReply(deleted=bool(again))
 
+    async def members(self, request: MembersRequest, now: datetime) -> MembersReply:
+        """List, add or remove a conversation's members (see `MembersRequest`)."""
+        b = _members.c
+        where = and_(b.conversation_id == request.conversation_id, b.user_id == request.member_id)
+        async with self._engine.begin() as conn:
+            summary = await _summary(conn, request.conversation_id, request.user_id)
+            if summary is None:
+                return MembersReply(conversation=None)
+            owner = summary.owner_id
+            if request.action == "add":
+                if summary.role != "owner":
+                    return MembersReply(conversation=summary, forbidden=True)
+                if request.member_id is None or request.member_id == owner:
+                    return MembersReply(conversation=summary, unknown_member=True)
+                changed = await conn.execute(
+                    update(_members).where(where).values(role=request.role)
+                )
+                if not changed.rowcount:
+                    row = {
+                        "conversation_id": request.conversation_id,
+                        "user_id": request.member_id,
+                        "role": request.role,
+                        "created_at": now,
+                    }
+                    await conn.execute(self._insert(_members).values(row).on_conflict_do_nothing())
+            elif request.action == "remove":
+                leaving = request.member_id == request.user_id
+                if summary.role != "owner" and not leaving:
+                    return MembersReply(conversation=summary, forbidden=True)
+                gone = await conn.execute(delete(_members).where(where))
+                if not gone.rowcount:
+                    return MembersReply(conversation=summary, unknown_member=True)
+            rows = await conn.execute(
+                select(b.user_id, b.role)
+                .where(b.conversation_id == request.conversation_id)
+                .order_by(b.created_at, b.user_id)
+            )
+            members = [Member(user_id=row.user_id, role=row.role) for row in rows]
+        first = [Member(user_id=owner, role="owner")] if owner is not None else []
+        return MembersReply(conversation=summary, members=(*first, *members))
+
     async def delete_idle(self, idle_since: datetime, now: datetime, limit: int) -> list[str]:
         """Delete up to `limit` conversations without activity since `idle_since`."""
         c = _conversations.c
@@ -249,7 +312,8 @@ class SqlConversationRepository:
 
     async def mark_read(self, request: ReadMarkRequest, now: datetime) -> ReadMarkReply:
         async with self._engine.begin() as conn:
-            return await mark_read(conn, self._insert, request, now)
+            visible = _visible(_conversations.c, request.user_id)
+            return await mark_read(conn, self._insert, request, now, visible)
 
     async def read_by(self, conversation_id: str) -> dict[str, str]:
         async with self._engine.connect() as conn:
@@ -266,6 +330,7 @@ class SqlConversationRepository:
         # The foreign key cascades too; explicit so that nothing depends on a pragma.
         await conn.execute(delete(_messages).where(_messages.c.conversation_id.in_(ids)))
         await conn.execute(delete(_read_state).where(_read_state.c.conversation_id.in_(ids)))
+        await conn.execute(delete(_members).where(_members.c.conversation_id.in_(ids)))
         tombstone = self._insert(_deleted)
         await conn.execute(
             tombstone.on_conflict_do_update(
@@ -358,7 +423,9 @@ class SqlConversationRepository:
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
         in_conversation = m.conversation_id == c.id
-        query = _summary_query(unread_count(request.user_id)).where(c.user_id == request.user_id)
+        query = _summary_query(*_access(c, request.user_id), unread_count(request.user_id)).where(
+            _visible(c, request.user_id)
+        )
         text = (request.q or "").strip()
         if text:
             pattern = "%" + _escape_like(text) + "%"
@@ -371,8 +438,8 @@ class SqlConversationRepository:
         if request.before is not None:
             anchor = _conversations.alias("anchor")
             a = anchor.c
-            query = query.join(
-                anchor, and_(a.id == request.before, a.user_id == request.user_id)
+            query = query.join_from(
+                _conversations, anchor, and_(a.id == request.before, _visible(a, request.user_id))
             ).where(
                 or_(c.updated_at < a.updated_at, and_(c.updated_at == a.updated_at, c.id < a.id))
             )
@@ -503,10 +570,43 @@ def _related_statement() -> Executable:
 async def _summary(
     conn: AsyncConnection, conversation_id: str, user_id: str
 ) -> ConversationSummary | None:
+    """The conversation as `user_id` sees it (None: they may not)."""
     c = _conversations.c
-    query = _summary_query(c.system_prompt).where(c.id == conversation_id, c.user_id == user_id)
+    query = _summary_query(c.system_prompt, *_access(c, user_id)).where(
+        c.id == conversation_id, _visible(c, user_id)
+    )
     row = (await conn.execute(query)).first()
     return None if row is None else _summary_of(row)
+
+
+def _membership(c: Any, user_id: str) -> Any:
+    """`user_id`'s row in the members of conversation `c`."""
+    b = _members.c
+    return and_(b.conversation_id == c.id, b.user_id == user_id)
+
+
+def _visible(c: Any, user_id: str) -> Any:
+    """Conversation `c` is `user_id`'s, or they are one of its members or viewers: the one
+    access rule of every read (the gateway's `Ownership` caches its answer)."""
+    return or_(c.user_id == user_id, exists().where(_membership(c, user_id)))
+
+
+def _sender(c: Any, user_id: str) -> Any:
+    """`user_id` may send into (and change) conversation `c`: its owner or a member."""
+    b = _members.c
+    return or_(c.user_id == user_id, exists().where(_membership(c, user_id), b.role == "member"))
+
+
+def _access(c: Any, user_id: str) -> tuple[Any, ...]:
+    """The columns of a summary that depend on who asks: their role, the assistant's
+    state, and the owner."""
+    b = _members.c
+    member_role = select(b.role).where(_membership(c, user_id)).scalar_subquery()
+    return (
+        case((c.user_id == user_id, literal("owner")), else_=member_role).label("role"),
+        case((c.assistant_off, literal("off")), else_=literal("on")).label("assistant"),
+        c.user_id.label("owner_id"),
+    )
 
 
 # What a summary query selects, by field name; `system_prompt` only where asked for.
@@ -595,6 +695,7 @@ def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
         content=get("content"),
         status=get("status"),
         created_at=get("created_at"),
+        user_id=row.get(prefix + "user_id"),
         parent_id=get("parent_id"),
         model=get("model"),
         provider=get("provider"),

@@ -102,6 +102,10 @@ class ConversationStore(Protocol):
         self, request: rpc.ConversationUpdateRequest
     ) -> rpc.ConversationWriteReply: ...
 
+    async def members(self, request: rpc.MembersRequest, now: datetime) -> rpc.MembersReply:
+        """List, add or remove the members of a conversation (committed before it returns)."""
+        ...
+
     async def delete_conversation(
         self, request: rpc.ConversationDeleteRequest, now: datetime
     ) -> rpc.ConversationDeleteReply: ...

@@ -11,12 +11,20 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runtime.sql import UtcDateTime
 
-__all__ = ["Base", "Conversation", "DeletedConversation", "Message", "ReadState"]
+__all__ = [
+    "Base",
+    "Conversation",
+    "ConversationMember",
+    "DeletedConversation",
+    "Message",
+    "ReadState",
+]
 
 
 class Base(DeclarativeBase):
@@ -36,12 +44,31 @@ class Conversation(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The end of the active branch of the message tree (NULL: no message yet).
     active_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A human took over: user messages are stored and relayed, not answered.
+    assistant_off: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (
         Index("ix_conversations_user_updated", "user_id", "updated_at"),
         # The retention sweep looks for the idle ones.
         Index("ix_conversations_updated", "updated_at"),
     )
+
+
+class ConversationMember(Base):
+    """Someone the owner let into a conversation: a `member` (reads, attaches, sends) or a
+    `viewer` (reads and attaches)."""
+
+    __tablename__ = "conversation_members"
+
+    conversation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    # The conversations a user is a member of (their listing).
+    __table_args__ = (Index("ix_conversation_members_user", "user_id"),)
 
 
 class DeletedConversation(Base):
@@ -81,6 +108,8 @@ class Message(Base):
     # The message it follows in the tree (NULL: a first message); a reply's is the user
     # message it answers (`reply_to`).
     parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A user message's author (the owner, or a member of a shared conversation).
+    user_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index("ix_messages_conversation_order", "conversation_id", "created_at", "id"),

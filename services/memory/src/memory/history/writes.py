@@ -289,7 +289,7 @@ def _message_row(event: ChatEvent) -> dict[str, Any]:
         "created_at": event.created_at,
     }
     if isinstance(event, UserMessageAccepted):
-        row.update(role="user", status="complete")
+        row.update(role="user", status="complete", user_id=event.author_id or event.user_id)
         return row
     row.update(
         role="assistant", model=event.model, provider=event.provider, reply_to=event.reply_to

@@ -30,7 +30,7 @@ from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.aisdk.schema import UIChatRequest
-from gateway.protocols.aisdk.stream import UI_STREAM_HEADERS, ui_message_stream
+from gateway.protocols.aisdk.stream import UI_STREAM_END, UI_STREAM_HEADERS, ui_message_stream
 from gateway.protocols.direct import EventStreamResponse
 from gateway.schemas import MessageIn
 from gateway.state import Gateway, gateway_of
@@ -100,7 +100,7 @@ def _stream(
 @router.post(
     "/api/chat",
     openapi_extra=body_schema(UIChatRequest),
-    responses=answers(*BODY_ERRORS, 404, 429, streamed="a UI message stream"),
+    responses=answers(*BODY_ERRORS, 404, 409, 429, streamed="a UI message stream"),
 )
 async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
     gateway = gateway_of(request)
@@ -118,6 +118,11 @@ async def post_chat(request: Request, user_id: Annotated[str, Depends(current_us
     admitted = await pipeline.admit(
         gateway, limits_of(request), user_id, body.id, message, new_message=not regenerate
     )
+    if not admitted.answers:
+        # A person took over: stored and shown to the chat's clients, not answered (the
+        # stream ends at once, with no assistant message).
+        await pipeline.accept(gateway, admitted, None)
+        return Response(UI_STREAM_END, headers=UI_STREAM_HEADERS, media_type="text/event-stream")
     with gateway.connections.holding(user_id) as slot:  # 429 first
         # Attach before publishing: the reply's first event cannot be missed.
         feed = gateway.feed(body.id, user_id)

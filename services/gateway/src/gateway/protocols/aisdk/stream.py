@@ -20,7 +20,7 @@ from gateway.fanout.reply import reply_events, stored_error, stored_finish_reaso
 from gateway.intake.publisher import Submission
 from gateway.state import Gateway
 
-__all__ = ["UI_STREAM_HEADERS", "UIStreamWriter", "ui_message_stream"]
+__all__ = ["UI_STREAM_END", "UI_STREAM_HEADERS", "UIStreamWriter", "ui_message_stream"]
 
 UI_STREAM_HEADERS = {
     "Cache-Control": "no-cache",
@@ -30,6 +30,7 @@ UI_STREAM_HEADERS = {
 
 _PING = b": ping\n\n"
 _DONE = b"data: [DONE]\n\n"
+UI_STREAM_END = _DONE  # a stream with no message
 _FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter"}
 
 

@@ -22,7 +22,7 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
 @router.post(
     "/v1/conversations/{conversation_id}/cancel",
     status_code=202,
-    responses=error_responses(400, 404),
+    responses=error_responses(400, 403, 404),
 )
 async def cancel(
     conversation_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
@@ -31,6 +31,7 @@ async def cancel(
     every client of the conversation then gets its `done` with `finish_reason: cancelled`."""
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
-    await check_access(gateway, user_id, conversation_id)  # another user's: 404
-    cancelled = await cancel_generation(gateway.nc, gateway.js, user_id, conversation_id)
+    # Another user's: 404; a viewer's: 403. The generation is the owner's account's.
+    grant = await check_access(gateway, user_id, conversation_id, sends=True)
+    cancelled = await cancel_generation(gateway.nc, gateway.js, grant.owner_id, conversation_id)
     return CancelOut(cancelled=cancelled)

@@ -5,7 +5,7 @@ Every call names the caller: another user's conversation is "not found".
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -15,6 +15,7 @@ from contracts import ids, rpc
 from gateway.access.auth import current_user
 from gateway.backends import answer_of, found
 from gateway.errors import ApiError, no_such_conversation
+from gateway.fanout.access import announce_access_change
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
@@ -66,6 +67,9 @@ class ConversationUpdateIn(_ConversationFields):
     going through, that message)."""
 
     active_message_id: Annotated[str, Field(pattern=ids.ID_PATTERN)] | None = None
+    # "off": a person takes over (messages are stored and relayed, not answered); "on":
+    # the assistant answers the next message again. The owner's or a member's.
+    assistant: Literal["on", "off"] | None = None
 
 
 def _conversation(summary: rpc.ConversationSummary) -> dict[str, Any]:
@@ -157,9 +161,16 @@ async def update_conversation(
     check_conversation_id(conversation_id)
     gateway = gateway_of(request)
     body = await read_model(request, ConversationUpdateIn, gateway.settings.max_body_bytes)
-    if body.title is None and body.system_prompt is None and body.active_message_id is None:
+    if (
+        body.title is None
+        and body.system_prompt is None
+        and body.active_message_id is None
+        and body.assistant is None
+    ):
         raise ApiError(
-            422, "validation_error", "give a title, a system_prompt or an active_message_id"
+            422,
+            "validation_error",
+            "give a title, a system_prompt, an active_message_id or assistant",
         )
     ask = rpc.ConversationUpdateRequest(
         user_id=user_id,
@@ -167,13 +178,19 @@ async def update_conversation(
         title=body.title,
         system_prompt=body.system_prompt,
         active_message_id=body.active_message_id,
+        assistant=body.assistant,
     )
     reply = await answer_of("memory", gateway.backends.update_conversation(ask))
     conversation = found(reply.conversation)
+    if reply.forbidden:  # nothing changed
+        raise ApiError(403, "forbidden", "a viewer may read this conversation, not change it")
     if reply.unknown_message:  # nothing changed
         raise ApiError(
             404, "not_found", f"no message {body.active_message_id!r} in this conversation"
         )
+    if body.assistant is not None:  # every gateway answers (or not) from the next message
+        gateway.owners.forget(conversation_id)
+        await announce_access_change(gateway.nc, conversation_id)
     return _conversation(conversation)
 
 
@@ -215,7 +232,10 @@ async def delete_conversation(conversation_id: str, request: Request, user_id: U
         # Its id may be someone else's next (also when the answer was lost on the way).
         gateway.owners.forget(conversation_id)
     if not reply.deleted:
-        raise no_such_conversation()
+        # The owner's alone: a member or viewer may see it but not delete it.
+        if (await gateway.owners.grant(user_id, conversation_id)).role == "owner":
+            raise no_such_conversation()  # auth off: none stored under this id
+        raise ApiError(403, "forbidden", "only the conversation's owner deletes it")
     # Stop its generation, else its tokens go on landing on `livechat.events.<id>`,
     # for whoever holds the id next. A stop that could not be sent is a 503: the
     # deletion is idempotent for its owner, so the retry stops it then.

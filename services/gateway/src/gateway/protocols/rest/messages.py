@@ -21,7 +21,7 @@ from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
 from gateway.protocols.direct import EventStreamResponse
 from gateway.protocols.rest.relay import json_reply, sse_reply, stored_as_json
-from gateway.schemas import MessageIn, RegenerateIn, ReplyOut
+from gateway.schemas import MessageIn, RegenerateIn, ReplyOut, UnansweredOut, public
 from gateway.state import Gateway, gateway_of
 
 __all__ = ["SSE_HEADERS", "router"]
@@ -31,6 +31,7 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 _ANSWERS = "The reply once it ended; with `Accept: text/event-stream`, its events as SSE"
+_UNANSWERED = "The assistant is off (a person took over): the message, stored and relayed"
 
 
 def _optional_body(model: type[RegenerateIn]) -> dict[str, Any]:
@@ -43,7 +44,10 @@ def _optional_body(model: type[RegenerateIn]) -> dict[str, Any]:
     "/v1/conversations/{conversation_id}/messages",
     openapi_extra=body_schema(MessageIn),
     response_model=ReplyOut,
-    responses=answers(*BODY_ERRORS, 404, 429, streamed=_ANSWERS),
+    responses={
+        **answers(*BODY_ERRORS, 404, 429, streamed=_ANSWERS),
+        202: {"model": UnansweredOut, "description": _UNANSWERED},
+    },
 )
 async def post_message(
     conversation_id: str, request: Request, user_id: Annotated[str, Depends(current_user)]
@@ -57,6 +61,10 @@ async def post_message(
     if message.answered is not None and not streaming:
         # Answered before (perhaps past the dedupe window): the same answer, nothing new.
         return JSONResponse(stored_as_json(message.answered))
+    if not message.answers:  # a person took over: stored and relayed, not answered
+        sub = await pipeline.accept(gateway, message, None)
+        stored = public(pipeline.user_message(message, sub))
+        return JSONResponse({"message": stored}, status_code=202)
     with gateway.connections.holding(user_id, wanted=streaming) as slot:  # 429 first
         # Attach before publishing: the reply's first event cannot be missed.
         feed = gateway.feed(conversation_id, user_id)
@@ -68,7 +76,7 @@ async def post_message(
     "/v1/conversations/{conversation_id}/messages/{message_id}/regenerate",
     openapi_extra=_optional_body(RegenerateIn),
     response_model=ReplyOut,
-    responses=answers(*BODY_ERRORS, 404, 429, streamed=_ANSWERS),
+    responses=answers(*BODY_ERRORS, 404, 409, 429, streamed=_ANSWERS),
 )
 async def regenerate_message(
     conversation_id: str,

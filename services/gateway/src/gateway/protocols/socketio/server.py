@@ -202,12 +202,12 @@ class SocketIoEndpoint:
         return {"ok": True, "roomName": body.room_name}
 
     async def _join(self, sid: str, client: _Client, conversation_id: str) -> None:
-        """In the room of the conversation: its owner (an unknown id becomes the caller's,
-        as when sending to it), another user's is 404 as everywhere."""
+        """In the room of the conversation: its owner, members and viewers (an unknown id
+        becomes the caller's, as when sending to it), anyone else's is 404 as everywhere."""
         if self._rooms.has(conversation_id, sid):
             return  # joined, and the room's relay runs (one that failed is started again)
         gateway = self._gateway
-        await gateway.owners.check(client.user_id, conversation_id)
+        await gateway.owners.grant(client.user_id, conversation_id, create=True)
         await self._rooms.join(gateway, conversation_id, sid)
         client.rooms.add(conversation_id)
         await self.server.enter_room(sid, room_of(conversation_id))

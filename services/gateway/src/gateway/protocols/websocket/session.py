@@ -255,8 +255,8 @@ class WsSession:
         # The answer is the `done` (finish_reason "cancelled") every client of the
         # conversation gets; nothing in flight: nothing happens.
         gateway, conversation_id = self._gateway, frame.conversation_id
-        await check_access(gateway, self._user_id, conversation_id)
-        await cancel_generation(gateway.nc, gateway.js, self._user_id, conversation_id)
+        grant = await check_access(gateway, self._user_id, conversation_id, sends=True)
+        await cancel_generation(gateway.nc, gateway.js, grant.owner_id, conversation_id)
 
     def _check_following(self, conversation_id: str) -> None:
         if conversation_id not in self._followers:
@@ -290,7 +290,7 @@ class WsSession:
             # Answered before: that answer, as memory holds it (its events may be gone).
             for event in await stored_reply_events(gateway, sub, message.answered):
                 await self._send(to_json(event).decode())
-        elif sub.duplicate and feed is None:
+        elif sub.duplicate and feed is None and not sub.unanswered:
             # Being generated: its events from its start, then live, on this socket.
             feed = await self._refollow(conversation_id)
             feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))

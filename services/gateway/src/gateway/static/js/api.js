@@ -63,6 +63,12 @@ export const api = {
   deleteConversation: (id) => request("DELETE", conv(id)),
   markRead: (id, messageId) =>
     request("PUT", `${conv(id)}/read`, { body: { message_id: messageId } }),
+  setAssistant: (id, assistant) => request("PATCH", conv(id), { body: { assistant } }),
+  listMembers: (id) => request("GET", `${conv(id)}/members`),
+  addMember: (id, userId, role) =>
+    request("POST", `${conv(id)}/members`, { body: { user_id: userId, role } }),
+  removeMember: (id, userId) =>
+    request("DELETE", `${conv(id)}/members/${encodeURIComponent(userId)}`),
   cancel: (id) => request("POST", `${conv(id)}/cancel`, { body: {} }),
   // Standard mode: the JSON request/response.
   sendJson: (id, body, signal) => request("POST", `${conv(id)}/messages`, { body, signal }),

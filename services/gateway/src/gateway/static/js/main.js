@@ -10,6 +10,7 @@ import { announce, showBanner, statusLine } from "./notices.js";
 import { ReadReceipts } from "./receipts.js";
 import { keep, release, waitingIn } from "./outbox.js";
 import { clearResume, loadResume, saveResume } from "./resume.js";
+import { Members } from "./members.js";
 import { LiveSocket } from "./socket.js";
 import {
   follow as sseFollow,
@@ -313,8 +314,12 @@ function failUser(rec, reason) {
   announce(`Your message was not sent: ${reason}`);
 }
 
-function markSent(rec) {
+function markSent(rec, ev = null) {
   state.known = true;
+  if (ev?.user_id) rec.user_id = ev.user_id;
+  if (members.conversationId !== state.conversationId) {
+    members.show({ id: state.conversationId, role: "owner", assistant: "on" });
+  }
   if (!sidebar.find(state.conversationId)) scheduleListRefresh(); // a new one: list it
   clearTimeout(state.pending.get(rec.id));
   state.pending.delete(rec.id);
@@ -486,13 +491,16 @@ function onError(ev) {
 }
 
 function onUserMessage(ev) {
+  // Sent while a person had taken over (no answer follows), or answered again.
+  members.setAssistant(ev.unanswered ? "off" : "on");
   const rec = messages.get(ev.message_id);
   if (rec) {
     // Ours, just accepted: a reload replays from here, this message included.
-    if (rec.status === "sending" && ev.event_id != null) {
+    if (rec.status === "sending" && ev.event_id != null && !ev.unanswered) {
       saveResume(state.conversationId, ev.event_id - 1);
     }
-    markSent(rec);
+    markSent(rec, ev);
+    if (ev.unanswered) statusLine("Sent. The assistant is off: a person answers.");
     return;
   }
   messages.add({
@@ -501,8 +509,10 @@ function onUserMessage(ev) {
     content: ev.content,
     status: "complete",
     created_at: ev.created_at,
+    user_id: ev.user_id,
   });
-  tell(`New message from another tab: ${ev.content.slice(0, 200)}`);
+  const who = members.shared && ev.user_id ? ev.user_id : "another tab";
+  tell(`New message from ${who}: ${ev.content.slice(0, 200)}`);
   receipts.markNewest();
 }
 
@@ -546,6 +556,22 @@ function onOtherConversation(ev) {
 }
 
 const eventLog = new EventLog();
+
+const members = new Members({
+  button: $("members-button"),
+  takeover: $("takeover"),
+  dialog: $("members-dialog"),
+  list: $("members-list"),
+  form: $("members-form"),
+  userInput: $("member-user"),
+  roleInput: $("member-role"),
+  onShared: (shared) => messages.setShowAuthors(shared),
+  onLeft: () => {
+    eventLog.forget(state.conversationId);
+    startNewConversation();
+    sidebar.refresh();
+  },
+});
 
 // Every event a transport delivers: kept in its conversation's log, and shown
 // when that conversation is open.
@@ -727,6 +753,14 @@ async function sendOverSse(rec) {
     if (err.status === 401) handleApiError(err, "Sending");
     return;
   }
+  if (response.status === 202) {
+    // The assistant is off: stored and shown to everyone here, not answered.
+    const body = await response.json().catch(() => null);
+    markSent(rec, body?.message);
+    members.setAssistant("off");
+    statusLine("Sent. The assistant is off: a person answers.");
+    return;
+  }
   markSent(rec);
   let finished = false;
   try {
@@ -756,9 +790,16 @@ async function sendStandard(rec) {
   const conversationId = state.conversationId;
   try {
     const body = await api.sendJson(conversationId, bodyOf(rec), abort.signal);
+    const m = body.message;
+    if (m.role === "user") {
+      // The assistant is off: stored and shown to everyone here, not answered.
+      markSent(rec, m);
+      members.setAssistant("off");
+      statusLine("Sent. The assistant is off: a person answers.");
+      return;
+    }
     markSent(rec);
     if (state.conversationId !== conversationId) return;
-    const m = body.message;
     const answer = messages.get(m.id) || messages.add({ ...m, role: "assistant" });
     Object.assign(answer, { ...m, usage: m.usage || body.usage });
     messages.render(answer);
@@ -912,6 +953,7 @@ function startNewConversation() {
   ui.title.textContent = "New conversation";
   messages.clear("Start a conversation: type a message below.");
   receipts.show();
+  members.show(null);
   updateTokenCount();
   statusLine("");
   closeSidebarIfNarrow();
@@ -948,6 +990,7 @@ async function openConversation(id) {
   // when its history is not stored yet.
   state.known = body !== null || resume !== null || logged.length > 0;
   ui.title.textContent = body ? displayTitle(body) : "New conversation";
+  members.show(body);
   if (body && !known) scheduleListRefresh(0); // opened by its address: list it
   // Written here before and not sent yet (a reload while offline): after the history.
   const held = new Set(stored.map((m) => m.id));

@@ -43,6 +43,13 @@ export class MessageList {
     this.records = new Map();
     this.pending = new Set();
     this.frame = 0;
+    this.showAuthors = false; // a shared conversation: who wrote each user message
+  }
+
+  setShowAuthors(on) {
+    if (on === this.showAuthors) return;
+    this.showAuthors = on;
+    for (const rec of this.records.values()) this.renderMeta(rec);
   }
 
   clear(emptyText) {
@@ -123,6 +130,9 @@ export class MessageList {
   renderMeta(rec) {
     const meta = rec.li.querySelector(".meta");
     const parts = [];
+    if (this.showAuthors && rec.role === "user" && rec.user_id) {
+      parts.push(el("span", "author", rec.user_id));
+    }
     const time = el("time", "", clockTime(rec.created_at));
     if (rec.created_at) time.dateTime = rec.created_at;
     parts.push(time);

@@ -1,7 +1,7 @@
 """feedback on answers (one per user and message) and the outbox of its changes
 
 Revision ID: 0007_feedback
-Revises: 0005
+Revises: 0006_members
 Create Date: 2026-12-05
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_feedback"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006_members"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,254 @@
+"""Shared conversations on the whole system with auth on: the owner lets a member and a
+viewer in; members send and are answered, viewers read and attach, strangers get 404;
+a person takes over from the assistant and hands back; changes hold at once on every
+gateway (two gateway processes, grants remembered for an hour)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
+
+from contracts import ids
+from devstack.natsserver import NatsServer
+from gateway import GatewaySettings
+from gateway.access.issue_jwt import issue_token
+
+SECRET = "members-test-secret-0123456789abcdef"
+
+
+def _auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=SECRET), user)}"}
+
+
+ALICE, BOB, CAROL, DAVE = (_auth(user) for user in ("alice", "bob", "carol", "dave"))
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The system plus a second gateway on its nats-server: both base URLs."""
+    tmp_path: Path = tmp_path_factory.mktemp("members")
+    # Grants remembered for an hour: only an announced change makes a gateway forget one.
+    env = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET, "LIVECHAT_OWNER_CACHE_TTL_SECONDS": "3600"}
+    nats = NatsServer(tmp_path / "nats")
+    nats.start()
+    try:
+        with (
+            running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack,
+            extra_gateway(tmp_path / "gateway2", env, nats.url) as other_url,
+        ):
+            yield stack.gateway_url, other_url
+    finally:
+        nats.stop()
+
+
+def _ws(base_url: str, user: dict[str, str]) -> Any:
+    return websockets.connect(
+        base_url.replace("http://", "ws://") + "/v1/ws", additional_headers=user
+    )
+
+
+async def _frame(ws: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return frame
+
+
+async def _until(ws: Any, wanted: str) -> list[dict[str, Any]]:
+    """The frames up to and with the first of type `wanted`."""
+    frames = [await _frame(ws)]
+    while frames[-1]["type"] != wanted:
+        frames.append(await _frame(ws))
+    return frames
+
+
+async def _subscribed(ws: Any, conversation: str) -> None:
+    await ws.send(json.dumps({"type": "subscribe", "conversation_id": conversation}))
+    await ws.send(json.dumps({"type": "ping"}))
+    await _until(ws, "pong")
+
+
+def _refused(reply: httpx.Response, status: int, code: str) -> None:
+    assert reply.status_code == status, reply.text
+    assert reply.json()["error"]["code"] == code, reply.text
+
+
+async def _stored(client: httpx.AsyncClient, conversation: str, count: int) -> dict[str, Any]:
+    """The conversation as alice reads it once it holds `count` messages."""
+    for _ in range(400):
+        body: dict[str, Any] = (
+            await client.get(f"/v1/conversations/{conversation}", headers=ALICE)
+        ).json()
+        if body.get("message_count") == count:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {count} messages: {body}")
+
+
+async def test_members_and_viewers_share_a_conversation_and_a_person_takes_over(
+    gateways: tuple[str, str],
+) -> None:
+    here_url, there_url = gateways
+    await wait_ready(there_url)
+    conv = f"shared-{uuid.uuid4().hex[:8]}"
+    path = f"/v1/conversations/{conv}"
+    async with (
+        httpx.AsyncClient(base_url=here_url, timeout=60) as here,
+        httpx.AsyncClient(base_url=there_url, timeout=60) as there,
+    ):
+        first = await here.post(f"{path}/messages", json={"content": "hello"}, headers=ALICE)
+        assert first.status_code == 200, first.text
+
+        # The owner adds a member and a viewer; nobody else adds anyone.
+        added = await here.post(f"{path}/members", json={"user_id": "bob"}, headers=ALICE)
+        assert added.status_code == 201, added.text
+        assert added.json() == {"user_id": "bob", "role": "member"}
+        viewer = {"user_id": "carol", "role": "viewer"}
+        assert (await here.post(f"{path}/members", json=viewer, headers=ALICE)).json() == viewer
+        by_member = await here.post(f"{path}/members", json={"user_id": "dave"}, headers=BOB)
+        _refused(by_member, 403, "forbidden")
+        bad_role = {"user_id": "dave", "role": "owner"}
+        _refused(
+            await here.post(f"{path}/members", json=bad_role, headers=ALICE),
+            422,
+            "validation_error",
+        )
+        listed = await there.get(f"{path}/members", headers=CAROL)
+        assert listed.json() == {
+            "members": [
+                {"user_id": "alice", "role": "owner"},
+                {"user_id": "bob", "role": "member"},
+                {"user_id": "carol", "role": "viewer"},
+            ]
+        }
+
+        # A stranger sees nothing of it, whatever the route.
+        for reply in (
+            await here.get(path, headers=DAVE),
+            await here.get(f"{path}/members", headers=DAVE),
+            await here.post(f"{path}/members", json={"user_id": "dave"}, headers=DAVE),
+            await here.post(f"{path}/messages", json={"content": "in?"}, headers=DAVE),
+            await here.patch(path, json={"assistant": "off"}, headers=DAVE),
+        ):
+            _refused(reply, 404, "not_found")
+            assert "hello" not in reply.text
+
+        # Each lists it with their role; the stranger does not.
+        for user, role in ((ALICE, "owner"), (BOB, "member"), (CAROL, "viewer")):
+            listing = (await there.get("/v1/conversations", headers=user)).json()
+            assert [(c["id"], c["role"]) for c in listing["conversations"]] == [(conv, role)]
+        assert (await here.get("/v1/conversations", headers=DAVE)).json()["conversations"] == []
+
+        async with _ws(there_url, CAROL) as carol_ws, _ws(here_url, BOB) as bob_ws:
+            # The viewer attaches (on the other gateway) but may not send.
+            await _subscribed(carol_ws, conv)
+            sent = await here.post(f"{path}/messages", json={"content": "me?"}, headers=CAROL)
+            _refused(sent, 403, "forbidden")
+            await carol_ws.send(
+                json.dumps({"type": "message", "conversation_id": conv, "content": "x"})
+            )
+            refused = await _until(carol_ws, "error")
+            assert refused[-1]["code"] == "forbidden", refused
+
+            # The member sends and is answered; the viewer sees it all, with its author.
+            asked = await here.post(f"{path}/messages", json={"content": "bob asks"}, headers=BOB)
+            assert asked.status_code == 200, asked.text
+            answer = asked.json()["message"]
+            assert answer["role"] == "assistant" and answer["content"]
+            seen = await _until(carol_ws, "done")
+            echoed = [f for f in seen if f["type"] == "message"]
+            assert [(f["content"], f["user_id"]) for f in echoed] == [("bob asks", "bob")]
+            tokens = "".join(f["content"] for f in seen if f["type"] == "token")
+            assert tokens == answer["content"]
+
+            # A member takes over: stored and shown to every attached client, not answered.
+            await _subscribed(bob_ws, conv)
+            off = await there.patch(path, json={"assistant": "off"}, headers=BOB)
+            assert off.status_code == 200, off.text
+            assert off.json()["assistant"] == "off"
+            _refused(
+                await here.patch(path, json={"assistant": "on"}, headers=CAROL), 403, "forbidden"
+            )
+            taken = await here.post(
+                f"{path}/messages", json={"content": "a person here"}, headers=ALICE
+            )
+            assert taken.status_code == 202, taken.text
+            held = taken.json()["message"]
+            assert (held["role"], held["content"], held["user_id"]) == (
+                "user",
+                "a person here",
+                "alice",
+            )
+            # Over the WebSocket too: the message is relayed, nothing is generated.
+            frame = {"type": "message", "conversation_id": conv, "content": "me too"}
+            await bob_ws.send(json.dumps(frame))
+            while (echo := await _frame(bob_ws)).get("content") != "me too":
+                assert echo["type"] not in ("start", "token", "error"), echo
+            assert (echo["type"], echo["user_id"], echo["unanswered"]) == ("message", "bob", True)
+            # Handed back: the next message is answered again.
+            on = await here.patch(path, json={"assistant": "on"}, headers=ALICE)
+            assert on.json()["assistant"] == "on"
+            back = await there.post(f"{path}/messages", json={"content": "answer me"}, headers=BOB)
+            assert back.status_code == 200, back.text
+            # The viewer saw both messages while off, then the next one's answer: no
+            # generation started in between.
+            seen = await _until(carol_ws, "done")
+            kinds = [
+                (f["type"], f.get("content"), f.get("user_id"))
+                for f in seen
+                if f["type"] in ("message", "start")
+            ]
+            assert kinds == [
+                ("message", "a person here", "alice"),
+                ("message", "me too", "bob"),
+                ("message", "answer me", "bob"),
+                ("start", None, None),
+            ]
+            assert [f.get("unanswered", False) for f in seen if f["type"] == "message"] == [
+                True,
+                True,
+                False,
+            ]
+
+            # History shows every author, and no answer to the messages sent while off.
+            history = await _stored(here, conv, 8)
+            assert [(m["role"], m.get("user_id")) for m in history["messages"]] == [
+                ("user", "alice"),
+                ("assistant", None),
+                ("user", "bob"),
+                ("assistant", None),
+                ("user", "alice"),
+                ("user", "bob"),
+                ("user", "bob"),
+                ("assistant", None),
+            ]
+            replies = {m["id"] for m in history["messages"] if m["role"] == "assistant"}
+            assert ids.reply_id(conv, held["id"]) not in replies
+
+            # Removed through one gateway: at once a 404 on the other one, which had
+            # let bob in before, and his socket's subscription ends.
+            assert (await there.get(path, headers=BOB)).status_code == 200
+            removed = await here.delete(f"{path}/members/bob", headers=ALICE)
+            assert removed.status_code == 204, removed.text
+            gone = await _until(bob_ws, "error")
+            assert gone[-1]["code"] == "not_found", gone
+            _refused(await there.get(path, headers=BOB), 404, "not_found")
+            sent = await there.post(f"{path}/messages", json={"content": "still?"}, headers=BOB)
+            _refused(sent, 404, "not_found")
+            _refused(await here.delete(f"{path}/members/bob", headers=ALICE), 404, "not_found")
+
+        # The viewer leaves; a member may not delete the conversation; the owner does.
+        assert (await there.delete(f"{path}/members/carol", headers=CAROL)).status_code == 204
+        _refused(await here.get(path, headers=CAROL), 404, "not_found")
+        await here.post(f"{path}/members", json={"user_id": "bob"}, headers=ALICE)
+        _refused(await there.delete(f"{path}/members/alice", headers=BOB), 403, "forbidden")
+        _refused(await there.delete(path, headers=BOB), 403, "forbidden")
+        assert (await here.delete(path, headers=ALICE)).status_code == 204
+        _refused(await there.get(path, headers=BOB), 404, "not_found")
