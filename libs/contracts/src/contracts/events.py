@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.attachments import AttachmentRef, Image
 from contracts.ids import ID_PATTERN
 
 __all__ = [
@@ -145,6 +146,11 @@ class ContextMessage(BaseModel):
     # Left out of the JSON when unset, so that services not knowing them read it.
     tool_calls: tuple[ToolCall, ...] = Field(default=(), exclude_if=_unset)
     tool_call_id: str | None = Field(default=None, exclude_if=_unset)
+    # The message's images by name (stateless requests: any message of the history).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
+    # The message's images, with their bytes: filled in by the worker from memory's
+    # store just before the provider call, never published (`contracts.attachments`).
+    images: tuple[Image, ...] = Field(default=(), exclude_if=_unset)
 
 
 # --- chat history (stream LIVECHAT_CHAT) ---------------------------------------
@@ -165,6 +171,8 @@ class UserMessageAccepted(Event):
     # (the edit of a first message). Events without them continue the active branch.
     parent_id: Id | None = None
     root: bool = False
+    # Its images, stored by memory before this was published (`contracts.attachments`).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 class GenerationFinished(Event):
@@ -250,6 +258,8 @@ class GenerationRequested(Event):
     # True: `history` ends with the messages to answer (tool results), and `content`
     # (empty) is no user turn of its own.
     prompt_in_history: bool = Field(default=False, exclude_if=_unset)
+    # The user message's images (stored first; the worker reads their bytes from memory).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 class CancelRequested(Event):
@@ -408,6 +418,8 @@ class MessageEvent(Event):
     content: str
     created_at: datetime
     client_id: str | None = None
+    # Its images by name (their bytes are in the conversation's history).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 ConversationEvent: TypeAlias = Annotated[

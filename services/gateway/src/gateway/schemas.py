@@ -7,12 +7,15 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts import rpc
+from contracts.attachments import ImageMediaType
 from contracts.events import Usage
 from contracts.ids import ID_PATTERN
 
 __all__ = [
     "MAX_TOKENS",
     "WS_FRAME",
+    "AttachmentIn",
+    "AttachmentOut",
     "CancelOut",
     "ConversationList",
     "ConversationOut",
@@ -52,6 +55,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AttachmentIn(Strict):
+    """An image of a message: its bytes in base64 (standard alphabet, padded)."""
+
+    type: Literal["image"]
+    media_type: ImageMediaType
+    data: str = Field(min_length=1, description="the image's bytes, base64")
+
+
+class AttachmentOut(BaseModel):
+    """An image of a stored message."""
+
+    type: Literal["image"] = "image"
+    media_type: ImageMediaType
+    data: str = Field(description="the image's bytes, base64")
+
+
 class MessageIn(Strict):
     """The body of POST /v1/conversations/{id}/messages."""
 
@@ -66,6 +85,8 @@ class MessageIn(Strict):
     # The message it follows: absent, the end of the active branch; an earlier one
     # starts a branch there (an edit); null, a new first message.
     parent_id: Id | None = None
+    # Images (LIVECHAT_ATTACHMENTS_MAX_COUNT, each LIVECHAT_ATTACHMENT_MAX_BYTES at most).
+    attachments: tuple[AttachmentIn, ...] = ()
 
     @property
     def root(self) -> bool:
@@ -140,6 +161,8 @@ class _Public(BaseModel):
 
 class MessageOut(_Public, rpc.StoredMessage):
     """A stored message."""
+
+    attachments: tuple[AttachmentOut, ...] = ()  # type: ignore[assignment]  # with bytes
 
 
 class ConversationOut(_Public, rpc.ConversationSummary):

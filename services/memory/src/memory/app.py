@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS
+from memory.attachments import SqlAttachmentStore
 from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import load_knowledge
@@ -97,6 +98,13 @@ def create_app(
     database = engine if engine is not None else create_engine(settings.resolved_database_url())
     history = _History.open(settings, database, store)
     purger = StreamPurger()
+    attachments = SqlAttachmentStore(database)
+
+    async def purge(conversation_id: str) -> None:
+        # A deleted conversation's images go with it, before its events.
+        await attachments.delete(conversation_id)
+        await purger.purge(conversation_id)
+
     tasks: list[asyncio.Task[None]] = []
 
     async def ensure_topology(js: JetStreamContext) -> None:
@@ -123,9 +131,10 @@ def create_app(
             settings,
             history.store,
             knowledge=knowledge,
-            purge=purger.purge,
+            purge=purge,
             clock=clock,
             answer_context=False,
+            attachments=attachments,
         )
     )
     replier = ContextReplier(
@@ -149,7 +158,7 @@ def create_app(
             history.store,
             days=settings.retention_days,
             interval_seconds=settings.retention_interval_seconds,
-            purge=purger.purge,
+            purge=purge,
             clock=clock,
         )
         tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))

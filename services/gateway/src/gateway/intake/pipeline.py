@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from nats.errors import Error as NatsError
 
 from contracts import ids, rpc
+from contracts.attachments import AttachmentRef
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.reply import find_final, reply_filter
+from gateway.intake.attachments import Checked, ImageIn, check_images, store_images
 from gateway.intake.checks import check_message
 from gateway.intake.limits import Limits
 from gateway.intake.lookup import find_message
@@ -60,6 +62,7 @@ class Admitted:
     model: str
     earlier: Earlier | None  # what memory holds of a client-given id
     allowance: int | None = None  # the budget's tokens left today (None: no budget)
+    images: tuple[Checked, ...] = ()  # checked, stored when published
 
     @property
     def answered(self) -> rpc.StoredMessage | None:
@@ -81,6 +84,12 @@ async def admit(
     for one more conversation) its owner, its repeated id, and the caller's limits.
     `new_message=False`: an answer asked again for a stored message (a regeneration)."""
     model = check_message(body, gateway.settings)
+    images = check_images(
+        [ImageIn(a.media_type, a.data) for a in body.attachments],
+        gateway.settings,
+        model,
+        max_payload=gateway.nc.max_payload,
+    )
     if reserve is not None:
         reserve()
     earlier = None
@@ -93,7 +102,7 @@ async def admit(
     allowance = None
     if earlier is None or not earlier.repeat:  # a retry is counted once
         allowance = await limits.check(user_id)  # 429 before anything is published
-    return Admitted(user_id, conversation_id, body, model, earlier, allowance)
+    return Admitted(user_id, conversation_id, body, model, earlier, allowance, images)
 
 
 async def _publish(gateway: Gateway, message: Admitted) -> Submission:
@@ -106,9 +115,15 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
         message.model,
     )
     earlier = message.earlier
+    refs: tuple[AttachmentRef, ...] = ()
+    if message.images:
+        # Stored first (idempotent), named in the events (`contracts.attachments`).
+        if body.id is None:
+            body = body.model_copy(update={"id": ids.new_id()})
+        refs = await store_images(gateway, user_id, conversation_id, body.id or "", message.images)
     if earlier is None or not earlier.repeat:
         return await gateway.publisher.submit(
-            user_id, conversation_id, body, model, allowance=message.allowance
+            user_id, conversation_id, body, model, allowance=message.allowance, attachments=refs
         )
     message_id = body.id or ""
     reply = ids.reply_id(conversation_id, message_id)
@@ -126,7 +141,7 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     # never have been queued (its publish failed after the message was stored), and
     # following it would wait for an answer nobody generates.
     return await gateway.publisher.submit(
-        user_id, conversation_id, body, model, accepted_before=True
+        user_id, conversation_id, body, model, accepted_before=True, attachments=refs
     )
 
 

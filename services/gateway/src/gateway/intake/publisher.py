@@ -18,6 +18,7 @@ from nats.js.api import PubAck
 from pydantic import BaseModel
 
 from contracts import ids, subjects, topology
+from contracts.attachments import AttachmentRef
 from contracts.events import (
     GenerationOptions,
     GenerationRequested,
@@ -175,13 +176,17 @@ class Publisher:
         *,
         accepted_before: bool = False,
         allowance: int | None = None,
+        attachments: tuple[AttachmentRef, ...] = (),
     ) -> Submission:
         """Publish the message; `accepted_before`: memory already holds it (a retry after
-        the dedupe window), so only the generation request is published again."""
+        the dedupe window), so only the generation request is published again.
+        `attachments`: its images, stored already."""
         message_id = body.id or ids.new_id()
         reply = ids.reply_id(conversation_id, message_id)
         now = datetime.now(UTC)
-        echo = MessageEvent(message_id=message_id, content=body.content, created_at=now)
+        echo = MessageEvent(
+            message_id=message_id, content=body.content, created_at=now, attachments=attachments
+        )
         accepted = UserMessageAccepted(
             message_id=message_id,
             conversation_id=conversation_id,
@@ -191,6 +196,7 @@ class Publisher:
             system_prompt=body.system_prompt,
             parent_id=body.parent_id,
             root=body.root,
+            attachments=attachments,
         )
         requested = GenerationRequested(
             message_id=reply,
@@ -207,6 +213,7 @@ class Publisher:
             requested_at=now,
             parent_id=body.parent_id,
             root=body.root,
+            attachments=attachments,
         )
 
         def dedupe_id(kind: str) -> str:

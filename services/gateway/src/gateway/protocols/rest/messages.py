@@ -33,6 +33,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _ANSWERS = "The reply once it ended; with `Accept: text/event-stream`, its events as SSE"
 
 
+def _image_bytes(body: MessageIn) -> int:
+    return sum(len(a.data) for a in body.attachments)
+
+
 def _optional_body(model: type[RegenerateIn]) -> dict[str, Any]:
     schema = body_schema(model)
     schema["requestBody"]["required"] = False
@@ -51,7 +55,13 @@ async def post_message(
     gateway = gateway_of(request)
     settings = gateway.settings
     check_conversation_id(conversation_id)
-    body = await read_model(request, MessageIn, settings.max_body_bytes)
+    body = await read_model(
+        request,
+        MessageIn,
+        settings.max_body_bytes,
+        media=_image_bytes,
+        media_max=settings.attachments_max_base64,
+    )
     message = await pipeline.admit(gateway, limits_of(request), user_id, conversation_id, body)
     streaming = "text/event-stream" in request.headers.get("accept", "")
     if message.answered is not None and not streaming:
