@@ -162,7 +162,10 @@ class _Public(BaseModel):
 class MessageOut(_Public, rpc.StoredMessage):
     """A stored message."""
 
-    attachments: tuple[AttachmentOut, ...] = ()  # type: ignore[assignment]  # with bytes
+    # With their bytes; left out when none.
+    attachments: tuple[AttachmentOut, ...] = Field(  # type: ignore[assignment]
+        default=(), exclude_if=lambda v: not v
+    )
 
 
 class ConversationOut(_Public, rpc.ConversationSummary):

@@ -77,6 +77,8 @@ async def read_model(
             return model.model_validate({})
         parsed = model.model_validate_json(raw)
     except ValidationError as exc:
+        if size > limit:
+            raise _too_large(limit) from None  # no images to make room for it
         raise from_validation_error(exc) from None
     if size > limit and (media is None or size - media(parsed) > limit):
         raise _too_large(limit)  # larger than its images make room for
