@@ -334,6 +334,21 @@ async def test_failover_from_groq_to_gemini_carries_the_images(
     assert gemini_images(gemini) == [("image/png", picture)]
 
 
+async def test_auto_skips_a_text_only_model_for_images(
+    stack: DevStack, groq: FakeOpenAI, gemini: FakeGemini
+) -> None:
+    """`auto` is Groq's text model, then Gemini: a message with images goes to Gemini."""
+    calls = len(groq.requests)
+    gemini.push(gemini_ok(["Gemini ", "looked."]))
+    body = {"content": "Look", "attachments": [image("image/gif", b"GIF89a" + bytes(30))]}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as http:
+        response = await http.post(f"/v1/conversations/{_conversation_id()}/messages", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["message"]["provider"] == "gemini"
+    assert gemini_images(gemini) == [("image/gif", b"GIF89a" + bytes(30))]
+    assert len(groq.requests) == calls
+
+
 @pytest.mark.parametrize(
     ("attachments", "model", "status_code", "code"),
     [

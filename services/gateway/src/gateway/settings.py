@@ -39,10 +39,16 @@ class GatewaySettings(LivechatSettings):
     # above by what its images take in base64; 0 images: none accepted.
     attachments_max_count: int = Field(default=4, ge=0, le=16)
     attachment_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    # The model aliases whose every route can see images (a comma or JSON list); a message
-    # with images for another alias is refused (400 unsupported_attachment). `auto` reads
-    # text only unless GROQ_MODEL names a vision model and this lists it.
-    image_models: Annotated[tuple[str, ...], NoDecode] = ("groq-vision", "gemini-flash", "demo")
+    # The model aliases that can see images (a comma or JSON list); a message with images
+    # for another alias is refused (400 unsupported_attachment) before anything is stored.
+    # The workers send images only to the routes of an alias whose model sees them
+    # (LIVECHAT_VISION_MODELS): `auto` goes to Gemini when GROQ_MODEL reads text only.
+    image_models: Annotated[tuple[str, ...], NoDecode] = (
+        "auto",
+        "groq-vision",
+        "gemini-flash",
+        "demo",
+    )
     # permessage-deflate costs ~40 KiB of zlib state per socket and a compression per
     # frame; token frames are tens of bytes, so it is off unless asked for.
     ws_compression: bool = False

@@ -50,7 +50,7 @@ from inference.failover.chain import (
     Using,
 )
 from inference.failover.outcomes import PublicError
-from inference.images import ImagesMissing, message_images, with_images
+from inference.images import ImagesMissing, message_images, seeing_images, with_images
 from inference.outbox import Outbox
 from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
@@ -206,6 +206,13 @@ class Worker:
             message = f"Model {alias!r} is not available."
             await self._fail(run, None, "", PublicError("unknown_model", message, False))
             return True
+        if any(m.images for m in messages):
+            routes = seeing_images(routes, self._settings.vision_models)
+            if not routes:
+                message = f"No model of {alias!r} that is configured can see images."
+                error = PublicError("unsupported_attachment", message, False)
+                await self._fail(run, None, "", error)
+                return True
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
             return True

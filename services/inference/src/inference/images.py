@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 from faststream.nats import NatsBroker
 
@@ -16,8 +17,9 @@ from contracts import subjects
 from contracts.attachments import AttachmentRef, Image
 from contracts.events import ContextMessage
 from contracts.rpc import AttachmentGetReply, AttachmentGetRequest
+from inference.providers.model_routes import Route
 
-__all__ = ["ImagesMissing", "message_images", "with_images"]
+__all__ = ["ImagesMissing", "message_images", "seeing_images", "with_images"]
 
 # The most images a regenerated message may have (the gateway's limit is lower).
 _MOST_PER_MESSAGE = 16
@@ -88,3 +90,8 @@ async def message_images(
     except Exception as exc:
         raise ImagesMissing(type(exc).__name__) from exc
     return tuple(refs)
+
+
+def seeing_images(routes: Sequence[Route], vision_models: Sequence[str]) -> tuple[Route, ...]:
+    """The routes whose model sees images (`vision_models`: shell patterns of model ids)."""
+    return tuple(r for r in routes if any(fnmatchcase(r.model, p) for p in vision_models))
