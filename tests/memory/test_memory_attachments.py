@@ -4,11 +4,13 @@ the retries, read back in order and byte for byte, gone with their conversation.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts import rpc
 from contracts.attachments import AttachmentRef
+from memory import SqlConversationRepository
 from memory.attachments import SqlAttachmentStore
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -42,3 +44,21 @@ async def test_images_stored_once_read_in_order_and_deleted_with_the_conversatio
     assert await store.refs("c1", ["m1"]) == {}
     assert await store.image("c1", "m1", 0) is None
     assert (await store.refs("c2", ["m1"]))["m1"][0].media_type == "image/gif"
+
+
+async def test_the_sweep_forgets_old_images_of_no_stored_conversation(
+    engine: AsyncEngine, repository: SqlConversationRepository
+) -> None:
+    store = SqlAttachmentStore(engine)
+    old = NOW - timedelta(days=2)
+    await repository.create_conversation(
+        rpc.ConversationCreateRequest(user_id="alice", conversation_id="kept"), old
+    )
+    for conversation_id in ("kept", "oai-stateless"):
+        await store.put("alice", conversation_id, ref("m1", 0, "image/png", PNG), PNG, old)
+    await store.put("alice", "oai-recent", ref("m1", 0, "image/png", PNG), PNG, NOW)
+
+    assert await store.sweep(NOW - timedelta(days=1)) == 1
+    assert await store.image("oai-stateless", "m1", 0) is None
+    assert await store.image("kept", "m1", 0) is not None
+    assert await store.image("oai-recent", "m1", 0) is not None  # maybe still being answered

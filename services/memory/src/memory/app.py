@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS
 from memory.attachments import SqlAttachmentStore
+from memory.attachments.orphans import OrphanSweeper
 from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import load_knowledge
@@ -162,6 +163,10 @@ def create_app(
             clock=clock,
         )
         tasks.append(asyncio.get_running_loop().create_task(sweeper.run()))
+        orphans = OrphanSweeper(
+            attachments, interval_seconds=settings.retention_interval_seconds, clock=clock
+        )
+        tasks.append(asyncio.get_running_loop().create_task(orphans.run()))
 
     async def stop_consuming() -> None:
         await replier.stop(_GRACEFUL_SECONDS)

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, LargeBinary, String, Text, delete, select
+from sqlalchemy import Integer, LargeBinary, String, Text, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts.attachments import AttachmentRef, StoredImage
-from memory.history.tables import Base
+from memory.history.tables import Base, Conversation
 from runtime.sql import UtcDateTime
 
 __all__ = ["AttachmentStore", "SqlAttachmentStore", "StoredAttachment"]
@@ -63,6 +63,11 @@ class AttachmentStore(Protocol):
 
     async def delete(self, conversation_id: str) -> None:
         """Forget every image of a conversation (it was deleted)."""
+        ...
+
+    async def sweep(self, before: datetime) -> int:
+        """Forget the images stored before `before` whose conversation memory does not
+        hold: those of stateless completions, and of messages never published."""
         ...
 
 
@@ -150,3 +155,11 @@ class SqlAttachmentStore:
             await connection.execute(
                 delete(StoredAttachment).where(StoredAttachment.conversation_id == conversation_id)
             )
+
+    async def sweep(self, before: datetime) -> int:
+        a = StoredAttachment
+        held = exists().where(Conversation.id == a.conversation_id)
+        statement = delete(a).where(a.created_at < before, ~held)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(statement)
+        return int(getattr(result, "rowcount", 0) or 0)
