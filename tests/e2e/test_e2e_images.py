@@ -259,6 +259,20 @@ async def test_openai_sdk_image_url_parts(stack: DevStack, groq: FakeOpenAI) -> 
         ]
         assert groq_images(groq) == [("image/jpeg", second)]
 
+        # An image alone, without text.
+        groq.script(ok(["A ", "dot."]))
+        alone: list[Any] = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_url("image/png", first)}}
+                ],
+            }
+        ]
+        answer = await client.chat.completions.create(model="groq-vision", messages=alone)
+        assert answer.choices[0].message.content == "A dot."
+        assert groq.requests[-1].body["messages"][-1]["content"] == alone[0]["content"]
+
         calls = len(groq.requests)
         remote: list[Any] = [
             {

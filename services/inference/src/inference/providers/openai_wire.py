@@ -142,7 +142,9 @@ def _chat_message(message: ContextMessage) -> ChatMessage:
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     if message.images:
         # Vision models take images as `image_url` parts with data URLs.
-        parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": message.content}] if message.content else []
+        )
         parts += [
             {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
             for i in message.images

@@ -73,7 +73,7 @@ def _checked(body: ChatCompletionRequest, settings: GatewaySettings) -> Generati
 
 
 def _request(
-    user_id: str, body: ChatCompletionRequest, options: GenerationOptions
+    user_id: str, body: ChatCompletionRequest, options: GenerationOptions, *, with_images: bool
 ) -> GenerationRequested:
     try:
         prompt = split_prompt(body.messages)
@@ -92,6 +92,7 @@ def _request(
         tools=body.tool_specs(),
         tool_choice=tool_choice,
         prompt_in_history=prompt.in_history,
+        with_images=with_images,
     )
 
 
@@ -143,7 +144,7 @@ async def _complete(gateway: Gateway, request: Request, user_id: str) -> Respons
     )
     options = _checked(body, settings)
     images = _images(body, settings, gateway.nc.max_payload)
-    generation = _request(user_id, body, options)
+    generation = _request(user_id, body, options, with_images=bool(images and images[-1]))
     if any(images):
         generation = await _with_images(gateway, generation, images)
     with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
