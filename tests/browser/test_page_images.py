@@ -78,3 +78,15 @@ def test_attach_and_paste_images_then_see_them_live_and_in_history(chat: Any) ->
     )
     # Really drawn: the browser decoded the bytes into a picture.
     expect(again.first).to_have_js_property("naturalWidth", 2)
+
+    # Editing the question keeps its images: the new version is sent with them.
+    question = chat.user_messages().last
+    question.get_by_role("button", name="Edit: What is in these pictures?").click()
+    expect(waiting).to_have_count(2)
+    page.get_by_role("button", name="Remove image 2").click()
+    chat.input.fill("And this one?")
+    chat.input.press("Enter")
+    expect(question.locator(".sibling-count")).to_have_text("2/2")
+    expect(question.locator(".images img")).to_have_count(1)
+    chat.wait_final()
+    assert chat.answer_text().startswith(f"(I see 1 image: image/png of {len(PNG)} bytes.)")

@@ -208,6 +208,11 @@ function editMessage(rec) {
   ui.composer.classList.add("editing");
   ui.input.value = rec.content;
   ui.input.dispatchEvent(new Event("input"));
+  // Its images go with the edited text (removable like any other).
+  pendingImages = (rec.attachments || [])
+    .filter((a) => a.data)
+    .map(({ media_type, data }) => ({ media_type, data }));
+  showPendingImages();
   ui.input.focus();
   statusLine("Editing: sending starts a new branch from this message (Escape cancels).");
 }
@@ -1018,6 +1023,7 @@ function wire() {
     if (e.key === "Escape" && state.editing) {
       e.preventDefault();
       cancelEdit();
+      takeImages();
       ui.input.value = "";
       return;
     }
