@@ -101,18 +101,20 @@ def check_images(
     model: str,
     *,
     max_payload: int | None = None,
+    field: str = "attachments",
 ) -> tuple[Checked, ...]:
-    """The images, checked in order (count 422, each's size 413, base64 and kind 422),
-    and the model that is to see them (400 `unsupported_attachment`)."""
+    """The model that is to see them (400 `unsupported_attachment`), then the images in
+    order (count 422, each's size 413, base64 and kind 422); `field` names them."""
     if not images:
         return ()
+    check_image_model(model, settings)
     most = settings.attachments_max_count
     if len(images) > most:
         raise ApiError(422, "too_many_attachments", f"a message may carry at most {most} images")
     limit = _limit(settings, max_payload)
     checked: list[Checked] = []
     for index, image in enumerate(images):
-        where = f"attachments[{index}]"
+        where = f"{field}[{index}]"
         # Sized before decoding: a huge string is refused without decoding it.
         if len(image.data) // 4 * 3 > limit + 2:
             raise _too_large(where, limit)
@@ -132,7 +134,6 @@ def check_images(
                 f"{where}: the bytes are not a {image.media_type} image",
             )
         checked.append(Checked(image.media_type, image.data, len(data)))
-    check_image_model(model, settings)
     return tuple(checked)
 
 

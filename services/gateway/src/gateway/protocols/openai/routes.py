@@ -108,7 +108,10 @@ def _images(
                 400, "invalid_messages", f"messages[{index}]: only user messages carry images"
             )
         images = [from_data_url(url, f"messages[{index}].content") for url in urls]
-        found.append(check_images(images, settings, body.model, max_payload=max_payload))
+        field = f"messages[{index}].content images"
+        found.append(
+            check_images(images, settings, body.model, max_payload=max_payload, field=field)
+        )
     return found
 
 
