@@ -153,6 +153,17 @@ async def test_rest_images_reach_gemini_inline_and_come_back_in_history(
         assert question["attachments"] == body["attachments"]
         assert "attachments" not in answer
 
+        # A follow-up question: the model is shown the earlier pictures again.
+        gemini.push(gemini_ok(["Still ", "two."]))
+        follow_up = {"content": "How many were there?", "model": "gemini-flash"}
+        response = await http.post(f"/v1/conversations/{conv}/messages", json=follow_up)
+        assert response.status_code == 200, response.text
+        turns = gemini.requests[-1].body["contents"]
+        assert [t["role"] for t in turns] == ["user", "model", "user"]
+        earlier = [p["inlineData"]["data"] for p in turns[0]["parts"] if "inlineData" in p]
+        assert [_bytes(d) for d in earlier] == [big, JPEG]
+        assert turns[2]["parts"] == [{"text": "How many were there?"}]
+
         # The text-only limit holds: a body that large without images is refused.
         too_long = {"content": "x" * (BODY_MAX_BYTES + 10), "model": "gemini-flash"}
         response = await http.post(f"/v1/conversations/{conv}/messages", json=too_long)

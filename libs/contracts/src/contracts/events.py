@@ -142,6 +142,8 @@ class ContextMessage(BaseModel):
 
     role: ContextRole
     content: str
+    # The stored message it is (memory's context), to find its images by; None: stateless.
+    id: str | None = Field(default=None, exclude_if=_unset)
     # An assistant message's function calls; a `tool` message answers one of them.
     # Left out of the JSON when unset, so that services not knowing them read it.
     tool_calls: tuple[ToolCall, ...] = Field(default=(), exclude_if=_unset)

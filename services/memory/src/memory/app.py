@@ -139,7 +139,7 @@ def create_app(
         )
     )
     replier = ContextReplier(
-        ContextBuilder(history.store, knowledge, settings),
+        ContextBuilder(history.store, knowledge, settings, attachments=attachments),
         queue=QUEUE,
         concurrency=settings.rpc_concurrency,
     )

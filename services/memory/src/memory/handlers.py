@@ -53,7 +53,9 @@ def create_router(
     work); the AsyncAPI document is built with the default. `attachments`: where the
     images of messages are kept (None: no images)."""
     router = NatsRouter()
-    builder = ContextBuilder(store, knowledge or KnowledgeBase([]), settings)
+    builder = ContextBuilder(
+        store, knowledge or KnowledgeBase([]), settings, attachments=attachments
+    )
 
     # The streams are declared by `contracts.topology.ensure_streams`, not by FastStream.
     chat_stream = JStream(topology.CHAT_STREAM, declare=False)
