@@ -121,6 +121,7 @@ def stack(
         "LIVECHAT_MAX_BODY_BYTES": str(BODY_MAX_BYTES),
         "LIVECHAT_WS_MAX_FRAME_BYTES": str(FRAME_MAX_BYTES),
         "LIVECHAT_PROVIDER_MAX_ATTEMPTS": "1",
+        "LIVECHAT_PROMPT_MAX_IMAGES": "3",
     }
     with running_stack(tmp_path_factory.mktemp("images"), env) as running:
         yield running
@@ -163,6 +164,19 @@ async def test_rest_images_reach_gemini_inline_and_come_back_in_history(
         earlier = [p["inlineData"]["data"] for p in turns[0]["parts"] if "inlineData" in p]
         assert [_bytes(d) for d in earlier] == [big, JPEG]
         assert turns[2]["parts"] == [{"text": "How many were there?"}]
+
+        # Beyond LIVECHAT_PROMPT_MAX_IMAGES (3 here), the oldest are left out.
+        gemini.push(gemini_ok(["Three ", "now."]))
+        more = {**follow_up, "content": "And these?"}
+        more["attachments"] = [image("image/gif", b"GIF89a" + bytes(8)), image("image/webp", WEBP)]
+        response = await http.post(f"/v1/conversations/{conv}/messages", json=more)
+        assert response.status_code == 200, response.text
+        turns = gemini.requests[-1].body["contents"]
+        shown = [
+            [_bytes(p["inlineData"]["data"]) for p in t["parts"] if "inlineData" in p]
+            for t in turns
+        ]
+        assert shown == [[JPEG], [], [], [], [b"GIF89a" + bytes(8), WEBP]]
 
         # The text-only limit holds: a body that large without images is refused.
         too_long = {"content": "x" * (BODY_MAX_BYTES + 10), "model": "gemini-flash"}

@@ -484,7 +484,13 @@ class Worker:
         head = (ContextMessage(role="system", content=system),) if system else ()
         messages = (*head, *context, *user)
         try:
-            return await with_images(broker, request.conversation_id, messages, timeout=timeout)
+            return await with_images(
+                broker,
+                request.conversation_id,
+                messages,
+                timeout=timeout,
+                most=self._settings.prompt_max_images,
+            )
         except ImagesMissing as exc:
             log.warning("memory did not give the images (%s); retrying later", exc)
             return None

@@ -46,12 +46,16 @@ async def with_images(
     messages: Sequence[ContextMessage],
     *,
     timeout: float,
+    most: int,
 ) -> tuple[ContextMessage, ...]:
-    """`messages`, those that name images given their bytes. Raises `ImagesMissing` when
-    memory does not answer."""
-    refs = [ref for m in messages for ref in m.attachments]
+    """`messages`, those that name images given their bytes: the newest `most` images
+    (providers take a few per request: Groq five), older ones left out. Raises
+    `ImagesMissing` when memory does not answer."""
+    refs = [ref for m in messages for ref in m.attachments][-most:] if most > 0 else []
     if not refs:
-        return tuple(messages)
+        return tuple(
+            m.model_copy(update={"attachments": ()}) if m.attachments else m for m in messages
+        )
     try:
         found = await asyncio.gather(
             *(_image(broker, conversation_id, r.message_id, r.position, timeout) for r in refs)
@@ -62,7 +66,7 @@ async def with_images(
     images = {(r.message_id, r.position): i for r, i in zip(refs, found, strict=True)}
 
     def given(m: ContextMessage) -> ContextMessage:
-        kept = (images[(r.message_id, r.position)] for r in m.attachments)
+        kept = (images.get((r.message_id, r.position)) for r in m.attachments)
         return m.model_copy(update={"images": tuple(i for i in kept if i is not None)})
 
     return tuple(given(m) if m.attachments else m for m in messages)

@@ -78,6 +78,9 @@ class InferenceSettings(LivechatSettings):
         "llava*",
         "demo",
     )
+    # The most images given to the model per answer: the newest (the question's first),
+    # older ones of the context left out (Groq takes five per request).
+    prompt_max_images: int = Field(default=5, ge=0)
     # One provider call's HTTP timeout (connect, and each read).
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
 
