@@ -8,6 +8,7 @@ node from tests/node) against the whole system with the demo model.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -375,6 +376,45 @@ async def test_the_ai_sdk_streams_the_stored_answer_and_regenerates(stack: DevSt
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["content"] == regenerated["text"]
     assert stored[1]["siblings"] == {"index": 1, "count": 2, "ids": [message["id"], again]}
+
+
+async def test_the_ai_sdk_sends_an_image_file_part_and_regenerates_with_it(stack: DevStack):
+    """A file part as the SDK makes one of a picked file (a data URL): the model is given
+    the image (the demo model says what it saw), the history keeps it, and another
+    answer to the message is given it again."""
+    api = f"{stack.gateway_url}/api/chat"
+    chat_id = f"sdk-{uuid.uuid4().hex[:8]}"
+    gif = b"GIF89a" + bytes(range(40))
+    picture = {
+        "type": "file",
+        "mediaType": "image/gif",
+        "filename": "dot.gif",
+        "url": "data:image/gif;base64," + base64.b64encode(gif).decode(),
+    }
+    user = {**_user("u1", "What is in this picture?")}
+    user["parts"] = [*user["parts"], picture]
+    seen = f"(I see 1 image: image/gif of {len(gif)} bytes.)"
+    sent = await _node({"action": "send", "api": api, "chatId": chat_id, "messages": [user]})
+    assert sent["status"] == "stream", sent
+    assert sent["text"].startswith(seen)
+    question, _ = await _stored(stack.gateway_url, chat_id, 2)
+    assert question["attachments"] == [
+        {"type": "image", "media_type": "image/gif", "data": base64.b64encode(gif).decode()}
+    ]
+
+    regenerated = await _node(
+        {
+            "action": "send",
+            "api": api,
+            "chatId": chat_id,
+            "messages": [user],
+            "trigger": "regenerate-message",
+            "messageId": sent["message"]["id"],
+        }
+    )
+    assert regenerated["status"] == "stream", regenerated
+    assert regenerated["message"]["id"] != sent["message"]["id"]
+    assert regenerated["text"].startswith(seen)
 
 
 async def test_a_dropped_stream_is_resumed_with_reconnect_to_stream(stack: DevStack):

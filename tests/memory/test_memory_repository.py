@@ -509,7 +509,7 @@ async def test_the_reply_endings_migration_keeps_the_replies_stored_before(
 
         async with engine.connect() as conn:
             versions = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).all()
-        assert [v.version_num for v in versions] == ["0008_read_state"]
+        assert [v.version_num for v in versions] == ["0009_attachments"]
         repository = SqlConversationRepository(engine)
         user, reply = (await get(repository, "c1")).messages
         assert (user.content, reply.content, reply.status) == ("one", "cut sh", "complete")

@@ -1,7 +1,16 @@
 """livechat contracts: subjects, streams, consumer configs, event and request-reply models,
 settings base."""
 
-from contracts import consumers, events, ids, rpc, subjects, topology
+from contracts import attachments, consumers, events, ids, rpc, subjects, topology
 from contracts.settings import LivechatSettings
 
-__all__ = ["LivechatSettings", "consumers", "events", "ids", "rpc", "subjects", "topology"]
+__all__ = [
+    "LivechatSettings",
+    "attachments",
+    "consumers",
+    "events",
+    "ids",
+    "rpc",
+    "subjects",
+    "topology",
+]

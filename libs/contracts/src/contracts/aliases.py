@@ -22,6 +22,7 @@ __all__ = [
     "DEMO",
     "GEMINI_DEFAULT_MODEL",
     "GROQ_DEFAULT_MODEL",
+    "GROQ_VISION_MODEL",
     "ModelRoute",
     "alias_table",
     "parse_route",
@@ -34,6 +35,8 @@ DEMO = "demo"
 # the inference workers) choose others.
 GROQ_DEFAULT_MODEL = "llama-3.3-70b-versatile"
 GEMINI_DEFAULT_MODEL = "gemini-2.5-flash"
+# Groq's model that sees images (the `groq-vision` alias).
+GROQ_VISION_MODEL = "meta-llama/llama-4-scout-17b-16e-instruct"
 
 DEFAULT_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -43,6 +46,8 @@ DEFAULT_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "groq-llama-70b": ("groq",),
         "groq-llama-8b": ("groq:llama-3.1-8b-instant",),
         "gemini-flash": ("gemini",),
+        # Sees images: Groq's vision model, then Gemini (both given the images).
+        "groq-vision": (f"groq:{GROQ_VISION_MODEL}", "gemini"),
         # The OpenAI-compatible provider (Ollama, vLLM, llama.cpp server) and its model.
         "local": ("openai",),
         DEMO: ("demo:demo",),

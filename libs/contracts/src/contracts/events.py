@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.attachments import AttachmentRef, Image
 from contracts.ids import ID_PATTERN
 
 __all__ = [
@@ -145,10 +146,17 @@ class ContextMessage(BaseModel):
 
     role: ContextRole
     content: str
+    # The stored message it is (memory's context), to find its images by; None: stateless.
+    id: str | None = Field(default=None, exclude_if=_unset)
     # An assistant message's function calls; a `tool` message answers one of them.
     # Left out of the JSON when unset, so that services not knowing them read it.
     tool_calls: tuple[ToolCall, ...] = Field(default=(), exclude_if=_unset)
     tool_call_id: str | None = Field(default=None, exclude_if=_unset)
+    # The message's images by name (stateless requests: any message of the history).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
+    # The message's images, with their bytes: filled in by the worker from memory's
+    # store just before the provider call, never published (`contracts.attachments`).
+    images: tuple[Image, ...] = Field(default=(), exclude_if=_unset)
 
 
 # --- chat history (stream LIVECHAT_CHAT) ---------------------------------------
@@ -172,6 +180,8 @@ class UserMessageAccepted(Event):
     # Who wrote it when not `user_id` (the conversation's owner): a member of a shared
     # conversation. The message is stored and answered under the owner's account.
     author_id: str | None = Field(default=None, exclude_if=_unset)
+    # Its images, stored by memory before this was published (`contracts.attachments`).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 class GenerationFinished(Event):
@@ -257,6 +267,8 @@ class GenerationRequested(Event):
     # True: `history` ends with the messages to answer (tool results), and `content`
     # (empty) is no user turn of its own.
     prompt_in_history: bool = Field(default=False, exclude_if=_unset)
+    # The user message's images (stored first; the worker reads their bytes from memory).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 class CancelRequested(Event):
@@ -448,6 +460,8 @@ class MessageEvent(Event):
     user_id: str | None = Field(default=None, exclude_if=_unset)
     # Sent while the assistant was off (a person took over): no answer follows.
     unanswered: bool = Field(default=False, exclude_if=_unset)
+    # Its images by name (their bytes are in the conversation's history).
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=_unset)
 
 
 ConversationEvent: TypeAlias = Annotated[

@@ -7,6 +7,7 @@ from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.attachments import AttachmentRef, ImageMediaType, StoredImage
 from contracts.events import (
     ContextMessage,
     FeedbackRating,
@@ -23,6 +24,10 @@ __all__ = [
     "SYSTEM_PROMPT_MAX_CHARS",
     "TITLE_MAX_CHARS",
     "AccessRole",
+    "AttachmentGetReply",
+    "AttachmentGetRequest",
+    "AttachmentPutReply",
+    "AttachmentPutRequest",
     "ContextReply",
     "ContextRequest",
     "ConversationCreateRequest",
@@ -141,6 +146,8 @@ class StoredMessage(Rpc):
     error: ReplyError | None = None
     # The asker's feedback on an assistant message (set when the read asked for it).
     feedback: Feedback | None = None
+    # Its images by name (their bytes: `AttachmentGetRequest`); left out when none.
+    attachments: tuple[AttachmentRef, ...] = Field(default=(), exclude_if=lambda v: not v)
 
 
 class ContextReply(Rpc):
@@ -412,3 +419,32 @@ class UsageExportReply(Rpc):
 
 class Pong(Rpc):
     service: str
+
+
+class AttachmentPutRequest(Rpc):
+    """Store one image of a message before the message is published (idempotent: the
+    same message id and position stored again keeps the first)."""
+
+    user_id: str
+    conversation_id: str
+    message_id: str
+    position: int = Field(ge=0)
+    media_type: ImageMediaType
+    data: str  # base64
+
+
+class AttachmentPutReply(Rpc):
+    ref: AttachmentRef
+
+
+class AttachmentGetRequest(Rpc):
+    """One image of a message (the caller checked who may read it): one per request, as
+    each fits a NATS message (the gateway's limits) and several may not."""
+
+    conversation_id: str
+    message_id: str
+    position: int = Field(ge=0)
+
+
+class AttachmentGetReply(Rpc):
+    image: StoredImage | None = None  # None: not stored (or its conversation was deleted)

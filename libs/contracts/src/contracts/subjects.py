@@ -10,6 +10,8 @@ __all__ = [
     "EVENTS_ALL",
     "FEEDBACK_ALL",
     "GENERATE",
+    "MEMORY_ATTACHMENT_GET",
+    "MEMORY_ATTACHMENT_PUT",
     "MEMORY_CONTEXT",
     "MEMORY_CONVERSATION_CREATE",
     "MEMORY_CONVERSATION_DELETE",
@@ -77,6 +79,8 @@ CANCEL_ALL = f"{PREFIX}.cancel.*"
 
 # Request-reply (core NATS).
 MEMORY_CONTEXT = f"{PREFIX}.rpc.memory.context"
+MEMORY_ATTACHMENT_PUT = f"{PREFIX}.rpc.memory.attachments.put"
+MEMORY_ATTACHMENT_GET = f"{PREFIX}.rpc.memory.attachments.get"
 MEMORY_CONVERSATION_LIST = f"{PREFIX}.rpc.memory.conversations.list"
 MEMORY_CONVERSATION_GET = f"{PREFIX}.rpc.memory.conversations.get"
 MEMORY_CONVERSATION_CREATE = f"{PREFIX}.rpc.memory.conversations.create"

@@ -138,6 +138,18 @@ class Backends:
         except BackendUnavailable:
             return await self._call(subject, request, reply_type)
 
+    async def put_attachment(self, request: rpc.AttachmentPutRequest) -> rpc.AttachmentPutReply:
+        """Idempotent: asked again once when it timed out."""
+        return await self._write(subjects.MEMORY_ATTACHMENT_PUT, request, rpc.AttachmentPutReply)
+
+    async def attachment(
+        self, conversation_id: str, message_id: str, position: int
+    ) -> rpc.AttachmentGetReply:
+        request = rpc.AttachmentGetRequest(
+            conversation_id=conversation_id, message_id=message_id, position=position
+        )
+        return await self._call(subjects.MEMORY_ATTACHMENT_GET, request, rpc.AttachmentGetReply)
+
     async def usage_totals(self, user_id: str) -> rpc.UsageTotalsReply:
         return await self._call(
             subjects.USAGE_TOTALS, rpc.UsageTotalsRequest(user_id=user_id), rpc.UsageTotalsReply

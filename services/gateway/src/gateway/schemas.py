@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts import rpc
+from contracts.attachments import ImageMediaType
 from contracts.events import Usage
 from contracts.ids import ID_PATTERN
 
@@ -15,6 +16,8 @@ __all__ = [
     "MAX_TOKENS",
     "USER_ID_MAX_CHARS",
     "WS_FRAME",
+    "AttachmentIn",
+    "AttachmentOut",
     "CancelOut",
     "ConversationList",
     "ConversationOut",
@@ -62,6 +65,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AttachmentIn(Strict):
+    """An image of a message: its bytes in base64 (standard alphabet, padded)."""
+
+    type: Literal["image"]
+    media_type: ImageMediaType
+    data: str = Field(min_length=1, description="the image's bytes, base64")
+
+
+class AttachmentOut(BaseModel):
+    """An image of a stored message."""
+
+    type: Literal["image"] = "image"
+    media_type: ImageMediaType
+    data: str = Field(description="the image's bytes, base64")
+
+
 class MessageIn(Strict):
     """The body of POST /v1/conversations/{id}/messages."""
 
@@ -76,6 +95,8 @@ class MessageIn(Strict):
     # The message it follows: absent, the end of the active branch; an earlier one
     # starts a branch there (an edit); null, a new first message.
     parent_id: Id | None = None
+    # Images (LIVECHAT_ATTACHMENTS_MAX_COUNT, each LIVECHAT_ATTACHMENT_MAX_BYTES at most).
+    attachments: tuple[AttachmentIn, ...] = ()
 
     @property
     def root(self) -> bool:
@@ -174,6 +195,11 @@ class _Public(BaseModel):
 
 class MessageOut(_Public, rpc.StoredMessage):
     """A stored message."""
+
+    # With their bytes; left out when none.
+    attachments: tuple[AttachmentOut, ...] = Field(  # type: ignore[assignment]
+        default=(), exclude_if=lambda v: not v
+    )
 
 
 class UnansweredOut(BaseModel):

@@ -25,8 +25,9 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
-        # Frames over the limit are closed with 1009 by the protocol layer.
-        ws_max_size=settings.ws_max_frame_bytes,
+        # Frames over the limit are closed with 1009 by the protocol layer (a message's
+        # images may take more: the session checks the rest of it keeps to the limit).
+        ws_max_size=settings.ws_max_frame_bytes + settings.attachments_max_base64,
         ws_per_message_deflate=settings.ws_compression,
         # Protocol pings (browsers answer them unseen): a peer that answers nothing
         # for ws_idle_timeout_seconds is closed with 1011.

@@ -33,6 +33,22 @@ class GatewaySettings(LivechatSettings):
     # A message of max_message_chars in 4-byte UTF-8 plus the other fields fits.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     ws_max_frame_bytes: int = Field(default=65536, ge=1024)
+    # Images in messages (docs/api.md "Attachments"): at most this many per message, each
+    # at most this many bytes (decoded; beyond: 413, and never more than a NATS message
+    # can carry in base64). A body or frame with images may be larger than the limits
+    # above by what its images take in base64; 0 images: none accepted.
+    attachments_max_count: int = Field(default=4, ge=0, le=16)
+    attachment_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The model aliases that can see images (a comma or JSON list); a message with images
+    # for another alias is refused (400 unsupported_attachment) before anything is stored.
+    # The workers send images only to the routes of an alias whose model sees them
+    # (LIVECHAT_VISION_MODELS): `auto` goes to Gemini when GROQ_MODEL reads text only.
+    image_models: Annotated[tuple[str, ...], NoDecode] = (
+        "auto",
+        "groq-vision",
+        "gemini-flash",
+        "demo",
+    )
     # permessage-deflate costs ~40 KiB of zlib state per socket and a compression per
     # frame; token frames are tens of bytes, so it is off unless asked for.
     ws_compression: bool = False
@@ -136,6 +152,18 @@ class GatewaySettings(LivechatSettings):
     @classmethod
     def _origin_list(cls, value: object) -> object:
         return _name_list(value) or None
+
+    @field_validator("image_models", mode="before")
+    @classmethod
+    def _image_model_list(cls, value: object) -> object:
+        return _name_list(value) or ()
+
+    @property
+    def attachments_max_base64(self) -> int:
+        """What a message's images may add to a body or frame: their base64, with room
+        for a data URL's prefix and the JSON around each."""
+        each = 4 * -(-self.attachment_max_bytes // 3) + 256
+        return self.attachments_max_count * each
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -50,6 +50,7 @@ from inference.failover.chain import (
     Using,
 )
 from inference.failover.outcomes import PublicError
+from inference.images import ImagesMissing, message_images, seeing_images, with_images
 from inference.outbox import Outbox
 from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
@@ -205,6 +206,13 @@ class Worker:
             message = f"Model {alias!r} is not available."
             await self._fail(run, None, "", PublicError("unknown_model", message, False))
             return True
+        if any(m.images for m in messages):
+            routes = seeing_images(routes, self._settings.vision_models)
+            if not routes:
+                message = f"No model of {alias!r} that is configured can see images."
+                error = PublicError("unsupported_attachment", message, False)
+                await self._fail(run, None, "", error)
+                return True
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
             return True
@@ -442,7 +450,19 @@ class Worker:
         self, request: GenerationRequested, broker: NatsBroker
     ) -> tuple[ContextMessage, ...] | StoredMessage | None:
         """The model's messages; the reply when memory holds it final; None if memory is away."""
-        user: tuple[ContextMessage, ...] = (ContextMessage(role="user", content=request.content),)
+        timeout = self._settings.memory_timeout_seconds
+        attachments = request.attachments
+        if request.regenerated and not attachments and request.history is None:
+            try:  # another answer: the question's images, as memory holds them
+                attachments = await message_images(
+                    broker, request.conversation_id, request.user_message_id, timeout=timeout
+                )
+            except ImagesMissing as exc:
+                log.warning("memory did not give the images (%s); retrying later", exc)
+                return None
+        user: tuple[ContextMessage, ...] = (
+            ContextMessage(role="user", content=request.content, attachments=attachments),
+        )
         system = request.options.system_prompt
         if request.history is not None:
             context = request.history
@@ -477,7 +497,18 @@ class Worker:
             context = reply.messages
             system = system or reply.system_prompt or self._settings.system_prompt
         head = (ContextMessage(role="system", content=system),) if system else ()
-        return (*head, *context, *user)
+        messages = (*head, *context, *user)
+        try:
+            return await with_images(
+                broker,
+                request.conversation_id,
+                messages,
+                timeout=timeout,
+                most=self._settings.prompt_max_images,
+            )
+        except ImagesMissing as exc:
+            log.warning("memory did not give the images (%s); retrying later", exc)
+            return None
 
     async def _finish(self, run: _Run, step: Finished, text: str) -> None:
         spent = step.spent

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts import LivechatSettings
 
@@ -67,6 +68,19 @@ class InferenceSettings(LivechatSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
+    # The provider model ids that see images (shell patterns, a comma or JSON list): a
+    # request with images skips the routes of its alias whose model is not one of them
+    # (`auto` with GROQ_MODEL a text model: straight to Gemini).
+    vision_models: Annotated[tuple[str, ...], NoDecode] = (
+        "gemini-*",
+        "meta-llama/llama-4-*",
+        "*vision*",
+        "llava*",
+        "demo",
+    )
+    # The most images given to the model per answer: the newest (the question's first),
+    # older ones of the context left out (Groq takes five per request).
+    prompt_max_images: int = Field(default=5, ge=0)
     # One provider call's HTTP timeout (connect, and each read).
     provider_timeout_seconds: float = Field(default=60.0, gt=0)
 
@@ -83,6 +97,16 @@ class InferenceSettings(LivechatSettings):
     # probe call decides whether it is used again.
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("vision_models", mode="before")
+    @classmethod
+    def _pattern_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return value
 
     @field_validator(
         "groq_api_key",

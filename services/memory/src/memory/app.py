@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.topology import CHAT_STREAM, MEMORY_STREAMS
+from memory.attachments import SqlAttachmentStore
+from memory.attachments.orphans import OrphanSweeper
 from memory.chat_consumer import ChatConsumer, DeadLetters, chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import load_knowledge
@@ -106,6 +108,13 @@ def create_app(
         timeout=settings.feedback_publish_timeout_seconds,
         interval_seconds=settings.feedback_republish_seconds,
     )
+    attachments = SqlAttachmentStore(database)
+
+    async def purge(conversation_id: str) -> None:
+        # A deleted conversation's images go with it, before its events.
+        await attachments.delete(conversation_id)
+        await purger.purge(conversation_id)
+
     tasks: list[asyncio.Task[None]] = []
 
     async def ensure_topology(js: JetStreamContext) -> None:
@@ -132,14 +141,15 @@ def create_app(
             settings,
             history.store,
             knowledge=knowledge,
-            purge=purger.purge,
+            purge=purge,
             clock=clock,
             answer_context=False,
             feedback=FeedbackDesk(history.store, feedback_store, feedback_publisher, clock),
+            attachments=attachments,
         )
     )
     replier = ContextReplier(
-        ContextBuilder(history.store, knowledge, settings),
+        ContextBuilder(history.store, knowledge, settings, attachments=attachments),
         queue=QUEUE,
         concurrency=settings.rpc_concurrency,
     )
@@ -160,12 +170,16 @@ def create_app(
             history.store,
             days=settings.retention_days,
             interval_seconds=settings.retention_interval_seconds,
-            purge=purger.purge,
+            purge=purge,
             clock=clock,
         )
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(sweeper.run()))
         tasks.append(loop.create_task(feedback_publisher.run()))
+        orphans = OrphanSweeper(
+            attachments, interval_seconds=settings.retention_interval_seconds, clock=clock
+        )
+        tasks.append(loop.create_task(orphans.run()))
 
     async def stop_consuming() -> None:
         await replier.stop(_GRACEFUL_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,9 @@ from faststream.nats import JStream, NatsRouter
 from faststream.nats.subscriber.usecases import LogicSubscriber
 
 from contracts import rpc, subjects, topology
+from contracts.attachments import AttachmentRef
 from contracts.events import ConversationDeleted, FeedbackChanged
+from memory.attachments import AttachmentStore
 from memory.chat_consumer import chat_consumer_config
 from memory.context.builder import ContextBuilder
 from memory.context.knowledge import KnowledgeBase
@@ -44,13 +47,17 @@ def create_router(
     clock: Callable[[], datetime] = _now,
     answer_context: bool = True,
     feedback: FeedbackDesk | None = None,
+    attachments: AttachmentStore | None = None,
 ) -> NatsRouter:
     """`purge(conversation_id)` announces a deleted conversation to the gateways and drops
     its events from the streams. `answer_context=False`: the context requests are left to
     a `memory.context.replier.ContextReplier` (the app's, without FastStream's per-message
-    work); the AsyncAPI document is built with the default."""
+    work); the AsyncAPI document is built with the default. `attachments`: where the
+    images of messages are kept (None: no images)."""
     router = NatsRouter()
-    builder = ContextBuilder(store, knowledge or KnowledgeBase([]), settings)
+    builder = ContextBuilder(
+        store, knowledge or KnowledgeBase([]), settings, attachments=attachments
+    )
 
     # The streams are declared by `contracts.topology.ensure_streams`, not by FastStream.
     chat_stream = JStream(topology.CHAT_STREAM, declare=False)
@@ -91,7 +98,41 @@ def create_router(
         reply = await store.get_conversation(request)
         if feedback is not None:
             reply = await feedback.with_feedback(request, reply)
-        return reply
+        if attachments is None or reply.conversation is None or not reply.messages:
+            return reply
+        # The images by name only: their bytes are asked for message by message.
+        users = [m.id for m in reply.messages if m.role == "user"]
+        refs = await attachments.refs(request.conversation_id, users)
+        if not refs:
+            return reply
+        messages = tuple(
+            m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m
+            for m in reply.messages
+        )
+        return reply.model_copy(update={"messages": messages})
+
+    if attachments is not None:
+        images = attachments
+
+        # Stored before the message is published (idempotent: a retry keeps the first).
+        @answers(subjects.MEMORY_ATTACHMENT_PUT, "memory.attachments.put")
+        async def put_attachment(request: rpc.AttachmentPutRequest) -> rpc.AttachmentPutReply:
+            data = base64.b64decode(request.data)
+            ref = AttachmentRef(
+                message_id=request.message_id,
+                position=request.position,
+                media_type=request.media_type,
+                size=len(data),
+            )
+            await images.put(request.user_id, request.conversation_id, ref, data, clock())
+            return rpc.AttachmentPutReply(ref=ref)
+
+        @answers(subjects.MEMORY_ATTACHMENT_GET, "memory.attachments.get")
+        async def get_attachments(request: rpc.AttachmentGetRequest) -> rpc.AttachmentGetReply:
+            found = await images.image(
+                request.conversation_id, request.message_id, request.position
+            )
+            return rpc.AttachmentGetReply(image=found)
 
     # The writes commit before they reply; each is idempotent (a retried request gives
     # the same answer), so the gateway may repeat one that timed out.

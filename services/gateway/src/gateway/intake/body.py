@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,9 +39,20 @@ def is_json(content_type: str) -> bool:
 
 
 async def read_model(
-    request: Request, model: type[M], max_bytes: int, *, empty_ok: bool = False
+    request: Request,
+    model: type[M],
+    max_bytes: int,
+    *,
+    empty_ok: bool = False,
+    media: Callable[[M], int] | None = None,
+    media_max: int = 0,
 ) -> M:
-    """The body as `model`; `empty_ok`: no body at all is `{}` (every field optional)."""
+    """The body as `model`; `empty_ok`: no body at all is `{}` (every field optional).
+
+    `media`: the bytes of a parsed body's images (base64), which may add up to
+    `media_max` to `max_bytes`; the rest of the body keeps to `max_bytes`."""
+    limit = max_bytes
+    max_bytes = max_bytes + media_max if media is not None else max_bytes
     # Declared, never guessed: a page of another site can post a body without
     # Content-Type (or as text/plain) with no preflight, never as application/json.
     declared_json = is_json(request.headers.get("content-type", ""))
@@ -63,6 +75,11 @@ async def read_model(
     try:
         if empty_ok and not raw.strip():
             return model.model_validate({})
-        return model.model_validate_json(raw)
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
+        if size > limit:
+            raise _too_large(limit) from None  # no images to make room for it
         raise from_validation_error(exc) from None
+    if size > limit and (media is None or size - media(parsed) > limit):
+        raise _too_large(limit)  # larger than its images make room for
+    return parsed

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from nats.errors import Error as NatsError
 
 from contracts import ids, rpc
+from contracts.attachments import AttachmentRef
 from gateway.errors import ApiError
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.replay import last_event
 from gateway.fanout.reply import find_final, reply_filter
+from gateway.intake.attachments import Checked, ImageIn, check_images, store_images
 from gateway.intake.checks import check_message
 from gateway.intake.limits import Limits
 from gateway.intake.lookup import find_message
@@ -65,6 +67,7 @@ class Admitted:
     allowance: int | None = None  # the budget's tokens left today (None: no budget)
     # What the caller may do there: the owner's account, whether the assistant answers.
     grant: Grant | None = None
+    images: tuple[Checked, ...] = ()  # checked, stored when published
 
     @property
     def account(self) -> str:
@@ -102,6 +105,12 @@ async def admit(
     for one more conversation) its owner, its repeated id, and the caller's limits.
     `new_message=False`: an answer asked again for a stored message (a regeneration)."""
     model = check_message(body, gateway.settings)
+    images = check_images(
+        [ImageIn(a.media_type, a.data) for a in body.attachments],
+        gateway.settings,
+        model,
+        max_payload=gateway.nc.max_payload,
+    )
     if reserve is not None:
         reserve()
     earlier = None
@@ -123,7 +132,7 @@ async def admit(
     if earlier is None or not earlier.repeat:  # a retry is counted once
         # 429 before anything is published, on the account that pays for the answer.
         allowance = await limits.check(grant.owner_id)
-    return Admitted(user_id, conversation_id, body, model, earlier, allowance, grant)
+    return Admitted(user_id, conversation_id, body, model, earlier, allowance, grant, images)
 
 
 async def _publish(gateway: Gateway, message: Admitted) -> Submission:
@@ -132,6 +141,12 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     conversation_id, body, model = message.conversation_id, message.body, message.model
     earlier = message.earlier
     account, author, answers = message.account, message.author_id, message.answers
+    refs: tuple[AttachmentRef, ...] = ()
+    if message.images:
+        # Stored first (idempotent), named in the events (`contracts.attachments`).
+        if body.id is None:
+            body = body.model_copy(update={"id": ids.new_id()})
+        refs = await store_images(gateway, account, conversation_id, body.id or "", message.images)
     if earlier is None or not earlier.repeat:
         return await gateway.publisher.submit(
             account,
@@ -141,10 +156,17 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
             allowance=message.allowance,
             author_id=author,
             answer=answers,
+            attachments=refs,
         )
     if not answers:  # stored before; nothing to answer while the assistant is off
         return await gateway.publisher.submit(
-            account, conversation_id, body, model, accepted_before=True, answer=False
+            account,
+            conversation_id,
+            body,
+            model,
+            accepted_before=True,
+            answer=False,
+            attachments=refs,
         )
     message_id = body.id or ""
     reply = ids.reply_id(conversation_id, message_id)
@@ -162,7 +184,13 @@ async def _publish(gateway: Gateway, message: Admitted) -> Submission:
     # never have been queued (its publish failed after the message was stored), and
     # following it would wait for an answer nobody generates.
     return await gateway.publisher.submit(
-        account, conversation_id, body, model, accepted_before=True, author_id=author
+        account,
+        conversation_id,
+        body,
+        model,
+        accepted_before=True,
+        author_id=author,
+        attachments=refs,
     )
 
 

@@ -18,6 +18,7 @@ from nats.js.api import PubAck
 from pydantic import BaseModel
 
 from contracts import ids, subjects, topology
+from contracts.attachments import AttachmentRef
 from contracts.events import (
     GenerationOptions,
     GenerationRequested,
@@ -180,11 +181,13 @@ class Publisher:
         allowance: int | None = None,
         author_id: str | None = None,
         answer: bool = True,
+        attachments: tuple[AttachmentRef, ...] = (),
     ) -> Submission:
         """Publish the message; `accepted_before`: memory already holds it (a retry after
         the dedupe window), so only the generation request is published again.
         `user_id` is the conversation's owner (the account), `author_id` who wrote it when
-        someone else (a member); `answer=False`: the assistant is off, nothing is generated."""
+        someone else (a member); `answer=False`: the assistant is off, nothing is generated.
+        `attachments`: its images, stored already."""
         message_id = body.id or ids.new_id()
         reply = ids.reply_id(conversation_id, message_id)
         if accepted_before and not answer:
@@ -196,6 +199,7 @@ class Publisher:
             created_at=now,
             user_id=author_id or user_id,
             unanswered=not answer,
+            attachments=attachments,
         )
         accepted = UserMessageAccepted(
             message_id=message_id,
@@ -207,6 +211,7 @@ class Publisher:
             parent_id=body.parent_id,
             root=body.root,
             author_id=author_id,
+            attachments=attachments,
         )
         requested = GenerationRequested(
             message_id=reply,
@@ -223,6 +228,7 @@ class Publisher:
             requested_at=now,
             parent_id=body.parent_id,
             root=body.root,
+            attachments=attachments,
         )
 
         def dedupe_id(kind: str) -> str:

@@ -43,12 +43,14 @@ def stateless_request(
     tools: tuple[ToolSpec, ...] = (),
     tool_choice: ToolChoice | None = None,
     prompt_in_history: bool = False,
+    with_images: bool = False,
 ) -> GenerationRequested:
     """The generation of a stateless completion in a conversation id of its own.
 
     `prompt_in_history`: the history ends with what to answer (tool results), and
-    `content` is empty; `tools`: the functions the model may call (OpenAI endpoint)."""
-    if not prompt_in_history and not content.strip():
+    `content` is empty; `tools`: the functions the model may call (OpenAI endpoint);
+    `with_images`: the last message has images (its text may be empty)."""
+    if not prompt_in_history and not with_images and not content.strip():
         raise ApiError(400, "invalid_messages", "the last message must not be empty")
     conversation_id = prefix + ids.new_id()
     message_id = ids.new_id()

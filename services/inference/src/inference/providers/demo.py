@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import re
 from collections.abc import AsyncIterator
 
-from contracts.events import FinishReason, Usage
+from contracts.events import ContextMessage, FinishReason, Usage
 from inference.clock import Clock
 from inference.providers.base import Completion, ProviderRequest
 from runtime.token_estimate import estimate_prompt_tokens, estimate_tokens
@@ -75,6 +76,17 @@ def demo_answer(prompt: str, max_words: int) -> list[str]:
     return [w + " " for w in words[:-1]] + words[-1:]
 
 
+def _seen(message: ContextMessage | None) -> list[str]:
+    """What the demo tells of the images it was given: their kinds and sizes in bytes."""
+    if message is None or not message.images:
+        return []
+    kinds = ", ".join(
+        f"{i.media_type} of {len(base64.b64decode(i.data))} bytes" for i in message.images
+    )
+    count = len(message.images)
+    return [w + " " for w in f"(I see {count} image{'s' if count > 1 else ''}: {kinds}.)".split()]
+
+
 class DemoProvider:
     """Streams `demo_answer` of the last user message at a realistic pace."""
 
@@ -98,8 +110,9 @@ class DemoProvider:
         return self._name
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
-        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        tokens = demo_answer(prompt, self._answer_tokens)
+        asked = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        prompt = asked.content if asked is not None else ""
+        tokens = _seen(asked) + demo_answer(prompt, self._answer_tokens)
         finish: FinishReason = "stop"
         if request.max_tokens is not None and request.max_tokens < len(tokens):
             tokens, finish = tokens[: request.max_tokens], "length"

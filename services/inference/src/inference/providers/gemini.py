@@ -278,7 +278,12 @@ def _native_messages(
             else:
                 contents.append(types.Content(role="user", parts=[part]))
             continue
-        parts = [types.Part(text=m.content)] if m.content or not m.tool_calls else []
+        parts = [types.Part(text=m.content)] if m.content or not (m.tool_calls or m.images) else []
+        # Images as inline data, after the text they come with.
+        parts += [
+            types.Part.from_bytes(data=base64.b64decode(i.data), mime_type=i.media_type)
+            for i in m.images
+        ]
         parts += [_function_call_part(c.id, c.name, c.arguments) for c in m.tool_calls]
         contents.append(
             types.Content(role="model" if m.role == "assistant" else "user", parts=parts)

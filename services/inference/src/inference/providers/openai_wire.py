@@ -140,7 +140,24 @@ def _chat_message(message: ContextMessage) -> ChatMessage:
         return {"role": message.role, "content": message.content or None, "tool_calls": calls}
     if message.tool_call_id is not None:
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    if message.images:
+        # Vision models take images as `image_url` parts with data URLs.
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": message.content}] if message.content else []
+        )
+        parts += [
+            {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
+            for i in message.images
+        ]
+        return {"role": message.role, "content": parts}
     return {"role": message.role, "content": message.content}
+
+
+def _text_of(message: ChatMessage) -> str:
+    content = message["content"]
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
 
 
 def tool_options(request: ProviderRequest) -> dict[str, Any]:
@@ -334,7 +351,7 @@ def _completion(
 ) -> Completion:
     if usage is not None:
         return Completion(usage=Usage.of(*usage), finish_reason=finish)
-    prompt = estimate_prompt_tokens(m["content"] or "" for m in messages)
+    prompt = estimate_prompt_tokens(_text_of(m) for m in messages)
     return Completion(
         usage=Usage.of(prompt, estimate_tokens(text)), finish_reason=finish, estimated=True
     )

@@ -15,6 +15,7 @@ import asyncio
 
 from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
+from memory.attachments import AttachmentStore
 from memory.context.knowledge import KnowledgeBase
 from memory.context.personal import PersonalMemory
 from memory.history.store import ConversationStore, Exchange
@@ -38,9 +39,17 @@ def _clip(text: str, limit: int) -> str:
 
 class ContextBuilder:
     def __init__(
-        self, store: ConversationStore, knowledge: KnowledgeBase, settings: MemorySettings
+        self,
+        store: ConversationStore,
+        knowledge: KnowledgeBase,
+        settings: MemorySettings,
+        *,
+        attachments: AttachmentStore | None = None,
     ) -> None:
         self._store = store
+        # The images of the history's user messages are named in its messages (the
+        # worker reads their bytes): a follow-up question still shows the model a picture.
+        self._attachments = attachments
         self._knowledge = knowledge
         self._settings = settings
         self._personal = PersonalMemory(store, candidates=_CANDIDATES)
@@ -56,6 +65,19 @@ class ContextBuilder:
         finally:
             await _discard(related)
 
+    async def _with_images(
+        self, conversation_id: str, history: list[ContextMessage]
+    ) -> list[ContextMessage]:
+        asked = [m.id for m in history if m.role == "user" and m.id is not None]
+        if self._attachments is None or not asked:
+            return history
+        refs = await self._attachments.refs(conversation_id, asked)
+        if not refs:
+            return history
+        return [
+            m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m for m in history
+        ]
+
     async def _related(self, request: ContextRequest, query: str) -> list[Exchange]:
         """The exchanges of personal memory, best first."""
         wanted = self._settings.personal_memory_exchanges
@@ -68,7 +90,7 @@ class ContextBuilder:
         base = await self._store.context(request, settings.context_messages)
         if base.existing_reply is not None:
             return base  # already answered: the worker stops there
-        history = list(base.messages)
+        history = await self._with_images(request.conversation_id, list(base.messages))
         query = request.query
         if query is None:
             query = next((m.content for m in reversed(history) if m.role == "user"), "")

@@ -406,6 +406,8 @@ def _context_from(
         kept.append(message)
     return rpc.ContextReply(
         system_prompt=prompt,
-        messages=tuple(ContextMessage(role=m.role, content=m.content) for m in reversed(kept)),
+        messages=tuple(
+            ContextMessage(role=m.role, content=m.content, id=m.id) for m in reversed(kept)
+        ),
         existing_reply=reply,
     )

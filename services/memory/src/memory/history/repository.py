@@ -371,7 +371,7 @@ class SqlConversationRepository:
         return ContextReply(
             system_prompt=first["system_prompt"],
             messages=tuple(
-                ContextMessage(role=row.role, content=row.content)
+                ContextMessage(role=row.role, content=row.content, id=row.message_id)
                 for row in rows
                 if limit > 0 and row.role is not None
             ),

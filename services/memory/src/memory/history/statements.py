@@ -236,7 +236,7 @@ def _context(*, with_history: bool = True) -> Executable:
     if with_history:
         history = _history()
         source = source.outerjoin(history, true())
-        columns += [history.c.role, history.c.content]
+        columns += [history.c.id.label("message_id"), history.c.role, history.c.content]
         order = [history.c.depth.desc()]
     return (
         select(*columns)
@@ -290,7 +290,7 @@ def _history() -> Any:
     )
     p = path.c
     return (
-        select(p.role, p.content, p.depth)
+        select(p.id, p.role, p.content, p.depth)
         .where(
             p.id != user_message_id,
             p.id != bindparam("reply_id"),

@@ -23,16 +23,17 @@ from gateway.errors import ApiError, from_validation_error
 from gateway.fanout.feed import EventFeed, attached
 from gateway.fanout.resume import check_access, prepare_resume
 from gateway.intake import pipeline, tree
+from gateway.intake.attachments import from_data_url
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.checks import check_conversation_id
 from gateway.intake.connections import Slot
 from gateway.intake.limits import limits_of
 from gateway.intake.publisher import Submission
 from gateway.openapi import API_ERRORS, BODY_ERRORS, answers, error_responses
-from gateway.protocols.aisdk.schema import UIChatRequest
+from gateway.protocols.aisdk.schema import UIChatRequest, UIMessage
 from gateway.protocols.aisdk.stream import UI_STREAM_END, UI_STREAM_HEADERS, ui_message_stream
 from gateway.protocols.direct import EventStreamResponse
-from gateway.schemas import MessageIn
+from gateway.schemas import AttachmentIn, MessageIn
 from gateway.state import Gateway, gateway_of
 
 __all__ = ["router"]
@@ -42,10 +43,17 @@ router = APIRouter(responses=error_responses(*API_ERRORS))
 _REGEN_PAGE = 50  # newest messages searched for the user message to answer again
 
 
-def _message(body: UIChatRequest, text: str, message_id: str | None) -> MessageIn:
+def _message(body: UIChatRequest, last: UIMessage, message_id: str | None) -> MessageIn:
+    images = [
+        from_data_url(part.url or "", f"file part {index}")
+        for index, part in enumerate(last.images())
+    ]
     try:
         return MessageIn(
-            content=text,
+            content=last.text(),
+            attachments=tuple(
+                AttachmentIn(type="image", media_type=i.media_type, data=i.data) for i in images
+            ),
             id=message_id,
             model=body.model,
             system_prompt=body.system_prompt,
@@ -105,13 +113,19 @@ def _stream(
 async def post_chat(request: Request, user_id: Annotated[str, Depends(current_user)]) -> Response:
     gateway = gateway_of(request)
     settings = gateway.settings
-    body = await read_model(request, UIChatRequest, settings.max_body_bytes)
+    body = await read_model(
+        request,
+        UIChatRequest,
+        settings.max_body_bytes,
+        media=UIChatRequest.image_bytes,
+        media_max=settings.attachments_max_base64,
+    )
     last = body.last_user_message()
     if last is None:
         raise ApiError(422, "validation_error", "messages: no message with role 'user'")
     # Ids of other generators are accepted; one that is no livechat id gets a fresh one.
     message_id = last.id if ids.is_valid_id(last.id) else None
-    message = _message(body, last.text(), message_id)
+    message = _message(body, last, message_id)
     regenerate = body.trigger == "regenerate-message"
     # A regeneration finds the chat in memory; a message is answered once, as for
     # POST .../messages.

@@ -18,12 +18,19 @@ MAX_CHAT_MESSAGES = 1000
 
 
 class UIPart(BaseModel):
-    # Parts other than text (files, tool calls, step markers) are kept by the client
-    # and carry fields of their own; only the text reaches the model.
+    # Parts other than text and images (other files, tool calls, step markers) are kept
+    # by the client and carry fields of their own; only the text and images reach the model.
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: str
     text: str | None = None
+    # A `file` part: its media type, and its bytes as a data URL.
+    mediaType: str | None = None
+    url: str | None = None
+
+    @property
+    def image(self) -> bool:
+        return self.type == "file" and (self.mediaType or "").startswith("image/")
 
 
 class UIMessage(BaseModel):
@@ -35,6 +42,9 @@ class UIMessage(BaseModel):
 
     def text(self) -> str:
         return "".join(p.text for p in self.parts if p.type == "text" and p.text is not None)
+
+    def images(self) -> list[UIPart]:
+        return [p for p in self.parts if p.image]
 
 
 class UIChatRequest(Strict):
@@ -53,3 +63,7 @@ class UIChatRequest(Strict):
 
     def last_user_message(self) -> UIMessage | None:
         return next((m for m in reversed(self.messages) if m.role == "user"), None)
+
+    def image_bytes(self) -> int:
+        """What the images of every message take in the body (their data URLs)."""
+        return sum(len(p.url or "") for m in self.messages for p in m.images())

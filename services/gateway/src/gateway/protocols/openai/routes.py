@@ -17,9 +17,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
+from contracts import ids
+from contracts.attachments import AttachmentRef
 from contracts.events import GenerationOptions, GenerationRequested
 from gateway.access.auth import current_user
 from gateway.errors import ApiError
+from gateway.intake.attachments import Checked, check_images, from_data_url, store_images
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.limits import limits_of
 from gateway.intake.stateless import start_stateless, stateless_request, stop_stateless
@@ -70,7 +73,7 @@ def _checked(body: ChatCompletionRequest, settings: GatewaySettings) -> Generati
 
 
 def _request(
-    user_id: str, body: ChatCompletionRequest, options: GenerationOptions
+    user_id: str, body: ChatCompletionRequest, options: GenerationOptions, *, with_images: bool
 ) -> GenerationRequested:
     try:
         prompt = split_prompt(body.messages)
@@ -89,13 +92,64 @@ def _request(
         tools=body.tool_specs(),
         tool_choice=tool_choice,
         prompt_in_history=prompt.in_history,
+        with_images=with_images,
     )
+
+
+def _images(
+    body: ChatCompletionRequest, settings: GatewaySettings, max_payload: int | None
+) -> list[tuple[Checked, ...]]:
+    """Each message's images (user messages only), checked before anything is stored."""
+    found: list[tuple[Checked, ...]] = []
+    for index, message in enumerate(body.messages):
+        urls = message.image_urls()
+        if urls and message.role != "user":
+            raise ApiError(
+                400, "invalid_messages", f"messages[{index}]: only user messages carry images"
+            )
+        images = [from_data_url(url, f"messages[{index}].content") for url in urls]
+        field = f"messages[{index}].content images"
+        found.append(
+            check_images(images, settings, body.model, max_payload=max_payload, field=field)
+        )
+    return found
+
+
+async def _with_images(
+    gateway: Gateway, generation: GenerationRequested, images: list[tuple[Checked, ...]]
+) -> GenerationRequested:
+    """The request with its messages' images stored and named (`contracts.attachments`);
+    the last message is the prompt unless the history holds it (tool results)."""
+    conversation_id, user_id = generation.conversation_id, generation.user_id
+    history = list(generation.history or ())
+    prompt: tuple[AttachmentRef, ...] = ()
+    for index, checked in enumerate(images):
+        if not checked:
+            continue
+        in_history = index < len(history)
+        message_id = ids.new_id() if in_history else generation.user_message_id
+        refs = await store_images(gateway, user_id, conversation_id, message_id, checked)
+        if in_history:
+            history[index] = history[index].model_copy(update={"attachments": refs})
+        else:
+            prompt = refs
+    return generation.model_copy(update={"history": tuple(history), "attachments": prompt})
 
 
 async def _complete(gateway: Gateway, request: Request, user_id: str) -> Response:
     settings = gateway.settings
-    body = await read_model(request, ChatCompletionRequest, settings.max_body_bytes)
-    generation = _request(user_id, body, _checked(body, settings))
+    body = await read_model(
+        request,
+        ChatCompletionRequest,
+        settings.max_body_bytes,
+        media=ChatCompletionRequest.image_bytes,
+        media_max=settings.attachments_max_base64,
+    )
+    options = _checked(body, settings)
+    images = _images(body, settings, gateway.nc.max_payload)
+    generation = _request(user_id, body, options, with_images=bool(images and images[-1]))
+    if any(images):
+        generation = await _with_images(gateway, generation, images)
     with gateway.connections.holding(user_id, wanted=body.stream) as slot:  # 429 first
         feed = await start_stateless(gateway, limits_of(request), generation)
     done = Completion(generation.message_id, body.model)

@@ -39,6 +39,19 @@ class TextPart(Strict):
     text: str
 
 
+class ImageUrl(Strict):
+    url: str = Field(description="a data: URL (data:image/png;base64,...); remote URLs: 400")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 # OpenAI's rule for function names.
 FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -67,7 +80,7 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     # None: an assistant message that only calls functions.
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=8192)
 
@@ -76,7 +89,12 @@ class ChatMessage(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [part.image_url.url for part in self.content if isinstance(part, ImagePart)]
 
 
 class FunctionIn(BaseModel):
@@ -137,6 +155,10 @@ class ChatCompletionRequest(Strict):
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def image_bytes(self) -> int:
+        """What the images of every message take in the body (their data URLs)."""
+        return sum(len(url) for m in self.messages for url in m.image_urls())
 
     @property
     def include_usage(self) -> bool:

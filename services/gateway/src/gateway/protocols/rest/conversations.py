@@ -16,6 +16,7 @@ from gateway.access.auth import current_user
 from gateway.backends import answer_of, found
 from gateway.errors import ApiError, no_such_conversation
 from gateway.fanout.access import announce_access_change
+from gateway.intake.attachments import with_images
 from gateway.intake.body import body_schema, read_model
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.checks import check_conversation_id
@@ -139,10 +140,11 @@ async def get_conversation(
             user_id, conversation_id, limit=limit, before=before, with_feedback=True
         ),
     )
+    conversation = found(reply.conversation)
+    gateway = gateway_of(request)
     page = {
-        **_conversation(found(reply.conversation)),
-        # `parent_id` always: null is a first message.
-        "messages": [{**public(m), "parent_id": m.parent_id} for m in reply.messages],
+        **_conversation(conversation),
+        "messages": await with_images(gateway, conversation_id, reply.messages),
         "has_more": reply.has_more,
         "read_by": reply.read_by,
     }

@@ -34,6 +34,10 @@ _ANSWERS = "The reply once it ended; with `Accept: text/event-stream`, its event
 _UNANSWERED = "The assistant is off (a person took over): the message, stored and relayed"
 
 
+def _image_bytes(body: MessageIn) -> int:
+    return sum(len(a.data) for a in body.attachments)
+
+
 def _optional_body(model: type[RegenerateIn]) -> dict[str, Any]:
     schema = body_schema(model)
     schema["requestBody"]["required"] = False
@@ -55,7 +59,13 @@ async def post_message(
     gateway = gateway_of(request)
     settings = gateway.settings
     check_conversation_id(conversation_id)
-    body = await read_model(request, MessageIn, settings.max_body_bytes)
+    body = await read_model(
+        request,
+        MessageIn,
+        settings.max_body_bytes,
+        media=_image_bytes,
+        media_max=settings.attachments_max_base64,
+    )
     message = await pipeline.admit(gateway, limits_of(request), user_id, conversation_id, body)
     streaming = "text/event-stream" in request.headers.get("accept", "")
     if message.answered is not None and not streaming:

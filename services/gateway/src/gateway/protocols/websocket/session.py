@@ -45,6 +45,17 @@ _CLOSE_TOO_BIG = 1009
 _CLOSE_POLICY = 1008
 
 
+def _images_make_room(data: str | bytes, size: int, limit: int) -> bool:
+    """Whether a frame over `limit` is a message whose images (base64) take the excess."""
+    try:
+        frame = WS_FRAME.validate_json(data)
+    except ValidationError:
+        return False
+    if not isinstance(frame, WsMessage):
+        return False
+    return size - sum(len(a.data) for a in frame.attachments) <= limit
+
+
 def _error_frame(code: str, message: str, retryable: bool = False) -> str:
     frame = {"type": "error", "code": code, "message": message, "retryable": retryable}
     return to_json(frame).decode()
@@ -179,7 +190,10 @@ class WsSession:
                 await self._ws.close(code, reason)
 
     async def _read(self) -> None:
-        limit = self._gateway.settings.ws_max_frame_bytes
+        settings = self._gateway.settings
+        limit = settings.ws_max_frame_bytes
+        # A message frame may be larger by its images (base64); nothing else may.
+        largest = limit + settings.attachments_max_base64
         limiter = self._limiter
         while True:
             message = await self._ws.receive()
@@ -189,7 +203,7 @@ class WsSession:
             if data is None:
                 data = message.get("bytes") or b""
             size = len(data) if isinstance(data, bytes) else len(data.encode())
-            if size > limit:
+            if size > largest or (size > limit and not _images_make_room(data, size, limit)):
                 await self._close(_CLOSE_TOO_BIG, "frame too large")
                 return
             if limiter is not None:

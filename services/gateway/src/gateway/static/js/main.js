@@ -36,6 +36,9 @@ const ui = {
   tokenClear: $("token-clear"),
   typing: $("typing"),
   composer: $("composer"),
+  attach: $("attach"),
+  attachInput: $("attach-input"),
+  attachments: $("attachments"),
   input: $("composer-input"),
   send: $("send"),
   stop: $("stop"),
@@ -188,9 +191,16 @@ async function commentOn(rec) {
   await giveFeedback(rec, rec.feedback.rating, ui.feedbackInput.value.trim() || null);
 }
 
-// What a send posts: with `parent_id` for an edit (null: a new first message).
+// What a send posts: with `parent_id` for an edit (null: a new first message), and its images.
 function bodyOf(rec) {
   const body = { id: rec.id, content: rec.content };
+  if (rec.attachments?.length) {
+    body.attachments = rec.attachments.map(({ media_type, data }) => ({
+      type: "image",
+      media_type,
+      data,
+    }));
+  }
   if (rec.branchParent !== undefined) body.parent_id = rec.branchParent;
   return body;
 }
@@ -252,6 +262,11 @@ function editMessage(rec) {
   ui.composer.classList.add("editing");
   ui.input.value = rec.content;
   ui.input.dispatchEvent(new Event("input"));
+  // Its images go with the edited text (removable like any other).
+  pendingImages = (rec.attachments || [])
+    .filter((a) => a.data)
+    .map(({ media_type, data }) => ({ media_type, data }));
+  showPendingImages();
   ui.input.focus();
   statusLine("Editing: sending starts a new branch from this message (Escape cancels).");
 }
@@ -510,6 +525,7 @@ function onUserMessage(ev) {
     status: "complete",
     created_at: ev.created_at,
     user_id: ev.user_id,
+    attachments: ev.attachments,
   });
   const who = members.shared && ev.user_id ? ev.user_id : "another tab";
   tell(`New message from ${who}: ${ev.content.slice(0, 200)}`);
@@ -855,6 +871,7 @@ function sendMessage(content, id = null) {
       status: "sending",
       created_at: new Date().toISOString(),
       parent_id: editing ? editing.parentId : last ? last.id : null,
+      attachments: takeImages(),
     });
     if (editing) rec.branchParent = editing.parentId;
   }
@@ -1125,7 +1142,72 @@ function setMode(mode) {
   showConnection(socket.state);
 }
 
+// --- images to send --------------------------------------------------------
+
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+let pendingImages = []; // [{media_type, data}] shown under the messages until sent
+
+function showPendingImages() {
+  ui.attachments.hidden = pendingImages.length === 0;
+  ui.attachments.replaceChildren(
+    ...pendingImages.map((image, index) => {
+      const li = document.createElement("li");
+      const img = document.createElement("img");
+      img.src = `data:${image.media_type};base64,${image.data}`;
+      img.alt = `Image ${index + 1} to send`;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", `Remove image ${index + 1}`);
+      remove.addEventListener("click", () => {
+        pendingImages.splice(index, 1);
+        showPendingImages();
+      });
+      li.append(img, remove);
+      return li;
+    }),
+  );
+}
+
+function readImage(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => {
+      const url = String(reader.result);
+      resolve({ media_type: file.type, data: url.slice(url.indexOf(",") + 1) });
+    };
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function addImages(files) {
+  const images = [...files].filter((f) => IMAGE_TYPES.includes(f.type));
+  if (images.length < files.length) statusLine("Only PNG, JPEG, WebP and GIF images can be sent.", "warn");
+  for (const file of images) pendingImages.push(await readImage(file));
+  showPendingImages();
+}
+
+// The images of the message being sent: they leave the composer with it.
+function takeImages() {
+  const taken = pendingImages;
+  pendingImages = [];
+  showPendingImages();
+  return taken;
+}
+
 function wire() {
+  ui.attach.addEventListener("click", () => ui.attachInput.click());
+  ui.attachInput.addEventListener("change", async () => {
+    await addImages(ui.attachInput.files);
+    ui.attachInput.value = "";
+  });
+  ui.input.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData?.files || [])].filter((f) => f.type.startsWith("image/"));
+    if (!files.length) return;
+    e.preventDefault();
+    addImages(files);
+  });
   ui.composer.addEventListener("submit", (e) => {
     e.preventDefault();
     if (sendMessage(ui.input.value)) {
@@ -1137,6 +1219,7 @@ function wire() {
     if (e.key === "Escape" && state.editing) {
       e.preventDefault();
       cancelEdit();
+      takeImages();
       ui.input.value = "";
       return;
     }

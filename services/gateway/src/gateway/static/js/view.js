@@ -115,6 +115,7 @@ export class MessageList {
     const content = li.querySelector(".content");
     if (rec.role === "user") {
       content.textContent = rec.content;
+      this.renderImages(rec);
     } else {
       content.innerHTML = renderMarkdown(rec.content);
       if (rec.status === "streaming") {
@@ -125,6 +126,26 @@ export class MessageList {
     }
     li.setAttribute("aria-busy", rec.status === "streaming" ? "true" : "false");
     this.renderMeta(rec);
+  }
+
+  // A user message's images: from history and this tab with their bytes; from another
+  // tab by name only (their bytes come with the history).
+  renderImages(rec) {
+    rec.li.querySelector(".images")?.remove();
+    const images = rec.attachments || [];
+    if (!images.length) return;
+    const box = el("div", "images");
+    images.forEach((a, index) => {
+      if (a.data) {
+        const img = el("img");
+        img.src = `data:${a.media_type};base64,${a.data}`;
+        img.alt = `Image ${index + 1} of the message`;
+        box.append(img);
+      } else {
+        box.append(el("span", "image-placeholder", `[image ${index + 1}: ${a.media_type}]`));
+      }
+    });
+    rec.li.querySelector(".bubble").append(box);
   }
 
   renderMeta(rec) {
