@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -58,15 +58,15 @@ from contracts.rpc import (
 )
 from memory.history.branches import branch_end, with_siblings
 from memory.history.database import sqlite_reader
-from memory.history.exchanges import ExchangeReads
 from memory.history.pages import newest_within_bytes
+from memory.history.search import ExchangeSearch, query_terms
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
     Statements,
     answered_questions,
 )
-from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
+from memory.history.store import CachedWindow, Exchange, StoreOutcome
 from memory.history.tables import Conversation, DeletedConversation, Message
 from memory.history.writes import write_events
 
@@ -100,7 +100,7 @@ class SqlConversationRepository:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert, history_max=history_max)
         self._related = _related_statement()
-        self._exchanges = ExchangeReads()
+        self._search = ExchangeSearch(name)
         self._reader = sqlite_reader(engine)
 
     def close(self) -> None:
@@ -116,14 +116,6 @@ class SqlConversationRepository:
             return await asyncio.to_thread(_read_rows, self._reader, query, params)
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
-
-    async def _run(self, read: Callable[[Connection], T]) -> T:
-        """`read` on a blocking connection: in one thread hop on the SQLite reader, else
-        on the async engine's connection (run_sync)."""
-        if self._reader is not None:
-            return await asyncio.to_thread(_read_with, self._reader, read)
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(read)
 
     # --- chat events ----------------------------------------------------------------
 
@@ -337,10 +329,15 @@ class SqlConversationRepository:
         rows = await self._rows(self._related, params)
         return [Exchange(question=row.content, answer=row.reply) for row in rows]
 
-    async def user_exchanges(
-        self, user_id: str, held: Mapping[str, Hashable], limit: int
-    ) -> UserExchanges:
-        return await self._run(lambda conn: self._exchanges.read(conn, user_id, held, limit))
+    async def search_exchanges(
+        self, user_id: str, conversation_id: str, query: str, limit: int
+    ) -> list[Exchange]:
+        words = query_terms(query)
+        if not words or limit <= 0:
+            return []
+        params = self._search.params(user_id, conversation_id, words, limit)
+        rows = await self._rows(self._search.statement, params)
+        return [Exchange(question=row.question, answer=row.answer) for row in rows]
 
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
@@ -454,11 +451,6 @@ def _read_rows(
 ) -> Sequence[Row[Any]]:
     with engine.connect() as conn:
         return conn.execute(query, params).all()
-
-
-def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
-    with engine.connect() as conn:
-        return read(conn)
 
 
 def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
