@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.rpc import ConversationDeleteRequest
 from memory import SqlConversationRepository
+from memory.history.search import CANDIDATES
 from memory.history.store import Exchange
 
 
@@ -60,17 +61,20 @@ async def test_the_most_relevant_exchanges_of_the_user_elsewhere_come_first(
     assert await questions(repository, "parcel", user="carol") == []
 
 
-async def test_every_exchange_is_found_however_old_and_the_newest_wins_a_tie(
+async def test_the_newest_exchanges_elsewhere_are_the_candidates_and_the_newest_wins_a_tie(
     repository: SqlConversationRepository,
 ) -> None:
     events = [*exchange("old", 0, "the zebra question", "zebra answer")]
-    for n in range(1, 301):
+    for n in range(1, CANDIDATES + 1):
         events += exchange(f"c{n}", n, f"tea {n}", "tea")
     await repository.store_events(events)
 
-    assert await questions(repository, "zebra") == ["the zebra question"]
+    # Older than the user's newest CANDIDATES exchanges elsewhere: not ranked.
+    assert await questions(repository, "zebra") == []
+    # Asked from one of the newer conversations, it is one of the newest elsewhere.
+    assert await questions(repository, "zebra", here="c1") == ["the zebra question"]
     found = await repository.search_exchanges("alice", "here", "tea", 3)
-    assert [e.question for e in found] == ["tea 300", "tea 299", "tea 298"]
+    assert [e.question for e in found] == [f"tea {CANDIDATES - n}" for n in range(3)]
 
 
 async def test_unicode_words_are_found_whatever_their_case(

@@ -1,8 +1,8 @@
 """personal memory's full-text index of exchanges (a question and its complete reply)
 
 SQLite: an FTS5 table `exchange_search`, one row per complete reply (its rowid the
-reply's), holding the question and the reply, the owner as a token and the reply's
-key. PostgreSQL: a `search` tsvector on each complete reply's row (the question and
+reply's), holding the question and the reply, owner and conversation as tokens and
+the reply's key. PostgreSQL: a `search` tsvector on each complete reply's row (the question and
 the reply), with a GIN index. Triggers keep both in the transaction of each message
 write and delete (deleted conversations cascade); the existing exchanges are indexed
 here.
@@ -49,12 +49,14 @@ def downgrade() -> None:
 # --- SQLite -------------------------------------------------------------------------
 
 # The index row of the complete reply `{r}` to the user message `{q}` (the statement's
-# other tables), owned by conversation `c`: the owner is one token (hex of the user id).
+# other tables), in conversation `c`: its owner and conversation are one token each
+# (u and c, then the hex of the id), searched with the words.
 _SQLITE_ROW = f"""
     INSERT INTO exchange_search(rowid, body, owner, conversation_id, answer_id)
     SELECT {{r}}.rowid,
            substr({{q}}.content, 1, {_CHARS}) || ' ' || substr({{r}}.content, 1, {_CHARS}),
-           'u' || hex(c.user_id), {{r}}.conversation_id, {{r}}.id
+           'u' || hex(c.user_id) || ' c' || hex({{r}}.conversation_id),
+           {{r}}.conversation_id, {{r}}.id
 """
 
 
