@@ -330,11 +330,6 @@ class CachedConversationStore:
     ) -> rpc.ConversationListReply:
         return await self._inner.list_conversations(request)
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
-    ) -> list[Exchange]:
-        return await self._inner.related_exchanges(user_id, conversation_id, limit)
-
     async def search_exchanges(
         self, user_id: str, conversation_id: str, query: str, limit: int
     ) -> list[Exchange]:

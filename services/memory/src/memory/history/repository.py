@@ -12,14 +12,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     Executable,
-    Integer,
     Row,
     Select,
-    String,
     Table,
-    Text,
     and_,
-    bindparam,
     delete,
     exists,
     false,
@@ -64,7 +60,6 @@ from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
     Statements,
-    answered_questions,
 )
 from memory.history.store import CachedWindow, Exchange, StoreOutcome
 from memory.history.tables import Conversation, DeletedConversation, Message
@@ -99,7 +94,6 @@ class SqlConversationRepository:
         else:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert, history_max=history_max)
-        self._related = _related_statement()
         self._search = ExchangeSearch(name)
         self._reader = sqlite_reader(engine)
 
@@ -321,14 +315,6 @@ class SqlConversationRepository:
         query = select(m.id).where(m.conversation_id == conversation_id, m.id.in_(message_ids))
         return {row.id for row in await self._rows(query)}
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
-    ) -> list[Exchange]:
-        """The user's newest `limit` exchanges (message and complete reply) elsewhere."""
-        params = {"user_id": user_id, "conversation_id": conversation_id, "limit": limit}
-        rows = await self._rows(self._related, params)
-        return [Exchange(question=row.content, answer=row.reply) for row in rows]
-
     async def search_exchanges(
         self, user_id: str, conversation_id: str, query: str, limit: int
     ) -> list[Exchange]:
@@ -456,24 +442,6 @@ def _read_rows(
 def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
     with engine.begin() as conn:
         return write(conn)
-
-
-def _related_statement() -> Executable:
-    """user_id, conversation_id, limit -> the user's newest exchanges in other
-    conversations, newest first (built once: see `memory.history.statements`)."""
-    c, m = _conversations.c, _messages.c
-    joined, reply = answered_questions()
-    return (
-        select(m.content, reply.c.content.label("reply"))
-        .select_from(joined)
-        .where(
-            c.user_id == bindparam("user_id", type_=Text()),
-            c.id != bindparam("conversation_id", type_=String()),
-            m.role == "user",
-        )
-        .order_by(m.created_at.desc())
-        .limit(bindparam("limit", type_=Integer()))
-    )
 
 
 async def _summary(

@@ -97,10 +97,6 @@ class ConversationStore(Protocol):
         """Which of `message_ids` the conversation holds."""
         ...
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
-    ) -> list[Exchange]: ...
-
     async def search_exchanges(
         self, user_id: str, conversation_id: str, query: str, limit: int
     ) -> list[Exchange]:
