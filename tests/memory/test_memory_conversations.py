@@ -247,7 +247,7 @@ async def test_messages_page_backwards_from_the_newest(
     assert newest.conversation == everything.conversation
 
 
-async def test_related_exchanges_are_the_users_other_answered_messages(
+async def test_personal_memory_searches_the_users_other_answered_messages(
     repository: SqlConversationRepository,
 ) -> None:
     await repository.store_user_message(user_message("a", "m1", "my dog is Rex", seconds=0))
@@ -258,7 +258,8 @@ async def test_related_exchanges_are_the_users_other_answered_messages(
     await repository.store_user_message(user_message("x", "m1", "bob's cat", user="bob"))
     await repository.store_assistant_message(finished("x", "r1", "m1", "meow", user="bob"))
 
-    exchanges = await repository.related_exchanges("alice", "here", limit=10)
+    query = "my dog, your dog, unanswered current bob's cat meow"
+    exchanges = await repository.search_exchanges("alice", "here", query, limit=10)
 
     assert [(e.question, e.answer) for e in exchanges] == [("my dog is Rex", "Nice dog")]
 

@@ -20,7 +20,8 @@ from contracts.rpc import (
 )
 from memory import SqlConversationRepository, StoreOutcome
 from memory.history.database import VERSION_TABLE, create_engine, migrate
-from memory.history.tables import Base, Conversation, Message
+from memory.history.store import Exchange
+from memory.history.tables import Base, Conversation, Message, modelled
 
 
 async def get(
@@ -443,7 +444,8 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
 async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> None:
     def differences(sync: Connection) -> list[object]:
         context = MigrationContext.configure(
-            sync, opts={"version_table": VERSION_TABLE, "compare_type": True}
+            sync,
+            opts={"version_table": VERSION_TABLE, "compare_type": True, "include_object": modelled},
         )
         return list(compare_metadata(context, Base.metadata))
 
@@ -509,8 +511,11 @@ async def test_the_reply_endings_migration_keeps_the_replies_stored_before(
 
         async with engine.connect() as conn:
             versions = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))).all()
-        assert [v.version_num for v in versions] == ["0009_attachments"]
+        assert [v.version_num for v in versions] == ["0010_fulltext"]
         repository = SqlConversationRepository(engine)
+        # The exchange stored before is in personal memory's full-text index (0010).
+        found = await repository.search_exchanges("alice", "elsewhere", "Cut?", 5)
+        assert found == [Exchange(question="one", answer="cut sh")]
         user, reply = (await get(repository, "c1")).messages
         assert (user.content, reply.content, reply.status) == ("one", "cut sh", "complete")
         # The flat history became one branch of the message tree (0005).

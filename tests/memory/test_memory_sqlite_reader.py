@@ -40,7 +40,7 @@ async def test_each_context_read_sees_the_messages_committed_before_it(tmp_path:
             answer = finished("c1", reply, message, f"answer {turn}", seconds=2 * turn + 1)
             await repository.store_events([answer])
             # Personal memory (another conversation of the user) sees them too.
-            others = await repository.related_exchanges("alice", "elsewhere", 10)
+            others = await repository.search_exchanges("alice", "elsewhere", "tea", 10)
             newest = others[0]
             assert (newest.question, newest.answer) == (f"question {turn} tea", f"answer {turn}")
         answered = await repository.context(_ask("r2", "m2"), 20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 
 import uvicorn
@@ -11,13 +10,12 @@ from gateway.access.exposure import open_without_auth
 from gateway.access.redact import install_redaction
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from runtime.collection import tune_gc
 from runtime.config_errors import exit_on_config_error, settings_or_exit
 from runtime.logs import configure_logging
 from runtime.startup import announce_nats
 
 __all__ = ["main", "uvicorn_config"]
-
-_YOUNG_THRESHOLD = 10_000  # allocations between young collections (Python's default: 700)
 
 
 def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
@@ -58,18 +56,7 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     server = uvicorn.Server(uvicorn_config(settings))
-    _tune_gc()
+    tune_gc()
     server.run()
     if not server.started:
         raise SystemExit(1)
-
-
-def _tune_gc() -> None:
-    """Fewer, cheaper collections: every event relayed allocates short-lived objects,
-    and the default young-generation threshold (700) ran a collection every few events,
-    each older one walking every object the imports and the app built. Those are frozen
-    (never collected: they live as long as the process), and young collections are rarer."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(_YOUNG_THRESHOLD, older, oldest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from memory.app import BROKER_LOGGER, create_app
 from memory.settings import MemorySettings
+from runtime.collection import tune_gc
 from runtime.config_errors import settings_or_exit
 from runtime.eventloop import run
 from runtime.logs import configure_logging
@@ -15,7 +16,9 @@ def main() -> None:
     # aiosqlite logs every statement with its parameters (message contents).
     level = configure_logging(settings.log_level, broker_logger=BROKER_LOGGER, chatty=["aiosqlite"])
     announce_nats("memory", settings)
-    run(create_app(settings).run(log_level=level))
+    app = create_app(settings)
+    tune_gc()
+    run(app.run(log_level=level))
 
 
 if __name__ == "__main__":

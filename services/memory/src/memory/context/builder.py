@@ -17,7 +17,6 @@ from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
 from memory.attachments import AttachmentStore
 from memory.context.knowledge import KnowledgeBase
-from memory.context.personal import PersonalMemory
 from memory.history.store import ConversationStore, Exchange
 from memory.settings import MemorySettings
 from runtime.token_estimate import estimate_message_tokens
@@ -26,8 +25,6 @@ __all__ = ["ContextBuilder"]
 
 KNOWLEDGE_HEADER = "Reference material from the knowledge base (use it when it is relevant):"
 PERSONAL_HEADER = "Relevant exchanges from the user's earlier conversations:"
-# Personal memory ranks this many of the user's newest exchanges.
-_CANDIDATES = 200
 # Longest text of one remembered question or answer.
 _EXCHANGE_CHARS = 600
 
@@ -52,7 +49,6 @@ class ContextBuilder:
         self._attachments = attachments
         self._knowledge = knowledge
         self._settings = settings
-        self._personal = PersonalMemory(store, candidates=_CANDIDATES)
 
     async def build(self, request: ContextRequest) -> ContextReply:
         # With the worker's query, personal memory needs nothing from the history: both
@@ -79,9 +75,11 @@ class ContextBuilder:
         ]
 
     async def _related(self, request: ContextRequest, query: str) -> list[Exchange]:
-        """The exchanges of personal memory, best first."""
+        """The exchanges of personal memory, best first (the store's full-text index)."""
         wanted = self._settings.personal_memory_exchanges
-        return await self._personal.recall(request.user_id, request.conversation_id, query, wanted)
+        return await self._store.search_exchanges(
+            request.user_id, request.conversation_id, query, wanted
+        )
 
     async def _build(
         self, request: ContextRequest, related: asyncio.Task[list[Exchange]] | None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -42,7 +42,6 @@ from memory.history.store import (
     ConversationStore,
     Exchange,
     StoreOutcome,
-    UserExchanges,
 )
 
 __all__ = ["CachedConversationStore", "WindowCache", "connect_redis"]
@@ -341,15 +340,10 @@ class CachedConversationStore:
     async def read_by(self, conversation_id: str) -> dict[str, str]:
         return await self._inner.read_by(conversation_id)
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
+    async def search_exchanges(
+        self, user_id: str, conversation_id: str, query: str, limit: int
     ) -> list[Exchange]:
-        return await self._inner.related_exchanges(user_id, conversation_id, limit)
-
-    async def user_exchanges(
-        self, user_id: str, held: Mapping[str, Hashable], limit: int
-    ) -> UserExchanges:
-        return await self._inner.user_exchanges(user_id, held, limit)
+        return await self._inner.search_exchanges(user_id, conversation_id, query, limit)
 
     async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
         return await self._inner.window(conversation_id, size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -12,14 +12,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     Executable,
-    Integer,
     Row,
     Select,
-    String,
     Table,
-    Text,
     and_,
-    bindparam,
     case,
     delete,
     exists,
@@ -65,16 +61,15 @@ from contracts.rpc import (
 )
 from memory.history.branches import branch_end, with_siblings
 from memory.history.database import sqlite_reader
-from memory.history.exchanges import ExchangeReads
 from memory.history.pages import newest_within_bytes
 from memory.history.read_state import mark_read, read_by, unread_count
+from memory.history.search import ExchangeSearch, query_terms
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
     Statements,
-    answered_questions,
 )
-from memory.history.store import CachedWindow, Exchange, StoreOutcome, UserExchanges
+from memory.history.store import CachedWindow, Exchange, StoreOutcome
 from memory.history.tables import (
     Conversation,
     ConversationMember,
@@ -115,8 +110,7 @@ class SqlConversationRepository:
         else:
             raise ValueError(f"unsupported database dialect {name!r}")
         self._sql = Statements(self._insert, history_max=history_max)
-        self._related = _related_statement()
-        self._exchanges = ExchangeReads()
+        self._search = ExchangeSearch(name)
         self._reader = sqlite_reader(engine)
 
     def close(self) -> None:
@@ -132,14 +126,6 @@ class SqlConversationRepository:
             return await asyncio.to_thread(_read_rows, self._reader, query, params)
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
-
-    async def _run(self, read: Callable[[Connection], T]) -> T:
-        """`read` on a blocking connection: in one thread hop on the SQLite reader, else
-        on the async engine's connection (run_sync)."""
-        if self._reader is not None:
-            return await asyncio.to_thread(_read_with, self._reader, read)
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(read)
 
     # --- chat events ----------------------------------------------------------------
 
@@ -407,18 +393,15 @@ class SqlConversationRepository:
         query = select(m.id).where(m.conversation_id == conversation_id, m.id.in_(message_ids))
         return {row.id for row in await self._rows(query)}
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
+    async def search_exchanges(
+        self, user_id: str, conversation_id: str, query: str, limit: int
     ) -> list[Exchange]:
-        """The user's newest `limit` exchanges (message and complete reply) elsewhere."""
-        params = {"user_id": user_id, "conversation_id": conversation_id, "limit": limit}
-        rows = await self._rows(self._related, params)
-        return [Exchange(question=row.content, answer=row.reply) for row in rows]
-
-    async def user_exchanges(
-        self, user_id: str, held: Mapping[str, Hashable], limit: int
-    ) -> UserExchanges:
-        return await self._run(lambda conn: self._exchanges.read(conn, user_id, held, limit))
+        words = query_terms(query)
+        if not words or limit <= 0:
+            return []
+        params = self._search.params(user_id, conversation_id, words, limit)
+        rows = await self._rows(self._search.statement, params)
+        return [Exchange(question=row.question, answer=row.answer) for row in rows]
 
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
         c, m = _conversations.c, _messages.c
@@ -539,32 +522,9 @@ def _read_rows(
         return conn.execute(query, params).all()
 
 
-def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
-    with engine.connect() as conn:
-        return read(conn)
-
-
 def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
     with engine.begin() as conn:
         return write(conn)
-
-
-def _related_statement() -> Executable:
-    """user_id, conversation_id, limit -> the user's newest exchanges in other
-    conversations, newest first (built once: see `memory.history.statements`)."""
-    c, m = _conversations.c, _messages.c
-    joined, reply = answered_questions()
-    return (
-        select(m.content, reply.c.content.label("reply"))
-        .select_from(joined)
-        .where(
-            c.user_id == bindparam("user_id", type_=Text()),
-            c.id != bindparam("conversation_id", type_=String()),
-            m.role == "user",
-        )
-        .order_by(m.created_at.desc())
-        .limit(bindparam("limit", type_=Integer()))
-    )
 
 
 async def _summary(

@@ -36,30 +36,9 @@ from sqlalchemy import (
 from memory.history.tables import Conversation, DeletedConversation, Message
 from runtime.sql import UtcDateTime
 
-__all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements", "answered_questions"]
+__all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements"]
 
 FINAL_STATUSES = ("complete", "cancelled", "interrupted", "failed")
-
-
-def answered_questions() -> tuple[Any, Any]:
-    """Messages joined with their conversation and their complete answer, and the
-    answer's alias (`reply`): the exchanges personal memory ranks. Filter on
-    `role == "user"` and the user's id."""
-    conversations: Table = Conversation.__table__  # type: ignore[assignment]
-    messages: Table = Message.__table__  # type: ignore[assignment]
-    c, m = conversations.c, messages.c
-    reply = messages.alias("reply")
-    r = reply.c
-    joined = messages.join(conversations, c.id == m.conversation_id).join(
-        reply,
-        and_(
-            r.conversation_id == m.conversation_id,
-            r.reply_to == m.id,
-            r.role == "assistant",
-            r.status == "complete",
-        ),
-    )
-    return joined, reply
 
 
 # The columns of an already final reply in a context row carry this prefix.

@@ -6,11 +6,11 @@ protocol, so the router and the app take any `ConversationStore`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,8 +22,6 @@ __all__ = [
     "ConversationStore",
     "Exchange",
     "StoreOutcome",
-    "StoredExchange",
-    "UserExchanges",
 ]
 
 
@@ -40,31 +38,6 @@ class Exchange:
 
     question: str
     answer: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredExchange:
-    """An exchange as personal memory indexes it: where it is, and its place in time."""
-
-    conversation_id: str
-    question_id: str
-    answer_id: str
-    # The user message's time as the database returns it (text on SQLite, a datetime on
-    # PostgreSQL): ordered like the time, compared only with others of the same store.
-    at: Any
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True, slots=True)
-class UserExchanges:
-    """What changed in a user's exchanges since the versions a reader holds."""
-
-    # Every conversation of the user: its version (another one after any change to it).
-    versions: dict[str, Hashable]
-    # Each conversation whose version is not the one held: its newest exchanges
-    # (message and complete reply), at most the number asked for, in any order.
-    changed: dict[str, list[StoredExchange]]
 
 
 class CachedWindow(BaseModel):
@@ -128,15 +101,11 @@ class ConversationStore(Protocol):
         """Which of `message_ids` the conversation holds."""
         ...
 
-    async def related_exchanges(
-        self, user_id: str, conversation_id: str, limit: int
-    ) -> list[Exchange]: ...
-
-    async def user_exchanges(
-        self, user_id: str, held: Mapping[str, Hashable], limit: int
-    ) -> UserExchanges:
-        """The versions of the user's conversations, and the newest `limit` exchanges of
-        each whose version is not the one in `held` (personal memory's index)."""
+    async def search_exchanges(
+        self, user_id: str, conversation_id: str, query: str, limit: int
+    ) -> list[Exchange]:
+        """Up to `limit` of the user's exchanges outside `conversation_id` sharing a word
+        with `query`, the most relevant first (personal memory; `memory.history.search`)."""
         ...
 
     async def list_conversations(
