@@ -15,6 +15,7 @@ from contracts.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
@@ -133,7 +134,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     start_worker: Any,
     nc: Any,
 ) -> None:
-    """A redelivered request already answered: a client still waiting gets its end."""
+    """A redelivered request already answered: a client still waiting gets its end,
+    after its stored text when the events lack it (here all of them)."""
     request = make_request()
     stored_usage = Usage.of(12, 3)
     memory.replies[request.message_id] = ContextReply(
@@ -156,7 +158,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     await bus.publish(fresh)
     await bus.wait_ended(fresh)
     await bus.wait_idle()
-    [end] = await bus.events(request)
+    [resync, end] = await bus.events(request)
+    assert resync == ResyncEvent(message_id=request.message_id, content="Already answered.")
     if error is not None:
         # The error it first ended with, not a generic one.
         assert isinstance(end, ErrorEvent)
@@ -182,7 +185,7 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     again = request.model_dump_json().encode()
     await bus.js.publish(subjects.GENERATE, again, headers={"Nats-Msg-Id": "again"})
     await bus.wait_idle()
-    assert len(await bus.events(request)) == 1
+    assert len(await bus.events(request)) == 2
     assert await bus.finished(request) == []
     assert await bus.failed(request) == []
     assert await bus.usage(request) == []

@@ -275,12 +275,14 @@ class Worker:
             # Streamed, stored, not ended: its worker died after storing it, maybe
             # before its last call's usage was reported.
             await self._report_stored_call(request, stored, ended, alias, outbox)
-            if ended.text != stored.content:
-                # Its end failed to publish when the events stream lost its leader,
-                # which dropped token events too: clients are given the stored text.
-                log.info("reply %s: its events lack some of its text; resyncing", reply)
-                resync = ResyncEvent(message_id=reply, content=stored.content)
-                await outbox.event(conv, resync)
+        if ended.text != stored.content and not ended.lost_since(request.requested_at):
+            # Its events lack some of its text (the stream had no leader while they were
+            # published, and its end then failed): clients are given the stored text.
+            # Not when the stream was made anew since (NATS restarted): it holds nothing
+            # of the reply, and the end alone is what a client resuming is missing.
+            log.info("reply %s: its events lack some of its text; resyncing", reply)
+            resync = ResyncEvent(message_id=reply, content=stored.content)
+            await outbox.event(conv, resync)
         await outbox.terminal(conv, _final_event(stored, alias))
 
     async def _report_stored_call(
