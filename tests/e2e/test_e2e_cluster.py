@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from stacks import FAST_ENV, dev_stack, until
 
 from bench.chaos.clients import ChatClient
 from bench.chaos.record import Exchange
-from contracts import topology
+from contracts import subjects, topology
 from devstack.runner import DevStack
 
 
@@ -62,6 +63,20 @@ def _lead_on(stack: DevStack, stream: str, index: int) -> None:
             await nc.close()
 
     asyncio.run(step_down())
+
+
+def _without_workers(stack: DevStack) -> int:
+    """A node no inference worker is connected to (two workers, three nodes)."""
+    cluster = stack.nats_cluster
+    assert cluster is not None
+    for index in range(len(stack.nats_nodes)):
+        url = f"{cluster.monitor_url(index)}/connz?subs=1"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            connections = json.load(reply)["connections"] or []
+        subs = [sub for c in connections for sub in c.get("subscriptions_list") or []]
+        if not any(sub.startswith(f"{subjects.PREFIX}.rpc.inference.") for sub in subs):
+            return index
+    raise AssertionError("a worker is connected to every node")
 
 
 async def _final_messages(base_url: str, conversation_id: str, count: int) -> list[dict[str, Any]]:
@@ -105,8 +120,9 @@ async def test_a_nats_node_killed_under_load_costs_no_answer(
             return [e for client in clients for e in client.exchanges]
 
         async def kill_mid_answer(index: int) -> float:
-            """SIGKILL node `index` while an answer streams; when it was killed."""
-            while not any(e.token_count() and not e.finished for e in exchanges()):
+            """SIGKILL node `index` while an answer streams (its beginning only yet);
+            when it was killed."""
+            while not any(0 < len(e.joined_tokens()) < 40 and not e.finished for e in exchanges()):
                 assert not any(task.done() for task in running)
                 await asyncio.sleep(0.01)
             pid = stack.nats_nodes[index].pid
@@ -123,14 +139,14 @@ async def test_a_nats_node_killed_under_load_costs_no_answer(
         victims: list[str] = []
         await answered_since(0, 8)
         # The node leading the events stream (every token goes through it: those published
-        # until another node leads it are dropped, and the worker's connection, to another
-        # node, sees nothing) dies in the middle of answers; the chat stream's leader is
-        # elsewhere, so the answers are stored whole.
-        events = await asyncio.to_thread(_leader_index, stack, topology.EVENTS_STREAM)
+        # until another node leads it are dropped) dies in the middle of answers. No worker
+        # is connected to it (their connections see nothing), and the chat stream's leader
+        # is elsewhere (the answers are stored whole).
+        events = await asyncio.to_thread(_without_workers, stack)
+        await asyncio.to_thread(_lead_on, stack, topology.EVENTS_STREAM, events)
         chat = await asyncio.to_thread(_leader_index, stack, topology.CHAT_STREAM)
         if chat == events:
-            chat = (events + 1) % 3
-            await asyncio.to_thread(_lead_on, stack, topology.CHAT_STREAM, chat)
+            await asyncio.to_thread(_lead_on, stack, topology.CHAT_STREAM, (events + 1) % 3)
         killed_at = await kill_mid_answer(events)
         await answered_since(killed_at, 4)
         # Then, with that node back, the one leading the chat stream (every message goes
