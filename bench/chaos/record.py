@@ -52,7 +52,15 @@ class Exchange:
         return bool(self.terminals()) or self.refused is not None
 
     def joined_tokens(self) -> str:
-        return "".join(e["content"] for _, e in sorted(self.events.items()) if e["type"] == "token")
+        """The reply's text as a client builds it: its tokens joined, a `resync` (the
+        whole text, after some token events were lost) replacing what came before it."""
+        parts: list[str] = []
+        for _, e in sorted(self.events.items()):
+            if e["type"] == "token":
+                parts.append(e["content"])
+            elif e["type"] == "resync":
+                parts = [e["content"]]
+        return "".join(parts)
 
     def token_count(self) -> int:
         return sum(1 for e in self.events.values() if e["type"] == "token")

@@ -15,6 +15,7 @@ from contracts.events import (
     DoneEvent,
     ErrorEvent,
     GenerationOptions,
+    ResyncEvent,
     StartEvent,
     StatusEvent,
     TokenEvent,
@@ -133,7 +134,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     start_worker: Any,
     nc: Any,
 ) -> None:
-    """A redelivered request already answered: a client still waiting gets its end."""
+    """A redelivered request already answered: a client still waiting gets its end,
+    after its stored text when the events lack it (here all of them)."""
     request = make_request()
     stored_usage = Usage.of(12, 3)
     memory.replies[request.message_id] = ContextReply(
@@ -156,7 +158,8 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     await bus.publish(fresh)
     await bus.wait_ended(fresh)
     await bus.wait_idle()
-    [end] = await bus.events(request)
+    [resync, end] = await bus.events(request)
+    assert resync == ResyncEvent(message_id=request.message_id, content="Already answered.")
     if error is not None:
         # The error it first ended with, not a generic one.
         assert isinstance(end, ErrorEvent)
@@ -182,7 +185,7 @@ async def test_a_reply_memory_already_holds_is_not_generated_again_but_ends_agai
     again = request.model_dump_json().encode()
     await bus.js.publish(subjects.GENERATE, again, headers={"Nats-Msg-Id": "again"})
     await bus.wait_idle()
-    assert len(await bus.events(request)) == 1
+    assert len(await bus.events(request)) == 2
     assert await bus.finished(request) == []
     assert await bus.failed(request) == []
     assert await bus.usage(request) == []
@@ -593,3 +596,44 @@ async def test_an_invalid_work_request_is_terminated_and_does_not_block_the_next
     # Terminated, not left for redelivery: nothing pending, nothing in flight.
     await bus.wait_idle()
     assert [e.type for e in await bus.events(request)][-1] == "done"
+
+
+class HearsAnElection:
+    """A provider in the middle of whose first answer the events stream elects a leader
+    (JetStream's advisory, as a three-node cluster sends it when the node leading the
+    stream dies: the token events published before it may have been dropped)."""
+
+    name = "demo"
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.answers = 0
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
+        self.answers += 1
+        yield "part0 "
+        if self.answers == 1:
+            await self.nc.publish(topology.EVENTS_LEADER_ELECTED, b"{}")
+            await self.nc.flush()
+        yield "part1 "
+        yield Completion(usage=Usage.of(7, 2), finish_reason="stop")
+
+
+async def test_a_leader_election_of_the_events_stream_mid_answer_ends_with_a_resync(
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
+) -> None:
+    await start_worker(providers={"demo": HearsAnElection(nc)})
+    request = make_request()
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    events = await bus.events(request)
+    # The whole text, right before the end: what a client joined is replaced by it.
+    assert kinds(events)[-2:] == ["resync", "done"]
+    [finished] = await bus.finished(request)
+    assert events[-2].content == finished.content == "part0 part1 "
+    # An election before a reply began does not concern it.
+    later = make_request("And then?")
+    await bus.publish(later)
+    await bus.wait_ended(later)
+    assert "resync" not in kinds(await bus.events(later))
+    await bus.wait_idle()

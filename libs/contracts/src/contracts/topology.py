@@ -19,6 +19,7 @@ __all__ = [
     "BUDGET_BUCKET",
     "CANCEL_BUCKET",
     "CHAT_STREAM",
+    "EVENTS_LEADER_ELECTED",
     "EVENTS_STREAM",
     "FEEDBACK_STREAM",
     "GATEWAY_STREAMS",
@@ -46,6 +47,11 @@ WORK_STREAM = "LIVECHAT_WORK"
 EVENTS_STREAM = "LIVECHAT_EVENTS"
 USAGE_STREAM = "LIVECHAT_USAGE"
 FEEDBACK_STREAM = "LIVECHAT_FEEDBACK"
+
+# JetStream's advisory that the events stream has a new leader: its replicas elected one
+# after the node leading it was lost (or it stepped down). Core publishes to the stream
+# made while it had none were dropped without a word.
+EVENTS_LEADER_ELECTED = f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{EVENTS_STREAM}"
 
 # Durable consumers.
 INFERENCE_CONSUMER = "inference"  # pull, shared by every worker

@@ -72,9 +72,13 @@ class NatsCluster:
                     )
                 time.sleep(0.1)
 
+    def monitor_url(self, index: int) -> str:
+        """Node `index`'s monitoring endpoint (`/healthz`, `/connz`, ...)."""
+        return f"http://{self.host}:{self._monitors[index]}"
+
     def healthy(self, index: int) -> bool:
         """Whether node `index` answers its health check (JetStream current)."""
-        url = f"http://{self.host}:{self._monitors[index]}/healthz"
+        url = f"{self.monitor_url(index)}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 return bool(reply.status == 200)

@@ -51,6 +51,7 @@ from inference.failover.chain import (
 )
 from inference.failover.outcomes import PublicError
 from inference.images import ImagesMissing, message_images, seeing_images, with_images
+from inference.leader_watch import LeaderWatch
 from inference.outbox import Outbox
 from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
@@ -122,9 +123,11 @@ class _Run:
     messages: tuple[ContextMessage, ...]
     created_at: datetime
     bill: _Bill
-    # The connection's reconnects when the delivery began: another count at its end
-    # means NATS restarted mid-answer, and token events (core publishes) may be lost.
-    reconnects: int
+    # The connection's reconnects and the events stream's leader elections when the
+    # delivery began (`Outbox.disturbances`): another count at its end means NATS
+    # restarted or lost the stream's leader mid-answer, and token events (core
+    # publishes) may be lost.
+    disturbances: int
 
 
 class _Record(TypedDict):
@@ -152,8 +155,11 @@ class Worker:
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
         tracer: Tracer | None = None,
+        leaders: LeaderWatch | None = None,
     ) -> None:
         self._settings = settings
+        # One per worker process: the events stream's leader elections it heard of.
+        self._leaders = leaders or LeaderWatch()
         self._providers = providers
         self._clock = clock
         self._read_log = read_log
@@ -188,6 +194,7 @@ class Worker:
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
         `cancel`: the user's stop button for this request.
         """
+        await self._leaders.watch(broker.connection)
         messages = await self._prompt(request, broker)
         if messages is None:
             return False
@@ -196,9 +203,9 @@ class Worker:
             await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
-        outbox = Outbox(broker)
+        outbox = Outbox(broker, leaders=self._leaders)
         run = _Run(
-            request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.reconnects()
+            request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.disturbances()
         )
         try:
             routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
@@ -234,7 +241,7 @@ class Worker:
                 attempts=max(prior.attempts, 1),
                 last_delivery=prior.last_delivery or delivery - 1,
             )
-            run = replace(run, reconnects=-1)
+            run = replace(run, disturbances=-1)
         if prior.attempts >= self._settings.max_generation_attempts:
             await self._give_up(run, prior, routes)
             return True
@@ -271,11 +278,19 @@ class Worker:
         ended = await self._read_log(jetstream(broker), conv, reply)
         if ended.finished:
             return
-        outbox = Outbox(broker)
+        outbox = Outbox(broker, leaders=self._leaders)
         if ended.started:
             # Streamed, stored, not ended: its worker died after storing it, maybe
             # before its last call's usage was reported.
             await self._report_stored_call(request, stored, ended, alias, outbox)
+        if ended.text != stored.content and not ended.lost_since(request.requested_at):
+            # Its events lack some of its text (the stream had no leader while they were
+            # published, and its end then failed): clients are given the stored text.
+            # Not when the stream was made anew since (NATS restarted): it holds nothing
+            # of the reply, and the end alone is what a client resuming is missing.
+            log.info("reply %s: its events lack some of its text; resyncing", reply)
+            resync = ResyncEvent(message_id=reply, content=stored.content)
+            await outbox.event(conv, resync)
         await outbox.terminal(conv, _final_event(stored, alias))
 
     async def _report_stored_call(
@@ -539,7 +554,6 @@ class Worker:
         (persisted requests only), its call's usage, and the terminal event last."""
         request = run.request
         await run.outbox.flush()
-        await self._resync(run, text)
         if request.persist:
             finished = GenerationFinished(
                 **self._record(run, text),
@@ -556,7 +570,7 @@ class Worker:
             model=run.alias,
             provider=provider,
         )
-        await self._end(run, spent, done)
+        await self._end(run, spent, done, text)
 
     async def _fail(
         self,
@@ -569,7 +583,6 @@ class Worker:
         """End a reply with `error`, in the same order as `_done`."""
         request = run.request
         await run.outbox.flush()
-        await self._resync(run, text)
         if request.persist:
             failed = GenerationFailed(
                 **self._record(run, text),
@@ -585,16 +598,19 @@ class Worker:
             message=error.message,
             retryable=error.retryable,
         )
-        await self._end(run, spent, event)
+        await self._end(run, spent, event, text)
 
     async def _resync(self, run: _Run, text: str) -> None:
-        """After a reconnect mid-answer, the whole text, acked by the stream: the token
-        events sent while NATS was away may be missing from it (and from clients)."""
-        if run.outbox.reconnects() == run.reconnects:
+        """After a reconnect or a leader election of the events stream mid-answer, the
+        whole text, acked by the stream: the token events sent while NATS was away, or
+        while the stream had no leader, may be missing from it (and from clients)."""
+        if run.outbox.disturbances() == run.disturbances:
             return
         request = run.request
         log.info(
-            "reply %s: NATS reconnected mid-answer; sending its whole text", request.message_id
+            "reply %s: NATS reconnected or the events stream changed leader mid-answer; "
+            "sending its whole text",
+            request.message_id,
         )
         resync = ResyncEvent(message_id=request.message_id, content=text)
         await run.outbox.event(request.conversation_id, resync, billed=run.bill.total())
@@ -614,10 +630,16 @@ class Worker:
             regenerated=request.regenerated,
         )
 
-    async def _end(self, run: _Run, spent: Spent | None, event: DoneEvent | ErrorEvent) -> None:
-        """Account the reply's call (when one was made), then publish its terminal event."""
+    async def _end(
+        self, run: _Run, spent: Spent | None, event: DoneEvent | ErrorEvent, text: str
+    ) -> None:
+        """Account the reply's call (when one was made), then publish its terminal event,
+        after the whole text if some tokens may be lost. The check comes last, after the
+        acked publishes of the record and the usage: an election that ended while the
+        reply did has been heard of by then."""
         if spent is not None:
             await self._usage(run, spent)
+        await self._resync(run, text)
         await run.outbox.terminal(run.request.conversation_id, event)
 
     async def _give_up(self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]) -> None:

@@ -20,6 +20,7 @@ from contracts.events import (
     UsageReported,
 )
 from inference.coalescing import PublishTokens
+from inference.leader_watch import LeaderWatch
 
 __all__ = ["BILLED_HEADER", "TOKENS_HEADER", "Outbox"]
 
@@ -32,9 +33,12 @@ BILLED_HEADER = "Livechat-Billed"
 
 
 class Outbox:
-    def __init__(self, broker: NatsBroker, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, broker: NatsBroker, *, timeout: float = 5.0, leaders: LeaderWatch | None = None
+    ) -> None:
         self._broker = broker
         self._timeout = timeout
+        self._leaders = leaders
 
     def tokens(self, conversation_id: str, message_id: str) -> PublishTokens:
         """The publisher of one reply's `token` events.
@@ -66,9 +70,12 @@ class Outbox:
         data = event.__pydantic_serializer__.to_json(event)
         await self._broker.connection.publish(subjects.events(conversation_id), data)
 
-    def reconnects(self) -> int:
-        """How often the connection reconnected (NATS restarted, or a node was lost)."""
-        return int(self._broker.connection.stats["reconnects"])
+    def disturbances(self) -> int:
+        """How often the connection reconnected (NATS restarted, or its node was lost)
+        plus how often the events stream elected a leader (the node leading it was
+        lost): after either, some core-published events may not be in the stream."""
+        elections = self._leaders.elections() if self._leaders is not None else 0
+        return int(self._broker.connection.stats["reconnects"]) + elections
 
     async def tool_call(self, conversation_id: str, event: ToolCallEvent) -> None:
         """A piece of a function call, published like a token: raw, ordered with them."""
