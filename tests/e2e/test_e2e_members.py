@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from sioclient import connected
 from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
 
 from contracts import ids
@@ -252,3 +253,44 @@ async def test_members_and_viewers_share_a_conversation_and_a_person_takes_over(
         _refused(await there.delete(path, headers=BOB), 403, "forbidden")
         assert (await here.delete(path, headers=ALICE)).status_code == 204
         _refused(await there.get(path, headers=BOB), 404, "not_found")
+
+
+async def test_a_removed_member_leaves_the_socket_io_room_on_every_gateway(
+    gateways: tuple[str, str],
+) -> None:
+    here_url, there_url = gateways
+    await wait_ready(there_url)
+    conv = f"room-{uuid.uuid4().hex[:8]}"
+    path = f"/v1/conversations/{conv}"
+    bob_token = BOB["Authorization"].removeprefix("Bearer ")
+    alice_token = ALICE["Authorization"].removeprefix("Bearer ")
+    async with httpx.AsyncClient(base_url=here_url, timeout=60) as here:
+        assert (
+            await here.post(f"{path}/messages", json={"content": "hi"}, headers=ALICE)
+        ).is_success
+        await here.post(f"{path}/members", json={"user_id": "bob"}, headers=ALICE)
+        async with (
+            connected(there_url, ["websocket"], auth={"token": bob_token}) as bob,
+            connected(there_url, ["websocket"], auth={"token": alice_token}) as alice,
+        ):
+            joined = await bob.call("join-room", {"roomName": conv})
+            assert joined == {"ok": True, "roomName": conv}, joined
+            assert (await alice.call("join-room", {"roomName": conv}))["ok"]
+            sent = await here.post(f"{path}/messages", json={"content": "one"}, headers=ALICE)
+            assert sent.status_code == 200, sent.text
+            [complete] = await bob.until("stream-complete")
+            assert complete["fullResponse"] == sent.json()["message"]["content"]
+
+            removed = await here.delete(f"{path}/members/bob", headers=ALICE)
+            assert removed.status_code == 204, removed.text
+            [gone] = await bob.until("stream-error")
+            assert (gone["code"], gone["roomName"]) == ("not_found", conv), gone
+            # Answered after the removal: it reaches alice's socket in the room on the same
+            # gateway (the same relay), nothing of it bob's.
+            after = await here.post(f"{path}/messages", json={"content": "two"}, headers=ALICE)
+            assert after.status_code == 200, after.text
+            await alice.until("stream-complete", 2)
+            assert len([e for e in bob.names() if e == "stream-complete"]) == 1, bob.events
+            # Joining again is refused as for a stranger.
+            again = await bob.call("join-room", {"roomName": conv})
+            assert again["error"]["code"] == "not_found", again

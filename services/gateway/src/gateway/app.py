@@ -110,8 +110,10 @@ async def _start_gateway(
     metrics: GatewayMetrics,
     generations: GenerationMetrics,
     reconnect: _Reconnect,
+    end_for: Callable[[str, str], None],
 ) -> Gateway:
-    """The parts built on the NATS connection, started (stop them with `_stop_gateway`)."""
+    """The parts built on the NATS connection, started (stop them with `_stop_gateway`).
+    `end_for(conversation, user)`: the Socket.IO rooms' part of a member's removal."""
     nc = broker.connection
     hub = reconnect.hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
     await hub.start()
@@ -131,7 +133,7 @@ async def _start_gateway(
     )
     # Ends with the connection; every attachment to a deleted conversation ends too.
     await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget)
-    await follow_access_changes(nc, owners.forget, hub.end_for, signals.end_for)
+    await follow_access_changes(nc, owners.forget, hub.end_for, signals.end_for, end_for)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,
@@ -187,7 +189,9 @@ def _lifespan(
             await ensure_streams(js, settings, GATEWAY_STREAMS)
             await ensure_buckets(js, settings.nats_replicas)
             app.state.limits = await create_limits(js, settings, nc=nc)
-            gateway = await _start_gateway(settings, broker, js, metrics, generations, reconnect)
+            gateway = await _start_gateway(
+                settings, broker, js, metrics, generations, reconnect, app.state.socket_io.end_for
+            )
             app.state.gateway = gateway
             log.info("gateway connected to NATS")
             try:

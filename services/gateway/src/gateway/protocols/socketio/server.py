@@ -147,6 +147,23 @@ class SocketIoEndpoint:
                 return
             await asyncio.sleep(0.001)
 
+    def end_for(self, conversation_id: str, user_id: str) -> None:
+        """`user_id` may no longer read the conversation (removed from its members): their
+        sockets leave its room and are told `not_found`, as the other protocols' are."""
+        for sid, client in list(self._clients.items()):
+            if client.user_id == user_id and conversation_id in client.rooms:
+                client.rooms.discard(conversation_id)
+                task = asyncio.create_task(self._leave(sid, conversation_id))
+                self._greetings.add(task)
+                task.add_done_callback(self._greetings.discard)
+
+    async def _leave(self, sid: str, conversation_id: str) -> None:
+        await self.server.leave_room(sid, room_of(conversation_id))
+        await self._rooms.leave(conversation_id, sid)
+        message = "no such conversation (any more)"
+        payload = error_payload("not_found", message) | {"roomName": conversation_id}
+        await self._emit("stream-error", payload, sid)
+
     def _expire(self, sid: str) -> None:
         task = asyncio.create_task(self.server.disconnect(sid))
         self._greetings.add(task)
