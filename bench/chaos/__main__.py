@@ -43,6 +43,10 @@ _ENV = {
     "LIVECHAT_MODEL_ALIASES": '{"chaos": ["openai", "demo:demo"]}',
     "LIVECHAT_DEFAULT_MODEL": "chaos",
     "LIVECHAT_PROVIDER_BACKOFF_BASE_SECONDS": "0.2",
+    # Every conversation is the same (auth-off) user's: the per-user cap on replies in
+    # flight (8, an abuse limit) would keep most sends waiting for a slot, and a message
+    # starved of one for the clients' reply timeout would count as lost.
+    "LIVECHAT_MAX_IN_FLIGHT_PER_USER": "1000",
 }
 
 
