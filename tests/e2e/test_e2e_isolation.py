@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
+from stacks import FAST_ENV, running_stack, wait_ready
+from stacks import two_gateways as started_gateways
 
-from devstack.natsserver import NatsServer
 from devstack.runner import DevStack
 from gateway import GatewaySettings
 from gateway.access.issue_jwt import issue_token
@@ -228,16 +228,8 @@ def two_gateways(tmp_path: Path) -> Iterator[tuple[str, str]]:
     (the second one may still be starting)."""
     # Owners remembered for an hour: only the deletion can make a gateway forget one.
     env = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET, "LIVECHAT_OWNER_CACHE_TTL_SECONDS": "3600"}
-    nats = NatsServer(tmp_path / "nats")
-    nats.start()
-    try:
-        with (
-            running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack,
-            extra_gateway(tmp_path / "gateway2", env, nats.url) as other_url,
-        ):
-            yield stack.gateway_url, other_url
-    finally:
-        nats.stop()
+    with started_gateways(tmp_path, env) as urls:
+        yield urls
 
 
 async def test_a_conversation_deleted_through_one_gateway_is_closed_on_every_gateway(

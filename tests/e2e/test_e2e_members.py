@@ -9,17 +9,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 from sioclient import connected
-from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
+from stacks import FAST_ENV, two_gateways, wait_ready
 
 from contracts import ids
-from devstack.natsserver import NatsServer
 from gateway import GatewaySettings
 from gateway.access.issue_jwt import issue_token
 
@@ -36,19 +34,10 @@ ALICE, BOB, CAROL, DAVE = (_auth(user) for user in ("alice", "bob", "carol", "da
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The system plus a second gateway on its nats-server: both base URLs."""
-    tmp_path: Path = tmp_path_factory.mktemp("members")
     # Grants remembered for an hour: only an announced change makes a gateway forget one.
     env = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET, "LIVECHAT_OWNER_CACHE_TTL_SECONDS": "3600"}
-    nats = NatsServer(tmp_path / "nats")
-    nats.start()
-    try:
-        with (
-            running_stack(tmp_path / "stack", env, nats_url=nats.url) as stack,
-            extra_gateway(tmp_path / "gateway2", env, nats.url) as other_url,
-        ):
-            yield stack.gateway_url, other_url
-    finally:
-        nats.stop()
+    with two_gateways(tmp_path_factory.mktemp("members"), env) as urls:
+        yield urls
 
 
 def _ws(base_url: str, user: dict[str, str]) -> Any:

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from stacks import FAST_ENV, extra_gateway, running_stack, wait_ready
+from stacks import FAST_ENV, two_gateways, wait_ready
 
-from devstack.runner import DevStack
 from gateway import GatewaySettings
 from gateway.access.issue_jwt import issue_token
 
@@ -33,17 +32,8 @@ ALICE, BOB = _auth("alice"), _auth("bob")
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """The system's gateway, and a second one on its NATS."""
-    data = tmp_path_factory.mktemp("read-state")
-    with (
-        running_stack(data / "stack", ENV) as stack,
-        extra_gateway(data / "gateway2", ENV, _nats_url(stack)) as other,
-    ):
-        yield stack.gateway_url, other
-
-
-def _nats_url(stack: DevStack) -> str:
-    url: str = stack.nats_nodes[0].url
-    return url
+    with two_gateways(tmp_path_factory.mktemp("read-state"), ENV) as urls:
+        yield urls
 
 
 def _ws(base_url: str, user: dict[str, str]) -> Any:

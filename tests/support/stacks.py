@@ -31,6 +31,7 @@ __all__ = [
     "running_stack",
     "stored_conversation",
     "stored_messages",
+    "two_gateways",
     "until",
     "wait_ready",
 ]
@@ -116,6 +117,16 @@ def extra_gateway(data_dir: Path, env: Mapping[str, str], nats_url: str) -> Iter
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def two_gateways(data_dir: Path, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """The system plus a second gateway process on its nats-server, both configured with
+    `env`: both base URLs (the second one may still be starting: see `wait_ready`)."""
+    with running_stack(data_dir / "stack", env) as stack:
+        nats_url = stack.nats_nodes[0].url
+        with extra_gateway(data_dir / "gateway2", env, nats_url) as other_url:
+            yield stack.gateway_url, other_url
 
 
 async def wait_ready(base_url: str) -> dict[str, Any]:
