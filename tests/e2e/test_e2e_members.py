@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 from sioclient import connected
-from stacks import FAST_ENV, two_gateways, wait_ready
+from stacks import FAST_ENV, stored_conversation, two_gateways, wait_ready
 
 from contracts import ids
 from gateway import GatewaySettings
@@ -68,18 +68,6 @@ async def _subscribed(ws: Any, conversation: str) -> None:
 def _refused(reply: httpx.Response, status: int, code: str) -> None:
     assert reply.status_code == status, reply.text
     assert reply.json()["error"]["code"] == code, reply.text
-
-
-async def _stored(client: httpx.AsyncClient, conversation: str, count: int) -> dict[str, Any]:
-    """The conversation as alice reads it once it holds `count` messages."""
-    for _ in range(400):
-        body: dict[str, Any] = (
-            await client.get(f"/v1/conversations/{conversation}", headers=ALICE)
-        ).json()
-        if body.get("message_count") == count:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never {count} messages: {body}")
 
 
 async def test_members_and_viewers_share_a_conversation_and_a_person_takes_over(
@@ -208,7 +196,7 @@ async def test_members_and_viewers_share_a_conversation_and_a_person_takes_over(
             ]
 
             # History shows every author, and no answer to the messages sent while off.
-            history = await _stored(here, conv, 8)
+            history = await stored_conversation(here_url, conv, 8, ALICE)
             assert [(m["role"], m.get("user_id")) for m in history["messages"]] == [
                 ("user", "alice"),
                 ("assistant", None),

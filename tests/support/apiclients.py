@@ -120,9 +120,11 @@ def joined_tokens(events: list[dict[str, Any]], message_id: str) -> str:
     return "".join(parts)
 
 
-async def get_conversation(base_url: str, conversation_id: str) -> httpx.Response:
+async def get_conversation(
+    base_url: str, conversation_id: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        return await client.get(f"/v1/conversations/{conversation_id}")
+        return await client.get(f"/v1/conversations/{conversation_id}", headers=headers)
 
 
 async def readiness_becomes(client: httpx.AsyncClient, ready: bool) -> None:

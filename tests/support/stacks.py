@@ -146,10 +146,13 @@ async def wait_ready(base_url: str) -> dict[str, Any]:
     raise AssertionError(f"{base_url} never became ready: {last}")
 
 
-async def stored_conversation(base_url: str, conversation_id: str, count: int) -> dict[str, Any]:
-    """The conversation once memory holds `count` messages, none of them still streaming."""
+async def stored_conversation(
+    base_url: str, conversation_id: str, count: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The conversation once memory holds `count` messages, none of them still streaming
+    (read as the user of `headers`, when auth is on)."""
     for _ in range(400):
-        response = await get_conversation(base_url, conversation_id)
+        response = await get_conversation(base_url, conversation_id, headers)
         if response.status_code == 200:
             body: dict[str, Any] = response.json()
             messages = body["messages"]
