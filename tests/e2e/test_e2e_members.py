@@ -271,3 +271,8 @@ async def test_a_removed_member_leaves_the_socket_io_room_on_every_gateway(
             # Joining again is refused as for a stranger.
             again = await bob.call("join-room", {"roomName": conv})
             assert again["error"]["code"] == "not_found", again
+            # Deleted: the owner's socket leaves the room too, told so (a conversation
+            # created again under this id is another one's).
+            assert (await here.delete(path, headers=ALICE)).status_code == 204
+            [*_, deleted] = await alice.until("stream-error")
+            assert (deleted["code"], deleted["roomName"]) == ("not_found", conv), deleted

@@ -110,10 +110,10 @@ async def _start_gateway(
     metrics: GatewayMetrics,
     generations: GenerationMetrics,
     reconnect: _Reconnect,
-    end_for: Callable[[str, str], None],
+    socket_io: SocketIoEndpoint,
 ) -> Gateway:
     """The parts built on the NATS connection, started (stop them with `_stop_gateway`).
-    `end_for(conversation, user)`: the Socket.IO rooms' part of a member's removal."""
+    `socket_io`: its rooms end with a deletion or a member's removal too."""
     nc = broker.connection
     hub = reconnect.hub = EventHub(js, listener_queue_size=settings.listener_queue_size)
     await hub.start()
@@ -132,8 +132,8 @@ async def _start_gateway(
         settings.max_in_flight_per_user, ttl_seconds=settings.generation_timeout_seconds
     )
     # Ends with the connection; every attachment to a deleted conversation ends too.
-    await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget)
-    await follow_access_changes(nc, owners.forget, hub.end_for, signals.end_for, end_for)
+    await follow_deletions(nc, owners.forget, hub.end, signals.end, in_flight.forget, socket_io.end)
+    await follow_access_changes(nc, owners.forget, hub.end_for, signals.end_for, socket_io.end_for)
     queue = QueueStatus(
         js,
         interval=settings.queue_status_interval_seconds,
@@ -190,7 +190,7 @@ def _lifespan(
             await ensure_buckets(js, settings.nats_replicas)
             app.state.limits = await create_limits(js, settings, nc=nc)
             gateway = await _start_gateway(
-                settings, broker, js, metrics, generations, reconnect, app.state.socket_io.end_for
+                settings, broker, js, metrics, generations, reconnect, app.state.socket_io
             )
             app.state.gateway = gateway
             log.info("gateway connected to NATS")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.fanout.feed import EventFeed, attached
+from gateway.fanout.feed import ConversationGone, EventFeed, attached
 from gateway.fanout.resume import prepare_resume
 from gateway.protocols.socketio.schema import StreamTexts, error_payload
 from gateway.state import Gateway
@@ -53,6 +53,8 @@ class _Relay:
                         await self._emit(out[0], out[1], room)
         except asyncio.CancelledError:
             raise
+        except ConversationGone:
+            pass  # deleted: the endpoint's `end` takes every socket out of the room
         except Exception as exc:
             log.warning("relay to a socket.io room stopped: %s", type(exc).__name__)
             message = "events of the room stopped; join it again"

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection
 
 from gateway.access.auth import Unauthorized, authenticator_of
-from gateway.access.origins import OriginPolicy
+from gateway.access.guard import RequestGuard
 from gateway.errors import ApiError, describe_validation_errors
+from gateway.intake.connections import Slot
 from gateway.intake.limits import Limits
 from gateway.protocols.socketio import chat
 from gateway.protocols.socketio.rooms import RoomRelays, room_of
@@ -45,6 +46,7 @@ M = TypeVar("M", bound=BaseModel)
 @dataclass(slots=True)
 class _Client:
     user_id: str
+    slot: Slot  # of LIVECHAT_MAX_CONNECTIONS_PER_USER, as every socket's
     expiry: asyncio.TimerHandle | None = None
     rooms: set[str] = field(default_factory=set)  # conversation ids
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # stateless streams
@@ -56,11 +58,10 @@ Handler = Callable[[str, _Client, Any], Awaitable[dict[str, Any]]]
 class SocketIoEndpoint:
     def __init__(self, app: FastAPI, settings: GatewaySettings) -> None:
         self._app = app
-        self._origins = OriginPolicy(settings.allowed_origins, own_hosts=(settings.http_host,))
         self.server = socketio.AsyncServer(
             async_mode="asgi",
-            # Origins are checked by the connect handler (LIVECHAT_ALLOWED_ORIGINS, as for
-            # /v1/ws) and CORS headers come from the app's CORS middleware, when set.
+            # Hosts and origins are checked by the connect handler (the app's RequestGuard,
+            # as for /v1/ws) and CORS headers come from the app's CORS middleware, when set.
             cors_allowed_origins=[],
             max_http_buffer_size=settings.ws_max_frame_bytes,
             # As for /v1/ws: a client that answers no ping for the idle timeout is gone.
@@ -108,11 +109,16 @@ class SocketIoEndpoint:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         conn = HTTPConnection(environ["asgi.scope"])
-        if not self._origins.allows(conn.headers.get("origin"), conn.headers.get("host")):
-            message = "this Origin may not connect here (LIVECHAT_ALLOWED_ORIGINS)"
+        # A mounted app: the guard of the app's routes (LIVECHAT_ALLOWED_HOSTS and
+        # LIVECHAT_ALLOWED_ORIGINS) is applied here, as /v1/ws applies it.
+        guard: RequestGuard = self._app.state.request_guard
+        try:
+            guard.check_host(conn.headers)
+            guard.check_origin(conn.headers)
+        except ApiError as exc:
             raise socketio.exceptions.ConnectionRefusedError(
-                message, error_payload("origin_not_allowed", message)
-            )
+                exc.message, error_payload(exc.code, exc.message)
+            ) from None
         authenticator = authenticator_of(conn)
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
@@ -126,7 +132,13 @@ class SocketIoEndpoint:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, error_payload(exc.code, exc.message)
             ) from None
-        client = _Client(identity.user_id)
+        try:
+            slot = self._gateway.connections.take(identity.user_id)
+        except ApiError as exc:  # LIVECHAT_MAX_CONNECTIONS_PER_USER
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, error_payload(exc.code, exc.message, exc.retryable)
+            ) from None
+        client = _Client(identity.user_id, slot)
         if identity.expires_at is not None:
             # A socket outlives no token: disconnected when it expires.
             delay = max(0.0, identity.expires_at - time.time())
@@ -147,11 +159,19 @@ class SocketIoEndpoint:
                 return
             await asyncio.sleep(0.001)
 
+    def end(self, conversation_id: str) -> None:
+        """The conversation was deleted: every socket leaves its room (a conversation
+        created again under its id is another one) and is told `not_found`."""
+        self._end(conversation_id, None)
+
     def end_for(self, conversation_id: str, user_id: str) -> None:
         """`user_id` may no longer read the conversation (removed from its members): their
         sockets leave its room and are told `not_found`, as the other protocols' are."""
+        self._end(conversation_id, user_id)
+
+    def _end(self, conversation_id: str, user_id: str | None) -> None:
         for sid, client in list(self._clients.items()):
-            if client.user_id == user_id and conversation_id in client.rooms:
+            if user_id in (None, client.user_id) and conversation_id in client.rooms:
                 client.rooms.discard(conversation_id)
                 task = asyncio.create_task(self._leave(sid, conversation_id))
                 self._greetings.add(task)
@@ -173,6 +193,7 @@ class SocketIoEndpoint:
         client = self._clients.pop(sid, None)
         if client is None:
             return
+        client.slot.release()
         if client.expiry is not None:
             client.expiry.cancel()
         for task in list(client.tasks):
