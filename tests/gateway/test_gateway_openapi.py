@@ -107,6 +107,7 @@ def test_the_schemas_fit_what_is_sent() -> None:
     _fits(ReplyOut, stored_as_json(stored), exclude_none=True)
     answer = completion("chatcmpl-r1", 1, "auto", "hi", "stop", usage.model_dump())
     # `tool_calls` is there only when the model called functions.
+    assert "tool_calls" not in answer["choices"][0]["message"]
     _fits(ChatCompletion, answer, exclude_unset=True)
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     calls = completion("chatcmpl-r2", 1, "auto", "", "tool_calls", usage.model_dump(), [call])

@@ -8,10 +8,20 @@ message its `active_message_id` names.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from contracts.rpc import Siblings, StoredMessage
 
-__all__ = ["branch_end", "path_up", "with_siblings"]
+__all__ = ["branch_end", "children_of", "path_up", "with_siblings"]
+
+
+def children_of(rows: Iterable[Any]) -> dict[str | None, list[str]]:
+    """Each parent's children ids, in the order of `rows` (each with `id`, `parent_id`:
+    stored messages or SQL rows, oldest first)."""
+    children: dict[str | None, list[str]] = {}
+    for row in rows:
+        children.setdefault(row.parent_id, []).append(row.id)
+    return children
 
 
 def path_up(

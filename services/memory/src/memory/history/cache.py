@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from contracts import rpc
 from contracts.events import ChatEvent, ContextMessage
-from memory.history.branches import path_up, with_siblings
+from memory.history.branches import children_of, path_up, with_siblings
 from memory.history.pages import newest_within_bytes
 from memory.history.statements import FINAL_STATUSES
 from memory.history.store import (
@@ -323,7 +323,7 @@ class CachedConversationStore:
                 # key-range read beside it.
                 return rpc.ConversationGetReply(
                     conversation=window.conversation,
-                    messages=with_siblings(page, _children(window.messages)),
+                    messages=with_siblings(page, children_of(window.messages)),
                     has_more=has_more or len(page) < len(branch),
                     read_by=await self._inner.read_by(request.conversation_id),
                 )
@@ -350,13 +350,6 @@ class CachedConversationStore:
 
     async def held(self, conversation_id: str, message_ids: Sequence[str]) -> set[str]:
         return await self._inner.held(conversation_id, message_ids)
-
-
-def _children(messages: Sequence[rpc.StoredMessage]) -> dict[str | None, list[str]]:
-    children: dict[str | None, list[str]] = {}
-    for message in messages:  # oldest first
-        children.setdefault(message.parent_id, []).append(message.id)
-    return children
 
 
 def _context_from(

@@ -59,7 +59,7 @@ from contracts.rpc import (
     ReplyError,
     StoredMessage,
 )
-from memory.history.branches import branch_end, with_siblings
+from memory.history.branches import branch_end, children_of, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.pages import newest_within_bytes
 from memory.history.read_state import mark_read, read_by, unread_count
@@ -207,9 +207,7 @@ class SqlConversationRepository:
                         .order_by(m.created_at, m.id)
                     )
                 ).all()
-                children: dict[str | None, list[str]] = {}
-                for row in tree:
-                    children.setdefault(row.parent_id, []).append(row.id)
+                children = children_of(tree)
                 if not any(row.id == through for row in tree):
                     return ConversationWriteReply(
                         conversation=await _summary(conn, request.conversation_id, request.user_id),
@@ -509,10 +507,7 @@ async def _children(
         .where(m.conversation_id == conversation_id, of_parent)
         .order_by(m.created_at, m.id)
     )
-    children: dict[str | None, list[str]] = {}
-    for row in rows:
-        children.setdefault(row.parent_id, []).append(row.id)
-    return children
+    return children_of(rows)
 
 
 def _read_rows(

@@ -44,12 +44,11 @@ async def conversation_events(
     after = parse_last_event_id(request.headers.get("last-event-id", last_event_id))
     await check_access(gateway, user_id, conversation_id)
     with gateway.connections.holding(user_id) as slot:  # 429 first
-        feed = gateway.feed(
-            conversation_id, user_id
-        )  # attached before looking: nothing live is missed
+        # Attached before looking: nothing live is missed.
+        feed = gateway.feed(conversation_id, user_id)
         resume = await attached(feed, prepare_resume(gateway, feed, after))
     if resume is None:
-        if slot is not None:
+        if slot is not None:  # always taken here (`wanted`), but typed optional
             slot.release()
         await feed.close()
         return Response(status_code=204)
