@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.chaos.audit import audit, read_history, read_ledger, row_counts
 from bench.chaos.clients import ChatClient
 from bench.chaos.faults import Killer
+from bench.chaos.settle import drained, usage_reported_for
 from bench.provider import running_provider
 from devstack.ports import free_port
 from devstack.runner import DevStack
@@ -136,24 +137,39 @@ async def _run(stack: DevStack, args: argparse.Namespace) -> int:
             finished_at.setdefault(id(ex), now)
     _say("clients done; letting the last answers be stored")
     data_dir = stack.settings.data_dir
+    urls = stack.nats_cluster.urls if stack.nats_cluster else []
     # Memory and usage commit what they hold (a service killed last is back by now):
-    # until neither the history nor the ledger grew for `settle` seconds.
+    # until every consumer has acked all its stream holds and neither the history nor
+    # the ledger grew for `settle` seconds, or `settle_max` seconds have passed.
     counts, steady = row_counts(data_dir), 0.0
-    while steady < args.settle:
+    give_up_at = time.monotonic() + args.settle_max
+    while True:
         await asyncio.sleep(1.0)
         now_counts = row_counts(data_dir)
         steady = steady + 1.0 if now_counts == counts else 0.0
         counts = now_counts
-    stack.request_stop()
-    supervisor.join(10)
+        if steady >= args.settle and await drained(urls):
+            break
+        if time.monotonic() > give_up_at:
+            _say(f"the consumers did not catch up within {args.settle_max:.0f} s; auditing")
+            break
     history = read_history(data_dir / "memory.db")
     ledger = read_ledger(data_dir / "usage.db")
     exchanges = [e for c in clients for e in c.exchanges]
     result = audit(exchanges, history, ledger, killer.kills, finished_at)
+    # An answer missing from the ledger: was its usage ever reported?
+    reported: set[str] | None
+    try:
+        reported = await usage_reported_for(urls, result.unbilled)
+    except Exception as error:  # the audit stands without it
+        _say(f"could not read the usage stream ({type(error).__name__})")
+        reported = None
+    stack.request_stop()
+    supervisor.join(10)
     described = f"{args.conversations} conversations (SSE {sse}, WebSocket "
     described += f"{args.conversations - sse}), {args.workers} workers, 3 NATS nodes, "
     described += f"provider faults {args.faults:.0%}"
-    print(result.table(time.monotonic() - started, described), flush=True)
+    print(result.table(time.monotonic() - started, described, reported), flush=True)
     if gave_up:
         print(f"\nchaos: the supervisor gave up restarting: {gave_up[0]}", flush=True)
     verdict = "nothing lost, nothing doubled" if result.ok else "LOST OR DOUBLED ANSWERS"
@@ -175,6 +191,12 @@ def main() -> None:
         type=float,
         default=8.0,
         help="seconds without a new stored row before the audit",
+    )
+    parser.add_argument(
+        "--settle-max",
+        type=float,
+        default=180.0,
+        help="seconds at most to wait for the consumers to catch up before the audit",
     )
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="livechat-chaos-"))

@@ -39,13 +39,18 @@ class Audit:
     # Issue 14 part 4 (fixed elsewhere), reported apart so the rest can be verified.
     tokens_differ_after_nats_kill: list[str] = field(default_factory=list)
     billed_differs_from_shown: list[str] = field(default_factory=list)
+    # Replies a client saw answered with tokens that the ledger does not hold (lost).
+    unbilled: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
         return not self.lost and not self.doubled
 
-    def table(self, seconds: float, clients: str) -> str:
+    def table(self, seconds: float, clients: str, reported: set[str] | None = None) -> str:
+        """`reported`: which of the `unbilled` replies have a usage report in the usage
+        stream (None: not known)."""
+
         def row(name: str, value: object) -> str:
             return f"| {name} | {value} |"
 
@@ -77,6 +82,10 @@ class Audit:
         ]
         for title, items in (("lost", self.lost), ("doubled", self.doubled)):
             lines += [f"{title}: {item}" for item in items[:20]]
+        if reported is not None:
+            for reply in self.unbilled[:20]:
+                where = "in the usage stream" if reply in reported else "never reported"
+                lines.append(f"unbilled: {reply}: its usage report is {where}")
         return "\n".join(lines)
 
 
@@ -175,6 +184,7 @@ def audit(
             shown = usage.get("total_tokens")
             if terminals[0]["type"] == "done" and ex.token_count() and not attempts:
                 result.lost.append(f"{name}: an answer with tokens is not in the ledger")
+                result.unbilled.append(ex.reply_id)
             elif shown is not None and attempts and shown != sum(attempts):
                 result.billed_differs_from_shown.append(name)
     return result

@@ -175,6 +175,46 @@ async def test_two_sockets_in_a_room_see_one_stream_and_others_are_kept_out(
     assert request.persist is True
 
 
+async def test_a_socket_through_a_host_not_allowed_is_refused(gateway_server, backends):
+    async with gateway_server(allowed_hosts=("chat.internal",), ws_idle_timeout_seconds=2.0) as url:
+        # A page on another name (DNS rebinding) that reaches the gateway: refused.
+        refused = Client()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            async with connected(
+                url, ["polling"], headers={"Host": "evil.example"}, client=refused
+            ):
+                pass
+        assert [r["data"]["code"] for r in refused.refusals] == ["host_not_allowed"]
+        async with connected(url, ["polling"], headers={"Host": "chat.internal"}) as served:
+            [hello] = await served.until("connected")
+            assert hello == {"socketId": served.sio.get_sid()}
+
+
+async def test_a_user_at_the_connection_limit_gets_no_further_socket(gateway_server, backends):
+    async with gateway_server(max_connections_per_user=1, ws_idle_timeout_seconds=2.0) as url:
+        async with connected(url, ["websocket"]) as first:
+            await first.until("connected")
+            refused = Client()
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                async with connected(url, ["websocket"], client=refused):
+                    pass
+            assert [(r["data"]["code"], r["data"]["retryable"]) for r in refused.refusals] == [
+                ("too_many_connections", True)
+            ]
+        # The slot is given back once the first socket is gone (the server hears the
+        # disconnect a moment after the client closed).
+        for _ in range(100):
+            again = Client()
+            try:
+                async with connected(url, ["websocket"], client=again):
+                    await again.until("connected")
+                    break
+            except socketio.exceptions.ConnectionError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"no socket after the first closed: {again.refusals}")
+
+
 # --- the real socket.io-client (npm) against the whole system ----------------------
 
 

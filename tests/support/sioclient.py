@@ -24,8 +24,10 @@ class Client:
     def __init__(self) -> None:
         self.sio = socketio.Client(reconnection=False)
         self.events: list[tuple[str, Any]] = []
+        self.refusals: list[Any] = []  # the payloads of `connect_error`
         self._arrived = threading.Condition()
         self.sio.on("*", self._record)
+        self.sio.on("connect_error", self.refusals.append)
 
     def _record(self, event: str, data: Any) -> None:
         with self._arrived:
@@ -55,12 +57,20 @@ class Client:
 
 @asynccontextmanager
 async def connected(
-    base_url: str, transports: list[str], *, auth: dict[str, str] | None = None
+    base_url: str,
+    transports: list[str],
+    *,
+    auth: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    client: Client | None = None,
 ) -> AsyncIterator[Client]:
-    client = Client()
+    """A connected client (`client`: one made before, to read its `refusals` when the
+    connection is refused)."""
+    client = client or Client()
     await asyncio.to_thread(
         client.sio.connect,
         base_url,
+        headers=headers or {},
         transports=transports,
         auth=auth,
         socketio_path="socket.io",
