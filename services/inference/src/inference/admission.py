@@ -99,7 +99,7 @@ class Admission:
             try:
                 async with heartbeat(message, self._settings.heartbeat_seconds):
                     admitted = await self._take_slot(request, broker, stop)
-            except asyncio.CancelledError:
+            except BaseException:  # cancelled (shutting down), or the wait itself failed
                 self._drop(stop)
                 self._in_progress.release(reply, acked=False)
                 await _release(message)
