@@ -20,7 +20,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.chaos.audit import audit, read_history, read_ledger, row_counts
+from bench.chaos.audit import (
+    audit,
+    describe_attempts,
+    read_history,
+    read_ledger,
+    row_counts,
+)
 from bench.chaos.clients import ChatClient
 from bench.chaos.faults import Killer
 from bench.chaos.settle import drained, usage_reported_for
@@ -170,6 +176,8 @@ async def _run(stack: DevStack, args: argparse.Namespace) -> int:
     described += f"{args.conversations - sse}), {args.workers} workers, 3 NATS nodes, "
     described += f"provider faults {args.faults:.0%}"
     print(result.table(time.monotonic() - started, described, reported), flush=True)
+    for reply in result.misbilled[:20]:
+        print(f"ledger of {reply}: {describe_attempts(data_dir / 'usage.db', reply)}", flush=True)
     if gave_up:
         print(f"\nchaos: the supervisor gave up restarting: {gave_up[0]}", flush=True)
     verdict = "nothing lost, nothing doubled" if result.ok else "LOST OR DOUBLED ANSWERS"

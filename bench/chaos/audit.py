@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.chaos.faults import KINDS, Kill
 from bench.chaos.record import Exchange
 
-__all__ = ["Audit", "audit", "read_history", "read_ledger", "row_counts"]
+__all__ = ["Audit", "audit", "describe_attempts", "read_history", "read_ledger", "row_counts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class Audit:
     billed_differs_from_shown: list[str] = field(default_factory=list)
     # Replies a client saw answered with tokens that the ledger does not hold (lost).
     unbilled: list[str] = field(default_factory=list)
+    misbilled: list[str] = field(default_factory=list)  # those of billed_differs_from_shown
     kills: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -80,7 +81,13 @@ class Audit:
                 "part 4: usage billed differs from usage shown", len(self.billed_differs_from_shown)
             ),
         ]
-        for title, items in (("lost", self.lost), ("doubled", self.doubled)):
+        named = (
+            ("lost", self.lost),
+            ("doubled", self.doubled),
+            ("billed differs", self.billed_differs_from_shown),
+            ("tokens differ", self.tokens_differ_after_nats_kill),
+        )
+        for title, items in named:
             lines += [f"{title}: {item}" for item in items[:20]]
         if reported is not None:
             for reply in self.unbilled[:20]:
@@ -119,6 +126,20 @@ def read_ledger(database: Path) -> dict[str, list[int]]:
         for message_id, total in db.execute("SELECT message_id, total_tokens FROM usage_ledger"):
             found.setdefault(message_id, []).append(int(total))
     return found
+
+
+def describe_attempts(database: Path, reply_id: str) -> str:
+    """A reply's ledger rows, for the account of a bill that differs from what was shown."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT attempt_id, outcome, estimated, prompt_tokens, completion_tokens "
+            "FROM usage_ledger WHERE message_id = ? ORDER BY occurred_at",
+            (reply_id,),
+        ).fetchall()
+    return "; ".join(
+        f"{attempt} {outcome}{' (estimated)' if estimated else ''} {prompt}+{completion}"
+        for attempt, outcome, estimated, prompt, completion in rows
+    )
 
 
 def _during(kills: Sequence[Kill], kind: str, start: float, end: float) -> bool:
@@ -186,5 +207,8 @@ def audit(
                 result.lost.append(f"{name}: an answer with tokens is not in the ledger")
                 result.unbilled.append(ex.reply_id)
             elif shown is not None and attempts and shown != sum(attempts):
-                result.billed_differs_from_shown.append(name)
+                result.billed_differs_from_shown.append(
+                    f"{name}: shown {shown}, billed {sum(attempts)} ({attempts})"
+                )
+                result.misbilled.append(ex.reply_id)
     return result

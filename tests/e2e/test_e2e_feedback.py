@@ -15,24 +15,19 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from apiclients import bearer
 from stacks import FAST_ENV, running_stack
 
 from contracts import subjects, topology
 from contracts.events import FeedbackChanged
 from devstack.runner import DevStack
-from gateway import GatewaySettings
-from gateway.access.issue_jwt import issue_token
 
 pytestmark = pytest.mark.nats
 
 SECRET = "feedback-test-secret-0123456789abcdef"
 
 
-def _auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=SECRET), user)}"}
-
-
-ALICE, BOB = _auth("alice"), _auth("bob")
+ALICE, BOB = bearer(SECRET, "alice"), bearer(SECRET, "bob")
 
 
 @pytest.fixture(scope="module")

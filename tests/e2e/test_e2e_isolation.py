@@ -14,22 +14,17 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from apiclients import bearer
 from stacks import FAST_ENV, running_stack, wait_ready
 from stacks import two_gateways as started_gateways
 
 from devstack.runner import DevStack
-from gateway import GatewaySettings
-from gateway.access.issue_jwt import issue_token
 
 SECRET = "isolation-test-secret-0123456789abcdef"
 ALICE_WORD = "saxophone"  # only in alice's conversation
 
 
-def _auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=SECRET), user)}"}
-
-
-ALICE, BOB = _auth("alice"), _auth("bob")
+ALICE, BOB = bearer(SECRET, "alice"), bearer(SECRET, "bob")
 
 
 @pytest.fixture(scope="module")

@@ -14,21 +14,16 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from apiclients import bearer
 from sioclient import connected
 from stacks import FAST_ENV, stored_conversation, two_gateways, wait_ready
 
 from contracts import ids
-from gateway import GatewaySettings
-from gateway.access.issue_jwt import issue_token
 
 SECRET = "members-test-secret-0123456789abcdef"
 
 
-def _auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=SECRET), user)}"}
-
-
-ALICE, BOB, CAROL, DAVE = (_auth(user) for user in ("alice", "bob", "carol", "dave"))
+ALICE, BOB, CAROL, DAVE = (bearer(SECRET, user) for user in ("alice", "bob", "carol", "dave"))
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from apiclients import bearer
 from stacks import FAST_ENV, two_gateways, wait_ready
-
-from gateway import GatewaySettings
-from gateway.access.issue_jwt import issue_token
 
 SECRET = "read-state-test-secret-0123456789abcdef"
 ENV = {**FAST_ENV, "LIVECHAT_JWT_SECRET": SECRET}
 
 
-def _auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=SECRET), user)}"}
-
-
-ALICE, BOB = _auth("alice"), _auth("bob")
+ALICE, BOB = bearer(SECRET, "alice"), bearer(SECRET, "bob")
 
 
 @pytest.fixture(scope="module")

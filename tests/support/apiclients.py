@@ -11,8 +11,12 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from gateway import GatewaySettings
+from gateway.access.issue_jwt import issue_token
+
 __all__ = [
     "BackgroundSse",
+    "bearer",
     "get_conversation",
     "joined_tokens",
     "readiness_becomes",
@@ -20,6 +24,11 @@ __all__ = [
     "sse_message",
     "ws_message",
 ]
+
+
+def bearer(secret: str, user: str) -> dict[str, str]:
+    """The headers of `user`, signed in with a token of a gateway whose secret is `secret`."""
+    return {"Authorization": f"Bearer {issue_token(GatewaySettings(jwt_secret=secret), user)}"}
 
 
 async def sse_events(
