@@ -17,6 +17,7 @@ import httpx
 import jwt
 import pytest
 import socketio
+import websockets
 from pydantic import SecretStr
 from sioclient import Client, connected
 from stacks import FAST_ENV, running_stack, wait_ready
@@ -173,6 +174,57 @@ async def test_two_sockets_in_a_room_see_one_stream_and_others_are_kept_out(
         "hello",
     )
     assert request.persist is True
+
+
+async def test_a_participant_joining_through_another_gateway_is_announced_to_all(
+    gateway_server, worker, backends
+):
+    """Two gateways on one NATS: the room's sockets on both, and a WebSocket client
+    following the conversation, hear of a newcomer on either."""
+    async with (
+        gateway_server(ws_idle_timeout_seconds=2.0) as one,
+        gateway_server(ws_idle_timeout_seconds=2.0) as two,
+        connected(one, ["websocket"]) as first,
+        websockets.connect(one.replace("http://", "ws://") + "/v1/ws") as watcher,
+    ):
+        await first.call("join-room", {"roomName": "room-x", "participantName": "Ann"})
+        await watcher.send(json.dumps({"type": "subscribe", "conversation_id": "room-x"}))
+        # The watcher is told who is there already: the first socket, by its name.
+        present = await _frame_of(watcher, "presence")
+        assert (present["state"], present["client_id"]) == ("present", first.sio.get_sid())
+        assert present["participant_name"] == "Ann"
+        async with connected(two, ["polling"]) as second:
+            await second.call("join-room", {"roomName": "room-x", "participantName": "Bo"})
+            # The watcher (a participant over the WebSocket) first, then the socket.
+            watcher_joined, arrival = await first.until("participant-joined", 2)
+            assert watcher_joined["roomName"] == "room-x"
+            assert "participantName" not in watcher_joined
+            assert arrival == {
+                "socketId": second.sio.get_sid(),
+                "roomName": "room-x",
+                "userId": arrival["userId"],
+                "participantName": "Bo",
+            }
+            joined = await _frame_of(watcher, "presence")
+            assert (joined["state"], joined["participant_name"]) == ("joined", "Bo")
+            # A message in the room still reaches both sockets, whole.
+            chat = {"roomName": "room-x", "messages": [{"role": "user", "content": "hey"}]}
+            await second.call("stream-chat", chat)
+            [done] = await first.until("stream-complete")
+            await second.until("stream-complete")
+            assert done["fullResponse"] == "".join(reply_tokens("hey"))
+        # The second socket left: the watcher is told, the first socket hears no more.
+        left = await _frame_of(watcher, "presence")
+        assert (left["state"], left["client_id"]) == ("left", arrival["socketId"])
+        assert first.names().count("participant-joined") == 2
+
+
+async def _frame_of(ws: Any, kind: str) -> dict[str, Any]:
+    """The next WebSocket frame of type `kind`, skipping the others."""
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        if frame["type"] == kind:
+            return frame
 
 
 async def test_a_socket_through_a_host_not_allowed_is_refused(gateway_server, backends):

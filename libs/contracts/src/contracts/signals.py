@@ -47,6 +47,8 @@ class PresenceSignal(_Signal):
     type: Literal["presence"] = "presence"
     state: Literal["joined", "present", "left"]
     to_client_id: Id | None = None
+    # The name a Socket.IO client gave with `join-room` (`participantName`), if any.
+    participant_name: str | None = Field(default=None, max_length=100)
 
 
 class ReadSignal(_Signal):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats.errors
 from nats.aio.client import Client
@@ -39,11 +39,17 @@ def signal_frame(signal: Signal) -> str:
     return to_json(data).decode()
 
 
+class _Member(NamedTuple):
+    user_id: str
+    deliver: Deliver
+    name: str | None  # a Socket.IO participant's `participantName`, told to newcomers
+
+
 class SignalHub:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
-        # conversation -> client id -> (user id, deliver)
-        self._members: dict[str, dict[str, tuple[str, Deliver]]] = {}
+        # conversation -> client id -> member
+        self._members: dict[str, dict[str, _Member]] = {}
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -57,8 +63,16 @@ class SignalHub:
             except Exception as exc:  # the connection may already be gone
                 log.debug("signals unsubscribe failed: %s", exc)
 
-    def join(self, conversation_id: str, client_id: str, user_id: str, deliver: Deliver) -> None:
-        self._members.setdefault(conversation_id, {})[client_id] = (user_id, deliver)
+    def join(
+        self,
+        conversation_id: str,
+        client_id: str,
+        user_id: str,
+        deliver: Deliver,
+        name: str | None = None,
+    ) -> None:
+        member = _Member(user_id, deliver, name)
+        self._members.setdefault(conversation_id, {})[client_id] = member
 
     def leave(self, conversation_id: str, client_id: str) -> None:
         group = self._members.get(conversation_id)
@@ -75,8 +89,8 @@ class SignalHub:
     def end_for(self, conversation_id: str, user_id: str) -> None:
         """`user_id` may no longer read the conversation: their clients here leave it."""
         group = self._members.get(conversation_id, {})
-        for client_id, (member, _) in tuple(group.items()):
-            if member == user_id:
+        for client_id, member in tuple(group.items()):
+            if member.user_id == user_id:
                 self.leave(conversation_id, client_id)
 
     def is_member(self, conversation_id: str, client_id: str) -> bool:
@@ -109,25 +123,26 @@ class SignalHub:
             return
         frame = signal_frame(signal)
         if isinstance(signal, PresenceSignal) and signal.to_client_id is not None:
-            member = group.get(signal.to_client_id)
-            if member is not None:
-                member[1](frame)
+            addressee = group.get(signal.to_client_id)
+            if addressee is not None:
+                addressee.deliver(frame)
             return
-        for client_id, (_, deliver) in tuple(group.items()):
+        for client_id, member in tuple(group.items()):
             if client_id != signal.client_id:
-                deliver(frame)
+                member.deliver(frame)
         if isinstance(signal, PresenceSignal) and signal.state == "joined":
             await self._introduce(group, signal)
 
-    async def _introduce(self, group: dict[str, tuple[str, Deliver]], newcomer: Signal) -> None:
+    async def _introduce(self, group: dict[str, _Member], newcomer: Signal) -> None:
         # The newcomer's gateway may be another one: answer through NATS, addressed.
-        for client_id, (user_id, _) in tuple(group.items()):
+        for client_id, member in tuple(group.items()):
             if client_id != newcomer.client_id:
                 present = PresenceSignal(
                     conversation_id=newcomer.conversation_id,
-                    user_id=user_id,
+                    user_id=member.user_id,
                     client_id=client_id,
                     state="present",
                     to_client_id=newcomer.client_id,
+                    participant_name=member.name,
                 )
                 await self.publish(present)

@@ -10,20 +10,23 @@ is `{"ok": true, …}` or `{"error": {"code", "message"}}`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import socketio
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection
 
+from contracts.signals import PresenceSignal
 from gateway.access.auth import Unauthorized, authenticator_of
 from gateway.access.guard import RequestGuard
 from gateway.errors import ApiError, describe_validation_errors
+from gateway.fanout.signals import Deliver
 from gateway.intake.connections import Slot
 from gateway.intake.limits import Limits
 from gateway.protocols.socketio import chat
@@ -73,7 +76,7 @@ class SocketIoEndpoint:
         self.asgi = socketio.ASGIApp(self.server, socketio_path=None)
         self._clients: dict[str, _Client] = {}
         self._rooms = RoomRelays(self._emit_room)
-        self._greetings: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.server.on("connect", self._connect)
         self.server.on("disconnect", self._disconnect)
         self.server.on("join-room", self._handler(self._join_room))
@@ -145,9 +148,13 @@ class SocketIoEndpoint:
             client.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid)
         self._clients[sid] = client
         # `connected` once the client is told it is connected (after this handler).
-        task = asyncio.create_task(self._greet(sid))
-        self._greetings.add(task)
-        task.add_done_callback(self._greetings.discard)
+        self._spawn(self._greet(sid))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in a task of its own, held until it ends."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _greet(self, sid: str) -> None:
         manager = self.server.manager
@@ -173,9 +180,7 @@ class SocketIoEndpoint:
         for sid, client in list(self._clients.items()):
             if user_id in (None, client.user_id) and conversation_id in client.rooms:
                 client.rooms.discard(conversation_id)
-                task = asyncio.create_task(self._leave(sid, conversation_id))
-                self._greetings.add(task)
-                task.add_done_callback(self._greetings.discard)
+                self._spawn(self._leave(sid, conversation_id))
 
     async def _leave(self, sid: str, conversation_id: str) -> None:
         await self.server.leave_room(sid, room_of(conversation_id))
@@ -185,9 +190,7 @@ class SocketIoEndpoint:
         await self._emit("stream-error", payload, sid)
 
     def _expire(self, sid: str) -> None:
-        task = asyncio.create_task(self.server.disconnect(sid))
-        self._greetings.add(task)
-        task.add_done_callback(self._greetings.discard)
+        self._spawn(self.server.disconnect(sid))
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         client = self._clients.pop(sid, None)
@@ -198,8 +201,11 @@ class SocketIoEndpoint:
             client.expiry.cancel()
         for task in list(client.tasks):
             await cancel_and_wait(task)  # a stateless stream is stopped (see chat.stateless)
+        signals = self._gateway.signals
         for conversation_id in client.rooms:
             await self._rooms.leave(conversation_id, sid)
+            signals.leave(conversation_id, sid)
+            await signals.publish(self._presence(sid, client, conversation_id, "left"))
 
     # --- events ----------------------------------------------------------------------
 
@@ -230,16 +236,54 @@ class SocketIoEndpoint:
         body = _parsed(JoinRoom, data)
         if self._rooms.has(body.room_name, sid):
             return {"ok": True, "roomName": body.room_name}  # joined already: no news
-        await self._join(sid, client, body.room_name)
-        joined = {"socketId": sid, "roomName": body.room_name, "userId": client.user_id}
-        if body.participant_name is not None:
-            joined["participantName"] = body.participant_name
-        await self.server.emit(
-            "participant-joined", joined, room=room_of(body.room_name), skip_sid=sid
-        )
+        await self._join(sid, client, body.room_name, body.participant_name)
+        # Through NATS: the participants on every gateway (WebSocket clients included,
+        # as a `presence` frame) hear of the newcomer.
+        joined = self._presence(sid, client, body.room_name, "joined", body.participant_name)
+        await self._gateway.signals.publish(joined)
         return {"ok": True, "roomName": body.room_name}
 
-    async def _join(self, sid: str, client: _Client, conversation_id: str) -> None:
+    @staticmethod
+    def _presence(
+        sid: str,
+        client: _Client,
+        conversation_id: str,
+        state: Literal["joined", "left"],
+        name: str | None = None,
+    ) -> PresenceSignal:
+        return PresenceSignal(
+            conversation_id=conversation_id,
+            user_id=client.user_id,
+            client_id=sid,
+            state=state,
+            participant_name=name,
+        )
+
+    def _signals_to(self, sid: str) -> Deliver:
+        """What the signal hub hands this socket: another participant's arrival, on any
+        gateway, as `participant-joined` (typing, read and the other presence signals
+        have no Socket.IO event)."""
+
+        def deliver(frame: str) -> None:
+            if '"presence"' not in frame:
+                return
+            signal = json.loads(frame)
+            if signal.get("state") != "joined":
+                return
+            joined = {
+                "socketId": signal["client_id"],
+                "roomName": signal["conversation_id"],
+                "userId": signal["user_id"],
+            }
+            if signal.get("participant_name") is not None:
+                joined["participantName"] = signal["participant_name"]
+            self._spawn(self._emit("participant-joined", joined, sid))
+
+        return deliver
+
+    async def _join(
+        self, sid: str, client: _Client, conversation_id: str, name: str | None = None
+    ) -> None:
         """In the room of the conversation: its owner, members and viewers (an unknown id
         becomes the caller's, as when sending to it), anyone else's is 404 as everywhere."""
         if self._rooms.has(conversation_id, sid):
@@ -249,6 +293,7 @@ class SocketIoEndpoint:
         await self._rooms.join(gateway, conversation_id, sid)
         client.rooms.add(conversation_id)
         await self.server.enter_room(sid, room_of(conversation_id))
+        gateway.signals.join(conversation_id, sid, client.user_id, self._signals_to(sid), name)
 
     async def _stream_chat(self, sid: str, client: _Client, data: Any) -> dict[str, Any]:
         body = _parsed(StreamChat, data)
