@@ -4,15 +4,17 @@ request only waiting for memory is not counted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.js.api import DiscardPolicy
 
 from contracts import ids, subjects, topology
-from contracts.events import DoneEvent, ErrorEvent, Usage
+from contracts.events import DoneEvent, ErrorEvent, StartEvent, StatusEvent, TokenEvent, Usage
 from contracts.rpc import ContextReply
 from inference import Completion, ProviderRequest
+from inference.work_queue import ensure_consumer
 
 _ATTEMPTS = 3
 
@@ -86,3 +88,48 @@ async def test_deliveries_while_memory_is_away_do_not_count_as_attempts(
     ends = [e for e in await bus.events(request) if isinstance(e, DoneEvent | ErrorEvent)]
     assert len(ends) == 1 and isinstance(ends[0], DoneEvent)
     assert len(await bus.finished(request)) == 1
+
+
+async def test_a_redelivery_leaves_the_reply_to_its_delivery_still_publishing(
+    settings: Any, nc: Any, bus: Any, memory: Any, make_request: Any, start_worker: Any
+) -> None:
+    """A worker cut from NATS past its ack wait (its node lost, say) goes on answering,
+    and the request comes again to another worker meanwhile. That one must not answer
+    it a second time beside the first (tokens interleaved, the first's call billed at
+    an estimate): it leaves the reply to the delivery still publishing it."""
+    # A redelivery after 1 s; the window of a live delivery: min(0.25, 0.3) s.
+    quick = settings.model_copy(
+        update={"ack_wait_seconds": 1.0, "heartbeat_seconds": 0.5, "retry_delay_seconds": 0.4}
+    )
+    await ensure_consumer(bus.js, quick)
+    request = make_request()
+    conv, reply = request.conversation_id, request.message_id
+    await bus.publish(request)
+    # The first delivery, taken by a worker that answers but whose heartbeats are lost.
+    first = await bus.js.pull_subscribe_bind(topology.INFERENCE_CONSUMER, topology.WORK_STREAM)
+    [delivery] = await first.fetch(1, timeout=5)
+    subject = subjects.events(conv)
+    start = StartEvent(message_id=reply, conversation_id=conv, model="demo", provider="demo")
+    await bus.js.publish(subject, start.model_dump_json().encode())
+    provider = ThreeTokens()
+    await start_worker(quick, providers={"demo": provider})
+    # Three ack waits of tokens: the request is redelivered to the worker meanwhile.
+    for i in range(60):
+        token = TokenEvent(message_id=reply, content=f"t{i} ")
+        await nc.publish(subject, token.model_dump_json().encode())
+        await asyncio.sleep(0.05)
+    # Still pending, delivered again (to the worker) and given back each time.
+    work = await bus.js.consumer_info(topology.WORK_STREAM, topology.INFERENCE_CONSUMER)
+    done = DoneEvent(
+        message_id=reply, finish_reason="stop", usage=Usage.of(5, 60), model="demo", provider="demo"
+    )
+    await bus.js.publish(subject, done.model_dump_json().encode())
+    await delivery.ack()
+    await bus.wait_idle()
+
+    assert provider.calls == 0
+    events = await bus.events(request)
+    assert not [e for e in events if isinstance(e, StatusEvent)]  # no "retrying"
+    assert [e.type for e in events].count("done") == 1
+    assert await bus.usage(request) == []  # the first's call is not billed at an estimate
+    assert work.num_redelivered == 1 and work.num_ack_pending == 1

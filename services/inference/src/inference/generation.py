@@ -223,6 +223,11 @@ class Worker:
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
             return True
+        if self._still_generating(prior):
+            log.info(
+                "reply %s: its earlier delivery is still publishing; left to it", request.message_id
+            )
+            return False
         if prior.billed is not None:
             run.bill.add(prior.billed)
         if prior.gap or prior.lost_since(request.requested_at):
@@ -265,6 +270,32 @@ class Worker:
             await run.outbox.event(request.conversation_id, retrying, billed=run.bill.total())
         await self._stream(run, routes, prior, cancel)
         return True
+
+    def _still_generating(self, prior: ReplyLog) -> bool:
+        """Whether the delivery before this one looks alive: its last event is recent.
+
+        A worker cut from NATS long enough to miss its heartbeats (while a node is lost,
+        say) goes on generating, and JetStream redelivers its request meanwhile. Taken
+        over, the reply would be generated twice side by side: tokens interleaved, its
+        call billed at the taker's estimate. So a delivery whose last event is younger
+        than the window is left to finish, and this one is tried again later (it then
+        finds the reply ended, or the delivery gone quiet).
+
+        The window is half of `ack_wait - heartbeat` (a dead delivery's last event is
+        at least that old when its request comes again: its last heartbeat came after
+        it) and at most 3/4 of `retry_delay` (a delivery that handed its request over,
+        a publish having failed, went quiet that long before: taken over at once).
+        Either sign of the age counts: the stream's clock is the server's.
+        """
+        if prior.last_at is None:
+            return False
+        settings = self._settings
+        window = min(
+            (settings.ack_wait_seconds - settings.heartbeat_seconds) / 2,
+            settings.retry_delay_seconds * 3 / 4,
+        )
+        age = (self._clock.now() - prior.last_at).total_seconds()
+        return abs(age) < window
 
     async def _end_again(
         self, request: GenerationRequested, stored: StoredMessage, alias: str, broker: NatsBroker

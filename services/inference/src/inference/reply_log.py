@@ -51,6 +51,8 @@ class ReplyLog:
     tool_calls: bool = False  # a piece of a function call is out: it cannot be continued
     # When the events stream was created (a NATS restart recreates it empty).
     stream_created: datetime | None = None
+    # When the stream stored the reply's last event (the server's clock), if any.
+    last_at: datetime | None = None
 
     def lost_since(self, moment: datetime) -> bool:
         """Nothing of the reply is in the events stream, which was created after `moment`:
@@ -87,6 +89,7 @@ async def read_reply_log(
     billed: Usage | None = None
     gap = whole = False
     created: datetime | None = None
+    last_at: datetime | None = None
     try:
         created = (await js.stream_info(topology.EVENTS_STREAM)).created
         info = await sub.consumer_info()
@@ -100,6 +103,7 @@ async def read_reply_log(
                     continue
                 if getattr(event, "message_id", None) != reply_id:
                     continue
+                last_at = msg.metadata.timestamp
                 match event:
                     case StartEvent():
                         started, provider, whole = True, event.provider, True
@@ -154,6 +158,7 @@ async def read_reply_log(
         gap=gap,
         tool_calls=tool_calls,
         stream_created=created,
+        last_at=last_at,
     )
 
 
