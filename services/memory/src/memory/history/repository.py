@@ -127,6 +127,13 @@ class SqlConversationRepository:
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
 
+    async def _read(self, read: Callable[[Connection], T]) -> T:
+        """`read` run on one connection, in one thread hop on the SQLite reader."""
+        if self._reader is not None:
+            return await asyncio.to_thread(_read_with, self._reader, read)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(read)
+
     # --- chat events ----------------------------------------------------------------
 
     async def store_user_message(self, event: UserMessageAccepted) -> StoreOutcome:
@@ -397,8 +404,10 @@ class SqlConversationRepository:
         words = query_terms(query)
         if not words or limit <= 0:
             return []
-        params = self._search.params(user_id, conversation_id, words, limit)
-        rows = await self._rows(self._search.statement, params)
+        search = self._search
+        rows = await self._read(
+            lambda conn: search.rows(conn, user_id, conversation_id, words, limit)
+        )
         return [Exchange(question=row.question, answer=row.answer) for row in rows]
 
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
@@ -515,6 +524,11 @@ def _read_rows(
 ) -> Sequence[Row[Any]]:
     with engine.connect() as conn:
         return conn.execute(query, params).all()
+
+
+def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return read(conn)
 
 
 def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
