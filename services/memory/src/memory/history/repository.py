@@ -59,6 +59,7 @@ from contracts.rpc import (
     ReplyError,
     StoredMessage,
 )
+from memory.attachments.store import read_refs
 from memory.history.branches import branch_end, children_of, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.pages import newest_within_bytes
@@ -355,14 +356,28 @@ class SqlConversationRepository:
             }
         else:
             query = self._sql.context_without_history
-        rows = await self._rows(query, params)
+        conversation_id = request.conversation_id
+
+        def read(conn: Connection) -> tuple[Sequence[Row[Any]], dict[str, Any]]:
+            rows = conn.execute(query, params).all()
+            # The images of the history's user messages, on the same connection (the
+            # worker reads their bytes): a follow-up question still shows the picture.
+            asked = [r.message_id for r in rows if limit > 0 and r.role == "user"]
+            return rows, read_refs(conn, conversation_id, asked)
+
+        rows, images = await self._read(read)
         if not rows:  # unknown, or another user's conversation
             return ContextReply()
         first = rows[0]._mapping
         return ContextReply(
             system_prompt=first["system_prompt"],
             messages=tuple(
-                ContextMessage(role=row.role, content=row.content, id=row.message_id)
+                ContextMessage(
+                    role=row.role,
+                    content=row.content,
+                    id=row.message_id,
+                    attachments=images.get(row.message_id, ()),
+                )
                 for row in rows
                 if limit > 0 and row.role is not None
             ),
@@ -382,6 +397,7 @@ class SqlConversationRepository:
                 return None
             summary = await _summary(conn, conversation_id, row.user_id)
             messages, has_more = await _page(conn, conversation_id, size, None)
+            messages = await _with_images(conn, conversation_id, messages)
         if summary is None:
             return None
         return CachedWindow(
@@ -458,6 +474,7 @@ class SqlConversationRepository:
             messages = with_siblings(
                 messages, await _children(conn, request.conversation_id, messages)
             )
+            messages = await _with_images(conn, request.conversation_id, messages)
             readers = await read_by(conn, request.conversation_id)
         return ConversationGetReply(
             conversation=summary, messages=messages, has_more=has_more, read_by=readers
@@ -497,6 +514,19 @@ async def _branch(
     page = tuple(reversed(newest[:limit]))
     bounded = newest_within_bytes(page)  # a page fits one NATS message
     return bounded, len(newest) > limit or len(bounded) < len(page)
+
+
+async def _with_images(
+    conn: AsyncConnection, conversation_id: str, messages: tuple[StoredMessage, ...]
+) -> tuple[StoredMessage, ...]:
+    """The user messages with their images named (their bytes are asked one by one)."""
+    users = [m.id for m in messages if m.role == "user"]
+    refs = await conn.run_sync(read_refs, conversation_id, users) if users else {}
+    if not refs:
+        return messages
+    return tuple(
+        m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m for m in messages
+    )
 
 
 async def _children(
