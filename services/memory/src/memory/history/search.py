@@ -20,10 +20,10 @@ to ~0), yet it makes every candidate a hit to rank (a prompt's "please" or "expl
 is in most exchanges). Such words are left out of the first search; when it finds
 fewer than asked, or every word is that common, the search runs again with every word,
 so the results stay those of the whole query. The word counts come from the index's
-vocabulary (`fts5vocab`), kept per process for FREQUENCY_SECONDS: a stale count only
-decides which words the first search leaves out (the size of the index is read each
-time: a word whose count has not grown as fast is weighed again). A small index is
-searched with every word at once.
+vocabulary (`fts5vocab`); whether a word is that common is kept per process for
+FREQUENCY_SECONDS (a word's share of the index moves slowly; near half, its weight is
+~0 either way), and only decides which words the first search leaves out. A small
+index is searched with every word at once.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ CANDIDATES = 200
 # that no longer checks out is dropped; the index is kept in each write's transaction).
 _SPARE = 8
 
-# How long a word's count in the index is trusted (seconds).
+# How long a word's share of the index is trusted (seconds).
 FREQUENCY_SECONDS = 60.0
-# Words whose counts are kept at most (then they are all read again).
+# Words whose shares are kept at most (then they are all counted again).
 _FREQUENCY_WORDS = 10_000
 # An index of fewer rows is searched with every word at once.
 _SMALL_INDEX = CANDIDATES
@@ -172,13 +172,14 @@ _AVERAGES = text("SELECT block FROM exchange_search_data WHERE id = 1")
 
 
 class _IndexCounts:
-    """How many rows of the SQLite index hold a word (kept FREQUENCY_SECONDS), and how
-    many rows it has (read each time: one row)."""
+    """Which words are in half the rows of the SQLite index or more, as counted at most
+    FREQUENCY_SECONDS ago (a word's share of the index moves slowly, its count does not);
+    the size of the index is read each time (one row)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()  # the reader's threads share the counts
-        self._words: dict[str, tuple[float, int]] = {}  # word -> (read at, rows)
+        self._words: dict[str, tuple[float, bool]] = {}  # word -> (counted at, common)
 
     def common(self, conn: Connection, words: list[str]) -> set[str]:
         """The words in half the index's rows or more (bm25 gives them no weight); none
@@ -190,23 +191,24 @@ class _IndexCounts:
         now = self._clock()
         with self._lock:
             known = {word: self._words.get(word) for word in words}
-        counts = {
+        common = {
             word: seen[1]
             for word, seen in known.items()
             if seen is not None and now - seen[0] <= FREQUENCY_SECONDS
         }
-        missing = [word for word in words if word not in counts]
+        missing = [word for word in words if word not in common]
         if missing:
             conn.execute(_VOCABULARY)
-            found = dict.fromkeys(missing, 0)
+            counts = dict.fromkeys(missing, 0)
             for term, doc in conn.execute(_COUNTS, {"words": missing}):
-                found[term] = doc
-            counts |= found
+                counts[term] = doc
+            counted = {word: 2 * doc >= total for word, doc in counts.items()}
+            common |= counted
             with self._lock:
-                if len(self._words) + len(found) > _FREQUENCY_WORDS:
+                if len(self._words) + len(counted) > _FREQUENCY_WORDS:
                     self._words.clear()
-                self._words |= {word: (now, doc) for word, doc in found.items()}
-        return {word for word in words if 2 * counts[word] >= total}
+                self._words |= {word: (now, value) for word, value in counted.items()}
+        return {word for word in words if common[word]}
 
 
 def _varint(data: bytes) -> int:
