@@ -77,6 +77,32 @@ async def test_the_newest_exchanges_elsewhere_are_the_candidates_and_the_newest_
     assert [e.question for e in found] == [f"tea {CANDIDATES - n}" for n in range(3)]
 
 
+async def test_words_of_most_exchanges_still_rank_behind_the_telling_ones(
+    repository: SqlConversationRepository,
+) -> None:
+    # Every exchange shares "please explain" with the prompts, as a user's prompts do.
+    topics = ["tea", "rivers", "castles", "jazz"]
+    events = []
+    for n in range(1, CANDIDATES + 1):
+        topic = topics[n % len(topics)]
+        events += exchange(f"c{n}", n, f"Please explain {topic} {n}", f"About {topic}.")
+    events += exchange("z", CANDIDATES + 1, "Please explain zebras", "Striped.")
+    await repository.store_events(events)
+
+    # The telling word decides, asked twice (the second time with the counts known).
+    for _ in range(2):
+        found = await repository.search_exchanges("alice", "here", "Please explain zebras", 2)
+        assert found[0] == Exchange(question="Please explain zebras", answer="Striped.")
+        # Fewer exchanges with it than asked for: the common words still find the rest.
+        assert len(found) == 2
+    jazz = await questions(repository, "please explain jazz, please")
+    assert len(jazz) == 10
+    assert all("jazz" in question for question in jazz)
+    # Only common words: still candidates, as with any shared word.
+    assert len(await questions(repository, "please explain")) == 10
+    assert await questions(repository, "please explain koalas", here="z") != []
+
+
 async def test_unicode_words_are_found_whatever_their_case(
     repository: SqlConversationRepository,
 ) -> None:

@@ -149,7 +149,7 @@ def create_app(
         )
     )
     replier = ContextReplier(
-        ContextBuilder(history.store, knowledge, settings, attachments=attachments),
+        ContextBuilder(history.store, knowledge, settings),
         queue=QUEUE,
         concurrency=settings.rpc_concurrency,
     )

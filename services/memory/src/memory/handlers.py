@@ -55,9 +55,7 @@ def create_router(
     work); the AsyncAPI document is built with the default. `attachments`: where the
     images of messages are kept (None: no images)."""
     router = NatsRouter()
-    builder = ContextBuilder(
-        store, knowledge or KnowledgeBase([]), settings, attachments=attachments
-    )
+    builder = ContextBuilder(store, knowledge or KnowledgeBase([]), settings)
 
     # The streams are declared by `contracts.topology.ensure_streams`, not by FastStream.
     chat_stream = JStream(topology.CHAT_STREAM, declare=False)
@@ -95,21 +93,12 @@ def create_router(
 
     @answers(subjects.MEMORY_CONVERSATION_GET, "memory.get")
     async def get_conversation(request: rpc.ConversationGetRequest) -> rpc.ConversationGetReply:
+        # The store names the images of the user messages (their bytes are asked for
+        # message by message).
         reply = await store.get_conversation(request)
         if feedback is not None:
             reply = await feedback.with_feedback(request, reply)
-        if attachments is None or reply.conversation is None or not reply.messages:
-            return reply
-        # The images by name only: their bytes are asked for message by message.
-        users = [m.id for m in reply.messages if m.role == "user"]
-        refs = await attachments.refs(request.conversation_id, users)
-        if not refs:
-            return reply
-        messages = tuple(
-            m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m
-            for m in reply.messages
-        )
-        return reply.model_copy(update={"messages": messages})
+        return reply
 
     if attachments is not None:
         images = attachments

@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, LargeBinary, String, Text, delete, exists, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,7 +31,7 @@ from contracts.attachments import AttachmentRef, StoredImage
 from memory.history.tables import Base, Conversation
 from runtime.sql import UtcDateTime
 
-__all__ = ["AttachmentStore", "SqlAttachmentStore", "StoredAttachment"]
+__all__ = ["AttachmentStore", "SqlAttachmentStore", "StoredAttachment", "read_refs"]
 
 
 class StoredAttachment(Base):
@@ -35,6 +45,38 @@ class StoredAttachment(Base):
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+_a = StoredAttachment.__table__.c
+# conversation_id, message_ids (a list) -> the images of those messages, in order.
+_REFS = (
+    select(_a.message_id, _a.position, _a.media_type, _a.size)
+    .where(
+        _a.conversation_id == bindparam("conversation_id"),
+        _a.message_id.in_(bindparam("message_ids", expanding=True)),
+    )
+    .order_by(_a.message_id, _a.position)
+)
+
+
+def read_refs(
+    conn: Connection, conversation_id: str, message_ids: Sequence[str]
+) -> dict[str, tuple[AttachmentRef, ...]]:
+    """The images of these messages (those that have some), each message's in order: on
+    the connection of another read (the history's messages carry their images)."""
+    if not message_ids:
+        return {}
+    found: dict[str, list[AttachmentRef]] = {}
+    params = {"conversation_id": conversation_id, "message_ids": list(message_ids)}
+    for row in conn.execute(_REFS, params):
+        ref = AttachmentRef(
+            message_id=row.message_id,
+            position=row.position,
+            media_type=row.media_type,
+            size=row.size,
+        )
+        found.setdefault(row.message_id, []).append(ref)
+    return {message_id: tuple(refs) for message_id, refs in found.items()}
 
 
 class AttachmentStore(Protocol):
@@ -114,23 +156,8 @@ class SqlAttachmentStore:
     ) -> dict[str, tuple[AttachmentRef, ...]]:
         if not message_ids:
             return {}
-        a = StoredAttachment
-        query = (
-            select(a.message_id, a.position, a.media_type, a.size)
-            .where(a.conversation_id == conversation_id, a.message_id.in_(list(message_ids)))
-            .order_by(a.message_id, a.position)
-        )
-        found: dict[str, list[AttachmentRef]] = {}
         async with self._engine.connect() as connection:
-            for row in await connection.execute(query):
-                ref = AttachmentRef(
-                    message_id=row.message_id,
-                    position=row.position,
-                    media_type=row.media_type,
-                    size=row.size,
-                )
-                found.setdefault(row.message_id, []).append(ref)
-        return {message_id: tuple(refs) for message_id, refs in found.items()}
+            return await connection.run_sync(read_refs, conversation_id, message_ids)
 
     async def image(
         self, conversation_id: str, message_id: str, position: int

@@ -15,7 +15,6 @@ import asyncio
 
 from contracts.events import ContextMessage
 from contracts.rpc import ContextReply, ContextRequest
-from memory.attachments import AttachmentStore
 from memory.context.knowledge import KnowledgeBase
 from memory.history.store import ConversationStore, Exchange
 from memory.settings import MemorySettings
@@ -40,13 +39,10 @@ class ContextBuilder:
         store: ConversationStore,
         knowledge: KnowledgeBase,
         settings: MemorySettings,
-        *,
-        attachments: AttachmentStore | None = None,
     ) -> None:
+        """The store's history names the images of its user messages (the worker reads
+        their bytes): a follow-up question still shows the model a picture."""
         self._store = store
-        # The images of the history's user messages are named in its messages (the
-        # worker reads their bytes): a follow-up question still shows the model a picture.
-        self._attachments = attachments
         self._knowledge = knowledge
         self._settings = settings
 
@@ -60,19 +56,6 @@ class ContextBuilder:
             return await self._build(request, related)
         finally:
             await _discard(related)
-
-    async def _with_images(
-        self, conversation_id: str, history: list[ContextMessage]
-    ) -> list[ContextMessage]:
-        asked = [m.id for m in history if m.role == "user" and m.id is not None]
-        if self._attachments is None or not asked:
-            return history
-        refs = await self._attachments.refs(conversation_id, asked)
-        if not refs:
-            return history
-        return [
-            m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m for m in history
-        ]
 
     async def _related(self, request: ContextRequest, query: str) -> list[Exchange]:
         """The exchanges of personal memory, best first (the store's full-text index)."""
@@ -88,7 +71,7 @@ class ContextBuilder:
         base = await self._store.context(request, settings.context_messages)
         if base.existing_reply is not None:
             return base  # already answered: the worker stops there
-        history = await self._with_images(request.conversation_id, list(base.messages))
+        history = list(base.messages)
         query = request.query
         if query is None:
             query = next((m.content for m in reversed(history) if m.role == "user"), "")

@@ -394,7 +394,8 @@ def _context_from(
     return rpc.ContextReply(
         system_prompt=prompt,
         messages=tuple(
-            ContextMessage(role=m.role, content=m.content, id=m.id) for m in reversed(kept)
+            ContextMessage(role=m.role, content=m.content, id=m.id, attachments=m.attachments)
+            for m in reversed(kept)
         ),
         existing_reply=reply,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, exists, func, literal, or_, select
+from sqlalchemy import Connection, Table, and_, case, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.rpc import ReadMarkReply, ReadMarkRequest
@@ -65,12 +65,10 @@ async def mark_read(
     return ReadMarkReply(found=True, message_id=current, moved=moved)
 
 
-async def read_by(conn: AsyncConnection, conversation_id: str) -> dict[str, str]:
+def read_by(conn: Connection, conversation_id: str) -> dict[str, str]:
     """Every user's read position in the conversation: user id -> message id."""
     r = _read_state.c
-    rows = await conn.execute(
-        select(r.user_id, r.message_id).where(r.conversation_id == conversation_id)
-    )
+    rows = conn.execute(select(r.user_id, r.message_id).where(r.conversation_id == conversation_id))
     return {row.user_id: row.message_id for row in rows}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -12,14 +13,17 @@ from sqlalchemy import (
     Connection,
     Engine,
     Executable,
+    Integer,
     Row,
     Select,
+    String,
     Table,
+    Text,
     and_,
+    bindparam,
     case,
     delete,
     exists,
-    false,
     func,
     literal,
     literal_column,
@@ -59,6 +63,7 @@ from contracts.rpc import (
     ReplyError,
     StoredMessage,
 )
+from memory.attachments.store import read_refs
 from memory.history.branches import branch_end, children_of, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.pages import newest_within_bytes
@@ -127,6 +132,13 @@ class SqlConversationRepository:
         async with self._engine.connect() as conn:
             return (await conn.execute(query, params)).all()
 
+    async def _read(self, read: Callable[[Connection], T]) -> T:
+        """`read` run on one connection, in one thread hop on the SQLite reader."""
+        if self._reader is not None:
+            return await asyncio.to_thread(_read_with, self._reader, read)
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(read)
+
     # --- chat events ----------------------------------------------------------------
 
     async def store_user_message(self, event: UserMessageAccepted) -> StoreOutcome:
@@ -174,7 +186,7 @@ class SqlConversationRepository:
         )
         async with self._engine.begin() as conn:
             created = (await conn.execute(insert)).first() is not None
-            summary = await _summary(conn, request.conversation_id, request.user_id)
+            summary = await conn.run_sync(_summary, request.conversation_id, request.user_id)
         return ConversationWriteReply(conversation=summary, created=created and summary is not None)
 
     async def update_conversation(
@@ -194,7 +206,9 @@ class SqlConversationRepository:
             if not await conn.scalar(select(exists().where(mine))):
                 return ConversationWriteReply(
                     conversation=(
-                        summary := await _summary(conn, request.conversation_id, request.user_id)
+                        summary := await conn.run_sync(
+                            _summary, request.conversation_id, request.user_id
+                        )
                     ),
                     forbidden=summary is not None,
                 )
@@ -210,12 +224,14 @@ class SqlConversationRepository:
                 children = children_of(tree)
                 if not any(row.id == through for row in tree):
                     return ConversationWriteReply(
-                        conversation=await _summary(conn, request.conversation_id, request.user_id),
+                        conversation=await conn.run_sync(
+                            _summary, request.conversation_id, request.user_id
+                        ),
                         unknown_message=True,
                     )
                 values["active_message_id"] = branch_end(children, through)
             await conn.execute(update(_conversations).where(mine).values(values))
-            summary = await _summary(conn, request.conversation_id, request.user_id)
+            summary = await conn.run_sync(_summary, request.conversation_id, request.user_id)
         return ConversationWriteReply(conversation=summary)
 
     async def delete_conversation(
@@ -241,7 +257,7 @@ class SqlConversationRepository:
         b = _members.c
         where = and_(b.conversation_id == request.conversation_id, b.user_id == request.member_id)
         async with self._engine.begin() as conn:
-            summary = await _summary(conn, request.conversation_id, request.user_id)
+            summary = await conn.run_sync(_summary, request.conversation_id, request.user_id)
             if summary is None:
                 return MembersReply(conversation=None)
             owner = summary.owner_id
@@ -301,7 +317,7 @@ class SqlConversationRepository:
 
     async def read_by(self, conversation_id: str) -> dict[str, str]:
         async with self._engine.connect() as conn:
-            return await read_by(conn, conversation_id)
+            return await conn.run_sync(read_by, conversation_id)
 
     async def _delete(self, conn: AsyncConnection, condition: Any, now: datetime) -> list[str]:
         c = _conversations.c
@@ -348,14 +364,28 @@ class SqlConversationRepository:
             }
         else:
             query = self._sql.context_without_history
-        rows = await self._rows(query, params)
+        conversation_id = request.conversation_id
+
+        def read(conn: Connection) -> tuple[Sequence[Row[Any]], dict[str, Any]]:
+            rows = conn.execute(query, params).all()
+            # The images of the history's user messages, on the same connection (the
+            # worker reads their bytes): a follow-up question still shows the picture.
+            asked = [r.message_id for r in rows if limit > 0 and r.role == "user"]
+            return rows, read_refs(conn, conversation_id, asked)
+
+        rows, images = await self._read(read)
         if not rows:  # unknown, or another user's conversation
             return ContextReply()
         first = rows[0]._mapping
         return ContextReply(
             system_prompt=first["system_prompt"],
             messages=tuple(
-                ContextMessage(role=row.role, content=row.content, id=row.message_id)
+                ContextMessage(
+                    role=row.role,
+                    content=row.content,
+                    id=row.message_id,
+                    attachments=images.get(row.message_id, ()),
+                )
                 for row in rows
                 if limit > 0 and row.role is not None
             ),
@@ -373,8 +403,9 @@ class SqlConversationRepository:
             ).first()
             if row is None:
                 return None
-            summary = await _summary(conn, conversation_id, row.user_id)
-            messages, has_more = await _page(conn, conversation_id, size, None)
+            summary = await conn.run_sync(_summary, conversation_id, row.user_id)
+            messages, has_more = await conn.run_sync(_page, conversation_id, size, None)
+            messages = await conn.run_sync(_with_images, conversation_id, messages)
         if summary is None:
             return None
         return CachedWindow(
@@ -397,8 +428,10 @@ class SqlConversationRepository:
         words = query_terms(query)
         if not words or limit <= 0:
             return []
-        params = self._search.params(user_id, conversation_id, words, limit)
-        rows = await self._rows(self._search.statement, params)
+        search = self._search
+        rows = await self._read(
+            lambda conn: search.rows(conn, user_id, conversation_id, words, limit)
+        )
         return [Exchange(question=row.question, answer=row.answer) for row in rows]
 
     async def list_conversations(self, request: ConversationListRequest) -> ConversationListReply:
@@ -430,58 +463,36 @@ class SqlConversationRepository:
         return ConversationListReply(conversations=tuple(_summary_of(row) for row in rows))
 
     async def get_conversation(self, request: ConversationGetRequest) -> ConversationGetReply:
-        async with self._engine.connect() as conn:
-            summary = await _summary(conn, request.conversation_id, request.user_id)
-            if summary is None:
-                return ConversationGetReply(conversation=None)
-            if request.message_ids is not None:
-                messages, has_more = await _page(
-                    conn,
-                    request.conversation_id,
-                    request.limit,
-                    request.before,
-                    request.message_ids,
-                )
-            else:
-                messages, has_more = await _branch(
-                    conn, request.conversation_id, request.limit, request.before
-                )
-            messages = with_siblings(
-                messages, await _children(conn, request.conversation_id, messages)
-            )
-            readers = await read_by(conn, request.conversation_id)
-        return ConversationGetReply(
-            conversation=summary, messages=messages, has_more=has_more, read_by=readers
+        # Every read on one connection: in one thread hop on the SQLite reader.
+        return await self._read(lambda conn: _conversation_page(conn, request))
+
+
+def _conversation_page(conn: Connection, request: ConversationGetRequest) -> ConversationGetReply:
+    summary = _summary(conn, request.conversation_id, request.user_id)
+    if summary is None:
+        return ConversationGetReply(conversation=None)
+    if request.message_ids is not None:
+        messages, has_more = _page(
+            conn, request.conversation_id, request.limit, request.before, request.message_ids
         )
+    else:
+        messages, has_more = _branch(conn, request.conversation_id, request.limit, request.before)
+    messages = with_siblings(messages, _children(conn, request.conversation_id, messages))
+    messages = _with_images(conn, request.conversation_id, messages)
+    readers = read_by(conn, request.conversation_id)
+    return ConversationGetReply(
+        conversation=summary, messages=messages, has_more=has_more, read_by=readers
+    )
 
 
-async def _branch(
-    conn: AsyncConnection, conversation_id: str, limit: int | None, before: str | None
+def _branch(
+    conn: Connection, conversation_id: str, limit: int | None, before: str | None
 ) -> tuple[tuple[StoredMessage, ...], bool]:
     """The active branch in order: its newest `limit` messages (None: all), before
     message `before` (of the branch: the path up from its parent)."""
-    c, m = _conversations.c, _messages.c
-    if before is None:
-        start: Any = select(c.active_message_id).where(c.id == conversation_id).scalar_subquery()
-    else:
-        start = (
-            select(m.parent_id)
-            .where(m.conversation_id == conversation_id, m.id == before)
-            .scalar_subquery()
-        )
-    path = (
-        select(*m, literal_column("0").label("depth"))
-        .where(m.conversation_id == conversation_id, m.id == start)
-        .cte("branch", recursive=True)
-    )
-    up = _messages.alias("up")
-    step = select(*up.c, (path.c.depth + 1).label("depth")).where(
-        up.c.conversation_id == conversation_id, up.c.id == path.c.parent_id
-    )
-    if limit is not None:
-        step = step.where(path.c.depth < limit)  # one more: tells `has_more`
-    path = path.union_all(step)
-    rows = (await conn.execute(select(path).order_by(path.c.depth))).all()
+    params = {"conversation_id": conversation_id, "before": before, "limit": limit}
+    statement = _branch_statement(before is not None, limit is not None)
+    rows = conn.execute(statement, params).all()
     newest = [_stored(row._mapping) for row in rows]
     if limit is None:
         return tuple(reversed(newest)), False
@@ -490,24 +501,75 @@ async def _branch(
     return bounded, len(newest) > limit or len(bounded) < len(page)
 
 
-async def _children(
-    conn: AsyncConnection, conversation_id: str, messages: Sequence[StoredMessage]
+@functools.cache
+def _branch_statement(before: bool, limited: bool) -> Select[Any]:
+    """conversation_id, before (when `before`), limit (when `limited`) -> the path up
+    from the end of the active branch (or from `before`'s parent), newest first, `limit`
+    and one more (built once: building it cost more than running it)."""
+    c, m = _conversations.c, _messages.c
+    conversation: Any = bindparam("conversation_id", type_=String())
+    if not before:
+        start: Any = select(c.active_message_id).where(c.id == conversation).scalar_subquery()
+    else:
+        start = (
+            select(m.parent_id)
+            .where(m.conversation_id == conversation, m.id == bindparam("before", type_=String()))
+            .scalar_subquery()
+        )
+    path = (
+        select(*m, literal_column("0").label("depth"))
+        .where(m.conversation_id == conversation, m.id == start)
+        .cte("branch", recursive=True)
+    )
+    up = _messages.alias("up")
+    step = select(*up.c, (path.c.depth + 1).label("depth")).where(
+        up.c.conversation_id == conversation, up.c.id == path.c.parent_id
+    )
+    if limited:
+        # One more: tells `has_more`.
+        step = step.where(path.c.depth < bindparam("limit", type_=Integer()))
+    path = path.union_all(step)
+    return select(path).order_by(path.c.depth)
+
+
+def _with_images(
+    conn: Connection, conversation_id: str, messages: tuple[StoredMessage, ...]
+) -> tuple[StoredMessage, ...]:
+    """The user messages with their images named (their bytes are asked one by one)."""
+    users = [m.id for m in messages if m.role == "user"]
+    refs = read_refs(conn, conversation_id, users)
+    if not refs:
+        return messages
+    return tuple(
+        m.model_copy(update={"attachments": refs[m.id]}) if m.id in refs else m for m in messages
+    )
+
+
+def _children(
+    conn: Connection, conversation_id: str, messages: Sequence[StoredMessage]
 ) -> dict[str | None, list[str]]:
     """The ids of the messages of each of `messages`' parents, oldest first."""
-    m = _messages.c
     parents = {message.parent_id for message in messages}
     if not parents:
         return {}
     named = [parent for parent in parents if parent is not None]
-    of_parent: Any = m.parent_id.in_(named) if named else false()
-    if None in parents:
+    params = {"conversation_id": conversation_id, "parents": named}
+    return children_of(conn.execute(_children_statement(None in parents), params))
+
+
+@functools.cache
+def _children_statement(with_roots: bool) -> Select[Any]:
+    """conversation_id, parents (a list) -> (id, parent_id) of their messages, and of the
+    first messages when `with_roots`, oldest first (built once)."""
+    m = _messages.c
+    of_parent: Any = m.parent_id.in_(bindparam("parents", expanding=True))
+    if with_roots:
         of_parent = or_(of_parent, m.parent_id.is_(None))
-    rows = await conn.execute(
+    return (
         select(m.id, m.parent_id)
-        .where(m.conversation_id == conversation_id, of_parent)
+        .where(m.conversation_id == bindparam("conversation_id", type_=String()), of_parent)
         .order_by(m.created_at, m.id)
     )
-    return children_of(rows)
 
 
 def _read_rows(
@@ -517,21 +579,32 @@ def _read_rows(
         return conn.execute(query, params).all()
 
 
+def _read_with(engine: Engine, read: Callable[[Connection], T]) -> T:
+    with engine.connect() as conn:
+        return read(conn)
+
+
 def _write_with(engine: Engine, write: Callable[[Connection], T]) -> T:
     with engine.begin() as conn:
         return write(conn)
 
 
-async def _summary(
-    conn: AsyncConnection, conversation_id: str, user_id: str
-) -> ConversationSummary | None:
+def _summary(conn: Connection, conversation_id: str, user_id: str) -> ConversationSummary | None:
     """The conversation as `user_id` sees it (None: they may not)."""
-    c = _conversations.c
-    query = _summary_query(c.system_prompt, *_access(c, user_id)).where(
-        c.id == conversation_id, _visible(c, user_id)
-    )
-    row = (await conn.execute(query)).first()
+    params = {"conversation_id": conversation_id, "user_id": user_id}
+    row = conn.execute(_summary_statement(), params).first()
     return None if row is None else _summary_of(row)
+
+
+@functools.cache
+def _summary_statement() -> Select[Any]:
+    """conversation_id, user_id -> the conversation's summary as the user sees it, with
+    its system prompt (built once)."""
+    c = _conversations.c
+    user: Any = bindparam("user_id", type_=Text())
+    return _summary_query(c.system_prompt, *_access(c, user)).where(
+        c.id == bindparam("conversation_id", type_=String()), _visible(c, user)
+    )
 
 
 def _membership(c: Any, user_id: str) -> Any:
@@ -594,8 +667,8 @@ def _summary_of(row: Row[Any]) -> ConversationSummary:
     )
 
 
-async def _page(
-    conn: AsyncConnection,
+def _page(
+    conn: Connection,
     conversation_id: str,
     limit: int | None,
     before: str | None,
@@ -616,11 +689,9 @@ async def _page(
             anchor, and_(a.conversation_id == conversation_id, a.id == before)
         ).where(or_(m.created_at < a.created_at, and_(m.created_at == a.created_at, m.id < a.id)))
     if limit is None:
-        rows = (await conn.execute(query.order_by(m.created_at, m.id))).all()
+        rows = (conn.execute(query.order_by(m.created_at, m.id))).all()
         return tuple(_stored(row._mapping) for row in rows), False
-    newest = (
-        await conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))
-    ).all()
+    newest = (conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))).all()
     page = tuple(_stored(row._mapping) for row in reversed(newest[:limit]))
     bounded = newest_within_bytes(page)
     return bounded, len(newest) > limit or len(bounded) < len(page)

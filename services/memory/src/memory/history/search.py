@@ -14,11 +14,26 @@ ranked them before): SQLite FTS5 ranks with bm25, PostgreSQL with ts_rank (norma
 by the document's length); ties go to the newest. Each word is passed quoted (FTS5) or
 as a plain word (`websearch_to_tsquery`, which never fails on its input), so no
 character of a message is read as query syntax.
+
+On SQLite a word in half the index or more weighs nothing in bm25 (its idf is clamped
+to ~0), yet it makes every candidate a hit to rank (a prompt's "please" or "explain"
+is in most exchanges). Such words are left out of the first search; when it finds
+fewer than asked, or every word is that common, the search runs again with every word,
+so the results stay those of the whole query. The word counts come from the index's
+vocabulary (`fts5vocab`); whether a word is that common is kept per process for
+FREQUENCY_SECONDS (a word's share of the index moves slowly; near half, its weight is
+~0 either way), and only decides which words the first search leaves out. A small
+index is searched with every word at once.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Executable, text
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Executable, Row, bindparam, text
 
 from memory.context.relevance import terms
 
@@ -33,6 +48,13 @@ CANDIDATES = 200
 # Index hits joined back to the messages: the best `limit` and this many more (a hit
 # that no longer checks out is dropped; the index is kept in each write's transaction).
 _SPARE = 8
+
+# How long a word's share of the index is trusted (seconds).
+FREQUENCY_SECONDS = 60.0
+# Words whose shares are kept at most (then they are all counted again).
+_FREQUENCY_WORDS = 10_000
+# An index of fewer rows is searched with every word at once.
+_SMALL_INDEX = CANDIDATES
 
 # :match is the query's words within the user's exchanges outside the conversation,
 # :scope those exchanges; the rowid (the reply's) is the order they were stored in.
@@ -88,9 +110,26 @@ def query_terms(query: str) -> list[str]:
 class ExchangeSearch:
     """The statement of one database and the parameter that carries the words."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._sqlite = dialect == "sqlite"
         self.statement: Executable = _SQLITE if self._sqlite else _POSTGRESQL
+        self._counts = _IndexCounts(clock) if self._sqlite else None
+
+    def rows(
+        self, conn: Connection, user_id: str, conversation_id: str, words: list[str], limit: int
+    ) -> Sequence[Row[Any]]:
+        """The exchanges found, best first (`question`, `answer`): on SQLite, first with
+        the words that weigh something in the ranking only (see the module's docstring)."""
+        if self._counts is not None:
+            common = self._counts.common(conn, words)
+            selective = [word for word in words if word not in common]
+            if common and selective:
+                params = self.params(user_id, conversation_id, selective, limit)
+                rows = conn.execute(self.statement, params).all()
+                if len(rows) >= limit:
+                    return rows
+        params = self.params(user_id, conversation_id, words, limit)
+        return conn.execute(self.statement, params).all()
 
     def params(
         self, user_id: str, conversation_id: str, words: list[str], limit: int
@@ -117,6 +156,71 @@ class ExchangeSearch:
             # `or` itself is a stop word: never one of the words.
             params |= {"match": " or ".join(words), "candidates": CANDIDATES}
         return params
+
+
+# The index's vocabulary: each word's number of rows (a per-connection table, so no
+# migration holds it).
+_VOCABULARY = text(
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.exchange_words "
+    "USING fts5vocab(main, exchange_search, row)"
+)
+_COUNTS = text("SELECT term, doc FROM temp.exchange_words WHERE term IN :words").bindparams(
+    bindparam("words", expanding=True)
+)
+# The FTS5 averages record (rowid 1 of its data table): the rows of the index first.
+_AVERAGES = text("SELECT block FROM exchange_search_data WHERE id = 1")
+
+
+class _IndexCounts:
+    """Which words are in half the rows of the SQLite index or more, as counted at most
+    FREQUENCY_SECONDS ago (a word's share of the index moves slowly, its count does not);
+    the size of the index is read each time (one row)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # the reader's threads share the counts
+        self._words: dict[str, tuple[float, bool]] = {}  # word -> (counted at, common)
+
+    def common(self, conn: Connection, words: list[str]) -> set[str]:
+        """The words in half the index's rows or more (bm25 gives them no weight); none
+        while the index is small (the whole query costs little)."""
+        block = conn.execute(_AVERAGES).scalar()
+        total = _varint(bytes(block)) if block else 0
+        if total < _SMALL_INDEX:
+            return set()
+        now = self._clock()
+        with self._lock:
+            known = {word: self._words.get(word) for word in words}
+        common = {
+            word: seen[1]
+            for word, seen in known.items()
+            if seen is not None and now - seen[0] <= FREQUENCY_SECONDS
+        }
+        missing = [word for word in words if word not in common]
+        if missing:
+            conn.execute(_VOCABULARY)
+            counts = dict.fromkeys(missing, 0)
+            for term, doc in conn.execute(_COUNTS, {"words": missing}):
+                counts[term] = doc
+            counted = {word: 2 * doc >= total for word, doc in counts.items()}
+            common |= counted
+            with self._lock:
+                if len(self._words) + len(counted) > _FREQUENCY_WORDS:
+                    self._words.clear()
+                self._words |= {word: (now, value) for word, value in counted.items()}
+        return {word for word in words if common[word]}
+
+
+def _varint(data: bytes) -> int:
+    """The SQLite varint at the start of `data` (big-endian 7 bits a byte, 9 at most)."""
+    value = 0
+    for n, byte in enumerate(data[:9]):
+        if n == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            break
+    return value
 
 
 def _quoted(word: str) -> str:
