@@ -157,21 +157,37 @@ class EventHub:
     def _on_msg(self, msg: Msg) -> None:
         conversation_id = subjects.conversation_of_events_subject(msg.subject)
         group = self._listeners.get(conversation_id)
-        counted = self.counted
-        if counted is not None and not counted.follows(conversation_id):
-            counted = None
-        if not group and counted is None:
-            return  # nobody here follows it: skip even the parse
+        if not group:
+            # Nobody here follows it: parsed only when it may end a reply counted here
+            # (a token, the most of the stream, costs two byte searches).
+            counted = self.counted
+            if counted is not None and _may_end(msg.data) and counted.follows(conversation_id):
+                event = self._parse(msg, conversation_id)
+                if event is not None and event.terminal and event.message_id is not None:
+                    counted.release(event.message_id)
+            return
+        event = self._parse(msg, conversation_id)
+        if event is None:
+            return
+        if event.terminal and event.message_id is not None and self.counted is not None:
+            self.counted.release(event.message_id)  # a no-op for a reply not counted
+        for listener in group:  # pushing never changes the group
+            listener.push(event)
+
+    @staticmethod
+    def _parse(msg: Msg, conversation_id: str) -> RelayedEvent | None:
         try:
-            event = parse_event(stream_sequence(msg.reply), conversation_id, msg.data)
+            return parse_event(stream_sequence(msg.reply), conversation_id, msg.data)
         except ValueError:  # a malformed event (a ValidationError) or no ack subject
             log.warning("skipping a malformed event on the events stream")
-            return
-        if counted is not None and event.terminal and event.message_id is not None:
-            counted.release(event.message_id)
-        if group:
-            for listener in tuple(group):
-                listener.push(event)
+            return None
+
+
+def _may_end(data: bytes) -> bool:
+    """Whether an event may be a `done`/`error`. Its type is then the JSON string "done"
+    or "error" (no other type is); inside a string value the quotes would be escaped.
+    A false yes (a content that is just the word) only costs a parse."""
+    return b'"done"' in data or b'"error"' in data
 
 
 async def _unsubscribe(sub: JetStreamContext.PushSubscription) -> None:
