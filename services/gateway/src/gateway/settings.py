@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from contracts import LivechatSettings
-from contracts.aliases import DEFAULT_ALIASES
+from contracts.aliases import DEFAULT_ALIASES, ModelRoute
 from gateway.access.apikeys import parse_api_keys
 
 __all__ = ["MIN_SECRET_BYTES", "MODEL_ALIASES", "NEW_SECRET_COMMAND", "GatewaySettings"]
@@ -17,6 +17,11 @@ __all__ = ["MIN_SECRET_BYTES", "MODEL_ALIASES", "NEW_SECRET_COMMAND", "GatewaySe
 # The default model aliases (docs/api.md); `GatewaySettings.model_table()` has the ones
 # in force (LIVECHAT_MODEL_ALIASES merged over these). The workers map them to providers.
 MODEL_ALIASES: tuple[str, ...] = tuple(DEFAULT_ALIASES)
+
+# `model_table()` per LIVECHAT_MODEL_ALIASES: every message asks for it (a few such
+# settings live in one process, one per app of the tests).
+_TABLES: dict[tuple[tuple[str, object], ...], dict[str, tuple[ModelRoute, ...]]] = {}
+_TABLES_KEPT = 64
 
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 NEW_SECRET_COMMAND = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -164,6 +169,20 @@ class GatewaySettings(LivechatSettings):
         for a data URL's prefix and the JSON around each."""
         each = 4 * -(-self.attachment_max_bytes // 3) + 256
         return self.attachments_max_count * each
+
+    def model_table(self) -> dict[str, tuple[ModelRoute, ...]]:
+        """Every known model alias and its chain of routes (do not change it: shared)."""
+        key = tuple(
+            (alias, chain if isinstance(chain, str) else tuple(chain))
+            for alias, chain in sorted(self.model_aliases.items())
+        )
+        table = _TABLES.get(key)
+        if table is None:
+            table = super().model_table()
+            if len(_TABLES) >= _TABLES_KEPT:
+                _TABLES.clear()
+            _TABLES[key] = table
+        return table
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -38,6 +38,9 @@ def _has_body(headers: Headers) -> bool:
     return "transfer-encoding" in headers or (length is not None and length.strip() != "0")
 
 
+_REMEMBERED_HOSTS = 256  # Host headers whose verdict is kept (a client may send any)
+
+
 class RequestGuard:
     """`Depends(RequestGuard(settings))` on the app: raises `ApiError` (403, 415)."""
 
@@ -48,14 +51,22 @@ class RequestGuard:
         self.origins = OriginPolicy(
             settings.allowed_origins, own_hosts=(settings.http_host, *self.hosts)
         )
+        # Every request asks about the same few Host headers: each is parsed once.
+        self._host_verdicts: dict[str, bool] = {}
 
     def host_allowed(self, host: str | None) -> bool:
         """With auth off, only this machine's names and the listed ones (no Host at all
         cannot come from a browser)."""
         if self.any_host or host is None:
             return True
-        name = host_name(host)
-        return name is not None and (is_loopback(name) or name in self.hosts)
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            name = host_name(host)
+            verdict = name is not None and (is_loopback(name) or name in self.hosts)
+            if len(self._host_verdicts) >= _REMEMBERED_HOSTS:
+                self._host_verdicts.clear()
+            self._host_verdicts[host] = verdict
+        return verdict
 
     def check_host(self, headers: Headers) -> None:
         if not self.host_allowed(headers.get("host")):

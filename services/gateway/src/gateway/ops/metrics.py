@@ -29,6 +29,8 @@ _HELP = {
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
+_REMEMBERED_LABELS = 256
+
 
 def gateway_metric(
     kind: type[M], registry: CollectorRegistry, name: str, *labels: str, **options: Any
@@ -51,6 +53,17 @@ class GatewayMetrics:
         self.relayed_json = self.events_relayed.labels("json")
         self.active_sse = self.active_streams.labels("sse")
         self.active_ws = self.active_streams.labels("ws")
+        self._requests_by: dict[tuple[str, str], Counter] = {}
+
+    def request_done(self, method: str, status: str) -> None:
+        """Count a request; the labelled child is looked up once per (method, status)."""
+        key = (method, status)
+        child = self._requests_by.get(key)
+        if child is None:
+            if len(self._requests_by) >= _REMEMBERED_LABELS:
+                self._requests_by.clear()  # methods are any token a client sends
+            child = self._requests_by[key] = self.requests.labels(method, status)
+        child.inc()
 
     def count_listeners(self, count: Callable[[], int]) -> None:
         """Read the attached clients from the hub at each scrape."""
@@ -88,4 +101,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
-            self.metrics.requests.labels(method, status).inc()
+            self.metrics.request_done(method, status)
