@@ -161,7 +161,7 @@ class EventHub:
             # Nobody here follows it: parsed only when it may end a reply counted here
             # (a token, the most of the stream, costs two byte searches).
             counted = self.counted
-            if counted is not None and _may_end(msg.data) and counted.follows(conversation_id):
+            if counted is not None and counted.follows(conversation_id) and _may_end(msg.data):
                 event = self._parse(msg, conversation_id)
                 if event is not None and event.terminal and event.message_id is not None:
                     counted.release(event.message_id)
