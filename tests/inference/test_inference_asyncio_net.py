@@ -1,6 +1,7 @@
-"""The `openai` SDK's connections on asyncio's transports (`AsyncioTransport`): plain and
-TLS, on asyncio's loop and on uvloop (the services' loop), and httpx2's errors as
-before: refused, timed out, cut mid-body."""
+"""The SDKs' connections on asyncio's transports (`AsyncioTransport` for httpx2 under
+`openai`, `LegacyAsyncioTransport` for httpx under `groq`): plain and TLS, on asyncio's
+loop and on uvloop (the services' loop), and the libraries' errors as before: refused,
+timed out, cut mid-body."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import pytest
 import uvloop
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from inference.providers.asyncio_net import AsyncioTransport
+from inference.providers.asyncio_net import AsyncioTransport, LegacyAsyncioTransport
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 RUNNERS: dict[str, Run] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
@@ -30,6 +32,30 @@ BIG = 3 * (1 << 20) + 17  # past the read buffer's high water mark
 @pytest.fixture(params=sorted(RUNNERS))
 def run(request: pytest.FixtureRequest) -> Run:
     return RUNNERS[request.param]
+
+
+class Library:
+    """httpx2 or httpx: its client, its errors, and the transport made for it."""
+
+    def __init__(self, http: Any, transport: Any) -> None:
+        self.http = http
+        self._transport = transport
+
+    def client(self, verify: ssl.SSLContext | bool = True, timeout: float = 5.0) -> Any:
+        return self.http.AsyncClient(
+            transport=self._transport(verify=verify), timeout=self.http.Timeout(timeout)
+        )
+
+
+LIBRARIES = {
+    "httpx2": Library(httpx2, AsyncioTransport),
+    "httpx": Library(httpx, LegacyAsyncioTransport),
+}
+
+
+@pytest.fixture(params=sorted(LIBRARIES))
+def lib(request: pytest.FixtureRequest) -> Library:
+    return LIBRARIES[request.param]
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
@@ -103,7 +129,7 @@ def sse_server(events: list[bytes], connections: list[int]) -> Handler:
     return handle
 
 
-async def _stream(client: httpx2.AsyncClient, url: str) -> list[bytes]:
+async def _stream(client: Any, url: str) -> list[bytes]:
     async with client.stream("POST", url) as response:
         assert response.status_code == 200
         return [part async for part in response.aiter_raw()]
@@ -111,7 +137,7 @@ async def _stream(client: httpx2.AsyncClient, url: str) -> list[bytes]:
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_streams_chunk_by_chunk_and_reuses_the_connection(
-    run: Run, tls: bool, tmp_path: Path
+    run: Run, lib: Library, tls: bool, tmp_path: Path
 ) -> None:
     events = [b'data: {"n": %d}\n\n' % i for i in range(20)]
     connections: list[int] = []
@@ -128,8 +154,8 @@ def test_streams_chunk_by_chunk_and_reuses_the_connection(
         )
         port = server.sockets[0].getsockname()[1]
         scheme = "https" if tls else "http"
-        transport = AsyncioTransport(verify=client_ssl if client_ssl is not None else True)
-        async with server, httpx2.AsyncClient(transport=transport) as client:
+        verify = client_ssl if client_ssl is not None else True
+        async with server, lib.client(verify) as client:
             for host in ("127.0.0.1", "localhost"):
                 url = f"{scheme}://{host}:{port}/v1/chat/completions"
                 assert b"".join(await _stream(client, url)) == b"".join(events)
@@ -139,7 +165,7 @@ def test_streams_chunk_by_chunk_and_reuses_the_connection(
     assert len(connections) == 2  # one per host, each kept for its second request
 
 
-def test_a_large_body_arrives_whole(run: Run) -> None:
+def test_a_large_body_arrives_whole(run: Run, lib: Library) -> None:
     body = bytes(range(256)) * (BIG // 256) + b"x" * (BIG % 256)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -151,7 +177,7 @@ def test_a_large_body_arrives_whole(run: Run) -> None:
     async def scenario() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with server, httpx2.AsyncClient(transport=AsyncioTransport()) as client:
+        async with server, lib.client() as client:
             async with client.stream("GET", f"http://127.0.0.1:{port}/") as response:
                 received = b""
                 async for part in response.aiter_raw():
@@ -162,20 +188,20 @@ def test_a_large_body_arrives_whole(run: Run) -> None:
     run(scenario())
 
 
-def test_a_refused_connection_is_a_connect_error(run: Run) -> None:
+def test_a_refused_connection_is_a_connect_error(run: Run, lib: Library) -> None:
     async def scenario() -> None:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        async with httpx2.AsyncClient(transport=AsyncioTransport()) as client:
-            with pytest.raises(httpx2.ConnectError):
+        async with lib.client() as client:
+            with pytest.raises(lib.http.ConnectError):
                 await client.get(f"http://127.0.0.1:{port}/")
 
     run(scenario())
 
 
-def test_silence_is_a_read_timeout_and_a_cut_body_a_transport_error(run: Run) -> None:
+def test_silence_is_a_read_timeout_and_a_cut_body_a_transport_error(run: Run, lib: Library) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"a"))
@@ -190,12 +216,11 @@ def test_silence_is_a_read_timeout_and_a_cut_body_a_transport_error(run: Run) ->
         writer.transport.abort()
 
     async def scenario() -> None:
-        for handler, error in ((silent, httpx2.ReadTimeout), (cut, httpx2.TransportError)):
+        errors = ((silent, lib.http.ReadTimeout), (cut, lib.http.TransportError))
+        for handler, error in errors:
             server = await asyncio.start_server(handler, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
-            transport = AsyncioTransport()
-            timeout = httpx2.Timeout(0.3)
-            async with server, httpx2.AsyncClient(transport=transport, timeout=timeout) as client:
+            async with server, lib.client(timeout=0.3) as client:
                 parts: list[bytes] = []
                 with pytest.raises(error):
                     async with client.stream("GET", f"http://127.0.0.1:{port}/") as response:

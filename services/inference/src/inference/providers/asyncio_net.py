@@ -1,17 +1,18 @@
-"""The `openai` SDK's HTTP connections on asyncio's own transports instead of anyio.
+"""The SDKs' HTTP connections on asyncio's own transports instead of anyio.
 
-httpcore2 (under httpx2, under the SDK) reads and writes a connection through anyio by
-default: per read a cancel scope with its deadline, an event and several look-ups of
-the current task (each a `getpid` system call on Python 3.11). A provider streams every
-token as its own HTTP chunk, so that is one read per token: about a tenth of the
-worker's CPU under load. Here a connection is an asyncio protocol that buffers what
+httpcore (under httpx, under the SDKs; httpcore2 and httpx2 for `openai`) reads and
+writes a connection through anyio by default: per read a cancel scope with its
+deadline, an event and several look-ups of the current task (each a `getpid` system
+call on Python 3.11). A provider streams every token as its own HTTP chunk, so that is
+one read per token. Here a connection is an asyncio protocol that buffers what
 arrives, and a read takes it (one future, and one timer for its timeout, when it has to
-wait). The pool, HTTP/1.1, TLS and proxies stay httpcore2's and httpx2's; the failures
-are theirs too (`ConnectError`, `ReadError`, `ReadTimeout`, ...), so the SDK maps them
+wait). The pool, HTTP/1.1, TLS and redirects stay httpcore's and httpx's; the failures
+are theirs too (`ConnectError`, `ReadError`, `ReadTimeout`, ...), so the SDKs map them
 to the same `APIConnectionError` and `APITimeoutError` as before.
 
-This uses httpcore2's documented extension point, a network backend
-(`AsyncConnectionPool(network_backend=...)`), and httpx2's, a transport.
+This uses httpcore's documented extension point, a network backend
+(`AsyncConnectionPool(network_backend=...)`), and httpx's, a transport. Both library
+pairs have the same interfaces; the classes here take the pair's exceptions.
 """
 
 from __future__ import annotations
@@ -20,19 +21,29 @@ import asyncio
 import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from ssl import SSLContext
-from typing import Any, cast
+from types import ModuleType
+from typing import Any, NamedTuple, cast
 
+import httpcore
 import httpcore2
+import httpx
 import httpx2
 
-__all__ = ["AsyncioBackend", "AsyncioTransport", "asyncio_http_client"]
+__all__ = [
+    "AsyncioBackend",
+    "AsyncioTransport",
+    "LegacyAsyncioTransport",
+    "asyncio_http_client",
+    "legacy_asyncio_http_client",
+]
 
 # Past this many bytes read and not yet taken, the socket is not read further until
 # they are (a provider's chunks are taken as they come: it never fills in practice).
 _HIGH_WATER = 1 << 20
 
-# The `openai` SDK's own defaults for its HTTP client (`DEFAULT_CONNECTION_LIMITS`).
-DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+# The SDKs' own defaults for their HTTP clients (`DEFAULT_CONNECTION_LIMITS`).
+OPENAI_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+GROQ_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class _Connection(asyncio.Protocol):
@@ -89,16 +100,42 @@ def _expire(waiter: asyncio.Future[None], error: type[Exception]) -> None:
         waiter.set_exception(error("timed out"))
 
 
-class _Stream(httpcore2.AsyncNetworkStream):
+class _Errors(NamedTuple):
+    """The failures a connection raises, httpcore's or httpcore2's."""
+
+    connect_timeout: type[Exception]
+    connect: type[Exception]
+    read_timeout: type[Exception]
+    read: type[Exception]
+    write_timeout: type[Exception]
+    write: type[Exception]
+
+    @classmethod
+    def of(cls, core: ModuleType) -> _Errors:
+        return cls(
+            core.ConnectTimeout,
+            core.ConnectError,
+            core.ReadTimeout,
+            core.ReadError,
+            core.WriteTimeout,
+            core.WriteError,
+        )
+
+
+class _Stream:
+    """An httpcore network stream (duck-typed: the pool only calls its methods)."""
+
     def __init__(
         self,
         transport: asyncio.Transport,
         connection: _Connection,
         loop: asyncio.AbstractEventLoop,
+        errors: _Errors,
     ) -> None:
         self._transport = transport
         self._connection = connection
         self._loop = loop
+        self._errors = errors
         connection.transport = transport
 
     async def _wait(
@@ -117,12 +154,12 @@ class _Stream(httpcore2.AsyncNetworkStream):
             if not connection.closed:
                 connection.reader = self._loop.create_future()
                 try:
-                    await self._wait(connection.reader, timeout, httpcore2.ReadTimeout)
+                    await self._wait(connection.reader, timeout, self._errors.read_timeout)
                 finally:
                     connection.reader = None
             if not connection.buffer:
                 if connection.error is not None:
-                    raise httpcore2.ReadError(str(connection.error)) from connection.error
+                    raise self._errors.read(str(connection.error)) from connection.error
                 return b""  # the end of the stream
         data = connection.buffer
         if len(data) > max_bytes:
@@ -139,16 +176,16 @@ class _Stream(httpcore2.AsyncNetworkStream):
             return
         connection = self._connection
         if connection.closed or self._transport.is_closing():
-            raise httpcore2.WriteError(str(connection.error or "connection closed"))
+            raise self._errors.write(str(connection.error or "connection closed"))
         self._transport.write(buffer)
         while connection.writing_paused and not connection.closed:
             connection.writer = self._loop.create_future()
             try:
-                await self._wait(connection.writer, timeout, httpcore2.WriteTimeout)
+                await self._wait(connection.writer, timeout, self._errors.write_timeout)
             finally:
                 connection.writer = None
         if connection.error is not None:
-            raise httpcore2.WriteError(str(connection.error)) from connection.error
+            raise self._errors.write(str(connection.error)) from connection.error
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -158,7 +195,7 @@ class _Stream(httpcore2.AsyncNetworkStream):
         ssl_context: SSLContext,
         server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
+    ) -> _Stream:
         try:
             async with asyncio.timeout(timeout):
                 transport = await self._loop.start_tls(
@@ -169,13 +206,13 @@ class _Stream(httpcore2.AsyncNetworkStream):
                 )
         except TimeoutError as exc:
             self._transport.abort()
-            raise httpcore2.ConnectTimeout(str(exc)) from exc
+            raise self._errors.connect_timeout(str(exc)) from exc
         except OSError as exc:  # ssl.SSLError among them
             self._transport.abort()
-            raise httpcore2.ConnectError(str(exc)) from exc
+            raise self._errors.connect(str(exc)) from exc
         if transport is None:  # the connection was lost during the handshake
-            raise httpcore2.ConnectError("connection lost during the TLS handshake")
-        return _Stream(transport, self._connection, self._loop)
+            raise self._errors.connect("connection lost during the TLS handshake")
+        return _Stream(transport, self._connection, self._loop, self._errors)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
@@ -193,8 +230,12 @@ class _Stream(httpcore2.AsyncNetworkStream):
         return None
 
 
-class AsyncioBackend(httpcore2.AsyncNetworkBackend):
-    """httpcore2's network backend on asyncio transports (see the module's docstring)."""
+class AsyncioBackend:
+    """An httpcore (or httpcore2) network backend on asyncio transports; `core` is the
+    library whose errors it raises."""
+
+    def __init__(self, core: ModuleType = httpcore2) -> None:
+        self._errors = _Errors.of(core)
 
     async def connect_tcp(
         self,
@@ -202,8 +243,8 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
+        socket_options: Iterable[Any] | None = None,
+    ) -> _Stream:
         loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
         try:
@@ -212,66 +253,90 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
                     _Connection, host, port, local_addr=local
                 )
         except TimeoutError as exc:
-            raise httpcore2.ConnectTimeout(str(exc)) from exc
+            raise self._errors.connect_timeout(str(exc)) from exc
         except OSError as exc:
-            raise httpcore2.ConnectError(str(exc)) from exc
+            raise self._errors.connect(str(exc)) from exc
         # asyncio sets TCP_NODELAY on TCP sockets, as anyio does.
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return _Stream(transport, connection, loop)
+        return self._stream(transport, connection, loop, socket_options)
 
     async def connect_unix_socket(
         self,
         path: str,
         timeout: float | None = None,
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
+        socket_options: Iterable[Any] | None = None,
+    ) -> _Stream:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 transport, connection = await loop.create_unix_connection(_Connection, path)
         except TimeoutError as exc:
-            raise httpcore2.ConnectTimeout(str(exc)) from exc
+            raise self._errors.connect_timeout(str(exc)) from exc
         except OSError as exc:
-            raise httpcore2.ConnectError(str(exc)) from exc
+            raise self._errors.connect(str(exc)) from exc
+        return self._stream(transport, connection, loop, socket_options)
+
+    def _stream(
+        self,
+        transport: asyncio.BaseTransport,
+        connection: _Connection,
+        loop: asyncio.AbstractEventLoop,
+        socket_options: Iterable[Any] | None,
+    ) -> _Stream:
         sock = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
-        return _Stream(transport, connection, loop)
+        return _Stream(cast(asyncio.Transport, transport), connection, loop, self._errors)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-# httpcore2's failures as httpx2's (as httpx2's own transport maps them), most specific
-# first.
-_ERRORS: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
-    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
-    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
-    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
-    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
-    (httpcore2.TimeoutException, httpx2.TimeoutException),
-    (httpcore2.ConnectError, httpx2.ConnectError),
-    (httpcore2.ReadError, httpx2.ReadError),
-    (httpcore2.WriteError, httpx2.WriteError),
-    (httpcore2.NetworkError, httpx2.NetworkError),
-    (httpcore2.ProxyError, httpx2.ProxyError),
-    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
-    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
-    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
-    (httpcore2.ProtocolError, httpx2.ProtocolError),
+# The connection pool's failures as the client library's (as httpx's own transport
+# maps them), most specific first.
+_ERROR_NAMES = (
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "TimeoutException",
+    "ConnectError",
+    "ReadError",
+    "WriteError",
+    "NetworkError",
+    "ProxyError",
+    "UnsupportedProtocol",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "ProtocolError",
 )
 
 
-def _mapped(exc: Exception) -> Exception:
-    for source, target in _ERRORS:
-        if isinstance(exc, source):
-            return target(str(exc))
-    return exc
+class _Library(NamedTuple):
+    core: ModuleType  # httpcore or httpcore2
+    http: ModuleType  # httpx or httpx2
+    errors: tuple[tuple[type[Exception], type[Exception]], ...]
+
+    @classmethod
+    def of(cls, core: ModuleType, http: ModuleType) -> _Library:
+        errors = tuple((getattr(core, name), getattr(http, name)) for name in _ERROR_NAMES)
+        return cls(core, http, errors)
+
+    def mapped(self, exc: Exception) -> Exception:
+        for source, target in self.errors:
+            if isinstance(exc, source):
+                return target(str(exc))
+        return exc
 
 
-class _Body(httpx2.AsyncByteStream):
+_HTTPX2 = _Library.of(httpcore2, httpx2)
+_HTTPX = _Library.of(httpcore, httpx)
+
+
+class _Body:
+    """A response's body: the pool's stream, its failures mapped."""
+
+    _library: _Library
+
     def __init__(self, stream: AsyncIterable[bytes]) -> None:
         self._stream = stream
 
@@ -280,7 +345,7 @@ class _Body(httpx2.AsyncByteStream):
             async for part in self._stream:
                 yield part
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = self._library.mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
@@ -291,36 +356,42 @@ class _Body(httpx2.AsyncByteStream):
             try:
                 await aclose()
             except Exception as exc:
-                mapped = _mapped(exc)
+                mapped = self._library.mapped(exc)
                 if mapped is exc:
                     raise
                 raise mapped from exc
 
 
-class AsyncioTransport(httpx2.AsyncBaseTransport):
-    """httpx2's default transport (one httpcore2 connection pool, HTTP/1.1), its
-    connections on `AsyncioBackend`."""
+class _Body2(_Body, httpx2.AsyncByteStream):
+    _library = _HTTPX2
 
-    def __init__(
-        self,
-        *,
-        limits: httpx2.Limits = DEFAULT_LIMITS,
-        verify: SSLContext | str | bool = True,
-        trust_env: bool = True,
-    ) -> None:
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(verify=verify, trust_env=trust_env),
+
+class _Body1(_Body, httpx.AsyncByteStream):
+    _library = _HTTPX
+
+
+class _Transport:
+    """httpx's default transport (one connection pool, HTTP/1.1), its connections on
+    `AsyncioBackend`."""
+
+    _library: _Library
+    _body: type[_Body]
+
+    def __init__(self, *, limits: Any, verify: SSLContext | str | bool, trust_env: bool) -> None:
+        core, http = self._library.core, self._library.http
+        self._pool = core.AsyncConnectionPool(
+            ssl_context=http.create_ssl_context(verify=verify, trust_env=trust_env),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=AsyncioBackend(),
+            network_backend=AsyncioBackend(core),
         )
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        assert isinstance(request.stream, httpx2.AsyncByteStream)
-        core_request = httpcore2.Request(
+    async def handle_async_request(self, request: Any) -> Any:
+        core, http = self._library.core, self._library.http
+        core_request = core.Request(
             method=request.method,
-            url=httpcore2.URL(
+            url=core.URL(
                 scheme=request.url.raw_scheme,
                 host=request.url.raw_host,
                 port=request.url.port,
@@ -333,15 +404,14 @@ class AsyncioTransport(httpx2.AsyncBaseTransport):
         try:
             response = await self._pool.handle_async_request(core_request)
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = self._library.mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
-        assert isinstance(response.stream, AsyncIterable)
-        return httpx2.Response(
+        return http.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_Body(response.stream),
+            stream=self._body(response.stream),
             extensions=response.extensions,
         )
 
@@ -349,14 +419,57 @@ class AsyncioTransport(httpx2.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+class AsyncioTransport(_Transport, httpx2.AsyncBaseTransport):
+    """For httpx2 (the `openai` SDK)."""
+
+    _library = _HTTPX2
+    _body = _Body2
+
+    def __init__(
+        self,
+        *,
+        limits: httpx2.Limits = OPENAI_LIMITS,
+        verify: SSLContext | str | bool = True,
+        trust_env: bool = True,
+    ) -> None:
+        super().__init__(limits=limits, verify=verify, trust_env=trust_env)
+
+
+class LegacyAsyncioTransport(_Transport, httpx.AsyncBaseTransport):
+    """For httpx (the `groq` SDK)."""
+
+    _library = _HTTPX
+    _body = _Body1
+
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits = GROQ_LIMITS,
+        verify: SSLContext | str | bool = True,
+        trust_env: bool = True,
+    ) -> None:
+        super().__init__(limits=limits, verify=verify, trust_env=trust_env)
+
+
+def _proxied() -> bool:
+    """Whether the environment names a proxy: httpx ignores the environment's proxies in
+    a client given its own transport, so the SDK's own client is kept then."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+
+
 def asyncio_http_client(timeout: httpx2.Timeout) -> httpx2.AsyncClient | None:
     """An HTTP client for the `openai` SDK as its default one (its connection limits,
-    redirects followed, certificates from the environment) on `AsyncioTransport`.
-
-    None (the SDK's own client) when the environment names a proxy: httpx2 ignores the
-    environment's proxies in a client given its own transport.
-    """
-    proxies = urllib.request.getproxies()
-    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+    redirects followed, certificates from the environment) on `AsyncioTransport`;
+    None (the SDK's own) when the environment names a proxy."""
+    if _proxied():
         return None
     return httpx2.AsyncClient(transport=AsyncioTransport(), timeout=timeout, follow_redirects=True)
+
+
+def legacy_asyncio_http_client(timeout: httpx.Timeout) -> httpx.AsyncClient | None:
+    """The same for the `groq` SDK (httpx, its limits) on `LegacyAsyncioTransport`."""
+    if _proxied():
+        return None
+    transport = LegacyAsyncioTransport()
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)

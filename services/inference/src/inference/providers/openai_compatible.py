@@ -79,7 +79,7 @@ def create_openai_compatible_provider(
         api_key=api_key or _NO_KEY,
         timeout=timeouts,
         max_retries=0,
-        # Its connections on asyncio's transports: a tenth of the worker's CPU less.
+        # Its connections on asyncio's transports (see `asyncio_net`).
         http_client=asyncio_http_client(timeouts),
     )
     return OpenAICompatibleProvider(client, name=name, include_usage=include_usage)
