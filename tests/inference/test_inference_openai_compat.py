@@ -17,6 +17,7 @@ from fake_openai import (
     content_filter,
     drop_after,
     error_after,
+    garbled_after,
     ok,
     stall_after,
     status,
@@ -176,6 +177,18 @@ async def test_abrupt_drop(fake: FakeOpenAI, local: OpenAICompatibleProvider) ->
     error = await failure(local.stream(make_request()), deltas)
 
     assert deltas == ["x"]
+    assert (error.code, error.retryable, error.reached) == ("provider_unavailable", True, True)
+
+
+async def test_a_chunk_that_is_not_json_breaks_the_stream(
+    fake: FakeOpenAI, local: OpenAICompatibleProvider
+) -> None:
+    fake.script(garbled_after(2, ["a", "b", "c"]))
+    deltas: list[str] = []
+
+    error = await failure(local.stream(make_request()), deltas)
+
+    assert deltas == ["a", "b"]
     assert (error.code, error.retryable, error.reached) == ("provider_unavailable", True, True)
 
 

@@ -42,3 +42,17 @@ def test_every_single_cut() -> None:
 
 def test_an_unfinished_event_is_not_given() -> None:
     assert feed_all([b"data: x\n", b"data: y"]) == []
+
+
+LF_BODY = b': ping\ndata: {"a": 1}\n\nevent: x\ndata: one\ndata:two\n\ndata: [DONE]\n\n'
+LF_EVENTS = [b'{"a": 1}', b"one\ntwo", b"[DONE]"]
+
+
+def test_lf_only_body_cut_anywhere() -> None:
+    for cut in range(len(LF_BODY) + 1):
+        assert feed_all([LF_BODY[:cut], LF_BODY[cut:]]) == LF_EVENTS, cut
+    assert feed_all([LF_BODY[i : i + 1] for i in range(len(LF_BODY))]) == LF_EVENTS
+
+
+def test_a_cr_split_from_its_lf_by_a_block_is_one_line_end() -> None:
+    assert feed_all([b"data: a\r", b"\n\r", b"\ndata: b\n", b"\n"]) == [b"a", b"b"]

@@ -58,7 +58,7 @@ OPENAI_PATH = "/v1/chat/completions"
 RAW_PROVIDER_TEXT = "raw-provider-text org_7f3a internal detail"
 DEFAULT_CHUNKS = ("Hello", " from", " the", " fake", " provider.")
 
-Kind = Literal["ok", "status", "error_after", "drop_after", "stall_after"]
+Kind = Literal["ok", "status", "error_after", "drop_after", "stall_after", "garbled_after"]
 Flavour = Literal["groq", "openai"]
 
 
@@ -159,6 +159,11 @@ def drop_after(
 ) -> Scenario:
     """k text chunks (and the `tool_calls` deltas), then the connection is aborted mid-body."""
     return Scenario("drop_after", tuple(chunks), after=k, tool_calls=tuple(tool_calls))
+
+
+def garbled_after(k: int, chunks: Iterable[str] = DEFAULT_CHUNKS) -> Scenario:
+    """k text chunks, then an event whose data is not JSON, then the stream's end."""
+    return Scenario("garbled_after", tuple(chunks), after=k)
 
 
 def stall_after(k: int, chunks: Iterable[str] = DEFAULT_CHUNKS) -> Scenario:
@@ -347,6 +352,10 @@ class FakeOpenAI:
             await sse.event({"error": scenario.error})
             await sse.end()
             record.finish("error_frame")
+        elif scenario.kind == "garbled_after":
+            await sse.raw('{"choices": [{"delta": {"content": "cut')
+            await sse.end()
+            record.finish("garbled")
         elif scenario.kind == "drop_after":
             writer.transport.abort()
             record.finish("dropped")
@@ -424,6 +433,9 @@ class _Sse:
 
     async def event(self, data: Mapping[str, Any]) -> None:
         await self._write(f"data: {json.dumps(data)}\n\n")
+
+    async def raw(self, data: str) -> None:
+        await self._write(f"data: {data}\n\n")
 
     async def end(self) -> None:
         await self._write("data: [DONE]\n\n")

@@ -2,6 +2,7 @@
 
 from inference.app import BROKER_LOGGER, create_app
 from inference.settings import InferenceSettings
+from runtime.collection import tune_gc
 from runtime.config_errors import settings_or_exit
 from runtime.eventloop import run
 from runtime.logs import configure_logging
@@ -13,4 +14,6 @@ level = configure_logging(
     settings.log_level, broker_logger=BROKER_LOGGER, chatty=["httpx", "httpx2"]
 )
 announce_nats("inference", settings)
-run(create_app(settings).run(log_level=level))
+app = create_app(settings)
+tune_gc()
+run(app.run(log_level=level))

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from groq import AsyncGroq
 
+from inference.providers.asyncio_net import legacy_asyncio_http_client
 from inference.providers.base import ProviderRequest
 from inference.providers.openai_wire import (
     ChatMessage,
@@ -70,10 +71,13 @@ def create_groq_provider(
     `groq.GroqError` when no key is found. Retries are the failover chain's, so the SDK's
     are off. `timeout` bounds each read of the stream (the failover chain enforces the
     shorter stall time)."""
+    timeouts = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
     client = AsyncGroq(
         api_key=api_key,
         base_url=base_url,
-        timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+        timeout=timeouts,
         max_retries=0,
+        # Its connections on asyncio's transports (see `asyncio_net`).
+        http_client=legacy_asyncio_http_client(timeouts),
     )
     return GroqProvider(client, name=name)

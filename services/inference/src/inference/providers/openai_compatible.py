@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx2
 from openai import AsyncOpenAI
 
+from inference.providers.asyncio_net import asyncio_http_client
 from inference.providers.base import ProviderRequest
 from inference.providers.openai_wire import (
     ChatMessage,
@@ -72,10 +73,13 @@ def create_openai_compatible_provider(
     """`base_url` includes the API prefix (`http://localhost:11434/v1` for Ollama).
     `include_usage=False` for an engine that rejects `stream_options` (usage is then
     estimated). Retries are the failover chain's, so the SDK's are off."""
+    timeouts = httpx2.Timeout(timeout, connect=min(connect_timeout, timeout))
     client = AsyncOpenAI(
         base_url=base_url,
         api_key=api_key or _NO_KEY,
-        timeout=httpx2.Timeout(timeout, connect=min(connect_timeout, timeout)),
+        timeout=timeouts,
         max_retries=0,
+        # Its connections on asyncio's transports (see `asyncio_net`).
+        http_client=asyncio_http_client(timeouts),
     )
     return OpenAICompatibleProvider(client, name=name, include_usage=include_usage)
