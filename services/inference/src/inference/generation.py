@@ -126,7 +126,8 @@ class _Run:
     # The connection's reconnects and the events stream's leader elections when the
     # delivery began (`Outbox.disturbances`): another count at its end means NATS
     # restarted or lost the stream's leader mid-answer, and token events (core
-    # publishes) may be lost.
+    # publishes) may be lost even if acked (a stream recreated empty). Those the stream
+    # never acked are told by `Outbox.unconfirmed`, whether or not this was heard of.
     disturbances: int
 
 
@@ -208,21 +209,30 @@ class Worker:
             request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.disturbances()
         )
         try:
+            await self._deliver(run, broker, cancel)
+        finally:
+            await outbox.close()
+        return True
+
+    async def _deliver(self, run: _Run, broker: NatsBroker, cancel: CancelSignal | None) -> None:
+        """Answer one delivery of a request (its context at hand), or end it otherwise."""
+        request, alias, messages, delivery = run.request, run.alias, run.messages, run.delivery
+        try:
             routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
         except UnknownModelError:
             message = f"Model {alias!r} is not available."
             await self._fail(run, None, "", PublicError("unknown_model", message, False))
-            return True
+            return
         if any(m.images for m in messages):
             routes = seeing_images(routes, self._settings.vision_models)
             if not routes:
                 message = f"No model of {alias!r} that is configured can see images."
                 error = PublicError("unsupported_attachment", message, False)
                 await self._fail(run, None, "", error)
-                return True
+                return
         prior = await self._earlier_deliveries(run, broker)
         if prior is None:
-            return True
+            return
         if prior.billed is not None:
             run.bill.add(prior.billed)
         if prior.gap or prior.lost_since(request.requested_at):
@@ -244,17 +254,17 @@ class Worker:
             run = replace(run, disturbances=-1)
         if prior.attempts >= self._settings.max_generation_attempts:
             await self._give_up(run, prior, routes)
-            return True
+            return
         if cancel is not None and await cancel.settled():
             # Cancelled while queued (or between two deliveries): no provider is called.
             await self._report_interrupted(run, prior, routes)
             await self._cancelled(run, Cancelled(None, prior.provider), prior.text)
-            return True
+            return
         if prior.tool_calls:
             # A function call cut off by a crash cannot be continued: the reply ends.
             await self._report_interrupted(run, prior, routes)
             await self._fail(run, prior.provider, prior.text, _TOOL_CALL_CUT)
-            return True
+            return
         if prior.started:
             # Reported first (once, by its attempt id): the retrying event then carries
             # the bill with it, for the deliveries after this one.
@@ -264,7 +274,6 @@ class Worker:
             )
             await run.outbox.event(request.conversation_id, retrying, billed=run.bill.total())
         await self._stream(run, routes, prior, cancel)
-        return True
 
     async def _end_again(
         self, request: GenerationRequested, stored: StoredMessage, alias: str, broker: NatsBroker
@@ -601,17 +610,26 @@ class Worker:
         await self._end(run, spent, event, text)
 
     async def _resync(self, run: _Run, text: str) -> None:
-        """After a reconnect or a leader election of the events stream mid-answer, the
-        whole text, acked by the stream: the token events sent while NATS was away, or
-        while the stream had no leader, may be missing from it (and from clients)."""
-        if run.outbox.disturbances() == run.disturbances:
-            return
+        """The whole text, acked by the stream, when clients may lack some of it: the
+        stream did not ack every token event of the reply (it had no leader when they
+        came, and dropped them), or NATS reconnected or the stream changed leader
+        mid-answer (a stream recreated empty acked what it then lost)."""
         request = run.request
-        log.info(
-            "reply %s: NATS reconnected or the events stream changed leader mid-answer; "
-            "sending its whole text",
-            request.message_id,
-        )
+        if run.outbox.disturbances() != run.disturbances:
+            log.info(
+                "reply %s: NATS reconnected or the events stream changed leader mid-answer; "
+                "sending its whole text",
+                request.message_id,
+            )
+        elif missing := await run.outbox.unconfirmed():
+            log.info(
+                "reply %s: %d of its events were not acked by the events stream; "
+                "sending its whole text",
+                request.message_id,
+                missing,
+            )
+        else:
+            return
         resync = ResyncEvent(message_id=request.message_id, content=text)
         await run.outbox.event(request.conversation_id, resync, billed=run.bill.total())
 
@@ -635,8 +653,8 @@ class Worker:
     ) -> None:
         """Account the reply's call (when one was made), then publish its terminal event,
         after the whole text if some tokens may be lost. The check comes last, after the
-        acked publishes of the record and the usage: an election that ended while the
-        reply did has been heard of by then."""
+        acked publishes of the record and the usage: the stream's acks of the reply's
+        token events are in by then, and it seldom waits for them."""
         if spent is not None:
             await self._usage(run, spent)
         await self._resync(run, text)
