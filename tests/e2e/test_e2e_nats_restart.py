@@ -1,4 +1,5 @@
-"""A restarted nats-server: the (memory) events stream is recreated and nothing is lost."""
+"""A restarted nats-server: the (memory) events stream is recreated and nothing is lost;
+and a stream that drops token events unseen: the client is given the whole text."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from apiclients import joined_tokens, sse_events, sse_message
 from stacks import FAST_ENV, running_stack, stored_messages, wait_ready
 from websockets.asyncio.client import connect
 
+from contracts import subjects, topology
 from devstack.natsserver import NatsServer
 from devstack.runner import DevStack
 
@@ -103,4 +107,52 @@ async def test_a_nats_restart_mid_answer_keeps_the_live_tokens_equal_to_the_stor
     messages = await stored_messages(base, conversation, 2)
     assert messages[1]["status"] == "complete"
     # What the client shows (tokens, then the resync's whole text) is the stored answer.
+    assert messages[1]["content"] == joined_tokens(events, reply)
+
+
+async def test_token_events_the_stream_drops_unseen_are_made_good_before_the_end(
+    slow_stack: DevStack, nats_server: NatsServer
+) -> None:
+    """As when the node leading the events stream dies in a cluster and the others elect
+    another, but without the advisory or a reconnect: mid-answer, the stream stops taking
+    the conversation's subject until a token event has gone by (dropped), then takes it
+    again. The worker sees that the stream did not ack it."""
+    base = slow_stack.gateway_url
+    conversation = f"ng-{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    passing = await nc.subscribe(subjects.events(conversation))
+    await nc.flush()
+    config = (await js.stream_info(topology.EVENTS_STREAM)).config
+    events: list[dict[str, Any]] = []
+    dropped = ""
+    body = {"content": "a long story about lighthouses and their keepers"}
+    try:
+        async for event in sse_events(base, conversation, body, timeout=120):
+            events.append(event)
+            if event["type"] == "token" and not dropped and len(events) > 6:
+                elsewhere = [f"{subjects.PREFIX}.events.elsewhere"]
+                await js.update_stream(replace(config, subjects=elsewhere))
+                # A token event the server routed after the stream stopped taking it.
+                seen = passing.pending_msgs
+                while True:
+                    msg = await passing.next_msg(timeout=30)
+                    seen -= 1
+                    if seen < 0 and b'"type":"token"' in msg.data:
+                        dropped = json.loads(msg.data)["content"]
+                        break
+                await js.update_stream(config)
+    finally:
+        await nc.close()
+    assert dropped
+    reply = next(e for e in events if e["type"] == "start")["message_id"]
+    assert [e["type"] for e in events if e["type"] in ("resync", "done", "error")] == [
+        "resync",
+        "done",
+    ]
+    messages = await stored_messages(base, conversation, 2)
+    assert messages[1]["status"] == "complete"
+    # The client missed some tokens, and shows the stored answer all the same.
+    tokens = "".join(e["content"] for e in events if e["type"] == "token")
+    assert tokens != messages[1]["content"]
     assert messages[1]["content"] == joined_tokens(events, reply)

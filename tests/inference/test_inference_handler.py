@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import Mock
 
 from faststream.nats import NatsBroker, TestNatsBroker
 
@@ -10,6 +11,7 @@ from contracts import subjects, topology
 from contracts.events import (
     ConversationEvent,
     GenerationFinished,
+    ResyncEvent,
     UsageReported,
 )
 from contracts.rpc import ContextReply, ContextRequest, Pong
@@ -47,6 +49,8 @@ async def test_handler_streams_then_stores_accounts_and_ends(make_request: Any, 
 
     request = make_request("Tell me about TestNatsBroker")
     async with TestNatsBroker(broker) as br:
+        # The in-memory connection (a mock) gives the inbox the stream's acks would come to.
+        broker.connection.new_inbox = Mock(return_value="_INBOX.handler")
         await br.publish(request, subjects.GENERATE, stream=topology.WORK_STREAM)
 
         # The handler only admits the request; its generation runs on in a task.
@@ -57,11 +61,13 @@ async def test_handler_streams_then_stores_accounts_and_ends(make_request: Any, 
         pong = await br.request(None, subjects.ping("inference"))
 
     # Start, status and tokens go out as raw core publishes on the connection, which the
-    # in-memory broker does not route (the real-server tests read them from the stream).
-    assert [e.type for e in events] == ["done"]
+    # in-memory broker does not route (the real-server tests read them from the stream):
+    # no stream acks them, so the whole text comes before the end.
+    assert [e.type for e in events] == ["resync", "done"]
     tokens = demo_answer(request.content, 12)
     [stored] = finished
     assert stored.content == "".join(tokens) and stored.message_id == request.message_id
+    assert isinstance(events[0], ResyncEvent) and events[0].content == stored.content
     [reported] = usage
     assert reported.outcome == "completed" and reported.usage.completion_tokens == len(tokens)
     assert [a.user_message_id for a in asked] == [request.user_message_id]

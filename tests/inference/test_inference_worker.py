@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -632,6 +633,82 @@ async def test_a_leader_election_of_the_events_stream_mid_answer_ends_with_a_res
     [finished] = await bus.finished(request)
     assert events[-2].content == finished.content == "part0 part1 "
     # An election before a reply began does not concern it.
+    later = make_request("And then?")
+    await bus.publish(later)
+    await bus.wait_ended(later)
+    assert "resync" not in kinds(await bus.events(later))
+    await bus.wait_idle()
+
+
+def shown(events: list[Any]) -> str:
+    """The reply's text as a client builds it: its tokens joined, a `resync` replacing
+    what came before it."""
+    text = ""
+    for event in events:
+        if isinstance(event, TokenEvent):
+            text += event.content
+        elif isinstance(event, ResyncEvent):
+            text = event.content
+    return text
+
+
+class LosesATokenEvent:
+    """A provider in the middle of whose first answer the events stream drops a token
+    event without a word, as a cluster's does while the node leading it is lost and the
+    others elect another, but the worker hears no advisory and does not reconnect: the
+    stream stops taking the conversation's subject until that event has gone by (`passing`,
+    a subscriber of the test, sees it go by), then takes it again."""
+
+    name = "demo"
+
+    def __init__(self, nc: Any, passing: Any) -> None:
+        self.nc = nc
+        self.passing = passing
+        self.answers = 0
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[str | Completion]:
+        self.answers += 1
+        if self.answers > 1:  # only the first answer loses one
+            yield "part0 part1 part2 "
+            yield Completion(usage=Usage.of(7, 3), finish_reason="stop")
+            return
+        js = self.nc.jetstream()
+        config = (await js.stream_info(topology.EVENTS_STREAM)).config
+        yield "part0 "
+        await self.gone_by("part0")  # stored: it went by before the stream stopped taking it
+        elsewhere = [f"{subjects.PREFIX}.events.elsewhere"]
+        await js.update_stream(replace(config, subjects=elsewhere))
+        yield "part1 "
+        await self.gone_by("part1")  # dropped: it came after
+        await js.update_stream(config)
+        yield "part2 "
+        yield Completion(usage=Usage.of(7, 3), finish_reason="stop")
+
+    async def gone_by(self, content: str) -> None:
+        while content.encode() not in (await self.passing.next_msg(timeout=10)).data:
+            pass
+
+
+async def test_a_token_event_the_stream_dropped_unheard_of_ends_with_a_resync(
+    settings: Any, memory: Any, bus: Any, make_request: Any, start_worker: Any, nc: Any
+) -> None:
+    request = make_request()
+    passing = await nc.subscribe(subjects.events(request.conversation_id))
+    await nc.flush()
+    provider = LosesATokenEvent(nc, passing)
+    await start_worker(
+        settings.model_copy(update={"token_coalesce_ms": 0}), providers={"demo": provider}
+    )
+    await bus.publish(request)
+    await bus.wait_ended(request)
+    events = await bus.events(request)
+    [finished] = await bus.finished(request)
+    assert finished.content == "part0 part1 part2 "
+    # The stream lacks a token event: the client is given the whole text before the end.
+    assert "".join(e.content for e in events if isinstance(e, TokenEvent)) == "part0 part2 "
+    assert kinds(events)[-2:] == ["resync", "done"]
+    assert shown(events) == finished.content
+    # A reply the stream holds whole gets no resync.
     later = make_request("And then?")
     await bus.publish(later)
     await bus.wait_ended(later)

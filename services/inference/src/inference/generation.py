@@ -126,7 +126,8 @@ class _Run:
     # The connection's reconnects and the events stream's leader elections when the
     # delivery began (`Outbox.disturbances`): another count at its end means NATS
     # restarted or lost the stream's leader mid-answer, and token events (core
-    # publishes) may be lost.
+    # publishes) may be lost even if acked (a stream recreated empty). Those the stream
+    # never acked are told by `Outbox.unconfirmed`, whether or not this was heard of.
     disturbances: int
 
 
@@ -189,7 +190,8 @@ class Worker:
         broker: NatsBroker,
         cancel: CancelSignal | None = None,
     ) -> bool:
-        """Run one delivery; False when it should be tried again later (memory is away).
+        """Run one delivery; False when it should be tried again later (memory is away, or
+        an earlier delivery is still answering it).
 
         Publishes every outcome; raises when NATS fails, leaving the request unfinished.
         `cancel`: the user's stop button for this request.
@@ -207,6 +209,15 @@ class Worker:
         run = _Run(
             request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.disturbances()
         )
+        try:
+            return await self._deliver(run, broker, cancel)
+        finally:
+            await outbox.close()
+
+    async def _deliver(self, run: _Run, broker: NatsBroker, cancel: CancelSignal | None) -> bool:
+        """Answer one delivery of a request (its context at hand), or end it otherwise;
+        False when it should be tried again later (an earlier delivery is still on it)."""
+        request, alias, messages, delivery = run.request, run.alias, run.messages, run.delivery
         try:
             routes = resolve(alias, self._table, self._providers.keys(), self._default_models)
         except UnknownModelError:
@@ -632,17 +643,26 @@ class Worker:
         await self._end(run, spent, event, text)
 
     async def _resync(self, run: _Run, text: str) -> None:
-        """After a reconnect or a leader election of the events stream mid-answer, the
-        whole text, acked by the stream: the token events sent while NATS was away, or
-        while the stream had no leader, may be missing from it (and from clients)."""
-        if run.outbox.disturbances() == run.disturbances:
-            return
+        """The whole text, acked by the stream, when clients may lack some of it: the
+        stream did not ack every token event of the reply (it had no leader when they
+        came, and dropped them), or NATS reconnected or the stream changed leader
+        mid-answer (a stream recreated empty acked what it then lost)."""
         request = run.request
-        log.info(
-            "reply %s: NATS reconnected or the events stream changed leader mid-answer; "
-            "sending its whole text",
-            request.message_id,
-        )
+        if run.outbox.disturbances() != run.disturbances:
+            log.info(
+                "reply %s: NATS reconnected or the events stream changed leader mid-answer; "
+                "sending its whole text",
+                request.message_id,
+            )
+        elif missing := await run.outbox.unconfirmed():
+            log.info(
+                "reply %s: %d of its events were not acked by the events stream; "
+                "sending its whole text",
+                request.message_id,
+                missing,
+            )
+        else:
+            return
         resync = ResyncEvent(message_id=request.message_id, content=text)
         await run.outbox.event(request.conversation_id, resync, billed=run.bill.total())
 
@@ -666,8 +686,8 @@ class Worker:
     ) -> None:
         """Account the reply's call (when one was made), then publish its terminal event,
         after the whole text if some tokens may be lost. The check comes last, after the
-        acked publishes of the record and the usage: an election that ended while the
-        reply did has been heard of by then."""
+        acked publishes of the record and the usage: the stream's acks of the reply's
+        token events are in by then, and it seldom waits for them."""
         if spent is not None:
             await self._usage(run, spent)
         await self._resync(run, text)

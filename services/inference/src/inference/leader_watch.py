@@ -2,8 +2,10 @@
 
 A `token` event is a core publish: while the events stream has no leader (the node
 leading it died, the others have not elected a new one yet) it is dropped without a
-word, and the worker's connection, to another node, never notices. The advisory of the
-next election is how it learns that some of a reply's events may be missing.
+word, and the worker's connection, to another node, never notices. The stream's acks
+tell which were dropped (`inference.receipts`); the advisory of the election, when it
+comes in time, also covers an event acked and then lost in the failover (the stream's
+replicas keep it in memory only).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from contracts.events import (
 )
 from inference.coalescing import PublishTokens
 from inference.leader_watch import LeaderWatch
+from inference.receipts import Receipts
 
 __all__ = ["BILLED_HEADER", "TOKENS_HEADER", "Outbox"]
 
@@ -33,17 +34,22 @@ BILLED_HEADER = "Livechat-Billed"
 
 
 class Outbox:
+    """What one delivery of a reply publishes (one outbox per delivery)."""
+
     def __init__(
         self, broker: NatsBroker, *, timeout: float = 5.0, leaders: LeaderWatch | None = None
     ) -> None:
         self._broker = broker
         self._timeout = timeout
         self._leaders = leaders
+        # The stream's acks of the events published without waiting (`unconfirmed`).
+        self._receipts = Receipts(broker.connection)
 
     def tokens(self, conversation_id: str, message_id: str) -> PublishTokens:
         """The publisher of one reply's `token` events.
 
-        Core publish: the events stream captures it, and one connection keeps the order.
+        Core publish: the events stream captures it, and one connection keeps the order;
+        its ack is not waited for (`unconfirmed` counts those that did not come).
         Raw, without FastStream's headers: the bytes of the event are all a reader needs.
         This runs once per event: the subject and the event's JSON around its content
         are made once per reply, only the content is serialised per event.
@@ -51,13 +57,15 @@ class Outbox:
         subject = subjects.events(conversation_id)
         head, tail = _token_json(message_id)
         publish = self._broker.connection.publish
+        reply_to = self._receipts.reply_to
 
         async def send(text: str, count: int) -> None:
             data = head + to_json(text) + tail
             if count == 1:
-                await publish(subject, data)
+                await publish(subject, data, await reply_to())
             else:
-                await publish(subject, data, headers={TOKENS_HEADER: str(count)})
+                headers = {TOKENS_HEADER: str(count)}
+                await publish(subject, data, await reply_to(), headers=headers)
 
         return send
 
@@ -67,8 +75,21 @@ class Outbox:
         Waiting for the store's ack of start and then of status held the first token
         back by two round trips; ordered on the one connection, they still come first.
         """
-        data = event.__pydantic_serializer__.to_json(event)
-        await self._broker.connection.publish(subjects.events(conversation_id), data)
+        await self._unacked(conversation_id, event.__pydantic_serializer__.to_json(event))
+
+    async def unconfirmed(self) -> int:
+        """How many of the events published without waiting (tokens, start, tool-call
+        pieces) the events stream has not acked, the last one's ack waited for up to the
+        publish timeout: 0 when it holds them all (see `inference.receipts`)."""
+        return await self._receipts.missing(self._timeout)
+
+    async def close(self) -> None:
+        """The delivery is over: its events' acks are no longer listened for."""
+        await self._receipts.close()
+
+    async def _unacked(self, conversation_id: str, data: bytes) -> None:
+        subject = subjects.events(conversation_id)
+        await self._broker.connection.publish(subject, data, await self._receipts.reply_to())
 
     def disturbances(self) -> int:
         """How often the connection reconnected (NATS restarted, or its node was lost)
@@ -79,8 +100,7 @@ class Outbox:
 
     async def tool_call(self, conversation_id: str, event: ToolCallEvent) -> None:
         """A piece of a function call, published like a token: raw, ordered with them."""
-        data = event.__pydantic_serializer__.to_json(event)
-        await self._broker.connection.publish(subjects.events(conversation_id), data)
+        await self._unacked(conversation_id, event.__pydantic_serializer__.to_json(event))
 
     async def flush(self) -> None:
         await self._broker.connection.flush(timeout=int(max(self._timeout, 1)))
