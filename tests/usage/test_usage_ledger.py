@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import event as sql_event
 from sqlalchemy import func, inspect, select
 
 from contracts import ids
@@ -107,3 +109,40 @@ async def test_totals_since_a_time(ledger: Ledger, report: Report) -> None:
 
     assert reply.totals.requests == 1
     assert reply.totals.total_tokens == 4
+
+
+def _commits(ledger: Ledger) -> list[None]:
+    """One item per transaction the ledger's engine commits from now on."""
+    commits: list[None] = []
+    sql_event.listen(ledger.engine.sync_engine, "commit", lambda _: commits.append(None))
+    return commits
+
+
+async def test_published_marks_ride_with_the_next_batch_in_one_commit(
+    ledger: Ledger, report: Report
+) -> None:
+    first, second = report(), report()
+    await ledger.record(first)
+    commits = _commits(ledger)
+
+    # A long wait for its own transaction: the next batch comes first and marks it.
+    marked = asyncio.create_task(ledger.published([first.attempt_id], within=60))
+    await asyncio.sleep(0)
+    assert not marked.done()
+    await ledger.record(second)
+    await asyncio.wait_for(marked, 10)
+
+    assert len(commits) == 1  # the batch and the mark: one transaction
+    again = await ledger.record(first)  # a redelivered report: not to republish
+    assert again.published and not again.inserted
+
+
+async def test_published_marks_commit_on_their_own_when_no_batch_comes(
+    ledger: Ledger, report: Report
+) -> None:
+    event = report()
+    await ledger.record(event)
+
+    await asyncio.wait_for(ledger.published([event.attempt_id], within=0.01), 10)
+
+    assert (await ledger.record(event)).published

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,10 +10,11 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
+from usage.marks import PendingMarks, Round
 from usage.prices import PriceTable
 from usage.tables import DailyRow, LedgerRow
 
@@ -55,6 +57,11 @@ class Ledger:
         self.engine = engine
         self._clock = clock
         self._prices = prices or PriceTable({})
+        # Rows whose analytics copies are out, marked by the next transaction.
+        self._pending = PendingMarks()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._mark_within = 0.0
+        self._flushes: set[asyncio.Task[None]] = set()
         # Built once: building a statement costs more CPU than running it.
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = (
@@ -98,43 +105,29 @@ class Ledger:
         recorded_at = self._clock()
         rows = [_row_values(event, recorded_at, self._prices) for event in events]
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
-        # The insert comes first so that SQLite takes the write lock at once
-        # (a read-then-write transaction could fail instead of waiting).
-        async with self.engine.begin() as connection:
-            inserted = set((await connection.execute(self._insert, rows)).scalars())
-            stored: dict[str, UsageRecorded] = {}
-            for row in rows:
-                if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
-                    stored[row["attempt_id"]] = _entry(row)
-            # The daily totals grow in the same transaction, by the rows inserted only.
-            added: dict[tuple[str, str], int] = {}
-            counted = set(inserted)
-            for row in rows:
-                if row["attempt_id"] in counted:
-                    counted.discard(row["attempt_id"])  # repeated within the batch
-                    key = (row["user_id"], utc_day(row["occurred_at"]))
-                    added[key] = added.get(key, 0) + row["total_tokens"]
-            days: dict[tuple[str, str], int] = {}
-            if added:
-                increments = [
-                    {"user_id": user, "day": day, "total_tokens": tokens}
-                    for (user, day), tokens in sorted(added.items())  # one lock order
-                ]
-                for total in await connection.execute(self._add_daily, increments):
-                    days[(total.user_id, total.day)] = int(total.total_tokens)
-            wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
-            if wanted:
-                query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
-                for total in await connection.execute(self._select_daily, query):
-                    days.setdefault((total.user_id, total.day), int(total.total_tokens))
-            # Recorded before (a redelivery): the entry first stored, unchanged.
-            held = [attempt for attempt in attempts if attempt not in stored]
-            published: set[str] = set()
-            if held:
-                for found in await connection.execute(self._select, {"attempts": held}):
-                    stored[found.attempt_id] = _entry(found._mapping)
-                    if found.published_at is not None:
-                        published.add(found.attempt_id)
+        # The rows waiting for their published mark get it in this transaction.
+        marking = self._take_marks()
+        try:
+            async with self.engine.begin() as connection:
+                # The insert comes first so that SQLite takes the write lock at once
+                # (a read-then-write transaction could fail instead of waiting).
+                inserted = set((await connection.execute(self._insert, rows)).scalars())
+                if marking is not None:
+                    # Before the held rows are read: a redelivered report of a row
+                    # marked here is not republished.
+                    await connection.execute(
+                        self._mark_published,
+                        {"attempts": marking.attempts, "at": recorded_at},
+                    )
+                days, stored, published = await self._complete(
+                    connection, events, rows, inserted, attempts
+                )
+        except BaseException:
+            if marking is not None:
+                self._put_back(marking)
+            raise
+        if marking is not None:
+            marking.settle()
         results = []
         for event in events:
             # A report repeated within the batch: only its first copy inserted the row.
@@ -145,14 +138,108 @@ class Ledger:
             results.append(Recorded(entry, first, day_total, entry.attempt_id in published))
         return results
 
+    async def _complete(
+        self,
+        connection: AsyncConnection,
+        events: Sequence[UsageReported],
+        rows: list[dict[str, Any]],
+        inserted: set[str],
+        attempts: list[str],
+    ) -> tuple[dict[tuple[str, str], int], dict[str, UsageRecorded], set[str]]:
+        """In the transaction of `record_many`, after its insert: the day totals of the
+        batch's users, each attempt's stored entry, and the attempts already published."""
+        stored: dict[str, UsageRecorded] = {}
+        for row in rows:
+            if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
+                stored[row["attempt_id"]] = _entry(row)
+        # The daily totals grow in the same transaction, by the rows inserted only.
+        added: dict[tuple[str, str], int] = {}
+        counted = set(inserted)
+        for row in rows:
+            if row["attempt_id"] in counted:
+                counted.discard(row["attempt_id"])  # repeated within the batch
+                key = (row["user_id"], utc_day(row["occurred_at"]))
+                added[key] = added.get(key, 0) + row["total_tokens"]
+        days: dict[tuple[str, str], int] = {}
+        if added:
+            increments = [
+                {"user_id": user, "day": day, "total_tokens": tokens}
+                for (user, day), tokens in sorted(added.items())  # one lock order
+            ]
+            for total in await connection.execute(self._add_daily, increments):
+                days[(total.user_id, total.day)] = int(total.total_tokens)
+        wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
+        if wanted:
+            query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
+            for total in await connection.execute(self._select_daily, query):
+                days.setdefault((total.user_id, total.day), int(total.total_tokens))
+        # Recorded before (a redelivery): the entry first stored, unchanged.
+        held = [attempt for attempt in attempts if attempt not in stored]
+        published: set[str] = set()
+        if held:
+            for found in await connection.execute(self._select, {"attempts": held}):
+                stored[found.attempt_id] = _entry(found._mapping)
+                if found.published_at is not None:
+                    published.add(found.attempt_id)
+        return days, stored, published
+
     async def mark_published(self, attempts: Sequence[str]) -> None:
-        """Note that these entries' analytics copies are on the stream."""
+        """Note that these entries' analytics copies are on the stream, in a transaction
+        of its own."""
         if not attempts:
             return
         async with self.engine.begin() as connection:
             await connection.execute(
                 self._mark_published, {"attempts": list(attempts), "at": self._clock()}
             )
+
+    async def published(self, attempts: Sequence[str], *, within: float) -> None:
+        """Note that these entries' analytics copies are on the stream; returns once a
+        committed transaction marked them, else raises its error. That is the next
+        `record_many`'s (one commit for both) or, when none starts within `within`
+        seconds, one of their own."""
+        if not attempts:
+            return
+        done = self._pending.add(attempts)
+        self._mark_within = within
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(within, self._flush_marks)
+        # Shared by everyone in the round: a cancelled waiter leaves it to the others.
+        await asyncio.shield(done)
+
+    def _take_marks(self) -> Round | None:
+        taken = self._pending.take()
+        if taken is not None and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        return taken
+
+    def _put_back(self, taken: Round) -> None:
+        # The transaction failed: the marks wait for the next one, or their own.
+        self._pending.put_back(taken)
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self._mark_within, self._flush_marks)
+
+    def _flush_marks(self) -> None:
+        self._flush_timer = None
+        taken = self._pending.take()
+        if taken is None:
+            return
+        flush = asyncio.get_running_loop().create_task(self._mark_alone(taken))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _mark_alone(self, taken: Round) -> None:
+        try:
+            await self.mark_published(taken.attempts)
+        except BaseException as error:
+            taken.settle(error)  # their reports are redelivered, and republished
+            if not isinstance(error, Exception):
+                raise
+        else:
+            taken.settle()
 
     async def totals(
         self,
