@@ -10,9 +10,11 @@ from sqlalchemy import event as sql_event
 from sqlalchemy import func, inspect, select
 
 from contracts import ids
-from contracts.events import UsageReported
+from contracts.events import UsageRecorded, UsageReported
 from usage import Ledger, migrate
 from usage.database import VERSION_TABLE
+from usage.entries import ENTRY_COLUMNS, USAGE_COLUMNS
+from usage.prices import Price, PriceTable
 from usage.tables import LedgerRow
 
 Report = Callable[..., UsageReported]
@@ -146,3 +148,15 @@ async def test_published_marks_commit_on_their_own_when_no_batch_comes(
     await asyncio.wait_for(ledger.published([event.attempt_id], within=0.01), 10)
 
     assert (await ledger.record(event)).published
+
+
+async def test_an_entry_is_published_as_its_model_serializes(
+    ledger: Ledger, report: Report
+) -> None:
+    priced = Ledger(ledger.engine, prices=PriceTable({"demo": Price(input=0.5, output=1.5)}))
+    for recorded in (await ledger.record(report()), await priced.record(report())):
+        assert recorded.entry_json() == recorded.entry.model_dump_json().encode()
+        assert UsageRecorded.model_validate_json(recorded.entry_json()) == recorded.entry
+    # Every column of the ledger is part of the entry, but its bookkeeping.
+    columns = {column.name for column in LedgerRow.__table__.columns}
+    assert columns == {*ENTRY_COLUMNS, *USAGE_COLUMNS, "published_at"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -12,8 +12,9 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts.events import Usage, UsageRecorded, UsageReported
+from contracts.events import UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
+from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
 from usage.marks import PendingMarks, Round
 from usage.prices import PriceTable
 from usage.tables import DailyRow, LedgerRow
@@ -36,16 +37,33 @@ def utc_day(moment: datetime) -> str:
     return day.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recorded:
     """The ledger entry of an attempt; `inserted` is False when it was already there."""
 
-    entry: UsageRecorded
+    # The entry's row as stored (the values inserted, or read back).
+    row: Row
     inserted: bool
     # Tokens the user spent on the entry's UTC day, this entry included.
     day_total: int = 0
     # Its analytics copy was published already (`Ledger.mark_published`).
     published: bool = False
+    _entry: UsageRecorded | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def attempt_id(self) -> str:
+        return str(self.row["attempt_id"])
+
+    @property
+    def entry(self) -> UsageRecorded:
+        """The entry as its analytics event (built when first asked for)."""
+        if self._entry is None:
+            self._entry = entry_of(self.row)
+        return self._entry
+
+    def entry_json(self) -> bytes:
+        """`entry` as JSON, straight from the row."""
+        return entry_json(self.row)
 
 
 class Ledger:
@@ -134,8 +152,8 @@ class Ledger:
             first = event.attempt_id in inserted
             inserted.discard(event.attempt_id)
             day_total = days.get((event.user_id, utc_day(event.occurred_at)), 0)
-            entry = stored[event.attempt_id]
-            results.append(Recorded(entry, first, day_total, entry.attempt_id in published))
+            attempt = event.attempt_id
+            results.append(Recorded(stored[attempt], first, day_total, attempt in published))
         return results
 
     async def _complete(
@@ -145,13 +163,13 @@ class Ledger:
         rows: list[dict[str, Any]],
         inserted: set[str],
         attempts: list[str],
-    ) -> tuple[dict[tuple[str, str], int], dict[str, UsageRecorded], set[str]]:
+    ) -> tuple[dict[tuple[str, str], int], dict[str, Row], set[str]]:
         """In the transaction of `record_many`, after its insert: the day totals of the
         batch's users, each attempt's stored entry, and the attempts already published."""
-        stored: dict[str, UsageRecorded] = {}
+        stored: dict[str, Row] = {}
         for row in rows:
             if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
-                stored[row["attempt_id"]] = _entry(row)
+                stored[row["attempt_id"]] = row
         # The daily totals grow in the same transaction, by the rows inserted only.
         added: dict[tuple[str, str], int] = {}
         counted = set(inserted)
@@ -178,7 +196,7 @@ class Ledger:
         published: set[str] = set()
         if held:
             for found in await connection.execute(self._select, {"attempts": held}):
-                stored[found.attempt_id] = _entry(found._mapping)
+                stored[found.attempt_id] = dict(found._mapping)
                 if found.published_at is not None:
                     published.add(found.attempt_id)
         return days, stored, published
@@ -305,7 +323,7 @@ class Ledger:
             .limit(limit + 1)
         )
         async with self.engine.connect() as connection:
-            rows = [_entry(row._mapping) for row in await connection.execute(query)]
+            rows = [entry_of(dict(row._mapping)) for row in await connection.execute(query)]
         cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -337,17 +355,9 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(at), attempt
 
 
-# The token counts are columns of their own; every other column is a field of the
-# same name on both the report and the entry.
-_USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
-# The ledger's own bookkeeping, not part of an entry.
-_BOOKKEEPING = ("published_at",)
-_ENTRY_COLUMNS = tuple(
-    c.name for c in _TABLE.columns if c.name not in (*_USAGE_COLUMNS, *_BOOKKEEPING)
-)
 # Set when recorded, not carried by the report.
 _REPORT_COLUMNS = tuple(
-    name for name in _ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}
+    name for name in ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}
 )
 
 
@@ -374,15 +384,6 @@ def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable)
 
 def _as_utc(moment: datetime) -> datetime:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _entry(row: Any) -> UsageRecorded:
-    # Not validated again: the row holds a validated report, in the field types
-    # (the columns map onto them, times come back as UTC), and this runs per entry.
-    return UsageRecorded.model_construct(
-        usage=Usage.model_construct(**{name: row[name] for name in _USAGE_COLUMNS}),
-        **{name: row[name] for name in _ENTRY_COLUMNS},
-    )
 
 
 def _totals(values: tuple[Any, ...]) -> UsageTotals:

@@ -96,7 +96,7 @@ class ReportConsumer:
         if self._metrics is not None:
             for result in results:
                 if result.inserted:
-                    self._metrics.recorded(result.entry)
+                    self._metrics.recorded(result.row)
         return results
 
     async def _settle(
@@ -155,7 +155,7 @@ class ReportConsumer:
         assert self._republisher is not None
         errors = await self._republisher.publish(recorded)
         fresh = [
-            result.entry.attempt_id
+            result.attempt_id
             for result, error in zip(recorded, errors, strict=True)
             if error is None and not result.published
         ]
