@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts.events import UsageRecorded, UsageReported
+from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
 from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
 from usage.marks import PendingMarks, Round
@@ -120,7 +120,7 @@ class Ledger:
 
     async def record_many(self, events: Sequence[UsageReported]) -> list[Recorded]:
         """`record` for each report, in one transaction (all of them or none)."""
-        recorded_at = self._clock()
+        recorded_at = _as_utc(self._clock())
         rows = [_row_values(event, recorded_at, self._prices) for event in events]
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
         # The rows waiting for their published mark get it in this transaction.
@@ -362,22 +362,27 @@ _REPORT_COLUMNS = tuple(
 
 
 def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable) -> dict[str, Any]:
-    usage = event.usage
-    row = {name: getattr(event, name) for name in _REPORT_COLUMNS}
-    row.update(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        # As stored and read back: UTC (the entry of an inserted row is this dict).
-        occurred_at=_as_utc(event.occurred_at),
-        recorded_at=_as_utc(recorded_at),
-        cost_usd=prices.cost(
+    """The ledger row of `event` (`recorded_at` in UTC already); runs per report."""
+    fields = event.__dict__  # a validated model's field values, read without getattr
+    usage: Usage = fields["usage"]
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    row = {name: fields[name] for name in _REPORT_COLUMNS}
+    row["prompt_tokens"] = prompt
+    row["completion_tokens"] = completion
+    row["total_tokens"] = usage.total_tokens
+    # As stored and read back: UTC (the entry of an inserted row is this dict).
+    row["occurred_at"] = _as_utc(fields["occurred_at"])
+    row["recorded_at"] = recorded_at
+    row["cost_usd"] = (
+        prices.cost(
             alias=event.model,
             provider=event.provider,
             provider_model=event.provider_model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        ),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+        if prices
+        else None
     )
     return row
 
