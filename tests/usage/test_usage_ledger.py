@@ -6,12 +6,13 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import event as sql_event
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from contracts import ids
 from contracts.events import UsageRecorded, UsageReported
-from usage import Ledger, migrate
+from usage import Ledger, create_engine, migrate
 from usage.database import VERSION_TABLE
 from usage.entries import ENTRY_COLUMNS, USAGE_COLUMNS
 from usage.prices import Price, PriceTable
@@ -160,3 +161,28 @@ async def test_an_entry_is_published_as_its_model_serializes(
     # Every column of the ledger is part of the entry, but its bookkeeping.
     columns = {column.name for column in LedgerRow.__table__.columns}
     assert columns == {*ENTRY_COLUMNS, *USAGE_COLUMNS, "published_at"}
+
+
+@pytest.mark.postgres
+async def test_a_connection_dropped_while_idle_in_the_pool_is_replaced(
+    postgres_url: str, report: Report
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await migrate(engine)
+        ledger = Ledger(engine)
+        await ledger.record(report())
+        async with engine.connect() as connection:  # the pooled one the next batch gets
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = create_engine(postgres_url)
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        finally:
+            await admin.dispose()
+        await asyncio.sleep(1.5)  # idle past the ping threshold: pinged before use
+
+        assert (await ledger.record(report(prompt=3))).inserted
+        assert (await ledger.totals("alice")).totals.requests == 2
+    finally:
+        await engine.dispose()
