@@ -79,6 +79,9 @@ class ReportConsumer:
             batch=settings.usage_fetch_batch,
             wait=settings.usage_fetch_wait_seconds,
             depth=_DEPTH,
+            # A pull takes the reports that come within the fetch wait: at low traffic,
+            # a commit, budget write and republish for several, not one each.
+            fill=True,
             # Under this service's own inbox, the only one its NATS user may read.
             inbox_prefix=settings.nats_pull_inbox_prefix(),
         )
