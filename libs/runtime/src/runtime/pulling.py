@@ -41,10 +41,11 @@ class PullLoop:
     takes what comes within `wait` after it, up to `batch` (nats-py's fetch returns
     with the first message that arrives: at low traffic one message a pull, so a
     handling per message); without, what that one fetch returned. One that got
-    nothing makes the loop idle: it then asks for one message at a time, each pull waiting up
-    to `idle_wait` seconds, and hands that message on at once, so that an idle
-    consumer costs one pull request per `idle_wait` instead of two per `wait` (with a
-    short `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
+    nothing makes the loop idle: it then asks for one message at a time, each pull
+    waiting up to `idle_wait` seconds, and hands that message on at once (with
+    `fill`, with those that come within `wait` after it), so that an idle consumer
+    costs one pull request per `idle_wait` instead of two per `wait` (with a short
+    `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
     the next pull overlaps the commit of the previous one.
     """
 
@@ -113,8 +114,11 @@ class PullLoop:
                 try:
                     if idle:
                         messages = await subscription.fetch(1, timeout=self._idle_wait)
+                        if self._fill:
+                            messages = await self._filled(subscription, messages)
                     elif self._fill:
-                        messages = await self._filled(subscription)
+                        first = await subscription.fetch(self._batch, timeout=self._wait)
+                        messages = await self._filled(subscription, first)
                     else:
                         messages = await subscription.fetch(self._batch, timeout=self._wait)
                 except TimeoutError:  # nothing came (nats-py's errors subclass it)
@@ -138,11 +142,12 @@ class PullLoop:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
-    async def _filled(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to `batch` messages: the first that comes within `wait`, then those that
-        come within `wait` after it; TimeoutError: none came."""
+    async def _filled(
+        self, subscription: JetStreamContext.PullSubscription, messages: list[Msg]
+    ) -> list[Msg]:
+        """`messages` (just fetched) and those that come within `wait` after them, up
+        to `batch` in all."""
         loop = asyncio.get_running_loop()
-        messages = await subscription.fetch(self._batch, timeout=self._wait)
         # The first message waits at most `wait` for others to join it.
         deadline = loop.time() + self._wait
         needed = self._batch - len(messages)
