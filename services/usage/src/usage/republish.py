@@ -10,9 +10,10 @@ after the commit that inserted it.
 Every entry carries a msg id of its attempt. An entry recorded before (a
 redelivered report) is published again only while its ledger row says it was not
 (`published_at`, set once its copy is on the stream: JetStream's dedupe by msg id
-lasts a window only, a usage service may be down longer; only a crash in the
-moment between the PubAck and that mark's commit, followed by an outage longer
-than the window, would still store it twice); it is published
+lasts a window only, a usage service may be down longer; the mark is committed
+with the next batch, within about twice the fetch wait, and the report acked only
+after it: only a crash between the PubAck and that commit, followed by an outage
+longer than the window, would still store it twice); it is published
 alone, so JetStream drops it if it is there already; an atomic batch
 that failed (a server without atomic batches, a lost PubAck, a batch holding a
 duplicate id) is published that way too. The plain publishes of a batch are all
