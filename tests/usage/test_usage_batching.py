@@ -159,3 +159,54 @@ async def test_an_idle_consumer_asks_for_work_rarely_and_still_takes_it(
     finally:
         await app.stop()
         await engine.dispose()
+
+
+class CountingLedger(Ledger):
+    """The real ledger, counting the reports of each transaction."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.batch_sizes: list[int] = []
+
+    async def record_many(self, events: Sequence[UsageReported]) -> list[Recorded]:
+        self.batch_sizes.append(len(events))
+        return await super().record_many(events)
+
+
+async def test_reports_trickling_in_within_the_fetch_wait_share_one_batch(
+    nc: Client, nats_url: str, sqlite_url: str, tmp_path: Path, report: Report
+) -> None:
+    # Few reports, one after the other, at an idle consumer: one commit, budget write
+    # and republish for all of them, not one each.
+    settings = UsageSettings(
+        nats_url=nats_url,
+        data_dir=tmp_path / "data",
+        database_url=sqlite_url,
+        usage_fetch_wait_seconds=3.0,
+    )
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    ledger = CountingLedger(engine)
+    app = create_app(settings, ledger=ledger)
+    await app.start()
+    try:
+        js = nc.jetstream()
+        for n in range(1, 6):
+            event = report(prompt=n, completion=0)
+            await js.publish(
+                subjects.USAGE_REPORTED,
+                event.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+            )
+            await asyncio.sleep(0.02)
+        request = UsageTotalsRequest(user_id="alice").model_dump_json().encode()
+        async with asyncio.timeout(30):
+            while True:
+                answer = await nc.request(subjects.USAGE_TOTALS, request, timeout=5)
+                if UsageTotalsReply.model_validate_json(answer.data).totals.prompt_tokens == 15:
+                    break
+                await asyncio.sleep(0.05)
+        assert ledger.batch_sizes == [5]
+    finally:
+        await app.stop()
+        await engine.dispose()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, inspect, select
+import pytest
+from sqlalchemy import event as sql_event
+from sqlalchemy import func, inspect, select, text
 
 from contracts import ids
-from contracts.events import UsageReported
-from usage import Ledger, migrate
+from contracts.events import UsageRecorded, UsageReported
+from usage import Ledger, create_engine, migrate
 from usage.database import VERSION_TABLE
+from usage.entries import ENTRY_COLUMNS, USAGE_COLUMNS
+from usage.prices import Price, PriceTable
 from usage.tables import LedgerRow
 
 Report = Callable[..., UsageReported]
@@ -107,3 +112,77 @@ async def test_totals_since_a_time(ledger: Ledger, report: Report) -> None:
 
     assert reply.totals.requests == 1
     assert reply.totals.total_tokens == 4
+
+
+def _commits(ledger: Ledger) -> list[None]:
+    """One item per transaction the ledger's engine commits from now on."""
+    commits: list[None] = []
+    sql_event.listen(ledger.engine.sync_engine, "commit", lambda _: commits.append(None))
+    return commits
+
+
+async def test_published_marks_ride_with_the_next_batch_in_one_commit(
+    ledger: Ledger, report: Report
+) -> None:
+    first, second = report(), report()
+    await ledger.record(first)
+    commits = _commits(ledger)
+
+    # A long wait for its own transaction: the next batch comes first and marks it.
+    marked = asyncio.create_task(ledger.published([first.attempt_id], within=60))
+    await asyncio.sleep(0)
+    assert not marked.done()
+    await ledger.record(second)
+    await asyncio.wait_for(marked, 10)
+
+    assert len(commits) == 1  # the batch and the mark: one transaction
+    again = await ledger.record(first)  # a redelivered report: not to republish
+    assert again.published and not again.inserted
+
+
+async def test_published_marks_commit_on_their_own_when_no_batch_comes(
+    ledger: Ledger, report: Report
+) -> None:
+    event = report()
+    await ledger.record(event)
+
+    await asyncio.wait_for(ledger.published([event.attempt_id], within=0.01), 10)
+
+    assert (await ledger.record(event)).published
+
+
+async def test_an_entry_is_published_as_its_model_serializes(
+    ledger: Ledger, report: Report
+) -> None:
+    priced = Ledger(ledger.engine, prices=PriceTable({"demo": Price(input=0.5, output=1.5)}))
+    for recorded in (await ledger.record(report()), await priced.record(report())):
+        assert recorded.entry_json() == recorded.entry.model_dump_json().encode()
+        assert UsageRecorded.model_validate_json(recorded.entry_json()) == recorded.entry
+    # Every column of the ledger is part of the entry, but its bookkeeping.
+    columns = {column.name for column in LedgerRow.__table__.columns}
+    assert columns == {*ENTRY_COLUMNS, *USAGE_COLUMNS, "published_at"}
+
+
+@pytest.mark.postgres
+async def test_a_connection_dropped_while_idle_in_the_pool_is_replaced(
+    postgres_url: str, report: Report
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await migrate(engine)
+        ledger = Ledger(engine)
+        await ledger.record(report())
+        async with engine.connect() as connection:  # the pooled one the next batch gets
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = create_engine(postgres_url)
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        finally:
+            await admin.dispose()
+        await asyncio.sleep(1.5)  # idle past the ping threshold: pinged before use
+
+        assert (await ledger.record(report(prompt=3))).inserted
+        assert (await ledger.totals("alice")).totals.requests == 2
+    finally:
+        await engine.dispose()

@@ -113,6 +113,7 @@ class BatchConsumer(Generic[E, R]):
     error)` logs the terminated one (ids and error types only). `write` commits events
     (concurrent pulls share a transaction when they meet; `systemic` errors, e.g.
     `runtime.sql.database_unavailable`, fail a whole batch); `settle` acks or retries.
+    `fill`: each pull takes what comes within `wait` (see `PullLoop`).
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class BatchConsumer(Generic[E, R]):
         depth: int,
         inbox_prefix: bytes | None,
         systemic: Callable[[Exception], bool],
+        fill: bool = False,
     ) -> None:
         self._decode = decode
         self._invalid = invalid
@@ -144,6 +146,7 @@ class BatchConsumer(Generic[E, R]):
             wait=wait,
             depth=depth,
             inbox_prefix=inbox_prefix,
+            fill=fill,
         )
 
     async def start(self, js: JetStreamContext) -> None:

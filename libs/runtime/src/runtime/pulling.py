@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -26,17 +27,25 @@ Handle = Callable[[list[Msg]], Coroutine[Any, Any, None]]
 _RETRY_SECONDS = 0.5
 # How long the pull of an idle loop waits for a message.
 IDLE_WAIT_SECONDS = 1.0
+# A batch being filled is handed on when less than this is left of its wait.
+_FILL_SLACK_SECONDS = 0.002
+# How long past its expiry the end of a lingering pull request is waited for.
+_FILL_GRACE_SECONDS = 0.5
 
 
 class PullLoop:
     """Pulls up to `batch` messages at a time and hands each pull to `handle`, which
     settles every message of it (ack, nak or term).
 
-    A pull waits at most `wait` seconds in all to fill its batch. One that got nothing
-    makes the loop idle: it then asks for one message at a time, each pull waiting up
-    to `idle_wait` seconds, and hands that message on at once, so that an idle
-    consumer costs one pull request per `idle_wait` instead of two per `wait` (with a
-    short `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
+    A pull waits at most `wait` seconds for a first message; with `fill`, it then
+    takes what comes within `wait` after it, up to `batch` (nats-py's fetch returns
+    with the first message that arrives: at low traffic one message a pull, so a
+    handling per message); without, what that one fetch returned. One that got
+    nothing makes the loop idle: it then asks for one message at a time, each pull
+    waiting up to `idle_wait` seconds, and hands that message on at once (with
+    `fill`, with those that come within `wait` after it), so that an idle consumer
+    costs one pull request per `idle_wait` instead of two per `wait` (with a short
+    `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
     the next pull overlaps the commit of the previous one.
     """
 
@@ -51,6 +60,7 @@ class PullLoop:
         depth: int,
         inbox_prefix: bytes | None = None,
         idle_wait: float = IDLE_WAIT_SECONDS,
+        fill: bool = False,
     ) -> None:
         self._handle = handle
         self._stream = stream
@@ -60,6 +70,7 @@ class PullLoop:
         self._depth = depth
         self._inbox_prefix = inbox_prefix
         self._idle_wait = max(idle_wait, wait)
+        self._fill = fill
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -103,6 +114,11 @@ class PullLoop:
                 try:
                     if idle:
                         messages = await subscription.fetch(1, timeout=self._idle_wait)
+                        if self._fill:
+                            messages = await self._filled(subscription, messages)
+                    elif self._fill:
+                        first = await subscription.fetch(self._batch, timeout=self._wait)
+                        messages = await self._filled(subscription, first)
                     else:
                         messages = await subscription.fetch(self._batch, timeout=self._wait)
                 except TimeoutError:  # nothing came (nats-py's errors subclass it)
@@ -125,6 +141,39 @@ class PullLoop:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _filled(
+        self, subscription: JetStreamContext.PullSubscription, messages: list[Msg]
+    ) -> list[Msg]:
+        """`messages` (just fetched) and those that come within `wait` after them, up
+        to `batch` in all."""
+        loop = asyncio.get_running_loop()
+        # The first message waits at most `wait` for others to join it.
+        deadline = loop.time() + self._wait
+        needed = self._batch - len(messages)
+        remaining = deadline - loop.time()
+        if needed <= 0 or remaining < _FILL_SLACK_SECONDS or self._stopping:
+            return messages
+        # The rest through one pull request that lingers until it expires or the batch
+        # is full (nats-py's fetch asks `no_wait`: one request per message that comes).
+        request = {"batch": needed, "expires": int(remaining * 1e9)}
+        await subscription._nc.publish(
+            subscription._nms, json.dumps(request).encode(), subscription._deliver
+        )
+        while needed > 0:
+            try:
+                message = await subscription._sub.next_msg(
+                    timeout=deadline - loop.time() + _FILL_GRACE_SECONDS
+                )
+            except TimeoutError:
+                break  # its end went missing: what came is handed on
+            status = JetStreamContext.is_status_msg(message)
+            if status is None:
+                messages.append(message)
+                needed -= 1
+            elif status != "100":  # not a heartbeat: this (or an older) request ended
+                break
+        return messages
 
     def _settled(self, batch: asyncio.Task[None]) -> None:
         self._batches.discard(batch)

@@ -6,6 +6,7 @@ SQLite (embedded) and PostgreSQL via asyncpg (production) behave alike through t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
@@ -52,17 +53,30 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def create_engine(url: str, **pool: Any) -> AsyncEngine:
+def create_engine(url: str, *, ping_idle_after: float | None = None, **pool: Any) -> AsyncEngine:
     """An async engine for `url`; `pool`: PostgreSQL pool options (pool_size, ...).
+
+    A PostgreSQL connection is pinged before each use (three round trips with
+    asyncpg), or with `ping_idle_after` only when it sat unused in the pool longer
+    than that many seconds: one used just before is trusted, and were it dropped
+    since (the server restarted), its statement fails, and the pool replaces every
+    connection it held then.
 
     hide_parameters: a database error's text would otherwise carry message contents.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # Recycled before PostgreSQL or a proxy drops an idle connection.
-        return create_async_engine(
-            url, hide_parameters=True, pool_pre_ping=True, pool_recycle=1800, **pool
+        engine = create_async_engine(
+            url,
+            hide_parameters=True,
+            pool_pre_ping=ping_idle_after is None,
+            pool_recycle=1800,
+            **pool,
         )
+        if ping_idle_after is not None:
+            _ping_when_idle(engine, ping_idle_after)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # The driver's `timeout` is SQLite's busy timeout.
@@ -71,6 +85,27 @@ def create_engine(url: str, **pool: Any) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
+    """Ping a connection on checkout only when it was idle more than `seconds`."""
+    target = engine.sync_engine
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= seconds:
+            return  # new, or used just before
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            # The pool drops this one and checks out another (a new one if need be).
+            raise DisconnectionError from error
+
+    event.listen(target, "checkin", checked_in)
+    event.listen(target, "checkout", checked_out)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -65,8 +65,8 @@ class DailyTotals:
             return
         latest: dict[str, int] = {}
         for result in results:
-            entry = result.entry
-            key = budget_key(entry.user_id, utc_day(entry.occurred_at))
+            row = result.row
+            key = budget_key(row["user_id"], utc_day(row["occurred_at"]))
             latest[key] = max(latest.get(key, 0), result.day_total)
         async with self._lock:
             todo = {key: total for key, total in latest.items() if self._above(key, total)}

@@ -14,8 +14,13 @@ VERSION_TABLE = "usage_alembic_version"
 _MIGRATION_LOCK_KEY = 0x75736167  # "usag"
 
 
+# The report consumer commits many times a second: a connection back in the pool
+# for less than this is used without a ping first (see `runtime.sql.create_engine`).
+_PING_IDLE_AFTER_SECONDS = 1.0
+
+
 def create_engine(url: str) -> AsyncEngine:
-    return sql.create_engine(url)
+    return sql.create_engine(url, ping_idle_after=_PING_IDLE_AFTER_SECONDS)
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:

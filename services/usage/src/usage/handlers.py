@@ -47,7 +47,8 @@ def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
         title="usage.reported",
         description=(
             "UsageReported: one per generation attempt; recorded in the ledger once, "
-            "acked after the commit and the republished entry's PubAck."
+            "acked after the commit, the republished entry's PubAck and the commit "
+            "that marks it published."
         ),
     )
 

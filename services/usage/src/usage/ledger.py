@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
+from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
+from usage.marks import PendingMarks, Round
 from usage.prices import PriceTable
 from usage.tables import DailyRow, LedgerRow
 
@@ -34,16 +37,33 @@ def utc_day(moment: datetime) -> str:
     return day.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recorded:
     """The ledger entry of an attempt; `inserted` is False when it was already there."""
 
-    entry: UsageRecorded
+    # The entry's row as stored (the values inserted, or read back).
+    row: Row
     inserted: bool
     # Tokens the user spent on the entry's UTC day, this entry included.
     day_total: int = 0
     # Its analytics copy was published already (`Ledger.mark_published`).
     published: bool = False
+    _entry: UsageRecorded | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def attempt_id(self) -> str:
+        return str(self.row["attempt_id"])
+
+    @property
+    def entry(self) -> UsageRecorded:
+        """The entry as its analytics event (built when first asked for)."""
+        if self._entry is None:
+            self._entry = entry_of(self.row)
+        return self._entry
+
+    def entry_json(self) -> bytes:
+        """`entry` as JSON, straight from the row."""
+        return entry_json(self.row)
 
 
 class Ledger:
@@ -55,6 +75,11 @@ class Ledger:
         self.engine = engine
         self._clock = clock
         self._prices = prices or PriceTable({})
+        # Rows whose analytics copies are out, marked by the next transaction.
+        self._pending = PendingMarks()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._mark_within = 0.0
+        self._flushes: set[asyncio.Task[None]] = set()
         # Built once: building a statement costs more CPU than running it.
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = (
@@ -95,64 +120,144 @@ class Ledger:
 
     async def record_many(self, events: Sequence[UsageReported]) -> list[Recorded]:
         """`record` for each report, in one transaction (all of them or none)."""
-        recorded_at = self._clock()
+        recorded_at = _as_utc(self._clock())
         rows = [_row_values(event, recorded_at, self._prices) for event in events]
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
-        # The insert comes first so that SQLite takes the write lock at once
-        # (a read-then-write transaction could fail instead of waiting).
-        async with self.engine.begin() as connection:
-            inserted = set((await connection.execute(self._insert, rows)).scalars())
-            stored: dict[str, UsageRecorded] = {}
-            for row in rows:
-                if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
-                    stored[row["attempt_id"]] = _entry(row)
-            # The daily totals grow in the same transaction, by the rows inserted only.
-            added: dict[tuple[str, str], int] = {}
-            counted = set(inserted)
-            for row in rows:
-                if row["attempt_id"] in counted:
-                    counted.discard(row["attempt_id"])  # repeated within the batch
-                    key = (row["user_id"], utc_day(row["occurred_at"]))
-                    added[key] = added.get(key, 0) + row["total_tokens"]
-            days: dict[tuple[str, str], int] = {}
-            if added:
-                increments = [
-                    {"user_id": user, "day": day, "total_tokens": tokens}
-                    for (user, day), tokens in sorted(added.items())  # one lock order
-                ]
-                for total in await connection.execute(self._add_daily, increments):
-                    days[(total.user_id, total.day)] = int(total.total_tokens)
-            wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
-            if wanted:
-                query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
-                for total in await connection.execute(self._select_daily, query):
-                    days.setdefault((total.user_id, total.day), int(total.total_tokens))
-            # Recorded before (a redelivery): the entry first stored, unchanged.
-            held = [attempt for attempt in attempts if attempt not in stored]
-            published: set[str] = set()
-            if held:
-                for found in await connection.execute(self._select, {"attempts": held}):
-                    stored[found.attempt_id] = _entry(found._mapping)
-                    if found.published_at is not None:
-                        published.add(found.attempt_id)
+        # The rows waiting for their published mark get it in this transaction.
+        marking = self._take_marks()
+        try:
+            async with self.engine.begin() as connection:
+                # The insert comes first so that SQLite takes the write lock at once
+                # (a read-then-write transaction could fail instead of waiting).
+                inserted = set((await connection.execute(self._insert, rows)).scalars())
+                if marking is not None:
+                    # Before the held rows are read: a redelivered report of a row
+                    # marked here is not republished.
+                    await connection.execute(
+                        self._mark_published,
+                        {"attempts": marking.attempts, "at": recorded_at},
+                    )
+                days, stored, published = await self._complete(
+                    connection, events, rows, inserted, attempts
+                )
+        except BaseException:
+            if marking is not None:
+                self._put_back(marking)
+            raise
+        if marking is not None:
+            marking.settle()
         results = []
         for event in events:
             # A report repeated within the batch: only its first copy inserted the row.
             first = event.attempt_id in inserted
             inserted.discard(event.attempt_id)
             day_total = days.get((event.user_id, utc_day(event.occurred_at)), 0)
-            entry = stored[event.attempt_id]
-            results.append(Recorded(entry, first, day_total, entry.attempt_id in published))
+            attempt = event.attempt_id
+            results.append(Recorded(stored[attempt], first, day_total, attempt in published))
         return results
 
+    async def _complete(
+        self,
+        connection: AsyncConnection,
+        events: Sequence[UsageReported],
+        rows: list[dict[str, Any]],
+        inserted: set[str],
+        attempts: list[str],
+    ) -> tuple[dict[tuple[str, str], int], dict[str, Row], set[str]]:
+        """In the transaction of `record_many`, after its insert: the day totals of the
+        batch's users, each attempt's stored entry, and the attempts already published."""
+        stored: dict[str, Row] = {}
+        for row in rows:
+            if row["attempt_id"] in inserted and row["attempt_id"] not in stored:
+                stored[row["attempt_id"]] = row
+        # The daily totals grow in the same transaction, by the rows inserted only.
+        added: dict[tuple[str, str], int] = {}
+        counted = set(inserted)
+        for row in rows:
+            if row["attempt_id"] in counted:
+                counted.discard(row["attempt_id"])  # repeated within the batch
+                key = (row["user_id"], utc_day(row["occurred_at"]))
+                added[key] = added.get(key, 0) + row["total_tokens"]
+        days: dict[tuple[str, str], int] = {}
+        if added:
+            increments = [
+                {"user_id": user, "day": day, "total_tokens": tokens}
+                for (user, day), tokens in sorted(added.items())  # one lock order
+            ]
+            for total in await connection.execute(self._add_daily, increments):
+                days[(total.user_id, total.day)] = int(total.total_tokens)
+        wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
+        if wanted:
+            query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
+            for total in await connection.execute(self._select_daily, query):
+                days.setdefault((total.user_id, total.day), int(total.total_tokens))
+        # Recorded before (a redelivery): the entry first stored, unchanged.
+        held = [attempt for attempt in attempts if attempt not in stored]
+        published: set[str] = set()
+        if held:
+            for found in await connection.execute(self._select, {"attempts": held}):
+                stored[found.attempt_id] = dict(found._mapping)
+                if found.published_at is not None:
+                    published.add(found.attempt_id)
+        return days, stored, published
+
     async def mark_published(self, attempts: Sequence[str]) -> None:
-        """Note that these entries' analytics copies are on the stream."""
+        """Note that these entries' analytics copies are on the stream, in a transaction
+        of its own."""
         if not attempts:
             return
         async with self.engine.begin() as connection:
             await connection.execute(
                 self._mark_published, {"attempts": list(attempts), "at": self._clock()}
             )
+
+    async def published(self, attempts: Sequence[str], *, within: float) -> None:
+        """Note that these entries' analytics copies are on the stream; returns once a
+        committed transaction marked them, else raises its error. That is the next
+        `record_many`'s (one commit for both) or, when none starts within `within`
+        seconds, one of their own."""
+        if not attempts:
+            return
+        done = self._pending.add(attempts)
+        self._mark_within = within
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(within, self._flush_marks)
+        # Shared by everyone in the round: a cancelled waiter leaves it to the others.
+        await asyncio.shield(done)
+
+    def _take_marks(self) -> Round | None:
+        taken = self._pending.take()
+        if taken is not None and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        return taken
+
+    def _put_back(self, taken: Round) -> None:
+        # The transaction failed: the marks wait for the next one, or their own.
+        self._pending.put_back(taken)
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self._mark_within, self._flush_marks)
+
+    def _flush_marks(self) -> None:
+        self._flush_timer = None
+        taken = self._pending.take()
+        if taken is None:
+            return
+        flush = asyncio.get_running_loop().create_task(self._mark_alone(taken))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _mark_alone(self, taken: Round) -> None:
+        try:
+            await self.mark_published(taken.attempts)
+        except BaseException as error:
+            taken.settle(error)  # their reports are redelivered, and republished
+            if not isinstance(error, Exception):
+                raise
+        else:
+            taken.settle()
 
     async def totals(
         self,
@@ -218,7 +323,7 @@ class Ledger:
             .limit(limit + 1)
         )
         async with self.engine.connect() as connection:
-            rows = [_entry(row._mapping) for row in await connection.execute(query)]
+            rows = [entry_of(dict(row._mapping)) for row in await connection.execute(query)]
         cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -250,52 +355,40 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(at), attempt
 
 
-# The token counts are columns of their own; every other column is a field of the
-# same name on both the report and the entry.
-_USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
-# The ledger's own bookkeeping, not part of an entry.
-_BOOKKEEPING = ("published_at",)
-_ENTRY_COLUMNS = tuple(
-    c.name for c in _TABLE.columns if c.name not in (*_USAGE_COLUMNS, *_BOOKKEEPING)
-)
 # Set when recorded, not carried by the report.
 _REPORT_COLUMNS = tuple(
-    name for name in _ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}
+    name for name in ENTRY_COLUMNS if name not in {"occurred_at", "recorded_at", "cost_usd"}
 )
 
 
 def _row_values(event: UsageReported, recorded_at: datetime, prices: PriceTable) -> dict[str, Any]:
-    usage = event.usage
-    row = {name: getattr(event, name) for name in _REPORT_COLUMNS}
-    row.update(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        # As stored and read back: UTC (the entry of an inserted row is this dict).
-        occurred_at=_as_utc(event.occurred_at),
-        recorded_at=_as_utc(recorded_at),
-        cost_usd=prices.cost(
+    """The ledger row of `event` (`recorded_at` in UTC already); runs per report."""
+    fields = event.__dict__  # a validated model's field values, read without getattr
+    usage: Usage = fields["usage"]
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    row = {name: fields[name] for name in _REPORT_COLUMNS}
+    row["prompt_tokens"] = prompt
+    row["completion_tokens"] = completion
+    row["total_tokens"] = usage.total_tokens
+    # As stored and read back: UTC (the entry of an inserted row is this dict).
+    row["occurred_at"] = _as_utc(fields["occurred_at"])
+    row["recorded_at"] = recorded_at
+    row["cost_usd"] = (
+        prices.cost(
             alias=event.model,
             provider=event.provider,
             provider_model=event.provider_model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        ),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+        if prices
+        else None
     )
     return row
 
 
 def _as_utc(moment: datetime) -> datetime:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _entry(row: Any) -> UsageRecorded:
-    # Not validated again: the row holds a validated report, in the field types
-    # (the columns map onto them, times come back as UTC), and this runs per entry.
-    return UsageRecorded.model_construct(
-        usage=Usage.model_construct(**{name: row[name] for name in _USAGE_COLUMNS}),
-        **{name: row[name] for name in _ENTRY_COLUMNS},
-    )
 
 
 def _totals(values: tuple[Any, ...]) -> UsageTotals:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from contracts.events import UsageRecorded
 from runtime.metrics import ConsumerBacklog
+from usage.entries import Row
 
 __all__ = ["UsageMetrics"]
 
@@ -56,19 +56,20 @@ class UsageMetrics:
 
         self._children: dict[tuple[str, str, str], _Children] = {}
 
-    def recorded(self, entry: UsageRecorded) -> None:
-        key = (entry.provider, entry.provider_model, entry.outcome)
+    def recorded(self, row: Row) -> None:
+        """Count the ledger entry inserted as `row`."""
+        key = (row["provider"], row["provider_model"], row["outcome"])
         children = self._children.get(key)
         if children is None:  # label lookups cost more than the updates: once per key
             children = self._children[key] = _Children(self, *key)
-        children.tokens_in.inc(entry.usage.prompt_tokens)
-        children.tokens_out.inc(entry.usage.completion_tokens)
+        children.tokens_in.inc(row["prompt_tokens"])
+        children.tokens_out.inc(row["completion_tokens"])
         children.attempts.inc()
-        if entry.cost_usd:
-            children.cost.inc(entry.cost_usd)
-        if entry.time_to_first_token_ms is not None:
-            children.ttft.observe(entry.time_to_first_token_ms / 1000)
-        children.duration.observe(entry.duration_ms / 1000)
+        if row["cost_usd"]:
+            children.cost.inc(row["cost_usd"])
+        if row["time_to_first_token_ms"] is not None:
+            children.ttft.observe(row["time_to_first_token_ms"] / 1000)
+        children.duration.observe(row["duration_ms"] / 1000)
 
     async def observe_consumer(self, js: JetStreamContext, stream: str, consumer: str) -> None:
         await self.backlog.observe(js, stream, consumer)

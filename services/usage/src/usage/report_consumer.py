@@ -3,7 +3,9 @@
 Per pull: decode every report (a malformed one is terminated, it would fail on every
 redelivery), record them in one transaction, copy the day totals to the budget
 bucket, republish the batch's ledger entries (all sent at once, their PubAcks awaited
-together), then ack each report. A report whose commit or republish failed is
+together), then ack each report once the entries republished are marked so in the
+ledger: by the next batch's transaction (one commit per batch), or by one of their
+own when no batch comes soon. A report whose commit, republish or mark failed is
 redelivered after a delay.
 """
 
@@ -61,6 +63,9 @@ class ReportConsumer:
         self._daily = daily
         self._metrics = metrics
         self._retry_delay = settings.usage_retry_delay_seconds
+        # Long enough for the next pull (which waits up to the fetch wait) to bring a
+        # batch whose transaction marks this one's entries published.
+        self._mark_within = 2 * settings.usage_fetch_wait_seconds
         self._republisher: Republisher | None = None
         self._consumer: BatchConsumer[UsageReported, Recorded] = BatchConsumer(
             decode=UsageReported.model_validate_json,
@@ -74,6 +79,9 @@ class ReportConsumer:
             batch=settings.usage_fetch_batch,
             wait=settings.usage_fetch_wait_seconds,
             depth=_DEPTH,
+            # A pull takes the reports that come within the fetch wait: at low traffic,
+            # a commit, budget write and republish for several, not one each.
+            fill=True,
             # Under this service's own inbox, the only one its NATS user may read.
             inbox_prefix=settings.nats_pull_inbox_prefix(),
         )
@@ -91,7 +99,7 @@ class ReportConsumer:
         if self._metrics is not None:
             for result in results:
                 if result.inserted:
-                    self._metrics.recorded(result.entry)
+                    self._metrics.recorded(result.row)
         return results
 
     async def _settle(
@@ -150,12 +158,14 @@ class ReportConsumer:
         assert self._republisher is not None
         errors = await self._republisher.publish(recorded)
         fresh = [
-            result.entry.attempt_id
+            result.attempt_id
             for result, error in zip(recorded, errors, strict=True)
             if error is None and not result.published
         ]
         try:
-            await self._ledger.mark_published(list(dict.fromkeys(fresh)))
+            # Marked by the next batch's transaction (one commit per batch), or by one
+            # of their own when none comes soon; the reports are acked after it.
+            await self._ledger.published(list(dict.fromkeys(fresh)), within=self._mark_within)
         except Exception as exc:
             # Published but not marked: the reports come back, and are republished
             # (JetStream drops them within its window).

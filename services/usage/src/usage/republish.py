@@ -10,9 +10,10 @@ after the commit that inserted it.
 Every entry carries a msg id of its attempt. An entry recorded before (a
 redelivered report) is published again only while its ledger row says it was not
 (`published_at`, set once its copy is on the stream: JetStream's dedupe by msg id
-lasts a window only, a usage service may be down longer; only a crash in the
-moment between the PubAck and that mark's commit, followed by an outage longer
-than the window, would still store it twice); it is published
+lasts a window only, a usage service may be down longer; the mark is committed
+with the next batch, within about twice the fetch wait, and the report acked only
+after it: only a crash between the PubAck and that commit, followed by an outage
+longer than the window, would still store it twice); it is published
 alone, so JetStream drops it if it is there already; an atomic batch
 that failed (a server without atomic batches, a lost PubAck, a batch holding a
 duplicate id) is published that way too. The plain publishes of a batch are all
@@ -30,7 +31,6 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from contracts import ids, subjects
-from contracts.events import UsageRecorded
 from usage.atomic import MAX_MESSAGES, publish_batch
 from usage.ledger import Recorded
 
@@ -50,15 +50,15 @@ class Republisher:
     async def publish(self, results: Sequence[Recorded]) -> list[BaseException | None]:
         """Publish the entry of each result; per result, None once JetStream holds it,
         else the error (a refusal, a lost connection, no PubAck in time)."""
-        fresh: dict[str, UsageRecorded] = {}  # inserted by this batch: never published
-        alone: dict[str, UsageRecorded] = {}
+        fresh: dict[str, Recorded] = {}  # inserted by this batch: never published
+        alone: dict[str, Recorded] = {}
         for result in results:
             if result.inserted:  # only a repeated report's first copy inserted its row
-                fresh[result.entry.attempt_id] = result.entry
+                fresh[result.attempt_id] = result
         for result in results:
-            attempt = result.entry.attempt_id
+            attempt = result.attempt_id
             if attempt not in fresh and not result.published:
-                alone.setdefault(attempt, result.entry)
+                alone.setdefault(attempt, result)
         batched = list(fresh.values())
         retried = list(alone.values())
         if len(batched) < _ATOMIC_MIN:
@@ -68,17 +68,17 @@ class Republisher:
             if not await self._atomic(chunk):
                 retried.extend(chunk)
         errors = await self._one_by_one(retried)
-        return [errors.get(result.entry.attempt_id) for result in results]
+        return [errors.get(result.attempt_id) for result in results]
 
-    async def _atomic(self, entries: Sequence[UsageRecorded]) -> bool:
+    async def _atomic(self, entries: Sequence[Recorded]) -> bool:
         """Whether JetStream stored the whole batch (else none of it, or not as a batch)."""
         messages = [
-            (subjects.USAGE_RECORDED, entry.model_dump_json().encode(), _headers(entry))
+            (subjects.USAGE_RECORDED, entry.entry_json(), _headers(entry.attempt_id))
             for entry in entries
         ]
         return await publish_batch(self._nc, messages, timeout=self._timeout) is not None
 
-    async def _one_by_one(self, entries: Sequence[UsageRecorded]) -> dict[str, BaseException]:
+    async def _one_by_one(self, entries: Sequence[Recorded]) -> dict[str, BaseException]:
         """Publish each entry (all sent, then every PubAck awaited together); the
         errors by attempt."""
         sent: list[tuple[str, asyncio.Future[PubAck] | BaseException]] = []
@@ -92,8 +92,8 @@ class Republisher:
                         raise ConnectionReconnectingError
                     ack = await self._js.publish_async(
                         subjects.USAGE_RECORDED,
-                        entry.model_dump_json().encode(),
-                        headers=_headers(entry),
+                        entry.entry_json(),
+                        headers=_headers(entry.attempt_id),
                         wait_stall=self._timeout,  # never wait for a slot forever
                     )
                 except Exception as unsent:  # not sent (disconnected, too many pending)
@@ -116,8 +116,8 @@ class Republisher:
         return errors
 
 
-def _headers(entry: UsageRecorded) -> dict[str, str]:
-    return {**_CONTENT_TYPE, "Nats-Msg-Id": ids.msg_id("recorded", entry.attempt_id)}
+def _headers(attempt_id: str) -> dict[str, str]:
+    return {**_CONTENT_TYPE, "Nats-Msg-Id": ids.msg_id("recorded", attempt_id)}
 
 
 def _error(sent: asyncio.Future[PubAck] | BaseException) -> BaseException | None:
