@@ -97,9 +97,10 @@ async def test_a_redelivery_leaves_the_reply_to_its_delivery_still_publishing(
     and the request comes again to another worker meanwhile. That one must not answer
     it a second time beside the first (tokens interleaved, the first's call billed at
     an estimate): it leaves the reply to the delivery still publishing it."""
-    # A redelivery after 1 s; the window of a live delivery: min(0.25, 0.3) s.
+    # A redelivery after 2 s; the window of a live delivery: min(0.75, 1.5) s, against
+    # a token every 50 ms.
     quick = settings.model_copy(
-        update={"ack_wait_seconds": 1.0, "heartbeat_seconds": 0.5, "retry_delay_seconds": 0.4}
+        update={"ack_wait_seconds": 2.0, "heartbeat_seconds": 0.5, "retry_delay_seconds": 2.0}
     )
     await ensure_consumer(bus.js, quick)
     request = make_request()
@@ -113,15 +114,15 @@ async def test_a_redelivery_leaves_the_reply_to_its_delivery_still_publishing(
     await bus.js.publish(subject, start.model_dump_json().encode())
     provider = ThreeTokens()
     await start_worker(quick, providers={"demo": provider})
-    # Three ack waits of tokens: the request is redelivered to the worker meanwhile.
-    for i in range(60):
+    # Over two ack waits of tokens: the request is redelivered to the worker meanwhile.
+    for i in range(90):
         token = TokenEvent(message_id=reply, content=f"t{i} ")
         await nc.publish(subject, token.model_dump_json().encode())
         await asyncio.sleep(0.05)
     # Still pending, delivered again (to the worker) and given back each time.
     work = await bus.js.consumer_info(topology.WORK_STREAM, topology.INFERENCE_CONSUMER)
     done = DoneEvent(
-        message_id=reply, finish_reason="stop", usage=Usage.of(5, 60), model="demo", provider="demo"
+        message_id=reply, finish_reason="stop", usage=Usage.of(5, 90), model="demo", provider="demo"
     )
     await bus.js.publish(subject, done.model_dump_json().encode())
     await delivery.ack()

@@ -103,7 +103,10 @@ async def read_reply_log(
                     continue
                 if getattr(event, "message_id", None) != reply_id:
                     continue
-                last_at = msg.metadata.timestamp
+                if not isinstance(event, StatusEvent) or event.state != "queued":
+                    # What a delivery answering it publishes; `queued` is published by
+                    # a delivery waiting for a slot (this one's own, too).
+                    last_at = msg.metadata.timestamp
                 match event:
                     case StartEvent():
                         started, provider, whole = True, event.provider, True

@@ -101,8 +101,12 @@ class EventStreamResponse(StreamingResponse):
     async def _until_disconnect(self, receive: Receive) -> None:
         """Ends the stream when the client leaves (the body was read already: what
         comes next on the ASGI channel is the disconnect)."""
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception as exc:  # the channel broke: the stream's own send will fail too
+            log.debug("event stream receive failed: %s", type(exc).__name__)
+            return
         if not self._ended and self._task is not None:
             self._left = True
             self._task.cancel()

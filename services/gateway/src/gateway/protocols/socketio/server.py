@@ -202,7 +202,7 @@ class SocketIoEndpoint:
         for task in list(client.tasks):
             await cancel_and_wait(task)  # a stateless stream is stopped (see chat.stateless)
         signals = self._gateway.signals
-        for conversation_id in client.rooms:
+        for conversation_id in tuple(client.rooms):
             await self._rooms.leave(conversation_id, sid)
             signals.leave(conversation_id, sid)
             await signals.publish(self._presence(sid, client, conversation_id, "left"))
@@ -237,10 +237,6 @@ class SocketIoEndpoint:
         if self._rooms.has(body.room_name, sid):
             return {"ok": True, "roomName": body.room_name}  # joined already: no news
         await self._join(sid, client, body.room_name, body.participant_name)
-        # Through NATS: the participants on every gateway (WebSocket clients included,
-        # as a `presence` frame) hear of the newcomer.
-        joined = self._presence(sid, client, body.room_name, "joined", body.participant_name)
-        await self._gateway.signals.publish(joined)
         return {"ok": True, "roomName": body.room_name}
 
     @staticmethod
@@ -291,9 +287,17 @@ class SocketIoEndpoint:
         gateway = self._gateway
         await gateway.owners.grant(client.user_id, conversation_id, create=True)
         await self._rooms.join(gateway, conversation_id, sid)
+        if self._clients.get(sid) is not client:
+            # Disconnected meanwhile: its disconnect left the rooms it knew of already.
+            await self._rooms.leave(conversation_id, sid)
+            return
         client.rooms.add(conversation_id)
         await self.server.enter_room(sid, room_of(conversation_id))
         gateway.signals.join(conversation_id, sid, client.user_id, self._signals_to(sid), name)
+        # Through NATS: the participants on every gateway (WebSocket clients included,
+        # as a `presence` frame) hear of the newcomer.
+        joined = self._presence(sid, client, conversation_id, "joined", name)
+        await gateway.signals.publish(joined)
 
     async def _stream_chat(self, sid: str, client: _Client, data: Any) -> dict[str, Any]:
         body = _parsed(StreamChat, data)
