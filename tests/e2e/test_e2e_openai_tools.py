@@ -70,6 +70,19 @@ async def totals(stack: DevStack) -> dict[str, int]:
     return found
 
 
+async def settled_totals(stack: DevStack) -> dict[str, int]:
+    """The caller's usage totals once an earlier test's calls are all in the ledger (usage
+    records a batch after its fetch wait): unchanged for half a second."""
+    last = await totals(stack)
+    for _ in range(100):
+        await asyncio.sleep(0.5)
+        now = await totals(stack)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the usage totals never settled")
+
+
 async def accounted(stack: DevStack, before: dict[str, int], requests: int) -> dict[str, int]:
     """The caller's usage totals once the ledger holds `requests` more entries."""
     for _ in range(400):
@@ -96,7 +109,7 @@ def assemble(chunks: list[Any]) -> list[dict[str, str]]:
 async def test_groq_streamed_tool_call_then_the_tool_result_then_the_answer(
     stack: DevStack, groq: FakeOpenAI
 ) -> None:
-    before = await totals(stack)
+    before = await settled_totals(stack)
     groq.script(
         calls(*call_deltas("call_w1", "get_weather", ARGUMENTS, pieces=4), usage=(40, 12)),
         ok(["It is ", "18 °C ", "in Paris."], usage=(70, 8)),
@@ -271,7 +284,7 @@ async def test_gemini_function_declarations_calls_and_responses(
 async def test_a_failure_after_a_tool_call_delta_does_not_fail_over(
     stack: DevStack, groq: FakeOpenAI, gemini: FakeGemini
 ) -> None:
-    before = await totals(stack)
+    before = await settled_totals(stack)
     asked_gemini = len(gemini.requests)
     half = call_deltas("call_x", "get_weather", ARGUMENTS, pieces=4)[:3]
     groq.script(drop_after(0, (), tool_calls=half))
