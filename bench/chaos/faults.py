@@ -12,8 +12,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import nats
+from nats.js import JetStreamContext
 
+from bench.chaos.settle import holds
 from contracts import topology
 from devstack.runner import DevStack
 
@@ -30,12 +31,7 @@ _STREAMS = (
 
 
 async def _replicas_current(urls: list[str]) -> bool:
-    try:
-        nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0)
-    except Exception:
-        return False
-    try:
-        js = nc.jetstream(timeout=2)
+    async def current(js: JetStreamContext) -> bool:
         for stream, durables in _STREAMS:
             infos = [await js.stream_info(stream)]
             infos += [await js.consumer_info(stream, durable) for durable in durables]
@@ -46,10 +42,8 @@ async def _replicas_current(urls: list[str]) -> bool:
                 if any(not peer.current for peer in cluster.replicas or []):
                     return False
         return True
-    except Exception:
-        return False
-    finally:
-        await nc.close()
+
+    return await holds(urls, current)
 
 
 __all__ = ["KINDS", "Kill", "Killer"]

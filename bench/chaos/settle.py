@@ -5,16 +5,17 @@ counted lost; one that never reached the stream still is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import nats
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from contracts import subjects, topology
 from contracts.events import UsageReported
 
-__all__ = ["drained", "usage_reported_for"]
+__all__ = ["drained", "holds", "usage_reported_for"]
 
 _DURABLES = (
     (topology.WORK_STREAM, topology.INFERENCE_CONSUMER),
@@ -23,26 +24,34 @@ _DURABLES = (
 )
 
 
-async def drained(urls: list[str]) -> bool:
-    """Every request generated, every chat event stored, every usage report in the ledger
-    (as far as their consumers' acks tell)."""
-    if not urls:
-        return True
+async def holds(urls: list[str], check: Callable[[JetStreamContext], Awaitable[bool]]) -> bool:
+    """Whether `check` holds on the cluster at `urls` (False when it cannot be asked)."""
     try:
         nc = await nats.connect(servers=urls, connect_timeout=2, max_reconnect_attempts=0)
     except Exception:
         return False
     try:
-        js = nc.jetstream(timeout=2)
+        return await check(nc.jetstream(timeout=2))
+    except Exception:
+        return False
+    finally:
+        await nc.close()
+
+
+async def drained(urls: list[str]) -> bool:
+    """Every request generated, every chat event stored, every usage report in the ledger
+    (as far as their consumers' acks tell)."""
+    if not urls:
+        return True
+
+    async def caught_up(js: JetStreamContext) -> bool:
         for stream, durable in _DURABLES:
             info = await js.consumer_info(stream, durable)
             if (info.num_pending or 0) or (info.num_ack_pending or 0):
                 return False
         return True
-    except Exception:
-        return False
-    finally:
-        await nc.close()
+
+    return await holds(urls, caught_up)
 
 
 async def usage_reported_for(urls: list[str], reply_ids: Iterable[str]) -> set[str]:
