@@ -30,7 +30,8 @@ async def stream(nc: Client) -> AsyncIterator[Client]:
 
 async def publish(nc: Client, receipts: Receipts, *subjects: str) -> None:
     for subject in subjects:
-        await nc.publish(subject, b"{}", await receipts.reply_to())
+        await receipts.listen()
+        await nc.publish(subject, b"{}", receipts.reply_to())
     await nc.flush()
 
 
@@ -59,9 +60,11 @@ async def test_the_last_event_dropped_is_missing_once_its_ack_is_waited_for(
 
 
 async def test_an_event_no_stream_takes_is_missing(stream: Client) -> None:
-    # No subscriber either: the server answers "no responders" rather than an ack.
+    # No subscriber either: the server answers "no responders" rather than an ack. Alone:
+    # that answer comes from the server at once, and may overtake the ack of an event the
+    # stream took before it (then counted missing too: a false alarm, a harmless resync).
     receipts = Receipts(stream)
-    await publish(stream, receipts, KEPT, "receipts.nobody")
+    await publish(stream, receipts, "receipts.nobody")
     assert await receipts.missing(wait=30) == 1
     await receipts.close()
 

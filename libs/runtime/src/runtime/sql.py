@@ -14,6 +14,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -23,6 +24,7 @@ __all__ = [
     "UtcDateTime",
     "create_engine",
     "database_unavailable",
+    "dialect_insert",
     "migrate",
     "run_migrations",
     "sqlite_pragmas",
@@ -51,6 +53,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def dialect_insert(engine: AsyncEngine) -> Any:
+    """The INSERT of the engine's dialect, with its ON CONFLICT clauses (PostgreSQL or
+    SQLite, the two the services run on)."""
+    name = engine.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise ValueError(f"unsupported database dialect {name!r}")
 
 
 def create_engine(url: str, *, ping_idle_after: float | None = None, **pool: Any) -> AsyncEngine:

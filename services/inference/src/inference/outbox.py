@@ -57,15 +57,18 @@ class Outbox:
         subject = subjects.events(conversation_id)
         head, tail = _token_json(message_id)
         publish = self._broker.connection.publish
-        reply_to = self._receipts.reply_to
+        receipts = self._receipts
+        reply_to = receipts.reply_to
 
         async def send(text: str, count: int) -> None:
+            if not receipts.listening:
+                await receipts.listen()
             data = head + to_json(text) + tail
             if count == 1:
-                await publish(subject, data, await reply_to())
+                await publish(subject, data, reply_to())
             else:
                 headers = {TOKENS_HEADER: str(count)}
-                await publish(subject, data, await reply_to(), headers=headers)
+                await publish(subject, data, reply_to(), headers=headers)
 
         return send
 
@@ -89,7 +92,8 @@ class Outbox:
 
     async def _unacked(self, conversation_id: str, data: bytes) -> None:
         subject = subjects.events(conversation_id)
-        await self._broker.connection.publish(subject, data, await self._receipts.reply_to())
+        await self._receipts.listen()
+        await self._broker.connection.publish(subject, data, self._receipts.reply_to())
 
     def disturbances(self) -> int:
         """How often the connection reconnected (NATS restarted, or its node was lost)

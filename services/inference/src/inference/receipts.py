@@ -44,10 +44,17 @@ class Receipts:
         # Set when the last event published so far is answered (its ack or an error).
         self._last = asyncio.Event()
 
-    async def reply_to(self) -> str:
-        """The reply subject of the next event (listening for the acks from the first)."""
+    @property
+    def listening(self) -> bool:
+        return self._sub is not None
+
+    async def listen(self) -> None:
+        """Listen for the acks (before the first event is published)."""
         if self._sub is None:
             self._sub = await self._connection.subscribe(self._inbox + "*", cb=self._answer)
+
+    def reply_to(self) -> str:
+        """The reply subject of the next event (per token: no await; `listen` first)."""
         number = self._published
         self._published = number + 1
         self._last.clear()
@@ -58,7 +65,8 @@ class Receipts:
 
         Waits up to `wait` seconds for the ack of the last one: the stream acks in the
         order it stores, so once that ack is in, an earlier one still missing was dropped
-        (at worst its ack was lost with the node that stored it: a harmless false alarm).
+        (at worst its ack was lost with the node that stored it, or is overtaken by the
+        server's own "no responders" to the last one: a harmless false alarm, a resync).
         """
         if self._published == 0:
             return 0

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
+from runtime.sql import dialect_insert
 from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
 from usage.marks import PendingMarks, Round
 from usage.prices import PriceTable
@@ -81,7 +81,7 @@ class Ledger:
         self._mark_within = 0.0
         self._flushes: set[asyncio.Task[None]] = set()
         # Built once: building a statement costs more CPU than running it.
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = dialect_insert(engine)
         self._insert = (
             insert(_TABLE)
             .on_conflict_do_nothing(index_elements=[_TABLE.c.attempt_id])

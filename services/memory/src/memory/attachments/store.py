@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import (
     Connection,
@@ -23,13 +23,12 @@ from sqlalchemy import (
     exists,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts.attachments import AttachmentRef, StoredImage
 from memory.history.tables import Base, Conversation
-from runtime.sql import UtcDateTime
+from runtime.sql import UtcDateTime, dialect_insert
 
 __all__ = ["AttachmentStore", "SqlAttachmentStore", "StoredAttachment", "read_refs"]
 
@@ -118,13 +117,7 @@ class SqlAttachmentStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        name = engine.dialect.name
-        if name == "postgresql":
-            self._insert: Any = postgresql.insert
-        elif name == "sqlite":
-            self._insert = sqlite.insert
-        else:
-            raise ValueError(f"unsupported database dialect {name!r}")
+        self._insert = dialect_insert(engine)
 
     async def put(
         self,

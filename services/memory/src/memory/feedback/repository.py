@@ -12,12 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Table, and_, delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import FeedbackChanged, FeedbackRating
 from contracts.rpc import Feedback, FeedbackEntry, FeedbackExportReply, FeedbackExportRequest
 from memory.feedback.tables import FeedbackChange, FeedbackRow
+from runtime.sql import dialect_insert
 
 __all__ = ["SqlFeedbackRepository", "change_id"]
 
@@ -33,8 +33,7 @@ def change_id(now: datetime) -> str:
 class SqlFeedbackRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        name = engine.dialect.name
-        self._insert: Any = postgresql.insert if name == "postgresql" else sqlite.insert
+        self._insert = dialect_insert(engine)
 
     async def set(
         self,

@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.events import (
@@ -83,6 +82,7 @@ from memory.history.tables import (
     ReadState,
 )
 from memory.history.writes import write_events
+from runtime.sql import dialect_insert
 
 __all__ = ["FINAL_STATUSES", "SqlConversationRepository"]
 
@@ -107,15 +107,9 @@ class SqlConversationRepository:
     def __init__(self, engine: AsyncEngine, *, history_max: int = 0) -> None:
         """`history_max`: messages kept per conversation, the oldest pruned (0: all)."""
         self._engine = engine
-        name = engine.dialect.name
-        if name == "postgresql":
-            self._insert: Any = postgresql.insert
-        elif name == "sqlite":
-            self._insert = sqlite.insert
-        else:
-            raise ValueError(f"unsupported database dialect {name!r}")
+        self._insert = dialect_insert(engine)
         self._sql = Statements(self._insert, history_max=history_max)
-        self._search = ExchangeSearch(name)
+        self._search = ExchangeSearch(engine.dialect.name)
         self._reader = sqlite_reader(engine)
 
     def close(self) -> None:
