@@ -376,8 +376,16 @@ class _Transport:
 
     _library: _Library
     _body: type[_Body]
+    _limits: Any  # the SDK's own defaults, in its library's `Limits`
 
-    def __init__(self, *, limits: Any, verify: SSLContext | str | bool, trust_env: bool) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Any = None,
+        verify: SSLContext | str | bool = True,
+        trust_env: bool = True,
+    ) -> None:
+        limits = limits or self._limits
         core, http = self._library.core, self._library.http
         self._pool = core.AsyncConnectionPool(
             ssl_context=http.create_ssl_context(verify=verify, trust_env=trust_env),
@@ -424,15 +432,7 @@ class AsyncioTransport(_Transport, httpx2.AsyncBaseTransport):
 
     _library = _HTTPX2
     _body = _Body2
-
-    def __init__(
-        self,
-        *,
-        limits: httpx2.Limits = OPENAI_LIMITS,
-        verify: SSLContext | str | bool = True,
-        trust_env: bool = True,
-    ) -> None:
-        super().__init__(limits=limits, verify=verify, trust_env=trust_env)
+    _limits = OPENAI_LIMITS
 
 
 class LegacyAsyncioTransport(_Transport, httpx.AsyncBaseTransport):
@@ -440,15 +440,7 @@ class LegacyAsyncioTransport(_Transport, httpx.AsyncBaseTransport):
 
     _library = _HTTPX
     _body = _Body1
-
-    def __init__(
-        self,
-        *,
-        limits: httpx.Limits = GROQ_LIMITS,
-        verify: SSLContext | str | bool = True,
-        trust_env: bool = True,
-    ) -> None:
-        super().__init__(limits=limits, verify=verify, trust_env=trust_env)
+    _limits = GROQ_LIMITS
 
 
 def _proxied() -> bool:
