@@ -60,10 +60,16 @@ async def _send(
 
 
 async def _branch(http: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:
-    response = await http.get(f"/v1/conversations/{conversation_id}")
-    assert response.status_code == 200, response.text
-    messages: list[dict[str, Any]] = response.json()["messages"]
-    return messages
+    """The active branch once memory stored its last answer (it writes the history from
+    the chat stream, a moment after the reply's `done`)."""
+    for _ in range(400):
+        response = await http.get(f"/v1/conversations/{conversation_id}")
+        assert response.status_code == 200, response.text
+        messages: list[dict[str, Any]] = response.json()["messages"]
+        if messages[-1]["role"] == "assistant" and messages[-1]["status"] != "streaming":
+            return messages
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{conversation_id}'s branch never ended with a stored answer")
 
 
 def _error(response: httpx.Response, status: int, code: str) -> None:

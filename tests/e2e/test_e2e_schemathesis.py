@@ -5,6 +5,7 @@ still answers a normal chat."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -83,7 +84,12 @@ def test_afterwards_the_system_still_answers_a_chat(fuzzed_stack: DevStack) -> N
         answer = response.json()["message"]
         assert answer["role"] == "assistant" and answer["status"] == "complete"
         assert answer["content"]
-        stored = client.get("/v1/conversations/after-fuzzing").json()
+        # Memory writes the history from the chat stream, a moment after the reply.
+        for _ in range(400):
+            stored = client.get("/v1/conversations/after-fuzzing").json()
+            if len(stored["messages"]) >= 2:
+                break
+            time.sleep(0.05)
         assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
 
 
