@@ -21,7 +21,6 @@ import asyncio
 import logging
 
 from starlette.background import BackgroundTask
-from starlette.requests import ClientDisconnect
 from starlette.responses import ContentStream, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
@@ -62,54 +61,29 @@ class EventStreamResponse(StreamingResponse):
         self._send_timeout = send_timeout
         self._sending = 0  # the number of the frame being sent; 0 between sends
         self._dropped = False
-        self._left = False  # the client disconnected
-        self._ended = False
         self._task: asyncio.Task[object] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Starlette's StreamingResponse runs the stream and a disconnect listener in an
-        # anyio task group: a cancel scope, a task and its bookkeeping for every
-        # stream. The same with one plain task: the listener cancels the stream.
         self._direct = scope.get(DIRECT_SEND)
         task = self._task = asyncio.current_task()
         if self._send_timeout is not None:
             self._watch(0)
-        listener = asyncio.create_task(self._until_disconnect(receive))
         try:
-            await self.stream_response(send)
+            await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
-            if not (self._dropped or self._left) or task is None:
+            if not self._dropped or task is None:
                 raise
-            # The watchdog (see _watch) or the listener cancelled the stream: it ends,
-            # not the server.
+            # The watchdog cancelled the stream (see _watch): end it, not the server.
             task.uncancel()
-            if self._dropped:
-                log.info("dropped an event stream client that stopped reading")
-        except OSError:
-            raise ClientDisconnect() from None  # as Starlette's
+            log.info("dropped an event stream client that stopped reading")
+            if self.background is not None:
+                await self.background()
         finally:
-            self._ended = True  # before any await: the listener cancels nothing more
-            listener.cancel()
             if self._watchdog is not None:
                 self._watchdog.cancel()
             if self._slot is not None:
                 self._slot.release()
-        if self.background is not None:
-            await self.background()
-
-    async def _until_disconnect(self, receive: Receive) -> None:
-        """Ends the stream when the client leaves (the body was read already: what
-        comes next on the ASGI channel is the disconnect)."""
-        try:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-        except Exception as exc:  # the channel broke: the stream's own send will fail too
-            log.debug("event stream receive failed: %s", type(exc).__name__)
-            return
-        if not self._ended and self._task is not None:
-            self._left = True
-            self._task.cancel()
 
     def _watch(self, seen: int, strikes: int = 0) -> None:
         # As the WebSocket's writer: every half send timeout, the same send pending at
