@@ -74,7 +74,8 @@ def _usage_event(n: int, run: str) -> tuple[str, BaseModel, str]:
         duration_ms=1000.0,
         occurred_at=datetime.now(UTC),
     )
-    return subjects.USAGE_REPORTED, event, ids.msg_id("usage", event.attempt_id)
+    subject = subjects.usage_reported(event.conversation_id, event.message_id)
+    return subject, event, ids.msg_id("usage", event.attempt_id)
 
 
 def _memory_event(n: int, run: str) -> tuple[str, BaseModel, str]:

@@ -69,7 +69,7 @@ async def usage_reported_for(urls: list[str], reply_ids: Iterable[str]) -> set[s
             ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, mem_storage=True
         )
         sub = await js.pull_subscribe(
-            subjects.USAGE_REPORTED, stream=topology.USAGE_STREAM, config=config
+            subjects.USAGE_REPORTED_ALL, stream=topology.USAGE_STREAM, config=config
         )
         pending = (await sub.consumer_info()).num_pending or 0
         while pending > 0:

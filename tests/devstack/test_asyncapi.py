@@ -42,7 +42,9 @@ def test_the_document_covers_every_subject_of_the_data_path() -> None:
         subjects.feedback_changed(conv),
     ):
         assert "send" in generated[address], address
-    assert generated[subjects.USAGE_REPORTED] == {"send", "receive"}
+    # Reported on each reply's own subject, consumed on all of them.
+    assert generated[subjects.usage_reported(conv, "{message_id}")] == {"send"}
+    assert generated[subjects.USAGE_REPORTED_ALL] == {"receive"}
     for service in ("inference", "memory", "usage"):
         assert subjects.ping(service) in generated
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -24,12 +26,14 @@ from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from responders import ask
 
-from contracts import subjects, topology
-from contracts.events import ConversationDeleted, TokenEvent
+from contracts import ids, subjects, topology
+from contracts.events import ConversationDeleted, TokenEvent, Usage, UsageReported
 from contracts.settings import LivechatSettings
 from devstack.natsserver import NatsServer, nats_server_binary
 from devstack.ports import free_port
 from gateway.intake.budget import BudgetWatch
+from inference.reply_log import read_reply_log
+from inference.usage_reports import read_usage_reports
 from usage.budget import allow_atomic_batches
 
 # Starts nats-server itself.
@@ -156,7 +160,7 @@ def _contract_subjects() -> list[str]:
         elif name == "ping":
             concrete.extend(value(s) for s in SERVICES if s != "gateway")
         elif not name.startswith("conversation_of") and not name.endswith("_pattern"):
-            subject = value("c1")
+            subject = value(*["c1"] * len(inspect.signature(value).parameters))
             if ">" not in subject:
                 concrete.append(subject)
     return concrete
@@ -305,9 +309,10 @@ async def test_usage_and_inference_keep_to_their_own_subjects(login: Connect) ->
     inference, inference_errors = await login("inference")
 
     # Usage may not forge the workers' reports, nor a worker the accounted records.
-    await usage.publish(subjects.USAGE_REPORTED, b"{}")
+    reported = subjects.usage_reported("c1", "r1")
+    await usage.publish(reported, b"{}")
     await usage.flush()
-    await _violation(usage_errors, subjects.USAGE_REPORTED)
+    await _violation(usage_errors, reported)
     await inference.publish(subjects.USAGE_RECORDED, b"{}")
     # A worker may not forge a user's message nor queue work itself.
     await inference.publish(subjects.chat_user("c1"), b"{}")
@@ -317,21 +322,40 @@ async def test_usage_and_inference_keep_to_their_own_subjects(login: Connect) ->
         await _violation(inference_errors, subject)
     # And the gateway may not write answers or usage.
     await gateway.publish(subjects.chat_finished("c1"), b"{}")
-    await gateway.publish(subjects.USAGE_REPORTED, b"{}")
+    await gateway.publish(reported, b"{}")
     await gateway.flush()
     await _violation(gateway_errors, subjects.chat_finished("c1"))
-    await _violation(gateway_errors, subjects.USAGE_REPORTED)
+    await _violation(gateway_errors, reported)
     usage_state = (await gateway.jetstream().stream_info(topology.USAGE_STREAM)).state
     chat_state = (await gateway.jetstream().stream_info(topology.CHAT_STREAM)).state
     assert (usage_state.messages, chat_state.messages) == (0, 0)
 
     # What they do own goes through.
     await usage.jetstream().publish(subjects.USAGE_RECORDED, b"{}", timeout=5.0)
-    await inference.jetstream().publish(subjects.USAGE_REPORTED, b"{}", timeout=5.0)
+    report = UsageReported(
+        attempt_id=ids.attempt_id("r1", 1, 0),
+        message_id="r1",
+        conversation_id="c1",
+        user_id="u1",
+        model="demo",
+        provider="demo",
+        provider_model="demo",
+        usage=Usage.of(3, 4),
+        outcome="failed",
+        duration_ms=1.0,
+        occurred_at=datetime.now(UTC),
+    )
+    await inference.jetstream().publish(reported, report.model_dump_json().encode(), timeout=5.0)
     await gateway.jetstream().publish(subjects.chat_user("c1"), b"{}", timeout=5.0)
     usage_state = (await gateway.jetstream().stream_info(topology.USAGE_STREAM)).state
     chat_state = (await gateway.jetstream().stream_info(topology.CHAT_STREAM)).state
     assert (usage_state.messages, chat_state.messages) == (2, 1)
+    # A worker reads a reply's reports back (what its earlier deliveries billed), and
+    # the server's time with the events stream's info (how old the reply's last event is).
+    refused = len(inference_errors)
+    assert await read_usage_reports(inference, "c1", "r1") == {report.attempt_id: report.usage}
+    assert (await read_reply_log(inference, "c1", "r1")).read_at is not None
+    assert inference_errors[refused:] == []
 
 
 async def test_only_memory_announces_a_deletion_and_every_gateway_hears_it(

@@ -144,7 +144,10 @@ async def _spend(js: JetStreamContext, tokens: int) -> None:
         duration_ms=10.0,
         occurred_at=datetime.now(UTC),
     )
-    await js.publish(subjects.USAGE_REPORTED, event.model_dump_json().encode())
+    await js.publish(
+        subjects.usage_reported(event.conversation_id, event.message_id),
+        event.model_dump_json().encode(),
+    )
 
 
 async def test_the_daily_budget_spent_through_usage_stops_every_gateway(

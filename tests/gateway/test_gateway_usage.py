@@ -78,7 +78,7 @@ def publish(js: JetStreamContext) -> Publish:
         last = 0
         for event in events:
             ack = await js.publish(
-                subjects.USAGE_REPORTED,
+                subjects.usage_reported(event.conversation_id, event.message_id),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
             )

@@ -158,9 +158,10 @@ class Bus:
         return [f for f in found if f.message_id == request.message_id]
 
     async def usage(self, request: GenerationRequested) -> list[UsageReported]:
-        raw = await self.read(topology.USAGE_STREAM, subjects.USAGE_REPORTED)
+        subject = subjects.usage_reported(request.conversation_id, request.message_id)
+        raw = await self.read(topology.USAGE_STREAM, subject)
         found = [UsageReported.model_validate_json(data) for data in raw]
-        return [u for u in found if u.message_id == request.message_id]
+        return found
 
     async def ended(self, request: GenerationRequested) -> bool:
         return any(isinstance(e, DoneEvent | ErrorEvent) for e in await self.events(request))

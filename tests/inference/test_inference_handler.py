@@ -43,7 +43,7 @@ async def test_handler_streams_then_stores_accounts_and_ends(make_request: Any, 
     async def on_finished(event: GenerationFinished) -> None:
         finished.append(event)
 
-    @broker.subscriber(subjects.USAGE_REPORTED, stream=topology.USAGE_STREAM)
+    @broker.subscriber(subjects.USAGE_REPORTED_ALL, stream=topology.USAGE_STREAM)
     async def on_usage(event: UsageReported) -> None:
         usage.append(event)
 

@@ -47,7 +47,7 @@ async def report_all(
     for event in events:
         msg_id = ids.msg_id("usage", event.attempt_id)
         await js.publish(
-            subjects.USAGE_REPORTED,
+            subjects.usage_reported(event.conversation_id, event.message_id),
             event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": msg_id} if dedupe else None,
         )

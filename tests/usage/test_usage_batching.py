@@ -73,7 +73,7 @@ async def test_a_refused_report_in_a_batch_does_not_hold_up_the_others(
     # Published before usage starts: it finds them all waiting and takes them in batches.
     for event in events:
         await js.publish(
-            subjects.USAGE_REPORTED,
+            subjects.usage_reported(event.conversation_id, event.message_id),
             event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
         )
@@ -145,7 +145,7 @@ async def test_an_idle_consumer_asks_for_work_rarely_and_still_takes_it(
 
         event = report(prompt=7, completion=0)
         await nc.jetstream().publish(
-            subjects.USAGE_REPORTED,
+            subjects.usage_reported(event.conversation_id, event.message_id),
             event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
         )
@@ -194,7 +194,7 @@ async def test_reports_trickling_in_within_the_fetch_wait_share_one_batch(
         for n in range(1, 6):
             event = report(prompt=n, completion=0)
             await js.publish(
-                subjects.USAGE_REPORTED,
+                subjects.usage_reported(event.conversation_id, event.message_id),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
             )

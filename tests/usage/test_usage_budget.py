@@ -88,7 +88,10 @@ async def test_the_service_writes_each_users_day_total_once_per_attempt(
         js = nc.jetstream()
         for event in [*events, events[0], events[1]]:  # two redeliveries
             # No Nats-Msg-Id: the stream keeps the copies, the consumer sees each.
-            await js.publish(subjects.USAGE_REPORTED, event.model_dump_json().encode())
+            await js.publish(
+                subjects.usage_reported(event.conversation_id, event.message_id),
+                event.model_dump_json().encode(),
+            )
 
         deadline = asyncio.get_running_loop().time() + TIMEOUT
         while True:

@@ -62,7 +62,7 @@ async def test_each_delivery_republishes_the_same_entry_under_one_msg_id(
         event = report(prompt=4, completion=6)
         for msg_id in ("first", "second"):
             await js.publish(
-                subjects.USAGE_REPORTED,
+                subjects.usage_reported(event.conversation_id, event.message_id),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"{msg_id}:{event.attempt_id}"},
             )

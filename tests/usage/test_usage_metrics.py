@@ -39,7 +39,10 @@ async def test_metrics_count_tokens_once_per_entry_and_show_the_consumer_backlog
         js = nc.jetstream()
         event = report(prompt=11, completion=7)
         for _ in range(2):  # delivered twice: counted once
-            await js.publish(subjects.USAGE_REPORTED, event.model_dump_json().encode())
+            await js.publish(
+                subjects.usage_reported(event.conversation_id, event.message_id),
+                event.model_dump_json().encode(),
+            )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             deadline = asyncio.get_running_loop().time() + TIMEOUT
             while True:

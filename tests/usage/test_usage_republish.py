@@ -85,7 +85,7 @@ async def _report_all(js: JetStreamContext, settings: UsageSettings, events: lis
     await js.add_consumer(topology.USAGE_STREAM, report_consumer_config(settings))
     for event in events:
         await js.publish(
-            subjects.USAGE_REPORTED,
+            subjects.usage_reported(event.conversation_id, event.message_id),
             event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
         )
@@ -180,7 +180,7 @@ async def test_a_redelivered_batch_republishes_no_entry_twice(
         # The same reports again under other ids: JetStream keeps them, usage gets them.
         for event in events:
             await js.publish(
-                subjects.USAGE_REPORTED,
+                subjects.usage_reported(event.conversation_id, event.message_id),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"again:{event.attempt_id}"},
             )
@@ -207,7 +207,7 @@ async def test_reports_redelivered_after_the_dedupe_window_republish_no_entry_tw
     async with _consuming(ledger, settings, nc, js):
         for event in events:  # the same reports again, as a redelivery brings them
             await js.publish(
-                subjects.USAGE_REPORTED,
+                subjects.usage_reported(event.conversation_id, event.message_id),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"again:{event.attempt_id}"},
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from responders import ask
 
-from contracts import ids, subjects, topology
+from contracts import consumers, ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
 from usage import Ledger, UsageSettings, create_app, create_engine
@@ -76,7 +77,7 @@ async def service(
 
 async def publish(js: JetStreamContext, event: UsageReported, msg_id: str | None = None) -> int:
     ack = await js.publish(
-        subjects.USAGE_REPORTED,
+        subjects.usage_reported(event.conversation_id, event.message_id),
         event.model_dump_json().encode(),
         headers={"Nats-Msg-Id": msg_id or ids.msg_id("usage", event.attempt_id)},
     )
@@ -189,7 +190,7 @@ async def test_a_report_committed_before_a_crash_is_still_republished(
 async def test_a_malformed_report_does_not_block_the_others(
     service: None, nc: Client, js: JetStreamContext, report: Report
 ) -> None:
-    await js.publish(subjects.USAGE_REPORTED, b'{"not": "a usage report"}')
+    await js.publish(subjects.usage_reported("conv-1", "m1"), b'{"not": "a usage report"}')
     event = report(prompt=1, completion=1)
     last = await publish(js, event)
 
@@ -198,6 +199,32 @@ async def test_a_malformed_report_does_not_block_the_others(
     assert (await totals(nc, "alice")).totals.total_tokens == 2
     info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_reports_on_the_subject_of_before_an_upgrade_are_recorded_too(
+    nc: Client,
+    js: JetStreamContext,
+    report: Report,
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    # The consumer as an older usage service made it, and a report an older worker left
+    # on the one subject of before: the service takes it, and those on each reply's own.
+    older = dataclasses.replace(consumers.USAGE, filter_subject=subjects.USAGE_REPORTED, also=())
+    await js.add_consumer(topology.USAGE_STREAM, older.config(ack_wait=2))
+    before = report(prompt=2, completion=3)
+    await js.publish(subjects.USAGE_REPORTED, before.model_dump_json().encode())
+    app = create_app(_settings(nats_url, database_url, tmp_path))
+    await app.start()
+    try:
+        last = await publish(js, report(prompt=5, completion=7))
+        await eventually(lambda: consumed_through(js, last))
+        assert (await totals(nc, "alice")).totals.total_tokens == 17
+    finally:
+        await app.stop()
+    info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+    assert info.config.filter_subjects == [subjects.USAGE_REPORTED_ALL, subjects.USAGE_REPORTED]
 
 
 async def test_ping(service: None, nc: Client) -> None:

@@ -18,7 +18,8 @@ ACCOUNT = "$G"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DurableConsumer:
-    """A durable pull consumer on `stream` taking `filter_subject`, acked explicitly.
+    """A durable pull consumer on `stream` taking `filter_subject` (and `also`, further
+    subjects: nats-server 2.10+), acked explicitly.
 
     `named`: created under its name too (JetStream's CONSUMER.CREATE API), not by its
     durable name alone.
@@ -28,6 +29,7 @@ class DurableConsumer:
     durable: str
     filter_subject: str
     named: bool = True
+    also: tuple[str, ...] = ()
 
     def config(
         self,
@@ -38,10 +40,12 @@ class DurableConsumer:
     ) -> ConsumerConfig:
         """Its configuration with the owning service's settings (None: the server's
         default). Delivery starts at the stream's first message; every message is acked."""
+        several = [self.filter_subject, *self.also] if self.also else None
         return ConsumerConfig(
             name=self.durable if self.named else None,
             durable_name=self.durable,
-            filter_subject=self.filter_subject,
+            filter_subject=None if several else self.filter_subject,
+            filter_subjects=several,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
@@ -52,8 +56,14 @@ class DurableConsumer:
 
 # Memory stores every chat event (user messages, finished and failed replies).
 MEMORY = DurableConsumer(topology.CHAT_STREAM, topology.MEMORY_CONSUMER, subjects.CHAT_ALL)
-# Usage records every usage report in its ledger.
-USAGE = DurableConsumer(topology.USAGE_STREAM, topology.USAGE_CONSUMER, subjects.USAGE_REPORTED)
+# Usage records every usage report in its ledger: those on each reply's own subject,
+# and those on the one subject of before (left in the stream by an older worker).
+USAGE = DurableConsumer(
+    topology.USAGE_STREAM,
+    topology.USAGE_CONSUMER,
+    subjects.USAGE_REPORTED_ALL,
+    also=(subjects.USAGE_REPORTED,),
+)
 # The work queue, shared by every inference worker (each pulls it by durable name).
 INFERENCE = DurableConsumer(
     topology.WORK_STREAM, topology.INFERENCE_CONSUMER, subjects.GENERATE, named=False

@@ -29,6 +29,7 @@ __all__ = [
     "USAGE_EXPORT",
     "USAGE_RECORDED",
     "USAGE_REPORTED",
+    "USAGE_REPORTED_ALL",
     "USAGE_TOTALS",
     "access_changed",
     "cancel",
@@ -48,6 +49,7 @@ __all__ = [
     "feedback_changed",
     "ping",
     "signals",
+    "usage_reported",
 ]
 
 PREFIX = "livechat"
@@ -58,8 +60,12 @@ CHAT_ALL = f"{PREFIX}.chat.>"
 GENERATE = f"{PREFIX}.work.generate"
 # Per-conversation event subjects (start/token/status/done/error/message).
 EVENTS_ALL = f"{PREFIX}.events.>"
-# Usage: reported per attempt by workers, recorded (accounted) by usage.
+# Usage: reported per attempt by workers, on the reply's own subject
+# (`usage_reported`), recorded (accounted) by usage.
 USAGE_ALL = f"{PREFIX}.usage.>"
+USAGE_REPORTED_ALL = f"{PREFIX}.usage.reported.>"
+# Where workers reported usage before each reply had its own subject: still consumed
+# (reports left in the stream from before an upgrade), never published to.
 USAGE_REPORTED = f"{PREFIX}.usage.reported"
 USAGE_RECORDED = f"{PREFIX}.usage.recorded"
 # Feedback on answers: each change (set or removed), published by memory for analytics
@@ -158,6 +164,12 @@ conversation_of_access_subject = _ACCESS.conversation_of
 def cancel(conversation_id: str) -> str:
     """Where a `CancelRequested` of the conversation is announced to the workers."""
     return f"{PREFIX}.cancel.{conversation_id}"
+
+
+def usage_reported(conversation_id: str, message_id: str) -> str:
+    """Where the usage of a reply's generation attempts is reported (`UsageReported`):
+    a redelivery reads what the earlier ones billed from it."""
+    return f"{USAGE_REPORTED}.{conversation_id}.{message_id}"
 
 
 def ping(service: str) -> str:

@@ -92,11 +92,13 @@ def declare_pulled(
 ) -> None:
     """Declare, for the AsyncAPI document only, the durable consumer `config` that a
     `BatchConsumer` pulls itself, without FastStream's per-message work. A subscriber
-    without a handler subscribes to nothing."""
-    if config.filter_subject is None or config.durable_name is None:
+    without a handler subscribes to nothing. Of several filter subjects, the document
+    names the first."""
+    subject = config.filter_subject or next(iter(config.filter_subjects or ()), None)
+    if subject is None or config.durable_name is None:
         raise ValueError("a pulled durable consumer has a filter subject and a durable name")
     router.subscriber(
-        config.filter_subject,
+        subject,
         stream=stream,
         durable=config.durable_name,
         pull_sub=PullSub(batch_size=batch, timeout=wait),

@@ -6,12 +6,12 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypedDict, TypeVar
 
 from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from opentelemetry.trace import Tracer
 
 from contracts import ids, subjects
@@ -57,14 +57,17 @@ from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
 from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
-from runtime.broker import jetstream
+from inference.usage_reports import read_usage_reports
 from runtime.token_estimate import estimate_prompt_tokens
 
-__all__ = ["ReadReplyLog", "Worker", "chain_policy"]
+__all__ = ["ReadReplyLog", "ReadUsageReports", "Worker", "chain_policy"]
 
 log = logging.getLogger("inference")
 
-ReadReplyLog = Callable[[JetStreamContext, str, str], Awaitable[ReplyLog]]
+# (connection, conversation id, reply id) -> what earlier deliveries published.
+ReadReplyLog = Callable[[Client, str, str], Awaitable[ReplyLog]]
+# (connection, conversation id, reply id) -> the usage reported, by attempt id.
+ReadUsageReports = Callable[[Client, str, str], Awaitable[Mapping[str, Usage]]]
 
 
 T = TypeVar("T")
@@ -86,19 +89,39 @@ def chain_policy(settings: InferenceSettings) -> ChainPolicy:
 
 @dataclass(slots=True)
 class _Bill:
-    """What a reply's attempts were billed so far: every usage it reported, summed.
+    """What a reply's attempts were billed so far: the usage of each attempt id, once.
 
     The usage its `done` and its stored message show, so that they equal what the
-    ledger bills for it (interrupted and switched calls included). Carried from one
-    delivery to the next by the reply log (`BILLED_HEADER`).
+    ledger bills for it (interrupted and switched calls included): the ledger keeps
+    one entry per attempt id. A later delivery starts from the reply's usage reports
+    (`add_earlier`); the status events carry the bill on too (`BILLED_HEADER`).
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    attempts: set[str] = field(default_factory=set)
 
-    def add(self, usage: Usage) -> None:
+    def add(self, attempt_id: str, usage: Usage) -> None:
+        """Count an attempt's usage, unless it is counted already."""
+        if attempt_id in self.attempts:
+            return
+        self.attempts.add(attempt_id)
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
+
+    def add_earlier(self, reported: Mapping[str, Usage], carried: Usage | None) -> None:
+        """What earlier deliveries billed: the reply's usage reports, by attempt id, and
+        of the bill the reply log carried, what they lack (calls reported before each
+        reply had a subject of its own, see `subjects.USAGE_REPORTED`). Every report a
+        status event's bill counts is in the stream before that event is published."""
+        for attempt_id, usage in reported.items():
+            self.add(attempt_id, usage)
+        if carried is None:
+            return
+        prompt = max(carried.prompt_tokens - self.prompt_tokens, 0)
+        completion = max(carried.completion_tokens - self.completion_tokens, 0)
+        if prompt or completion:
+            self.add(_UNREPORTED, Usage.of(prompt, completion))
 
     def total(self) -> Usage:
         return Usage.of(self.prompt_tokens, self.completion_tokens)
@@ -153,6 +176,7 @@ class Worker:
         *,
         clock: Clock,
         read_log: ReadReplyLog = read_reply_log,
+        read_usage: ReadUsageReports = read_usage_reports,
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
         tracer: Tracer | None = None,
@@ -164,6 +188,7 @@ class Worker:
         self._providers = providers
         self._clock = clock
         self._read_log = read_log
+        self._read_usage = read_usage
         self._coalesce_window = settings.token_coalesce_ms / 1000
         self._table = settings.model_table()
         self._default_models = default_models(settings)
@@ -239,8 +264,12 @@ class Worker:
                 "reply %s: its earlier delivery is still publishing; left to it", request.message_id
             )
             return False
-        if prior.billed is not None:
-            run.bill.add(prior.billed)
+        if delivery > 1:
+            # What the earlier deliveries billed: their usage reports, read back.
+            reported = await self._read_usage(
+                broker.connection, request.conversation_id, request.message_id
+            )
+            run.bill.add_earlier(reported, prior.billed)
         if prior.gap or prior.lost_since(request.requested_at):
             # The events stream lost the reply's beginning, or all of it (NATS restarted
             # mid-answer): its text cannot be continued. Answered afresh (no second
@@ -296,7 +325,9 @@ class Worker:
         at least that old when its request comes again: its last heartbeat came after
         it) and at most 3/4 of `retry_delay` (a delivery that handed its request over,
         a publish having failed, went quiet that long before: taken over at once).
-        Either sign of the age counts: the stream's clock is the server's.
+        The age is told by the server's clock alone (when it stored the event, and its
+        time when the log was read), whatever the worker's clock says; by the worker's
+        clock only from a server that does not tell its time. Either sign counts.
         """
         if prior.last_at is None:
             return False
@@ -305,7 +336,8 @@ class Worker:
             (settings.ack_wait_seconds - settings.heartbeat_seconds) / 2,
             settings.retry_delay_seconds * 3 / 4,
         )
-        age = (self._clock.now() - prior.last_at).total_seconds()
+        now = prior.read_at or self._clock.now()
+        age = (now - prior.last_at).total_seconds()
         return abs(age) < window
 
     async def _end_again(
@@ -317,14 +349,15 @@ class Worker:
         # A client may wait for its end when the first delivery's aged out of the
         # events stream; past the dedupe window, republishing one still there
         # would give the reply a second end.
-        ended = await self._read_log(jetstream(broker), conv, reply)
+        ended = await self._read_log(broker.connection, conv, reply)
         if ended.finished:
             return
         outbox = Outbox(broker, leaders=self._leaders)
         if ended.started:
             # Streamed, stored, not ended: its worker died after storing it, maybe
             # before its last call's usage was reported.
-            await self._report_stored_call(request, stored, ended, alias, outbox)
+            reported = await self._read_usage(broker.connection, conv, reply)
+            await self._report_stored_call(request, stored, ended, reported, alias, outbox)
         if ended.text != stored.content and not ended.lost_since(request.requested_at):
             # Its events lack some of its text (the stream had no leader while they were
             # published, and its end then failed): clients are given the stored text.
@@ -340,23 +373,28 @@ class Worker:
         request: GenerationRequested,
         stored: StoredMessage,
         ended: ReplyLog,
+        reported: Mapping[str, Usage],
         alias: str,
         outbox: Outbox,
     ) -> None:
-        """Report again the usage of the call that ended a stored reply. Under the call's
-        own attempt id: the ledger keeps one entry, so a report that did reach it before
-        changes nothing.
+        """Report the usage of the call that ended a stored reply, unless its report is
+        in the usage stream (`reported`, the reply's reports by attempt id). Under the
+        call's own attempt id: the ledger keeps one entry.
 
         A finished reply's call is billed what the reply is in all (its stored usage)
-        less what its other calls were (the reply log's bill). A failed reply stores no
+        less what its other calls were (their reports). A failed reply stores no
         usage: its call is billed, as when it failed, the tokens it streamed and its
         prompt, estimated (here from the request alone, without the context).
         Flagged `estimated` either way: whether the provider counted the lost report's
-        usage is not stored, and the reply log's bill may miss events a NATS restart lost.
+        usage is not stored.
         """
+        attempt_id = ids.attempt_id(request.message_id, ended.last_delivery, ended.last_call)
+        if attempt_id in reported:
+            return
         outcome = _STORED_OUTCOMES.get(stored.status)
         if outcome is not None and stored.usage is not None:
-            billed = ended.billed or Usage.of(0, 0)
+            billed = _Bill()
+            billed.add_earlier(reported, ended.billed)
             prompt = stored.usage.prompt_tokens - billed.prompt_tokens
             completion = stored.usage.completion_tokens - billed.completion_tokens
         elif stored.status == "failed" and ended.last_delivery_tokens:
@@ -379,8 +417,8 @@ class Worker:
             log.warning("reply %s: the provider of its last call is unknown", request.message_id)
             return
         now = self._clock.now()
-        reported = UsageReported(
-            attempt_id=ids.attempt_id(request.message_id, ended.last_delivery, ended.last_call),
+        report = UsageReported(
+            attempt_id=attempt_id,
             message_id=request.message_id,
             conversation_id=request.conversation_id,
             user_id=request.user_id,
@@ -393,14 +431,14 @@ class Worker:
             duration_ms=0.0,
             occurred_at=now,
         )
-        await outbox.usage(reported)
+        await outbox.usage(report)
 
     async def _earlier_deliveries(self, run: _Run, broker: NatsBroker) -> ReplyLog | None:
         """What earlier deliveries streamed (nothing on the first); None: the reply ended."""
         if run.delivery <= 1:
             return ReplyLog()
         request = run.request
-        prior = await self._read_log(jetstream(broker), request.conversation_id, request.message_id)
+        prior = await self._read_log(broker.connection, request.conversation_id, request.message_id)
         if prior.finished:
             log.info("reply %s already ended on an earlier delivery", request.message_id)
             return None
@@ -729,8 +767,13 @@ class Worker:
     async def _report_interrupted(
         self, run: _Run, prior: ReplyLog, routes: tuple[Route, ...]
     ) -> None:
-        """Account the tokens of an earlier delivery's call that crashed before reporting."""
+        """Account the tokens of an earlier delivery's call that crashed before reporting:
+        once, not when its report is in the bill already (made by that delivery before it
+        went, or by a later one that found the call cut short too)."""
         if prior.last_delivery_tokens == 0:
+            return
+        attempt_id = ids.attempt_id(run.request.message_id, prior.last_delivery, prior.last_call)
+        if attempt_id in run.bill.attempts:
             return
         route = next((r for r in routes if r.provider == prior.provider), routes[0])
         now = self._clock.monotonic()
@@ -750,8 +793,9 @@ class Worker:
     async def _usage(self, run: _Run, spent: Spent) -> None:
         request, call = run.request, spent.call
         ttft = call.first_token
+        attempt_id = ids.attempt_id(request.message_id, run.delivery, call.index)
         reported = UsageReported(
-            attempt_id=ids.attempt_id(request.message_id, run.delivery, call.index),
+            attempt_id=attempt_id,
             message_id=request.message_id,
             conversation_id=request.conversation_id,
             user_id=request.user_id,
@@ -766,8 +810,11 @@ class Worker:
             occurred_at=self._clock.now(),
         )
         await run.outbox.usage(reported)
-        run.bill.add(spent.usage)
+        run.bill.add(attempt_id, spent.usage)
 
+
+# The bill's entry for what the reply log's bill counts and its reports lack.
+_UNREPORTED = ""
 
 _TOOL_CALL_CUT = PublicError(
     "generation_interrupted",

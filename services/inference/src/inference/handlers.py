@@ -150,9 +150,9 @@ _PUBLISHED: tuple[tuple[str, str, str, object], ...] = (
         GenerationFailed,
     ),
     (
-        subjects.USAGE_REPORTED,
+        subjects.usage_reported(_CONV, "{message_id}"),
         "inference.usage_reported",
-        "The usage of one generation attempt, reported once.",
+        "The usage of one generation attempt, reported once, on its reply's own subject.",
         UsageReported,
     ),
 )

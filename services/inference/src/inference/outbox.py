@@ -145,7 +145,8 @@ class Outbox:
 
     async def usage(self, event: UsageReported) -> None:
         usage = ids.msg_id("usage", event.attempt_id)
-        await self._store(event, subjects.USAGE_REPORTED, usage, stream=topology.USAGE_STREAM)
+        subject = subjects.usage_reported(event.conversation_id, event.message_id)
+        await self._store(event, subject, usage, stream=topology.USAGE_STREAM)
 
     async def _store(
         self,

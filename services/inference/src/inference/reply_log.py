@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.aio.client import Client
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError
 from pydantic import ValidationError
 
 from contracts import subjects, topology
@@ -53,6 +56,8 @@ class ReplyLog:
     stream_created: datetime | None = None
     # When the stream stored the reply's last event (the server's clock), if any.
     last_at: datetime | None = None
+    # When it was read (the server's clock too; None: a server that does not tell).
+    read_at: datetime | None = None
 
     def lost_since(self, moment: datetime) -> bool:
         """Nothing of the reply is in the events stream, which was created after `moment`:
@@ -66,9 +71,10 @@ class ReplyLog:
 
 
 async def read_reply_log(
-    js: JetStreamContext, conversation_id: str, reply_id: str, *, fetch_timeout: float = 5.0
+    nc: Client, conversation_id: str, reply_id: str, *, fetch_timeout: float = 5.0
 ) -> ReplyLog:
     """Read the reply's events, up to the stream's last sequence at this moment."""
+    js = nc.jetstream(timeout=fetch_timeout)
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
         deliver_policy=DeliverPolicy.ALL,
@@ -90,8 +96,9 @@ async def read_reply_log(
     gap = whole = False
     created: datetime | None = None
     last_at: datetime | None = None
+    read_at: datetime | None = None
     try:
-        created = (await js.stream_info(topology.EVENTS_STREAM)).created
+        created, read_at = await _stream_times(nc, topology.EVENTS_STREAM, fetch_timeout)
         info = await sub.consumer_info()
         consumer, pending = info.name, info.num_pending or 0
         while pending > 0:
@@ -162,7 +169,32 @@ async def read_reply_log(
         tool_calls=tool_calls,
         stream_created=created,
         last_at=last_at,
+        read_at=read_at,
     )
+
+
+async def _stream_times(
+    nc: Client, stream: str, timeout: float
+) -> tuple[datetime | None, datetime | None]:
+    """When `stream` was created, and the server's time now (`ts`, nats-server 2.10+).
+
+    JetStream's own answer to a stream info request: the client library's StreamInfo
+    leaves the server's time out.
+    """
+    reply = await nc.request(f"{DEFAULT_PREFIX}.STREAM.INFO.{stream}", b"", timeout=timeout)
+    info: dict[str, Any] = json.loads(reply.data)
+    if "error" in info:
+        APIError.from_error(info["error"])  # raises the error's own kind
+    return _server_time(info.get("created")), _server_time(info.get("ts"))
+
+
+def _server_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def _billed(headers: dict[str, str] | None) -> Usage | None:

@@ -46,9 +46,10 @@ def create_router(ledger: Ledger, settings: UsageSettings) -> NatsRouter:
         wait=settings.usage_fetch_wait_seconds,
         title="usage.reported",
         description=(
-            "UsageReported: one per generation attempt; recorded in the ledger once, "
-            "acked after the commit, the republished entry's PubAck and the commit "
-            "that marks it published."
+            "UsageReported: one per generation attempt, on its reply's own subject (and "
+            "on livechat.usage.reported, left from before an upgrade); recorded in the "
+            "ledger once, acked after the commit, the republished entry's PubAck and the "
+            "commit that marks it published."
         ),
     )
 
