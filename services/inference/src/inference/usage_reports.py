@@ -35,7 +35,9 @@ async def read_usage_reports(
     while True:
         try:
             msg = await js.get_msg(topology.USAGE_STREAM, seq=sequence, subject=subject, next=True)
-        except NotFoundError:  # no report after `sequence`
+        except NotFoundError:
+            # No report after `sequence`; or no stream (deleted, made anew later): then
+            # the bill the status events carried stands (`generation._Bill.add_earlier`).
             return reported
         sequence = (msg.seq or sequence) + 1
         try:
