@@ -14,6 +14,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
 
 from contracts import subjects, topology
 from contracts.events import DoneEvent, GenerationRequested, StartEvent, TokenEvent, Usage
@@ -222,3 +223,40 @@ async def test_a_request_a_worker_takes_at_once_is_never_announced(js):
         assert await _event_types(js, "taken") == []
     finally:
         await watcher.stop()
+
+
+async def _waiting_request(js: JetStreamContext) -> GenerationRequested:
+    for _ in range(300):
+        try:
+            msg = await js.get_last_msg(topology.WORK_STREAM, subjects.GENERATE)
+        except NotFoundError:
+            await asyncio.sleep(0.05)
+            continue
+        return GenerationRequested.model_validate_json(msg.data or b"")
+    raise AssertionError("no generation request was queued")
+
+
+async def test_a_stateless_completion_waiting_for_a_worker_is_not_announced(js, gateway_server):
+    # Neither OpenAI chunks nor Socket.IO stream events have a place for a `queued`
+    # status: a completion waits for a worker without one (the message after it is told).
+    await js.pull_subscribe(
+        subjects.GENERATE, durable=topology.INFERENCE_CONSUMER, stream=topology.WORK_STREAM
+    )
+    async with (
+        gateway_server(queue_status_interval_seconds=INTERVAL) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        body = {"model": "demo", "messages": [{"role": "user", "content": "x"}], "stream": True}
+        completion = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+        stateless = await _waiting_request(js)
+        assert stateless.conversation_id.startswith("oai-")
+        asked = Asked(url, "after-completion")
+        await asyncio.wait_for(asked.accepted.wait(), 15)
+        # The message waits behind the completion and is told so; the completion,
+        # waiting longer, is not.
+        await until(lambda: bool(asked.positions()))
+        assert asked.positions() == [1]
+        assert "queued" not in await _event_types(js, stateless.conversation_id)
+        for task in (completion, asked.task):
+            task.cancel()
+        await asyncio.gather(completion, asked.task, return_exceptions=True)

@@ -120,6 +120,7 @@ class EventHub:
         return listener
 
     def detach(self, listener: Listener) -> None:
+        listener.close()
         group = self._listeners.get(listener.conversation_id)
         if group is not None:
             group.discard(listener)

@@ -20,8 +20,10 @@ class Ended(Exception):
 
 class Listener:
     __slots__ = (
+        "_deadline",
         "_items",
         "_limit",
+        "_timer",
         "_waiter",
         "conversation_id",
         "ended",
@@ -36,6 +38,10 @@ class Listener:
         self._limit = limit
         self._items: deque[RelayedEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # When the pending wait times out (None: it waits without limit), and the one
+        # timer that ends it (see `_arm`).
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.lagged = False
         self.ended = False
         # The first sequence pushed: where a lagging live-only reader resumes.
@@ -77,15 +83,14 @@ class Listener:
         if not self._items and not self.lagged:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            # A timer that ends the wait (no `asyncio.wait_for`: a future, a callback
-            # and a timer more for every event relayed).
-            timer = None if max_wait is None else loop.call_later(max_wait, _wake, waiter)
+            if max_wait is None:
+                self._deadline = None
+            else:
+                self._arm(loop, loop.time() + max_wait)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
             if self.ended:
                 raise Ended
             if not self._items and not self.lagged:
@@ -96,7 +101,36 @@ class Listener:
         self._items.clear()
         return batch
 
+    def close(self) -> None:
+        """Detached: its timer goes (it would hold the listener until it fires)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        # One timer outlives the waits it does not end: a reader waiting again after
+        # each event (tokens every few ms, a ping deadline of seconds) would otherwise
+        # arm and cancel a timer per event. When it fires before the current wait's
+        # deadline it is armed again for the rest (`_expire`).
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()  # a shorter wait than the one it was armed for
+        self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # no wait pending (the next one arms a timer), or one without limit
+        if loop.time() + _EARLY >= deadline:
+            waiter.set_result(None)  # timed out: `get_batch` returns []
+        else:
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+
+# A timer may fire a little before its time (the loop's clock resolution): a wait
+# that close to its deadline has timed out, as it would have with its own timer.
+_EARLY = 0.001

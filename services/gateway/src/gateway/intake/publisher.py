@@ -286,10 +286,16 @@ class Publisher:
         )
 
     async def request_generation(
-        self, request: GenerationRequested, *, kind: str, allowance: int | None = None
+        self,
+        request: GenerationRequested,
+        *,
+        kind: str,
+        allowance: int | None = None,
+        announce_queue: bool = True,
     ) -> bool:
         """Queue a generation request alone (deduped per reply, `kind`: "gen" or "regen");
-        True when it was queued before."""
+        True when it was queued before. `announce_queue=False`: no `status queued` while
+        it waits for a worker (its client's protocol has no place for one)."""
         msg_id = ids.msg_id(kind, request.conversation_id, request.message_id)
         publishes: list[tuple[str, BaseModel, str]] = [(subjects.GENERATE, request, msg_id)]
         try:
@@ -297,6 +303,6 @@ class Publisher:
         except (NatsError, TimeoutError) as exc:
             log.warning("publishing a generation request failed: %s", type(exc).__name__)
             raise await self._refusal(publishes, "the request", {}) from exc
-        if self._queue is not None:
+        if self._queue is not None and announce_queue:
             self._queue.track(request.conversation_id, request.message_id, ack.seq)
         return bool(ack.duplicate)

@@ -77,7 +77,13 @@ async def start_stateless(
     generation requested with its feed attached before: the first token cannot be missed."""
     allowance = await limits.check(generation.user_id)
     feed = gateway.feed(generation.conversation_id, None)  # stateless: not in memory
-    queued = gateway.publisher.request_generation(generation, kind="gen", allowance=allowance)
+    # Not watched for `status queued`: neither the OpenAI chunks nor Socket.IO's stream
+    # events carry a status, and nobody else follows a conversation of one request.
+    # Announcing would cost the queue watcher's reads and a publish per waiting request,
+    # and the hub a relay, for nothing (it is when every worker is busy, too).
+    queued = gateway.publisher.request_generation(
+        generation, kind="gen", allowance=allowance, announce_queue=False
+    )
     await attached(feed, queued)
     return feed
 
