@@ -17,11 +17,13 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-__all__ = ["IDLE_WAIT_SECONDS", "Handle", "PullLoop"]
+__all__ = ["IDLE_WAIT_SECONDS", "Handle", "PullLoop", "Takeable"]
 
 log = logging.getLogger(__name__)
 
 Handle = Callable[[list[Msg]], Coroutine[Any, Any, None]]
+# How many messages the handler can take at once right now (e.g. its free slots).
+Takeable = Callable[[], int]
 
 # After a failed pull (NATS restarting, the consumer being recreated), before the next.
 _RETRY_SECONDS = 0.5
@@ -47,6 +49,12 @@ class PullLoop:
     costs one pull request per `idle_wait` instead of two per `wait` (with a short
     `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
     the next pull overlaps the commit of the previous one.
+
+    With `takeable` (instead of `batch` and `fill`), a loop that is not idle asks for
+    as many messages as `takeable()` says, up to `batch`, of those the consumer holds
+    now (a no-wait pull: answered at once, with what is there), and goes idle when it
+    holds none: a queue that filled up while one message was handled is taken in one
+    round trip, not in one per message, and a message is never held waiting for others.
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class PullLoop:
         inbox_prefix: bytes | None = None,
         idle_wait: float = IDLE_WAIT_SECONDS,
         fill: bool = False,
+        takeable: Takeable | None = None,
     ) -> None:
         self._handle = handle
         self._stream = stream
@@ -71,6 +80,7 @@ class PullLoop:
         self._inbox_prefix = inbox_prefix
         self._idle_wait = max(idle_wait, wait)
         self._fill = fill
+        self._takeable = takeable
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -116,6 +126,15 @@ class PullLoop:
                         messages = await subscription.fetch(1, timeout=self._idle_wait)
                         if self._fill:
                             messages = await self._filled(subscription, messages)
+                    elif self._takeable is not None:
+                        wanted = min(self._batch, self._takeable())
+                        if wanted > 1:
+                            messages = await self._queued(subscription, wanted)
+                            if not messages:
+                                idle = True
+                                continue
+                        else:
+                            messages = await subscription.fetch(1, timeout=self._wait)
                     elif self._fill:
                         first = await subscription.fetch(self._batch, timeout=self._wait)
                         messages = await self._filled(subscription, first)
@@ -172,6 +191,38 @@ class PullLoop:
                 messages.append(message)
                 needed -= 1
             elif status != "100":  # not a heartbeat: this (or an older) request ended
+                break
+        return messages
+
+    async def _queued(
+        self, subscription: JetStreamContext.PullSubscription, wanted: int
+    ) -> list[Msg]:
+        """Up to `wanted` messages the consumer holds now, none waited for: what an
+        earlier fetch left in the subscription's queue, then a no-wait pull request,
+        which the server answers at once with what it has (and a status when that is
+        fewer)."""
+        pending = subscription._sub._pending_queue
+        messages: list[Msg] = []
+        while not pending.empty() and len(messages) < wanted:
+            message = pending.get_nowait()
+            subscription._sub._pending_size -= len(message.data)
+            if JetStreamContext.is_status_msg(message) is None:
+                messages.append(message)
+        if messages:
+            return messages
+        request = {"batch": wanted, "no_wait": True}
+        await subscription._nc.publish(
+            subscription._nms, json.dumps(request).encode(), subscription._deliver
+        )
+        while len(messages) < wanted:
+            try:
+                message = await subscription._sub.next_msg(timeout=self._wait)
+            except TimeoutError:
+                break  # the answer went missing (a reconnect): what came is handed on
+            status = JetStreamContext.is_status_msg(message)
+            if status is None:
+                messages.append(message)
+            elif status != "100":  # not a heartbeat: the request (or an older one) ended
                 break
         return messages
 
