@@ -86,17 +86,18 @@ async def test_what_queued_meanwhile_is_taken_together_up_to_what_can_be_taken(
         await _publish(nc, "first")
         async with asyncio.timeout(30):
             await handler.first_taken.wait()
-        await _publish(nc, "a", "b", "c", "d", "e")
+        await _publish(nc, "a", "b", "c", "d", "e", "f", "g")
         handler.release.set()
-        await _until_taken(handler, 6)
+        await _until_taken(handler, 8)
         # Later alone again: an idle loop hands a message on by itself.
         await _publish(nc, "later")
-        await _until_taken(handler, 7)
+        await _until_taken(handler, 9)
     finally:
         await loop.stop(5.0)
 
-    assert [len(batch) for batch in handler.batches] == [1, 3, 2, 1]
-    assert handler.taken() == [b"first", b"a", b"b", b"c", b"d", b"e", b"later"]
+    # The first of the queue tells how many wait behind it; they come 3 at a time.
+    assert [len(batch) for batch in handler.batches] == [1, 1, 3, 3, 1]
+    assert handler.taken() == [b"first", *(c.encode() for c in "abcdefg"), b"later"]
 
 
 async def test_one_at_a_time_when_the_handler_can_take_no_more(nc: Client) -> None:

@@ -50,11 +50,12 @@ class PullLoop:
     `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
     the next pull overlaps the commit of the previous one.
 
-    With `takeable` (instead of `batch` and `fill`), a loop that is not idle asks for
-    as many messages as `takeable()` says, up to `batch`, of those the consumer holds
-    now (a no-wait pull: answered at once, with what is there), and goes idle when it
-    holds none: a queue that filled up while one message was handled is taken in one
-    round trip, not in one per message, and a message is never held waiting for others.
+    With `takeable` (instead of `batch` and `fill`), a loop whose last message said
+    more were pending asks for as many as `takeable()` says, up to `batch`, of those
+    the consumer holds now (a no-wait pull: answered at once, with what is there),
+    and goes idle when it holds none: a queue that filled up while one message was
+    handled is taken in one round trip, not in one per message, and a message is
+    never held waiting for others. Without a backlog it pulls one as before.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class PullLoop:
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         loop = asyncio.get_running_loop()
         idle = True
+        backlog = 0  # messages the consumer held beyond the last one handed on
         try:
             while not self._stopping:
                 try:
@@ -127,7 +129,7 @@ class PullLoop:
                         if self._fill:
                             messages = await self._filled(subscription, messages)
                     elif self._takeable is not None:
-                        wanted = min(self._batch, self._takeable())
+                        wanted = min(self._batch, self._takeable(), backlog)
                         if wanted > 1:
                             messages = await self._queued(subscription, wanted)
                             if not messages:
@@ -152,6 +154,8 @@ class PullLoop:
                     await asyncio.sleep(_RETRY_SECONDS)
                     continue
                 idle = False
+                if self._takeable is not None:
+                    backlog = _pending_after(messages)
                 batch = loop.create_task(self._handle(messages))
                 self._batches.add(batch)
                 batch.add_done_callback(self._settled)
@@ -231,3 +235,14 @@ class PullLoop:
         if not batch.cancelled() and (error := batch.exception()) is not None:
             # Its unsettled messages are redelivered after the ack wait.
             log.error("a batch from %s failed (%s)", self._durable, type(error).__name__)
+
+
+def _pending_after(messages: list[Msg]) -> int:
+    """How many messages the consumer held beyond the last of `messages` when it was
+    delivered (its metadata); 0 when that is not told."""
+    if not messages:
+        return 0
+    try:
+        return int(messages[-1].metadata.num_pending)
+    except Exception:  # not a JetStream message (no metadata)
+        return 0
