@@ -34,6 +34,7 @@ from devstack.ports import free_port
 from gateway.intake.budget import BudgetWatch
 from inference.reply_log import read_reply_log
 from inference.usage_reports import read_usage_reports
+from runtime.kv_watch import BucketWatch
 from usage.budget import allow_atomic_batches
 
 # Starts nats-server itself.
@@ -601,6 +602,27 @@ async def test_the_gateway_may_watch_the_budget_bucket(login: Connect) -> None:
         deadline = time.monotonic() + 10
         # Current: its consumer was created and confirmed (consumer info) as this user.
         while watch.spent("some-user.2026-01-01", "2026-01-01") != 42:
+            assert time.monotonic() < deadline, errors
+            await asyncio.sleep(0.01)
+    finally:
+        await watch.aclose()
+    assert errors == []
+
+
+async def test_a_worker_may_watch_the_cancel_bucket(login: Connect) -> None:
+    gateway, _ = await login("gateway")
+    await topology.ensure_buckets(gateway.jetstream())
+    stops = await gateway.jetstream().key_value(topology.CANCEL_BUCKET)
+    await stops.put("some-conversation.some-user", b"{}")
+    inference, errors = await login("inference")
+    watch = BucketWatch(
+        inference, inference.jetstream(), topology.CANCEL_BUCKET, confirm_seconds=0.05
+    )
+    watch.start()
+    try:
+        deadline = time.monotonic() + 10
+        # Current: its consumer was created and confirmed (consumer info) as this user.
+        while not (watch.current and watch.get("some-conversation.some-user") == b"{}"):
             assert time.monotonic() < deadline, errors
             await asyncio.sleep(0.01)
     finally:

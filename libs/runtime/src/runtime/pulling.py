@@ -17,11 +17,13 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-__all__ = ["IDLE_WAIT_SECONDS", "Handle", "PullLoop"]
+__all__ = ["IDLE_WAIT_SECONDS", "Handle", "PullLoop", "Takeable"]
 
 log = logging.getLogger(__name__)
 
 Handle = Callable[[list[Msg]], Coroutine[Any, Any, None]]
+# How many messages the handler can take at once right now (e.g. its free slots).
+Takeable = Callable[[], int]
 
 # After a failed pull (NATS restarting, the consumer being recreated), before the next.
 _RETRY_SECONDS = 0.5
@@ -47,6 +49,13 @@ class PullLoop:
     costs one pull request per `idle_wait` instead of two per `wait` (with a short
     `wait`, a hundred a second). Up to `depth` batches are in hand at once, so
     the next pull overlaps the commit of the previous one.
+
+    With `takeable` (instead of `batch` and `fill`), a loop whose last message said
+    more were pending asks for as many as `takeable()` says, up to `batch`, of those
+    the consumer holds now (a no-wait pull: answered at once, with what is there),
+    and goes idle when it holds none: a queue that filled up while one message was
+    handled is taken in one round trip, not in one per message, and a message is
+    never held waiting for others. Without a backlog it pulls one as before.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class PullLoop:
         inbox_prefix: bytes | None = None,
         idle_wait: float = IDLE_WAIT_SECONDS,
         fill: bool = False,
+        takeable: Takeable | None = None,
     ) -> None:
         self._handle = handle
         self._stream = stream
@@ -71,6 +81,7 @@ class PullLoop:
         self._inbox_prefix = inbox_prefix
         self._idle_wait = max(idle_wait, wait)
         self._fill = fill
+        self._takeable = takeable
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -109,6 +120,7 @@ class PullLoop:
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         loop = asyncio.get_running_loop()
         idle = True
+        backlog = 0  # messages the consumer held beyond the last one handed on
         try:
             while not self._stopping:
                 try:
@@ -116,6 +128,15 @@ class PullLoop:
                         messages = await subscription.fetch(1, timeout=self._idle_wait)
                         if self._fill:
                             messages = await self._filled(subscription, messages)
+                    elif self._takeable is not None:
+                        wanted = min(self._batch, self._takeable(), backlog)
+                        if wanted > 1:
+                            messages = await self._queued(subscription, wanted)
+                            if not messages:
+                                idle = True
+                                continue
+                        else:
+                            messages = await subscription.fetch(1, timeout=self._wait)
                     elif self._fill:
                         first = await subscription.fetch(self._batch, timeout=self._wait)
                         messages = await self._filled(subscription, first)
@@ -133,6 +154,8 @@ class PullLoop:
                     await asyncio.sleep(_RETRY_SECONDS)
                     continue
                 idle = False
+                if self._takeable is not None:
+                    backlog = _pending_after(messages)
                 batch = loop.create_task(self._handle(messages))
                 self._batches.add(batch)
                 batch.add_done_callback(self._settled)
@@ -175,8 +198,51 @@ class PullLoop:
                 break
         return messages
 
+    async def _queued(
+        self, subscription: JetStreamContext.PullSubscription, wanted: int
+    ) -> list[Msg]:
+        """Up to `wanted` messages the consumer holds now, none waited for: what an
+        earlier fetch left in the subscription's queue, then a no-wait pull request,
+        which the server answers at once with what it has (and a status when that is
+        fewer)."""
+        pending = subscription._sub._pending_queue
+        messages: list[Msg] = []
+        while not pending.empty() and len(messages) < wanted:
+            message = pending.get_nowait()
+            subscription._sub._pending_size -= len(message.data)
+            if JetStreamContext.is_status_msg(message) is None:
+                messages.append(message)
+        if messages:
+            return messages
+        request = {"batch": wanted, "no_wait": True}
+        await subscription._nc.publish(
+            subscription._nms, json.dumps(request).encode(), subscription._deliver
+        )
+        while len(messages) < wanted:
+            try:
+                message = await subscription._sub.next_msg(timeout=self._wait)
+            except TimeoutError:
+                break  # the answer went missing (a reconnect): what came is handed on
+            status = JetStreamContext.is_status_msg(message)
+            if status is None:
+                messages.append(message)
+            elif status != "100":  # not a heartbeat: the request (or an older one) ended
+                break
+        return messages
+
     def _settled(self, batch: asyncio.Task[None]) -> None:
         self._batches.discard(batch)
         if not batch.cancelled() and (error := batch.exception()) is not None:
             # Its unsettled messages are redelivered after the ack wait.
             log.error("a batch from %s failed (%s)", self._durable, type(error).__name__)
+
+
+def _pending_after(messages: list[Msg]) -> int:
+    """How many messages the consumer held beyond the last of `messages` when it was
+    delivered (its metadata); 0 when that is not told."""
+    if not messages:
+        return 0
+    try:
+        return int(messages[-1].metadata.num_pending)
+    except Exception:  # not a JetStream message (no metadata)
+        return 0

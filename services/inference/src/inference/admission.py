@@ -68,6 +68,13 @@ class Admission:
         # The replies of the messages taken in (waiting or running), by reply id.
         self._in_progress = InProgress()
 
+    def free_slots(self) -> int:
+        """How many requests would start at once, none waiting for a slot: what the
+        intake may fetch in one pull."""
+        if self._closing:
+            return 0
+        return max(self._slots - self._busy - self._waiting, 0)
+
     def set_intake(self, stop: Callable[[], Awaitable[None]]) -> None:
         """How to stop fetching work messages (the intake's `stop`), for `close`."""
         self._stop_intake = stop

@@ -21,6 +21,7 @@ from inference.settings import InferenceSettings
 from inference.tracing import SERVICE_NAME, install_tracing
 from inference.work_queue import ensure_consumer
 from runtime.broker import create_broker, jetstream
+from runtime.kv_watch import BucketWatch
 from runtime.reconnect import rerun_on_reconnect
 from runtime.telemetry import tracer_provider_from
 
@@ -64,6 +65,7 @@ def create_app(
     broker.include_router(create_router(settings, admission=admission, consume_work=False))
     intake = WorkIntake(settings, admission, broker, tracer=tracer)
     admission.set_intake(intake.stop)
+    watches: list[BucketWatch] = []
 
     async def prepare_topology() -> None:
         # Before the subscribers start: the pull consumer needs its stream.
@@ -72,7 +74,16 @@ def create_app(
         await ensure_streams(js, settings, INFERENCE_STREAMS)
         await ensure_consumer(js, settings)
         await topology.ensure_buckets(js, settings.nats_replicas)
-        admission.cancels.bind(await js.key_value(topology.CANCEL_BUCKET))
+        # Held by the worker: a request taken looks its stop up without a round trip.
+        cancels = admission.cancels
+        watch = BucketWatch(broker.connection, js, topology.CANCEL_BUCKET, on_change=cancels.heard)
+        watches.append(watch)
+        watch.start()
+        cancels.bind(await js.key_value(topology.CANCEL_BUCKET), watch)
+
+    async def close_watches() -> None:
+        while watches:
+            await watches.pop().aclose()
 
     async def close_providers() -> None:
         if not owned:
@@ -95,7 +106,7 @@ def create_app(
         broker,
         on_startup=[prepare_topology],
         after_startup=[subscribed],
-        on_shutdown=[admission.close, close_providers],
+        on_shutdown=[admission.close, close_providers, close_watches],
     )
     install_metrics(app, broker, settings)
     install_tracing(broker, settings, tracer_provider)

@@ -3,8 +3,11 @@
 A stop reaches a worker two ways. Core NATS (`subjects.cancel(conv)`, heard by every
 worker) stops the generations the worker holds: running, or waiting for a slot. The
 cancel bucket keeps it for the requests nobody held when it was pressed (still queued
-in the work stream, or about to be redelivered): a worker reads it when it takes a
-request, before calling any provider.
+in the work stream, or about to be redelivered): a worker looks it up when it takes a
+request, before calling any provider. Each worker holds the bucket (a watch,
+`runtime.kv_watch`): the look-up is no round trip on the way to the first token, and a
+change the watch hands on stops the requests held here like a live stop; while the
+watch is not current the bucket is read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 
 from contracts import topology
 from contracts.events import CancelRequested, GenerationRequested
+from runtime.kv_watch import BucketWatch
 
 __all__ = ["CancelSignal", "CancelSignals"]
 
@@ -76,10 +80,24 @@ class CancelSignals:
     def __init__(self) -> None:
         self._held: dict[str, set[CancelSignal]] = {}
         self._bucket: KeyValue | None = None
+        self._watch: BucketWatch | None = None
 
-    def bind(self, bucket: KeyValue) -> None:
-        """The cancel bucket (a worker without one only hears live stops)."""
+    def bind(self, bucket: KeyValue, watch: BucketWatch | None = None) -> None:
+        """The cancel bucket (a worker without one only hears live stops), and its watch
+        (`heard` its changes) when the worker holds it."""
         self._bucket = bucket
+        self._watch = watch
+
+    def heard(self, key: str, value: bytes | None) -> None:
+        """A change of the cancel bucket (its watch's `on_change`): a stop pressed."""
+        if value is None:
+            return
+        try:
+            cancel = CancelRequested.model_validate_json(value)
+        except ValidationError:
+            log.warning("ignored an unreadable entry of the cancel bucket")
+            return
+        self.cancel(cancel)
 
     def hold(self, request: GenerationRequested, work_seq: int) -> CancelSignal:
         stop = CancelSignal(request.conversation_id, request.user_id, work_seq)
@@ -105,17 +123,21 @@ class CancelSignals:
         if self._bucket is None or stop.is_set:
             return
         key = topology.cancel_key(stop.conversation_id, stop.user_id)
+        watch = self._watch
+        if watch is not None and watch.current:
+            value = watch.get(key)
+        else:
+            try:
+                value = (await self._bucket.get(key)).value
+            except KeyNotFoundError:
+                return
+            except Exception as exc:  # a live stop still reaches the generation
+                log.warning("could not read the cancel bucket (%s)", type(exc).__name__)
+                return
+        if value is None:
+            return
         try:
-            entry = await self._bucket.get(key)
-        except KeyNotFoundError:
-            return
-        except Exception as exc:  # a live stop still reaches the generation
-            log.warning("could not read the cancel bucket (%s)", type(exc).__name__)
-            return
-        if entry.value is None:
-            return
-        try:
-            cancel = CancelRequested.model_validate_json(entry.value)
+            cancel = CancelRequested.model_validate_json(value)
         except ValidationError:
             log.warning("ignored an unreadable entry of the cancel bucket")
             return
