@@ -229,3 +229,53 @@ def test_silence_is_a_read_timeout_and_a_cut_body_a_transport_error(run: Run, li
                 assert parts == [b"a"]
 
     run(scenario())
+
+
+def test_a_request_body_arrives_and_a_body_without_length_ends_with_the_connection(
+    run: Run, lib: Library
+) -> None:
+    payload = b'{"messages": [{"role": "user", "content": "' + b"x" * 70_000 + b'"}]}'
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+        # No length, no chunks: the body is what comes until the server hangs up.
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for start in range(0, len(body), 20_000):
+            writer.write(body[start : start + 20_000])
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client() as client:
+            for _ in range(2):  # the closed connection is not reused
+                response = await client.post(f"http://127.0.0.1:{port}/echo", content=payload)
+                assert response.status_code == 200
+                assert response.content == payload
+
+    run(scenario())
+
+
+def test_a_response_that_is_not_http_is_a_protocol_error(run: Run, lib: Library) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client(timeout=5.0) as client:
+            with pytest.raises(lib.http.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{port}/")
+
+    run(scenario())
