@@ -177,6 +177,8 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]  # lower-case names; the authorization value is redacted
+    # The key the request was authorised with (`Authorization: Bearer <key>`).
+    bearer: str = field(default="", repr=False)
     # How the server ended the call: "completed", "status", "error_frame", "dropped",
     # "client_closed" (the client went away before the end), "stopped".
     outcome: str | None = None
@@ -309,9 +311,10 @@ class FakeOpenAI:
                     writer, 404, {"error": {"message": "Not found", "type": "not_found"}}
                 )
                 return
+            bearer = headers.get("authorization", "").removeprefix("Bearer ")
             if "authorization" in headers:
                 headers["authorization"] = "<redacted>"
-            record = RecordedRequest(path, json.loads(raw or b"{}"), headers)
+            record = RecordedRequest(path, json.loads(raw or b"{}"), headers, bearer)
             self.requests.append(record)
             scenario = self._script.popleft() if self._script else self.default
             await self._play(scenario, record, reader, writer)
