@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
-from inference.receipts import Receipts, is_stored
+from inference.receipts import AckInbox, Receipts, is_stored
 
 KEPT = "receipts.kept"  # a subject the test stream takes
 DROPPED = "receipts.dropped"  # one it does not: a publish there is dropped without a word
@@ -73,6 +74,26 @@ async def test_nothing_published_has_nothing_missing(stream: Client) -> None:
     receipts = Receipts(stream)
     assert await receipts.missing(wait=30) == 0
     await receipts.close()
+
+
+async def test_replies_sharing_the_workers_inbox_count_only_their_own_acks(
+    stream: Client,
+) -> None:
+    inbox = AckInbox(stream)
+    first, second = Receipts(stream, inbox), Receipts(stream, inbox)
+    await asyncio.gather(first.listen(), second.listen())  # one subscription for both
+    for receipts, subject in ((first, KEPT), (second, DROPPED), (first, KEPT), (second, KEPT)):
+        await stream.publish(subject, b"{}", receipts.reply_to())
+    await stream.flush()
+    assert await first.missing(wait=30) == 0
+    assert await second.missing(wait=30) == 1
+    await first.close()
+    # A reply that ended hears no more; the others still do.
+    await stream.publish(KEPT, b"{}", second.reply_to())
+    await stream.flush()
+    assert await second.missing(wait=30) == 1
+    await second.close()
+    await inbox.close()
 
 
 def _msg(data: bytes, headers: dict[str, str] | None = None) -> Msg:

@@ -55,6 +55,7 @@ from inference.leader_watch import LeaderWatch
 from inference.outbox import Outbox
 from inference.providers.base import Provider, ProviderRequest, ToolCallDelta
 from inference.providers.model_routes import Route, UnknownModelError, default_models, resolve
+from inference.receipts import AckInbox
 from inference.reply_log import ReplyLog, read_reply_log
 from inference.settings import InferenceSettings
 from inference.usage_reports import read_usage_reports
@@ -185,6 +186,8 @@ class Worker:
         self._settings = settings
         # One per worker process: the events stream's leader elections it heard of.
         self._leaders = leaders or LeaderWatch()
+        # One per worker connection: the subscription for the acks of its replies' events.
+        self._acks: AckInbox | None = None
         self._providers = providers
         self._clock = clock
         self._read_log = read_log
@@ -230,7 +233,7 @@ class Worker:
             await self._end_again(request, messages, alias, broker)
             return True
         created_at = max(self._clock.now(), request.requested_at)
-        outbox = Outbox(broker, leaders=self._leaders)
+        outbox = Outbox(broker, leaders=self._leaders, acks=self._ack_inbox(broker))
         run = _Run(
             request, outbox, alias, delivery, messages, created_at, _Bill(), outbox.disturbances()
         )
@@ -238,6 +241,13 @@ class Worker:
             return await self._deliver(run, broker, cancel)
         finally:
             await outbox.close()
+
+    def _ack_inbox(self, broker: NatsBroker) -> AckInbox:
+        """The worker's subscription for the acks of its events (anew for a new connection)."""
+        connection = broker.connection
+        if self._acks is None or self._acks.connection is not connection:
+            self._acks = AckInbox(connection)
+        return self._acks
 
     async def _deliver(self, run: _Run, broker: NatsBroker, cancel: CancelSignal | None) -> bool:
         """Answer one delivery of a request (its context at hand), or end it otherwise;
@@ -631,9 +641,12 @@ class Worker:
         spent: Spent | None,
     ) -> None:
         """End a reply with `done`: its buffered tokens first, then what memory stores
-        (persisted requests only), its call's usage, and the terminal event last."""
+        (persisted requests only), its call's usage, and the terminal event last.
+
+        No PING round trip first: the tokens (published by `_stream` before) go ahead of
+        the record on the one connection, and the record's ack comes after the server
+        took them, as the terminal event comes after them in the events stream."""
         request = run.request
-        await run.outbox.flush()
         if request.persist:
             finished = GenerationFinished(
                 **self._record(run, text),
@@ -662,7 +675,6 @@ class Worker:
     ) -> None:
         """End a reply with `error`, in the same order as `_done`."""
         request = run.request
-        await run.outbox.flush()
         if request.persist:
             failed = GenerationFailed(
                 **self._record(run, text),

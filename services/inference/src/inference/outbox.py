@@ -21,7 +21,7 @@ from contracts.events import (
 )
 from inference.coalescing import PublishTokens
 from inference.leader_watch import LeaderWatch
-from inference.receipts import Receipts
+from inference.receipts import AckInbox, Receipts
 
 __all__ = ["BILLED_HEADER", "TOKENS_HEADER", "Outbox"]
 
@@ -37,13 +37,19 @@ class Outbox:
     """What one delivery of a reply publishes (one outbox per delivery)."""
 
     def __init__(
-        self, broker: NatsBroker, *, timeout: float = 5.0, leaders: LeaderWatch | None = None
+        self,
+        broker: NatsBroker,
+        *,
+        timeout: float = 5.0,
+        leaders: LeaderWatch | None = None,
+        acks: AckInbox | None = None,
     ) -> None:
         self._broker = broker
         self._timeout = timeout
         self._leaders = leaders
-        # The stream's acks of the events published without waiting (`unconfirmed`).
-        self._receipts = Receipts(broker.connection)
+        # The stream's acks of the events published without waiting (`unconfirmed`),
+        # heard on the worker's one subscription for them (`acks`), else on its own.
+        self._receipts = Receipts(broker.connection, acks)
 
     def tokens(self, conversation_id: str, message_id: str) -> PublishTokens:
         """The publisher of one reply's `token` events.
