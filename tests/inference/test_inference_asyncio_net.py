@@ -279,3 +279,34 @@ def test_a_response_that_is_not_http_is_a_protocol_error(run: Run, lib: Library)
                 await client.get(f"http://127.0.0.1:{port}/")
 
     run(scenario())
+
+
+def test_a_shorter_timeout_on_a_reused_connection_still_fires(run: Run, lib: Library) -> None:
+    async def answer_then_fall_silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(_chunk(b"a") + b"0\r\n\r\n")
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"b"))
+        await writer.drain()
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(answer_then_fall_silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/"
+        async with server, lib.client() as client:
+            # A day's read timeout first: its timer must not hold back the next one's.
+            async with client.stream("GET", url, timeout=86400) as response:
+                assert [part async for part in response.aiter_raw()] == [b"a"]
+            parts: list[bytes] = []
+            with pytest.raises(lib.http.ReadTimeout):
+                async with client.stream("GET", url, timeout=0.3) as response:
+                    async for part in response.aiter_raw():
+                        parts.append(part)
+            assert parts == [b"b"]
+
+    run(scenario())

@@ -109,6 +109,10 @@ class _Connection(asyncio.Protocol):
         self._reader: asyncio.Future[None] | None = None  # a read waiting for data
         self._writer: asyncio.Future[None] | None = None  # a write waiting for room
         self._writing_paused = False
+        # The wait a timeout applies to (its waiter and failure), its deadline, its timer.
+        self._waiting: tuple[asyncio.Future[None], type[Exception]] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self.begin(head=False)
         self._parser = None  # idle: nothing is expected until a request is sent
@@ -179,6 +183,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -202,12 +209,32 @@ class _Connection(asyncio.Protocol):
     async def _wait(
         self, waiter: asyncio.Future[None], timeout: float | None, error: type[Exception]
     ) -> None:
-        timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter, error)
+        """Wait for `waiter`, failing it with `error` after `timeout` seconds.
+
+        One timer per connection, re-armed lazily (as the failover's watchdog): a read
+        per token chunk would otherwise start and cancel a timer per token."""
+        if timeout is None:
+            await waiter
+            return
+        self._deadline = deadline = self._loop.time() + timeout
+        self._waiting = (waiter, error)
+        if self._timer is None or deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._check)
         try:
             await waiter
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._waiting = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._waiting is None:
+            return  # the next wait arms it again
+        if self._loop.time() >= self._deadline:
+            _expire(*self._waiting)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check)
 
     # --- asyncio protocol -----------------------------------------------------
 
@@ -240,6 +267,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if exc is not None and self.error is None:
             self.error = exc
         _wake(self._reader)
