@@ -51,6 +51,7 @@ OPENAI_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=10
 GROQ_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
+_PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class _Errors(NamedTuple):
@@ -191,7 +192,7 @@ class _Connection(asyncio.Protocol):
 
     def _lost(self, message: str) -> Exception:
         error = self.error
-        if isinstance(error, httptools.HttpParserError):
+        if isinstance(error, _PARSE_ERRORS):
             return self._errors.protocol(f"{message} ({type(error).__name__})")
         if error is not None:
             failure = self._errors.read(str(error))
@@ -251,7 +252,7 @@ class _Connection(asyncio.Protocol):
         else:
             try:
                 parser.feed_data(data)
-            except httptools.HttpParserError as exc:
+            except _PARSE_ERRORS as exc:  # not HTTP/1.1 (or an upgrade nobody asked for)
                 self.error = exc
                 self.close()
             if self._buffered > _HIGH_WATER and not self._reading_paused:
