@@ -32,11 +32,11 @@ def sqlite_reader(engine: AsyncEngine) -> Engine | None:
     chat event writes (None for any other database, or an in-memory one).
 
     aiosqlite runs each step of a statement (cursor, execute, fetch, close, rollback)
-    as a hop to its thread and back; a read or a write transaction run whole in one
-    worker thread on this engine makes one hop, which is most of the time of a context
-    request. Under WAL its connections read the last commit, as the async engine's
-    do; its writes wait for the async engine's (the busy timeout), as the replicas'
-    writes on one file do.
+    as a hop to its thread and back. On this engine a hot read runs inline on the
+    event loop's thread (under WAL it never waits for a writer) and a write transaction
+    whole in one worker thread hop (it may wait for the write lock). Under WAL its
+    connections read the last commit, as the async engine's do; its writes wait for
+    the async engine's (the busy timeout), as the replicas' writes on one file do.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
