@@ -174,8 +174,8 @@ _AVERAGES = text("SELECT block FROM exchange_search_data WHERE id = 1")
 class _IndexCounts:
     """Which words are in half the rows of the SQLite index or more, as counted at most
     FREQUENCY_SECONDS ago (a word's share of the index moves slowly, its count does not);
-    the size of the index too is read at most every FREQUENCY_SECONDS (one row: a
-    statement per answer saved)."""
+    the size of the index too is read at most every FREQUENCY_SECONDS once it is no
+    longer small (one row: a statement per answer saved)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -184,15 +184,18 @@ class _IndexCounts:
         self._total: tuple[float, int] | None = None  # (read at, rows of the index)
 
     def _size(self, conn: Connection, now: float) -> int:
-        """The rows of the index, as read at most FREQUENCY_SECONDS ago."""
+        """The rows of the index, as read at most FREQUENCY_SECONDS ago once it is no
+        longer small (while small it is read each time: a size kept from then would
+        search the grown index with every word for as long)."""
         with self._lock:
             known = self._total
         if known is not None and now - known[0] <= FREQUENCY_SECONDS:
             return known[1]
         block = conn.execute(_AVERAGES).scalar()
         total = _varint(bytes(block)) if block else 0
-        with self._lock:
-            self._total = (now, total)
+        if total >= _SMALL_INDEX:
+            with self._lock:
+                self._total = (now, total)
         return total
 
     def common(self, conn: Connection, words: list[str]) -> set[str]:
