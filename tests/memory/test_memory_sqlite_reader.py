@@ -1,4 +1,4 @@
-"""On a SQLite file the context reads run on a blocking reader in a worker thread: they
+"""On a SQLite file the context reads run on a blocking reader, inline on the loop: they
 see every commit made before them, as the async engine's reads do."""
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ async def test_totals_since_a_time(ledger: Ledger, report: Report) -> None:
 def _commits(ledger: Ledger) -> list[None]:
     """One item per transaction the ledger's engine commits from now on."""
     commits: list[None] = []
-    sql_event.listen(ledger.engine.sync_engine, "commit", lambda _: commits.append(None))
+    sql_event.listen(ledger.writer, "commit", lambda _: commits.append(None))
     return commits
 
 

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 __all__ = [
     "SQLITE_BUSY_SECONDS",
     "UtcDateTime",
+    "blocking_sqlite",
     "create_engine",
     "database_unavailable",
     "dialect_insert",
@@ -119,6 +121,28 @@ def _ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
 
     event.listen(target, "checkin", checked_in)
     event.listen(target, "checkout", checked_out)
+
+
+def blocking_sqlite(engine: AsyncEngine) -> Engine | None:
+    """A blocking engine on the same SQLite file as `engine` (None for any other
+    database, or an in-memory one), with the same pragmas.
+
+    aiosqlite runs each step of a statement (cursor, execute, fetch, close, commit) as
+    a hop to its thread and back; a transaction run whole on this engine in one worker
+    thread makes one hop. Under WAL its connections read the last commit, as the async
+    engine's do; its writes wait for the async engine's (the busy timeout), as the
+    replicas' writes on one file do. The caller disposes it.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    blocking = sqlalchemy.create_engine(
+        url.set(drivername="sqlite"),
+        hide_parameters=True,
+        connect_args={"timeout": SQLITE_BUSY_SECONDS},
+    )
+    event.listen(blocking, "connect", sqlite_pragmas)
+    return blocking
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -92,6 +92,7 @@ def create_app(
         for server in servers:
             await server.stop()
         if owns_engine:
+            ledger.close()
             await ledger.engine.dispose()
 
     return durable_service(

@@ -6,14 +6,25 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.events import Usage, UsageRecorded, UsageReported
 from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTotalsReply
-from runtime.sql import dialect_insert
+from runtime.sql import blocking_sqlite, dialect_insert
 from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
 from usage.marks import PendingMarks, Round
 from usage.prices import PriceTable
@@ -22,6 +33,7 @@ from usage.tables import DailyRow, LedgerRow
 __all__ = ["Clock", "Ledger", "Recorded", "utc_day", "utc_now"]
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 _TABLE = cast(Table, LedgerRow.__table__)
 _DAILY = cast(Table, DailyRow.__table__)
@@ -67,12 +79,17 @@ class Recorded:
 
 
 class Ledger:
-    """Exactly one row per generation attempt (unique `attempt_id`)."""
+    """Exactly one row per generation attempt (unique `attempt_id`).
+
+    On a SQLite file its write transactions run whole on a blocking engine in one worker
+    thread hop each (`runtime.sql.blocking_sqlite`); `close` releases it.
+    """
 
     def __init__(
         self, engine: AsyncEngine, clock: Clock = utc_now, prices: PriceTable | None = None
     ) -> None:
         self.engine = engine
+        self._blocking = blocking_sqlite(engine)
         self._clock = clock
         self._prices = prices or PriceTable({})
         # Rows whose analytics copies are out, marked by the next transaction.
@@ -125,21 +142,22 @@ class Ledger:
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
         # The rows waiting for their published mark get it in this transaction.
         marking = self._take_marks()
+        marked = None if marking is None else marking.attempts
+
+        def write(
+            connection: Connection,
+        ) -> tuple[set[str], dict[tuple[str, str], int], dict[str, Row], set[str]]:
+            # The insert comes first so that SQLite takes the write lock at once
+            # (a read-then-write transaction could fail instead of waiting).
+            inserted = set(connection.execute(self._insert, rows).scalars())
+            if marked is not None:
+                # Before the held rows are read: a redelivered report of a row
+                # marked here is not republished.
+                connection.execute(self._mark_published, {"attempts": marked, "at": recorded_at})
+            return (inserted, *self._complete(connection, events, rows, inserted, attempts))
+
         try:
-            async with self.engine.begin() as connection:
-                # The insert comes first so that SQLite takes the write lock at once
-                # (a read-then-write transaction could fail instead of waiting).
-                inserted = set((await connection.execute(self._insert, rows)).scalars())
-                if marking is not None:
-                    # Before the held rows are read: a redelivered report of a row
-                    # marked here is not republished.
-                    await connection.execute(
-                        self._mark_published,
-                        {"attempts": marking.attempts, "at": recorded_at},
-                    )
-                days, stored, published = await self._complete(
-                    connection, events, rows, inserted, attempts
-                )
+            inserted, days, stored, published = await self._transaction(write)
         except BaseException:
             if marking is not None:
                 self._put_back(marking)
@@ -156,9 +174,29 @@ class Ledger:
             results.append(Recorded(stored[attempt], first, day_total, attempt in published))
         return results
 
-    async def _complete(
+    async def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction: on the blocking SQLite engine in one thread hop,
+        else on the async engine."""
+        if self._blocking is not None:
+            return await asyncio.to_thread(_in_transaction, self._blocking, work)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    @property
+    def writer(self) -> Engine:
+        """The engine the write transactions commit on (the blocking SQLite one, else
+        the async engine's)."""
+        return self._blocking if self._blocking is not None else self.engine.sync_engine
+
+    def close(self) -> None:
+        """Close the connections of the blocking SQLite engine (the async engine stays
+        the caller's)."""
+        if self._blocking is not None:
+            self._blocking.dispose()
+
+    def _complete(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         events: Sequence[UsageReported],
         rows: list[dict[str, Any]],
         inserted: set[str],
@@ -184,18 +222,18 @@ class Ledger:
                 {"user_id": user, "day": day, "total_tokens": tokens}
                 for (user, day), tokens in sorted(added.items())  # one lock order
             ]
-            for total in await connection.execute(self._add_daily, increments):
+            for total in connection.execute(self._add_daily, increments):
                 days[(total.user_id, total.day)] = int(total.total_tokens)
         wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
         if wanted:
             query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
-            for total in await connection.execute(self._select_daily, query):
+            for total in connection.execute(self._select_daily, query):
                 days.setdefault((total.user_id, total.day), int(total.total_tokens))
         # Recorded before (a redelivery): the entry first stored, unchanged.
         held = [attempt for attempt in attempts if attempt not in stored]
         published: set[str] = set()
         if held:
-            for found in await connection.execute(self._select, {"attempts": held}):
+            for found in connection.execute(self._select, {"attempts": held}):
                 stored[found.attempt_id] = dict(found._mapping)
                 if found.published_at is not None:
                     published.add(found.attempt_id)
@@ -206,10 +244,8 @@ class Ledger:
         of its own."""
         if not attempts:
             return
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                self._mark_published, {"attempts": list(attempts), "at": self._clock()}
-            )
+        params = {"attempts": list(attempts), "at": self._clock()}
+        await self._transaction(lambda connection: connection.execute(self._mark_published, params))
 
     async def published(self, attempts: Sequence[str], *, within: float) -> None:
         """Note that these entries' analytics copies are on the stream; returns once a
@@ -400,3 +436,8 @@ def _totals(values: tuple[Any, ...]) -> UsageTotals:
         total_tokens=int(total),
         cost_usd=None if cost is None else round(float(cost), 9),
     )
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)

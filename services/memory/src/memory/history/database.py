@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sqlalchemy
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime import sql
@@ -29,25 +28,14 @@ def create_engine(url: str) -> AsyncEngine:
 
 def sqlite_reader(engine: AsyncEngine) -> Engine | None:
     """A blocking engine on the same SQLite file as `engine`, for the hot reads and the
-    chat event writes (None for any other database, or an in-memory one).
+    chat event writes (None for any other database, or an in-memory one; see
+    `runtime.sql.blocking_sqlite`).
 
-    aiosqlite runs each step of a statement (cursor, execute, fetch, close, rollback)
-    as a hop to its thread and back; a read or a write transaction run whole in one
-    worker thread on this engine makes one hop, which is most of the time of a context
-    request. Under WAL its connections read the last commit, as the async engine's
-    do; its writes wait for the async engine's (the busy timeout), as the replicas'
-    writes on one file do.
+    A hot read runs on it inline on the event loop's thread (under WAL it never waits
+    for a writer), a write transaction whole in one worker thread hop (it may wait for
+    the write lock).
     """
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    reader = sqlalchemy.create_engine(
-        url.set(drivername="sqlite"),
-        hide_parameters=True,
-        connect_args={"timeout": sql.SQLITE_BUSY_SECONDS},
-    )
-    event.listen(reader, "connect", sql.sqlite_pragmas)
-    return reader
+    return sql.blocking_sqlite(engine)
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:

@@ -22,8 +22,8 @@ fewer than asked, or every word is that common, the search runs again with every
 so the results stay those of the whole query. The word counts come from the index's
 vocabulary (`fts5vocab`); whether a word is that common is kept per process for
 FREQUENCY_SECONDS (a word's share of the index moves slowly; near half, its weight is
-~0 either way), and only decides which words the first search leaves out. A small
-index is searched with every word at once.
+~0 either way), as is the size of the index, and only decides which words the first
+search leaves out. A small index is searched with every word at once.
 """
 
 from __future__ import annotations
@@ -174,21 +174,37 @@ _AVERAGES = text("SELECT block FROM exchange_search_data WHERE id = 1")
 class _IndexCounts:
     """Which words are in half the rows of the SQLite index or more, as counted at most
     FREQUENCY_SECONDS ago (a word's share of the index moves slowly, its count does not);
-    the size of the index is read each time (one row)."""
+    the size of the index too is read at most every FREQUENCY_SECONDS once it is no
+    longer small (one row: a statement per answer saved)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()  # the reader's threads share the counts
         self._words: dict[str, tuple[float, bool]] = {}  # word -> (counted at, common)
+        self._total: tuple[float, int] | None = None  # (read at, rows of the index)
+
+    def _size(self, conn: Connection, now: float) -> int:
+        """The rows of the index, as read at most FREQUENCY_SECONDS ago once it is no
+        longer small (while small it is read each time: a size kept from then would
+        search the grown index with every word for as long)."""
+        with self._lock:
+            known = self._total
+        if known is not None and now - known[0] <= FREQUENCY_SECONDS:
+            return known[1]
+        block = conn.execute(_AVERAGES).scalar()
+        total = _varint(bytes(block)) if block else 0
+        if total >= _SMALL_INDEX:
+            with self._lock:
+                self._total = (now, total)
+        return total
 
     def common(self, conn: Connection, words: list[str]) -> set[str]:
         """The words in half the index's rows or more (bm25 gives them no weight); none
         while the index is small (the whole query costs little)."""
-        block = conn.execute(_AVERAGES).scalar()
-        total = _varint(bytes(block)) if block else 0
+        now = self._clock()
+        total = self._size(conn, now)
         if total < _SMALL_INDEX:
             return set()
-        now = self._clock()
         with self._lock:
             known = {word: self._words.get(word) for word in words}
         common = {
