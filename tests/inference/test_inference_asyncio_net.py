@@ -310,3 +310,31 @@ def test_a_shorter_timeout_on_a_reused_connection_still_fires(run: Run, lib: Lib
             assert parts == [b"b"]
 
     run(scenario())
+
+
+def test_bytes_after_a_response_are_not_its_body_nor_the_next_ones(run: Run, lib: Library) -> None:
+    # A server that answers with more than one response (in the same segment): the
+    # response ends where its length says, and its connection is not reused.
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        number = len(connections)
+        while await _read_request(reader):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n%d-a" % number
+                + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
+            )
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client() as client:
+            for number in (1, 2):
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                assert response.content == b"%d-a" % number
+
+    run(scenario())
+    assert len(connections) == 2

@@ -54,6 +54,10 @@ _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
+class _Unsolicited(httptools.HttpParserError):
+    """A response began after the one asked for had ended (in the same bytes)."""
+
+
 class _Errors(NamedTuple):
     """The failures a connection raises: httpx's or httpx2's."""
 
@@ -284,6 +288,12 @@ class _Connection(asyncio.Protocol):
         _wake(self._writer)
 
     # --- httptools' callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the response, read with its end: not its body, and the
+            # connection is in no state to be reused (`data_received` closes it).
+            raise _Unsolicited("a response nobody asked for")
 
     def on_status(self, status: bytes) -> None:
         self.reason = status
