@@ -338,3 +338,30 @@ def test_bytes_after_a_response_are_not_its_body_nor_the_next_ones(run: Run, lib
 
     run(scenario())
     assert len(connections) == 2
+
+
+def test_a_response_head_without_end_is_a_protocol_error(run: Run, lib: Library) -> None:
+    # Headers past what any provider sends (httpcore's limit too, 100 KiB) fail the
+    # connection instead of being held as they come.
+    async def endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for number in range(50_000):  # 5 MB of headers, then an empty body
+                writer.write(b"X-Padding-%d: %s\r\n" % (number, b"y" * 90))
+                await writer.drain()
+            writer.write(b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+        except ConnectionError:
+            pass  # the client hung up first
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(endless_headers, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client() as client:
+            with pytest.raises(lib.http.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{port}/")
+
+    run(scenario())
