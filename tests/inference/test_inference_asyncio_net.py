@@ -365,3 +365,44 @@ def test_a_response_head_without_end_is_a_protocol_error(run: Run, lib: Library)
                 await client.get(f"http://127.0.0.1:{port}/")
 
     run(scenario())
+
+
+def test_a_body_left_unread_frees_its_slot_and_its_connection_is_not_reused(
+    run: Run, lib: Library
+) -> None:
+    # A stream abandoned mid-way, and one whose reader is cancelled mid-read: the one
+    # connection the pool may hold is freed each time, never reused with the rest of
+    # the abandoned body still coming; the next request gets its own answer whole.
+    events = [b"data: %d\n\n" % i for i in range(5)]
+    connections: list[int] = []
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(sse_server(events, connections), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/"
+        limits = lib.http.Limits(max_connections=1, max_keepalive_connections=1)
+        transport = lib._transport(limits=limits)
+        timeout = lib.http.Timeout(5.0, pool=1.0)
+        async with server, lib.http.AsyncClient(transport=transport, timeout=timeout) as client:
+            async with client.stream("POST", url) as response:
+                async for _ in response.aiter_raw():
+                    break  # abandoned after its first event
+
+            reading = asyncio.Event()
+
+            async def read_slowly() -> None:
+                async with client.stream("POST", url) as response:
+                    async for _ in response.aiter_raw():
+                        reading.set()
+                        await asyncio.Event().wait()  # until cancelled
+
+            reader = asyncio.create_task(read_slowly())
+            await reading.wait()
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+
+            assert b"".join(await _stream(client, url)) == b"".join(events)
+
+    run(scenario())
+    assert len(connections) == 3
