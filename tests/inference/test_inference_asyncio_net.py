@@ -310,3 +310,99 @@ def test_a_shorter_timeout_on_a_reused_connection_still_fires(run: Run, lib: Lib
             assert parts == [b"b"]
 
     run(scenario())
+
+
+def test_bytes_after_a_response_are_not_its_body_nor_the_next_ones(run: Run, lib: Library) -> None:
+    # A server that answers with more than one response (in the same segment): the
+    # response ends where its length says, and its connection is not reused.
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        number = len(connections)
+        while await _read_request(reader):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n%d-a" % number
+                + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
+            )
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client() as client:
+            for number in (1, 2):
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                assert response.content == b"%d-a" % number
+
+    run(scenario())
+    assert len(connections) == 2
+
+
+def test_a_response_head_without_end_is_a_protocol_error(run: Run, lib: Library) -> None:
+    # Headers past what any provider sends (httpcore's limit too, 100 KiB) fail the
+    # connection instead of being held as they come.
+    async def endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for number in range(50_000):  # 5 MB of headers, then an empty body
+                writer.write(b"X-Padding-%d: %s\r\n" % (number, b"y" * 90))
+                await writer.drain()
+            writer.write(b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+        except ConnectionError:
+            pass  # the client hung up first
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(endless_headers, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, lib.client() as client:
+            with pytest.raises(lib.http.RemoteProtocolError):
+                await client.get(f"http://127.0.0.1:{port}/")
+
+    run(scenario())
+
+
+def test_a_body_left_unread_frees_its_slot_and_its_connection_is_not_reused(
+    run: Run, lib: Library
+) -> None:
+    # A stream abandoned mid-way, and one whose reader is cancelled mid-read: the one
+    # connection the pool may hold is freed each time, never reused with the rest of
+    # the abandoned body still coming; the next request gets its own answer whole.
+    events = [b"data: %d\n\n" % i for i in range(5)]
+    connections: list[int] = []
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(sse_server(events, connections), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/"
+        limits = lib.http.Limits(max_connections=1, max_keepalive_connections=1)
+        transport = lib._transport(limits=limits)
+        timeout = lib.http.Timeout(5.0, pool=1.0)
+        async with server, lib.http.AsyncClient(transport=transport, timeout=timeout) as client:
+            async with client.stream("POST", url) as response:
+                async for _ in response.aiter_raw():
+                    break  # abandoned after its first event
+
+            reading = asyncio.Event()
+
+            async def read_slowly() -> None:
+                async with client.stream("POST", url) as response:
+                    async for _ in response.aiter_raw():
+                        reading.set()
+                        await asyncio.Event().wait()  # until cancelled
+
+            reader = asyncio.create_task(read_slowly())
+            await reading.wait()
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+
+            assert b"".join(await _stream(client, url)) == b"".join(events)
+
+    run(scenario())
+    assert len(connections) == 3

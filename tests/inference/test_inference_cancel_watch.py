@@ -116,3 +116,36 @@ async def test_without_a_current_watch_the_bucket_is_read(
     await signals.check_pressed(stop)
 
     assert stop.is_set
+
+
+async def test_a_stop_older_than_the_buckets_ttl_is_gone_from_the_watch_too(
+    nc: Client, bucket: KeyValue, make_request: Any
+) -> None:
+    # The bucket drops a stop after its TTL (a day) without a word: the watch holds it
+    # no longer either (as a read of the bucket would not find it; nor is it kept).
+    now = [time.time()]
+    signals = CancelSignals()
+    watch = BucketWatch(
+        nc,
+        nc.jetstream(),
+        topology.CANCEL_BUCKET,
+        on_change=signals.heard,
+        confirm_seconds=0.05,
+        wall=lambda: now[0],
+    )
+    watch.start()
+    try:
+        await _until(lambda: watch.current, "the watch is current")
+        signals.bind(_Unreadable(), watch)  # type: ignore[arg-type]
+        key = topology.cancel_key("aged", "local")
+        await bucket.put(key, _stop("aged", before_seq=5))
+        await _until(lambda: watch.get(key) is not None, "the watch holds the stop")
+
+        now[0] += 24 * 3600 + 60  # past the bucket's TTL
+        stop = signals.hold(make_request("Redelivered", conversation_id="aged"), work_seq=5)
+        await signals.check_pressed(stop)
+
+        assert watch.get(key) is None
+        assert not stop.is_set
+    finally:
+        await watch.aclose()

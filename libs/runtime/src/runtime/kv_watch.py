@@ -5,7 +5,8 @@ every change to the process milliseconds after it was written. `get` then answer
 without a round trip, while `current`: once the watch delivered the bucket's values,
 not after the connection dropped (until the watch is set up again), and not when the
 watch was not confirmed alive (its consumer on the server) for `stale_seconds`. When
-it is not current the caller reads the bucket itself.
+it is not current the caller reads the bucket itself. A value older than the bucket's
+TTL (its stream's max age) is gone, as from the bucket, which drops it without a word.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class BucketWatch:
         confirm_seconds: float = _CONFIRM_SECONDS,
         stale_seconds: float = _STALE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -57,7 +59,11 @@ class BucketWatch:
         self._confirm_seconds = confirm_seconds
         self._stale_seconds = stale_seconds
         self._clock = clock
-        self._values: dict[str, bytes] = {}
+        self._wall = wall
+        # Each key's value and when it was written (the server's clock, epoch seconds),
+        # oldest first; and the bucket's TTL (None: values are kept until changed).
+        self._values: dict[str, tuple[bytes, float]] = {}
+        self._max_age: float | None = None
         self._synced = False
         self._confirmed_at = -float("inf")
         self._reconnects = -1  # the connection's reconnect count when the watch began
@@ -88,7 +94,22 @@ class BucketWatch:
 
     def get(self, key: str) -> bytes | None:
         """The value held for `key` (None: none); ask `current` first."""
-        return self._values.get(key)
+        entry = self._values.get(key)
+        if entry is None or self._expired(entry[1]):
+            return None
+        return entry[0]
+
+    def _expired(self, written: float) -> bool:
+        return self._max_age is not None and self._wall() - written > self._max_age
+
+    def _drop_expired(self) -> None:
+        """Forget the values the bucket dropped for age (oldest first)."""
+        values = self._values
+        while values:
+            key, (_, written) = next(iter(values.items()))
+            if not self._expired(written):
+                return
+            del values[key]
 
     async def _run(self) -> None:
         while True:
@@ -106,6 +127,8 @@ class BucketWatch:
         self._synced = False
         self._values.clear()
         reconnects = self._nc.stats["reconnects"]
+        max_age = (await self._js.stream_info(self._stream)).config.max_age
+        self._max_age = max_age if max_age else None
         sub = await self._js.subscribe(
             self._prefix + ">",
             stream=self._stream,
@@ -125,6 +148,7 @@ class BucketWatch:
                     return  # values may have been missed while disconnected: start over
                 await sub.consumer_info()  # raises once the consumer is gone
                 self._confirmed_at = self._clock()
+                self._drop_expired()
         finally:
             self._synced = False
             with contextlib.suppress(Exception):
@@ -134,10 +158,9 @@ class BucketWatch:
         key = msg.subject[len(self._prefix) :]
         headers = msg.headers or {}
         value = None if _OPERATION in headers or _MARKER in headers else msg.data
-        if value is None:
-            self._values.pop(key, None)
-        else:
-            self._values[key] = value
+        self._values.pop(key, None)  # a value written again goes last
+        if value is not None:
+            self._values[key] = (value, msg.metadata.timestamp.timestamp())
         if msg.metadata.num_pending == 0:
             self._synced = True
         if self._on_change is not None:

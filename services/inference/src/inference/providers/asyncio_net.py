@@ -45,6 +45,9 @@ __all__ = [
 # Past this many bytes read and not yet taken, the socket is not read further until
 # they are (a provider's chunks are taken as they come: it never fills in practice).
 _HIGH_WATER = 1 << 20
+# Most bytes a response's status line and headers may take (httpcore's limit for h11):
+# a server sending headers without end fails its connection instead of filling memory.
+_MAX_HEAD = 100 * 1024
 
 # The SDKs' own defaults for their HTTP clients (`DEFAULT_CONNECTION_LIMITS`).
 OPENAI_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -52,6 +55,14 @@ GROQ_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _PARSE_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+
+
+class _Unsolicited(httptools.HttpParserError):
+    """A response began after the one asked for had ended (in the same bytes)."""
+
+
+class _HeadTooLarge(httptools.HttpParserError):
+    """A response's head (status line and headers) past `_MAX_HEAD` bytes."""
 
 
 class _Errors(NamedTuple):
@@ -136,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._reading_paused = False
+        self._head_size = 0  # bytes received before the head was complete
 
     @property
     def reusable(self) -> bool:
@@ -255,6 +267,11 @@ class _Connection(asyncio.Protocol):
             except _PARSE_ERRORS as exc:  # not HTTP/1.1 (or an upgrade nobody asked for)
                 self.error = exc
                 self.close()
+            if not self.head_done and not self.closed:
+                self._head_size += len(data)
+                if self._head_size > _MAX_HEAD:
+                    self.error = _HeadTooLarge(f"more than {_MAX_HEAD} bytes of headers")
+                    self.close()
             if self._buffered > _HIGH_WATER and not self._reading_paused:
                 self._reading_paused = True
                 assert self.transport is not None
@@ -284,6 +301,12 @@ class _Connection(asyncio.Protocol):
         _wake(self._writer)
 
     # --- httptools' callbacks ---------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the response, read with its end: not its body, and the
+            # connection is in no state to be reused (`data_received` closes it).
+            raise _Unsolicited("a response nobody asked for")
 
     def on_status(self, status: bytes) -> None:
         self.reason = status
