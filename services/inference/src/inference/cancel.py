@@ -90,14 +90,9 @@ class CancelSignals:
 
     def heard(self, key: str, value: bytes | None) -> None:
         """A change of the cancel bucket (its watch's `on_change`): a stop pressed."""
-        if value is None:
-            return
-        try:
-            cancel = CancelRequested.model_validate_json(value)
-        except ValidationError:
-            log.warning("ignored an unreadable entry of the cancel bucket")
-            return
-        self.cancel(cancel)
+        cancel = _read_entry(value)
+        if cancel is not None:
+            self.cancel(cancel)
 
     def hold(self, request: GenerationRequested, work_seq: int) -> CancelSignal:
         stop = CancelSignal(request.conversation_id, request.user_id, work_seq)
@@ -134,12 +129,17 @@ class CancelSignals:
             except Exception as exc:  # a live stop still reaches the generation
                 log.warning("could not read the cancel bucket (%s)", type(exc).__name__)
                 return
-        if value is None:
-            return
-        try:
-            cancel = CancelRequested.model_validate_json(value)
-        except ValidationError:
-            log.warning("ignored an unreadable entry of the cancel bucket")
-            return
-        if stop.applies_to(cancel):
+        cancel = _read_entry(value)
+        if cancel is not None and stop.applies_to(cancel):
             stop.set()
+
+
+def _read_entry(value: bytes | None) -> CancelRequested | None:
+    """The stop a value of the cancel bucket says was pressed (None: none, or unreadable)."""
+    if value is None:
+        return None
+    try:
+        return CancelRequested.model_validate_json(value)
+    except ValidationError:
+        log.warning("ignored an unreadable entry of the cancel bucket")
+        return None
