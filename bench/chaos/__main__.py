@@ -91,7 +91,8 @@ def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack
             stack.stop()
 
 
-async def _run(stack: DevStack, args: argparse.Namespace) -> int:
+async def _run(stack: DevStack, args: argparse.Namespace) -> tuple[int, bool]:
+    """The exit code, and whether the audit listed any answer (keep the logs)."""
     gave_up: list[str] = []
 
     def supervise() -> None:
@@ -182,7 +183,7 @@ async def _run(stack: DevStack, args: argparse.Namespace) -> int:
         print(f"\nchaos: the supervisor gave up restarting: {gave_up[0]}", flush=True)
     verdict = "nothing lost, nothing doubled" if result.ok else "LOST OR DOUBLED ANSWERS"
     print(f"\nchaos: {verdict}", flush=True)
-    return 0 if result.ok else 1
+    return (0 if result.ok else 1), result.has_problems
 
 
 def main() -> None:
@@ -212,10 +213,11 @@ def main() -> None:
         running_provider(tokens=30, interval_ms=15, faults=args.faults) as provider,
         _stack(data_dir, args.workers, provider.url) as stack,
     ):
-        code = asyncio.run(_run(stack, args))
-    if code == 0:
+        code, listed = asyncio.run(_run(stack, args))
+    if code == 0 and not listed:
         shutil.rmtree(data_dir, ignore_errors=True)
     else:
+        # Any answer listed (part 4's included): its logs are what explains it.
         _say(f"the services' logs and databases are kept in {data_dir}")
     sys.exit(code)
 

@@ -92,10 +92,10 @@ class ChatClient:
             attempt += 1
             try:
                 if send or ex.last_event_id is None:
-                    ex.sends += 1
+                    ex.note_send()
                     stream = self._post(http, ex, body)
                 else:
-                    ex.resumes += 1
+                    ex.note_resume()
                     stream = self._attach(http, ex)
                 send = False
                 async for event in stream:
@@ -167,10 +167,10 @@ class ChatClient:
             with contextlib.suppress(*_TRANSPORT_ERRORS, _Retry):
                 async with connect(self.ws_url, open_timeout=30, close_timeout=2) as ws:
                     if send or ex.last_event_id is None:
-                        ex.sends += 1
+                        ex.note_send()
                         await ws.send(json.dumps(frame))
                     else:
-                        ex.resumes += 1
+                        ex.note_resume()
                         subscribe = {"type": "subscribe", "conversation_id": ex.conversation_id}
                         await ws.send(json.dumps({**subscribe, "last_event_id": ex.last_event_id}))
                     send = False
