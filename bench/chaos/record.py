@@ -27,8 +27,8 @@ class Exchange:
     refused: str | None = None  # a final refusal (an error code no retry fixes)
     last_problem: str = ""  # the last retried refusal or error, for the audit's report
     events: dict[int, dict[str, Any]] = field(default_factory=dict)  # the reply's, by id
-    # What reached the client, in order: "send", "resume@<last id>" and "<type>#<id>"
-    # (the audit's account of an answer it lists).
+    # What the client met, in order: "send", "resume@<last id>", "<type>#<id>" and its
+    # problems (the audit's account of an answer it lists).
     arrivals: list[str] = field(default_factory=list)
 
     @property
@@ -42,6 +42,10 @@ class Exchange:
         self.accepted = True
         self.events[int(event["event_id"])] = event
         self.arrivals.append(f"{event.get('type')}#{event['event_id']}")
+
+    def note(self, what: str) -> None:
+        """Something else the client met (a refusal, an error frame, a dropped stream)."""
+        self.arrivals.append(what)
 
     def note_send(self) -> None:
         self.sends += 1
