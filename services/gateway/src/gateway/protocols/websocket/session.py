@@ -301,12 +301,13 @@ class WsSession:
         following = conversation_id in self._followers
         # Attach before publishing, as for POST.
         feed = None if following else gateway.feed(conversation_id, user_id)
-        # A message answered before is sent as memory holds it, not replayed.
+        # A message answered before is sent its own way (`_answered`), not on the feed.
         sub = await pipeline.accept(gateway, message, feed, replay=message.answered is None)
         if sub.duplicate and message.answered is not None:
             # Answered before: its events as the stream holds them (the client may hold
             # some: their ids tell), else that answer as memory holds it.
-            for answer in await self._answered(sub, message.answered):
+            # (The feed is closed when that fails: the client is told, the socket stays.)
+            for answer in await attached(feed, self._answered(sub, message.answered)):
                 await self._send(answer)
         elif sub.duplicate and feed is None and not sub.unanswered:
             # Being generated: its events from its start, then live, on this socket.
