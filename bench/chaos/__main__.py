@@ -62,7 +62,7 @@ def _say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack]:
+def _stack(data_dir: Path, workers: int, provider_url: str, log_level: str) -> Iterator[DevStack]:
     port = free_port()
     environ = {
         k: v
@@ -70,6 +70,7 @@ def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack
         if not k.startswith("LIVECHAT_") and not k.endswith("_API_KEY")
     }
     environ |= _ENV | {"LIVECHAT_OPENAI_BASE_URL": f"{provider_url}/v1"}
+    environ["LIVECHAT_LOG_LEVEL"] = log_level
     environ |= {"LIVECHAT_HTTP_PORT": str(port), "LIVECHAT_DATA_DIR": str(data_dir)}
     settings = DevSettings(
         data_dir=data_dir,
@@ -91,7 +92,8 @@ def _stack(data_dir: Path, workers: int, provider_url: str) -> Iterator[DevStack
             stack.stop()
 
 
-async def _run(stack: DevStack, args: argparse.Namespace) -> int:
+async def _run(stack: DevStack, args: argparse.Namespace) -> tuple[int, bool]:
+    """The exit code, and whether the audit listed any answer (keep the logs)."""
     gave_up: list[str] = []
 
     def supervise() -> None:
@@ -182,7 +184,7 @@ async def _run(stack: DevStack, args: argparse.Namespace) -> int:
         print(f"\nchaos: the supervisor gave up restarting: {gave_up[0]}", flush=True)
     verdict = "nothing lost, nothing doubled" if result.ok else "LOST OR DOUBLED ANSWERS"
     print(f"\nchaos: {verdict}", flush=True)
-    return 0 if result.ok else 1
+    return (0 if result.ok else 1), result.has_problems
 
 
 def main() -> None:
@@ -206,16 +208,22 @@ def main() -> None:
         default=180.0,
         help="seconds at most to wait for the consumers to catch up before the audit",
     )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="the services' log level (INFO: a worker's resync decisions, hub resubscriptions)",
+    )
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="livechat-chaos-"))
     with (
         running_provider(tokens=30, interval_ms=15, faults=args.faults) as provider,
-        _stack(data_dir, args.workers, provider.url) as stack,
+        _stack(data_dir, args.workers, provider.url, args.log_level) as stack,
     ):
-        code = asyncio.run(_run(stack, args))
-    if code == 0:
+        code, listed = asyncio.run(_run(stack, args))
+    if code == 0 and not listed:
         shutil.rmtree(data_dir, ignore_errors=True)
     else:
+        # Any answer listed (part 4's included): its logs are what explains it.
         _say(f"the services' logs and databases are kept in {data_dir}")
     sys.exit(code)
 

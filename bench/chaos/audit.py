@@ -43,10 +43,18 @@ class Audit:
     unbilled: list[str] = field(default_factory=list)
     misbilled: list[str] = field(default_factory=list)  # those of billed_differs_from_shown
     kills: Counter[str] = field(default_factory=Counter)
+    # What the client recorded of each answer listed above (see `account`).
+    accounts: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.lost and not self.doubled
+
+    @property
+    def has_problems(self) -> bool:
+        """Any answer listed: lost, doubled, or one of part 4's (kept for a look)."""
+        listed = self.lost, self.doubled, self.tokens_differ_after_nats_kill
+        return any(listed) or bool(self.billed_differs_from_shown)
 
     def table(self, seconds: float, clients: str, reported: set[str] | None = None) -> str:
         """`reported`: which of the `unbilled` replies have a usage report in the usage
@@ -89,6 +97,7 @@ class Audit:
         )
         for title, items in named:
             lines += [f"{title}: {item}" for item in items[:20]]
+        lines += [f"client record: {item}" for item in self.accounts[:40]]
         if reported is not None:
             for reply in self.unbilled[:20]:
                 where = "in the usage stream" if reply in reported else "never reported"
@@ -142,6 +151,21 @@ def describe_attempts(database: Path, reply_id: str) -> str:
     )
 
 
+def account(ex: Exchange, stored: str | None) -> str:
+    """What a client recorded of an answer: its events in arrival order (sends and resumes
+    among them), and its joined text against the stored one (lengths, first difference)."""
+    joined = ex.joined_tokens()
+    text = f"{ex.transport} {ex.reply_id}: {' '.join(ex.arrivals)}; joined {len(joined)} chars"
+    if stored is None:
+        return f"{text}, nothing stored"
+    text += f", stored {len(stored)}"
+    if joined == stored:
+        return f"{text}, equal"
+    at = next((i for i, (a, b) in enumerate(zip(joined, stored, strict=False)) if a != b), None)
+    at = min(len(joined), len(stored)) if at is None else at
+    return f"{text}, first differ at {at}"
+
+
 def _during(kills: Sequence[Kill], kind: str, start: float, end: float) -> bool:
     return any(k.kind == kind and start <= k.at <= end for k in kills)
 
@@ -156,59 +180,83 @@ def audit(
     """`finished_at`: id(exchange) -> when its client was done with it (monotonic)."""
     result = Audit(kills=Counter(k.kind for k in kills))
     for ex in exchanges:
-        if ex.refused is not None and not ex.events:
-            result.refused += 1
-            result.refusals[ex.refused] += 1
-            continue
-        if not ex.accepted:
-            result.lost.append(
-                f"{ex.transport} {ex.conversation_id}/{ex.message_id}: never accepted "
-                f"({ex.sends} sends, last: {ex.last_problem or '-'})"
-            )
-            continue
-        result.accepted += 1
-        result.stopped += ex.stopped
-        name = f"{ex.transport} {ex.conversation_id}/{ex.message_id}"
-        terminals = ex.terminals()
-        if len(terminals) == 1:
-            result.one_terminal += 1
-        elif not terminals:
-            result.lost.append(
-                f"{name}: no done/error reached the client ({ex.sends} sends, {ex.resumes} "
-                f"resumes, {len(ex.events)} events, last: {ex.last_problem or '-'})"
-            )
-        else:
-            result.doubled.append(f"{name}: {len(terminals)} terminal events")
-        stored = dict(history.get(ex.conversation_id, []))
-        answers = [m for m in stored.values() if m.reply_to == ex.message_id]
-        user = stored.get(ex.message_id)
-        if user is None or user.role != "user":
-            result.lost.append(f"{name}: the message is not stored")
-        elif len(answers) > 1:
-            result.doubled.append(f"{name}: {len(answers)} answers stored")
-        elif not answers or answers[0].status == "streaming":
-            result.lost.append(f"{name}: no final answer stored")
-        else:
-            result.stored_once += 1
-        answer = stored.get(ex.reply_id)
-        if answer is not None and terminals:
-            ended = finished_at.get(id(ex), ex.sent_at)
-            if answer.content == ex.joined_tokens():
-                result.tokens_equal_stored += 1
-            elif _during(kills, "nats", ex.sent_at, ended):
-                result.tokens_differ_after_nats_kill.append(name)
-            else:
-                result.lost.append(f"{name}: the joined tokens differ from the stored answer")
-            attempts = ledger.get(ex.reply_id, [])
-            result.attempts[len(attempts)] += 1
-            usage = terminals[0].get("usage") or {}
-            shown = usage.get("total_tokens")
-            if terminals[0]["type"] == "done" and ex.token_count() and not attempts:
-                result.lost.append(f"{name}: an answer with tokens is not in the ledger")
-                result.unbilled.append(ex.reply_id)
-            elif shown is not None and attempts and shown != sum(attempts):
-                result.billed_differs_from_shown.append(
-                    f"{name}: shown {shown}, billed {sum(attempts)} ({attempts})"
-                )
-                result.misbilled.append(ex.reply_id)
+        listed = _listed(result)
+        _audit_one(result, ex, history, ledger, kills, finished_at)
+        if _listed(result) != listed:
+            answer = dict(history.get(ex.conversation_id, [])).get(ex.reply_id)
+            result.accounts.append(account(ex, answer.content if answer else None))
     return result
+
+
+def _listed(result: Audit) -> int:
+    return (
+        len(result.lost)
+        + len(result.doubled)
+        + len(result.tokens_differ_after_nats_kill)
+        + len(result.billed_differs_from_shown)
+    )
+
+
+def _audit_one(
+    result: Audit,
+    ex: Exchange,
+    history: dict[str, list[tuple[str, Stored]]],
+    ledger: dict[str, list[int]],
+    kills: Sequence[Kill],
+    finished_at: dict[int, float],
+) -> None:
+    if ex.refused is not None and not ex.events:
+        result.refused += 1
+        result.refusals[ex.refused] += 1
+        return
+    if not ex.accepted:
+        result.lost.append(
+            f"{ex.transport} {ex.conversation_id}/{ex.message_id}: never accepted "
+            f"({ex.sends} sends, last: {ex.last_problem or '-'})"
+        )
+        return
+    result.accepted += 1
+    result.stopped += ex.stopped
+    name = f"{ex.transport} {ex.conversation_id}/{ex.message_id}"
+    terminals = ex.terminals()
+    if len(terminals) == 1:
+        result.one_terminal += 1
+    elif not terminals:
+        result.lost.append(
+            f"{name}: no done/error reached the client ({ex.sends} sends, {ex.resumes} "
+            f"resumes, {len(ex.events)} events, last: {ex.last_problem or '-'})"
+        )
+    else:
+        result.doubled.append(f"{name}: {len(terminals)} terminal events")
+    stored = dict(history.get(ex.conversation_id, []))
+    answers = [m for m in stored.values() if m.reply_to == ex.message_id]
+    user = stored.get(ex.message_id)
+    if user is None or user.role != "user":
+        result.lost.append(f"{name}: the message is not stored")
+    elif len(answers) > 1:
+        result.doubled.append(f"{name}: {len(answers)} answers stored")
+    elif not answers or answers[0].status == "streaming":
+        result.lost.append(f"{name}: no final answer stored")
+    else:
+        result.stored_once += 1
+    answer = stored.get(ex.reply_id)
+    if answer is not None and terminals:
+        ended = finished_at.get(id(ex), ex.sent_at)
+        if answer.content == ex.joined_tokens():
+            result.tokens_equal_stored += 1
+        elif _during(kills, "nats", ex.sent_at, ended):
+            result.tokens_differ_after_nats_kill.append(name)
+        else:
+            result.lost.append(f"{name}: the joined tokens differ from the stored answer")
+        attempts = ledger.get(ex.reply_id, [])
+        result.attempts[len(attempts)] += 1
+        usage = terminals[0].get("usage") or {}
+        shown = usage.get("total_tokens")
+        if terminals[0]["type"] == "done" and ex.token_count() and not attempts:
+            result.lost.append(f"{name}: an answer with tokens is not in the ledger")
+            result.unbilled.append(ex.reply_id)
+        elif shown is not None and attempts and shown != sum(attempts):
+            result.billed_differs_from_shown.append(
+                f"{name}: shown {shown}, billed {sum(attempts)} ({attempts})"
+            )
+            result.misbilled.append(ex.reply_id)

@@ -92,10 +92,10 @@ class ChatClient:
             attempt += 1
             try:
                 if send or ex.last_event_id is None:
-                    ex.sends += 1
+                    ex.note_send()
                     stream = self._post(http, ex, body)
                 else:
-                    ex.resumes += 1
+                    ex.note_resume()
                     stream = self._attach(http, ex)
                 send = False
                 async for event in stream:
@@ -112,6 +112,7 @@ class ChatClient:
             except (_Retry, *_TRANSPORT_ERRORS) as error:
                 send = send or ex.last_event_id is None
                 ex.last_problem = ex.last_problem if isinstance(error, _Retry) else repr(error)
+                ex.note(type(error).__name__)
             if not ex.finished:
                 await self._pause(attempt)
 
@@ -164,13 +165,13 @@ class ChatClient:
         send = True
         while not ex.finished:
             attempt += 1
-            with contextlib.suppress(*_TRANSPORT_ERRORS, _Retry):
+            try:
                 async with connect(self.ws_url, open_timeout=30, close_timeout=2) as ws:
                     if send or ex.last_event_id is None:
-                        ex.sends += 1
+                        ex.note_send()
                         await ws.send(json.dumps(frame))
                     else:
-                        ex.resumes += 1
+                        ex.note_resume()
                         subscribe = {"type": "subscribe", "conversation_id": ex.conversation_id}
                         await ws.send(json.dumps({**subscribe, "last_event_id": ex.last_event_id}))
                     send = False
@@ -180,6 +181,7 @@ class ChatClient:
                             event = json.loads(await ws.recv())
                         if event.get("type") == "error" and "event_id" not in event:
                             ex.last_problem = f"ws frame error {event.get('code')}"
+                            ex.note(f"frame-error:{event.get('code')}")
                             # Refused for good only when no retry may fix it (a reply
                             # limit, e.g. too_many_in_flight, frees with time).
                             if not event.get("retryable") and event.get("code") not in _RETRY_CODES:
@@ -191,6 +193,10 @@ class ChatClient:
                             ex.stopped = True
                             cancel = {"type": "cancel", "conversation_id": ex.conversation_id}
                             await ws.send(json.dumps(cancel))
+            except _Retry:
+                pass
+            except _TRANSPORT_ERRORS as error:
+                ex.note(type(error).__name__)
             if not ex.finished:
                 await self._pause(attempt)
 

@@ -27,6 +27,9 @@ class Exchange:
     refused: str | None = None  # a final refusal (an error code no retry fixes)
     last_problem: str = ""  # the last retried refusal or error, for the audit's report
     events: dict[int, dict[str, Any]] = field(default_factory=dict)  # the reply's, by id
+    # What the client met, in order: "send", "resume@<last id>", "<type>#<id>" and its
+    # problems (the audit's account of an answer it lists).
+    arrivals: list[str] = field(default_factory=list)
 
     @property
     def reply_id(self) -> str:
@@ -38,6 +41,19 @@ class Exchange:
             return
         self.accepted = True
         self.events[int(event["event_id"])] = event
+        self.arrivals.append(f"{event.get('type')}#{event['event_id']}")
+
+    def note(self, what: str) -> None:
+        """Something else the client met (a refusal, an error frame, a dropped stream)."""
+        self.arrivals.append(what)
+
+    def note_send(self) -> None:
+        self.sends += 1
+        self.arrivals.append("send")
+
+    def note_resume(self) -> None:
+        self.resumes += 1
+        self.arrivals.append(f"resume@{self.last_event_id}")
 
     @property
     def last_event_id(self) -> int | None:

@@ -135,3 +135,30 @@ async def test_a_repeat_on_the_socket_that_follows_the_reply_replays_it_from_its
     assert [f["event_id"] for f in again][: len(first_ids)] == first_ids
     assert again[-1]["type"] == "done"
     assert len(worker.requests) == 1
+
+
+async def test_a_repeat_of_a_final_reply_the_stream_holds_gets_its_events_with_their_ids(
+    gateway_url: str, backends: Any, worker: Any, js: Any, settings: Any
+) -> None:
+    # A client saw part of a reply, lost its socket (a NATS node lost, say) and sent the
+    # message again once the reply was final: it is given the reply's events as the
+    # stream holds them, with the ids it holds some of, not the stored text as a token
+    # below them (joined by id, that came before its part: the text twice over).
+    await topology.ensure_streams(js, settings.model_copy(update={"dedupe_window_seconds": 0.2}))
+    frame = {"type": "message", "conversation_id": "wsfin", "content": "a b c d", "id": "m-4"}
+    reply = ids.reply_id("wsfin", "m-4")
+    async with _ws(gateway_url) as ws:
+        await ws.send(json.dumps(frame))
+        live = await _until_done(ws, reply)
+    answer = "".join(f["content"] for f in live if f["type"] == "token")
+    stored = _stored(reply, "assistant").model_copy(update={"content": answer})
+    backends.add_conversation("wsfin", (_stored("m-4", "user"), stored))
+    await asyncio.sleep(0.5)  # past the window: memory tells it is answered
+    async with _ws(gateway_url) as ws:
+        await ws.send(json.dumps(frame))
+        again = await _until_done(ws, reply)
+    assert again == live  # the same events, the same ids
+    held = {f["event_id"]: f for f in live[:3]} | {f["event_id"]: f for f in again}
+    joined = "".join(f["content"] for _, f in sorted(held.items()) if f["type"] == "token")
+    assert joined == answer
+    assert len(worker.requests) == 1

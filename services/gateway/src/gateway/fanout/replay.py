@@ -61,6 +61,8 @@ class StreamReplay:
     timeout: float = 5.0  # no message for this long: the rest aged out, the replay ends
     batch_size: int = 512
     done: bool = field(init=False)
+    # It ended before `upto`: nothing came within `timeout` (aged out, or not answered).
+    cut_short: bool = field(default=False, init=False)
     _sub: JetStreamContext.PushSubscription | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,7 @@ class StreamReplay:
                 # Nothing more arrives (the rest aged out): end instead of hanging.
                 log.warning("replay of a conversation ended early: no message within timeout")
                 self.done = True
+                self.cut_short = True
                 break
             meta = msg.metadata
             seq = meta.sequence.stream

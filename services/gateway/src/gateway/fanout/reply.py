@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 
 from contracts import rpc
-from contracts.events import ConversationEvent, ErrorEvent, FinishReason
+from contracts.events import ConversationEvent, ErrorEvent, FinishReason, MessageEvent
 from gateway.backends import BackendUnavailable
 from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter
-from gateway.fanout.replay import first_sequence
+from gateway.fanout.frames import RelayedEvent
+from gateway.fanout.replay import StreamReplay, first_sequence, last_sequence
 from gateway.intake.publisher import Submission
 from gateway.state import Gateway
 
@@ -19,6 +21,7 @@ __all__ = [
     "find_final",
     "reply_events",
     "reply_filter",
+    "reply_from_stream",
     "stored_error",
     "stored_events",
     "stored_finish_reason",
@@ -142,6 +145,39 @@ def stored_events(
         done["usage"] = message.usage.model_dump()
     events.append(event(last_id, "done", done))
     return events
+
+
+async def reply_from_stream(
+    js: JetStreamContext, sub: Submission, *, timeout: float
+) -> list[RelayedEvent] | None:
+    """A final reply's events as the events stream holds them, with their ids (a client
+    that saw some of them joins the text once): None when the stream no longer holds
+    its message's echo (aged out, or the stream was made anew) or its end.
+
+    Raises TimeoutError when the stream's answer stopped short of its newest event: the
+    reply is not told from memory then (the client holding some of it asks again)."""
+    upto = await last_sequence(js, sub.conversation_id)
+    replay = StreamReplay(js, sub.conversation_id, 0, upto, timeout=timeout)
+    echoed = False
+    events: list[RelayedEvent] = []
+    try:
+        while not replay.done:
+            for event in await replay.next_batch():
+                if not echoed:
+                    # Everything of the reply comes after its message's echo.
+                    message = event.event
+                    echoed = isinstance(message, MessageEvent) and (
+                        message.message_id == sub.message_id
+                    )
+                elif event.message_id == sub.reply_id:
+                    events.append(event)
+                    if event.terminal:
+                        return events
+        if replay.cut_short:
+            raise TimeoutError("the events stream stopped answering")
+    finally:
+        await replay.close()
+    return None
 
 
 async def stored_reply_events(

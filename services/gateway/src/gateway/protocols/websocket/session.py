@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import logging
 
+from nats.errors import Error as NatsError
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from contracts.rpc import StoredMessage
 from gateway.errors import ApiError, describe_validation_errors
 from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
-from gateway.fanout.reply import stored_reply_events
+from gateway.fanout.reply import reply_from_stream, stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
 from gateway.intake import pipeline, tree
 from gateway.intake.cancel import cancel_generation
 from gateway.intake.limits import limits_of
+from gateway.intake.publisher import Submission
 from gateway.intake.ratelimit import FrameLimiter, Verdict
 from gateway.intake.read_state import mark_read
 from gateway.protocols.direct import DIRECT_SEND
@@ -298,18 +301,38 @@ class WsSession:
         following = conversation_id in self._followers
         # Attach before publishing, as for POST.
         feed = None if following else gateway.feed(conversation_id, user_id)
-        # A message answered before is sent as memory holds it, not replayed.
+        # A message answered before is sent its own way (`_answered`), not on the feed.
         sub = await pipeline.accept(gateway, message, feed, replay=message.answered is None)
         if sub.duplicate and message.answered is not None:
-            # Answered before: that answer, as memory holds it (its events may be gone).
-            for event in await stored_reply_events(gateway, sub, message.answered):
-                await self._send(to_json(event).decode())
+            # Answered before: its events as the stream holds them (the client may hold
+            # some: their ids tell), else that answer as memory holds it.
+            # (The feed is closed when that fails: the client is told, the socket stays.)
+            for answer in await attached(feed, self._answered(sub, message.answered)):
+                await self._send(answer)
         elif sub.duplicate and feed is None and not sub.unanswered:
             # Being generated: its events from its start, then live, on this socket.
             feed = await self._refollow(conversation_id)
             feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
         if feed is not None:
             self._follow(feed)
+
+    async def _answered(self, sub: Submission, answer: StoredMessage) -> list[str]:
+        """The frames of a final reply sent again: from the events stream while it holds
+        them all (the ids the client saw), else synthesized from memory's answer."""
+        gateway = self._gateway
+        try:
+            timeout = gateway.settings.rpc_timeout_seconds
+            events = await reply_from_stream(gateway.js, sub, timeout=timeout)
+        except (NatsError, TimeoutError):
+            # Not the stored text under ids of its own: a client holding some of the
+            # reply's events would join both. It sends the message again.
+            raise ApiError(
+                503, "service_unavailable", "the events stream did not answer", retryable=True
+            ) from None
+        if events is not None:
+            return [event.text() for event in events]
+        stored = await stored_reply_events(gateway, sub, answer)
+        return [to_json(event).decode() for event in stored]
 
     async def _regenerate(self, frame: WsRegenerate) -> None:
         """Another answer to a stored user message, relayed as any reply."""
