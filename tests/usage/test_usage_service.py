@@ -22,7 +22,9 @@ from responders import ask
 from contracts import consumers, ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
+from runtime.durable import ensure_durable
 from usage import Ledger, UsageSettings, create_app, create_engine
+from usage.report_consumer import report_consumer_config
 
 Report = Callable[..., UsageReported]
 
@@ -292,18 +294,37 @@ async def test_usage_services_upgrading_at_once_keep_the_reports_passed_over(
     tmp_path: Path,
 ) -> None:
     tokens = await _older_usage_left(js, ledger, report)
-    apps = [
-        create_app(_settings(nats_url, database_url, tmp_path / str(n)), ledger=ledger)
-        for n in range(2)
-    ]
-    await asyncio.gather(*(app.start() for app in apps))
+    settings = _settings(nats_url, database_url, tmp_path)
+    # Two instances replace the older consumer at once, each on its own connection (their
+    # topology step: in one process, their database migrations would share alembic's
+    # globals), then one of them consumes.
+    clients = [await nats.connect(nats_url) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(
+                ensure_durable(
+                    client.jetstream(),
+                    settings,
+                    topology.USAGE_STREAMS,
+                    topology.USAGE_STREAM,
+                    report_consumer_config(settings),
+                    widened_to=subjects.USAGE_REPORTED_ALL,
+                )
+                for client in clients
+            )
+        )
+    finally:
+        for client in clients:
+            await client.close()
+    app = create_app(settings, ledger=ledger)
+    await app.start()
     try:
         later = report(prompt=11, completion=13)
         last = await publish(js, later)
         await eventually(lambda: consumed_through(js, last))
         alice = await totals(nc, "alice")
     finally:
-        await asyncio.gather(*(app.stop() for app in apps))
+        await app.stop()
     assert alice.totals.requests == 3
     assert alice.totals.total_tokens == sum(tokens) + later.usage.total_tokens
 

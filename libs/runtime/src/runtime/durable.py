@@ -9,8 +9,9 @@ durable name and settling are the service's; the loop is this module's.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +39,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# How long an instance waits for the consumer another one is replacing, polled.
+_REPLACEMENT_WAIT = 5.0
+_REPLACEMENT_POLL = 0.05
+# Up to how long an instance waits before it replaces the consumer (random).
+_REPLACEMENT_SPREAD = 1.0
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -122,9 +129,10 @@ async def replace_to_widen(
     What was settled between the two is delivered again: the service must take
     redeliveries (idempotent writes).
 
-    Several instances may replace it at once: each start is taken from `old`, a consumer
-    never widened, so whichever replacement stays starts early enough; a replacement
-    already deleted or created by another instance is no error.
+    Several instances may start at once: each waits a random moment (up to a second),
+    then replaces the consumer only if it still lacks `added`, and takes another
+    instance's replacement when it finds the consumer deleted. Each start is taken from
+    `old`, a consumer never widened, so whichever replacement stays starts early enough.
     """
     durable = config.durable_name
     assert durable is not None
@@ -137,8 +145,19 @@ async def replace_to_widen(
     else:
         if first.seq is not None:
             start = min(start, first.seq)
-    with contextlib.suppress(NotFoundError):  # another instance is replacing it
+    # Instances started at once spread out: the first replaces it, the others see that.
+    await asyncio.sleep(random.uniform(0, _REPLACEMENT_SPREAD))
+    try:
+        # Read again just before: another instance may have replaced it meanwhile.
+        if _takes((await js.consumer_info(stream, durable)).config, added):
+            return
         await js.delete_consumer(stream, durable)
+    except NotFoundError:
+        # Another instance deleted it: its replacement is as good as this one's. Not
+        # created over it (a delete and a create of one consumer at once can leave it
+        # without its files on the server), unless it does not come.
+        if await _appears(js, stream, durable, within=_REPLACEMENT_WAIT):
+            return
     replacement = config.evolve(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
     try:
         await js.add_consumer(stream, replacement)
@@ -155,6 +174,20 @@ async def replace_to_widen(
         added,
         start,
     )
+
+
+async def _appears(js: JetStreamContext, stream: str, durable: str, *, within: float) -> bool:
+    """Whether the consumer exists within `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await js.consumer_info(stream, durable)
+        except NotFoundError:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(_REPLACEMENT_POLL)
+        else:
+            return True
 
 
 def _takes(config: ConsumerConfig, subject: str) -> bool:
