@@ -26,7 +26,7 @@ from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from responders import ask
 
-from contracts import ids, subjects, topology
+from contracts import consumers, ids, subjects, topology
 from contracts.events import ConversationDeleted, TokenEvent, Usage, UsageReported
 from contracts.settings import LivechatSettings
 from devstack.natsserver import NatsServer, nats_server_binary
@@ -34,8 +34,11 @@ from devstack.ports import free_port
 from gateway.intake.budget import BudgetWatch
 from inference.reply_log import read_reply_log
 from inference.usage_reports import read_usage_reports
+from runtime.durable import ensure_durable
 from runtime.kv_watch import BucketWatch
+from usage import UsageSettings
 from usage.budget import allow_atomic_batches
+from usage.report_consumer import report_consumer_config
 
 # Starts nats-server itself.
 pytestmark = pytest.mark.nats
@@ -577,6 +580,34 @@ def test_the_services_run_a_conversation_as_their_own_users(
     log = (secured_nats.store_dir / "nats-server.log").read_text()
     violations = [line for line in log.splitlines() if "Violation" in line]
     assert violations == []
+
+
+async def test_usage_replaces_the_consumer_of_an_older_version(login: Connect) -> None:
+    # An older usage service's consumer (the one subject of before only), past a report a
+    # newer worker stored on its reply's own subject: the upgraded service replaces it,
+    # as its own user, to start at that report.
+    await _ensure_as_services(login)
+    usage, errors = await login("usage")
+    inference, _ = await login("inference")
+    js = usage.jetstream(timeout=5.0)
+    older = dataclasses.replace(consumers.USAGE, filter_subject=subjects.USAGE_REPORTED, also=())
+    await js.add_consumer(topology.USAGE_STREAM, older.config(ack_wait=30))
+    first = await inference.jetstream().publish(subjects.usage_reported("c1", "r1"), b"{}")
+    await inference.jetstream().publish(subjects.USAGE_REPORTED, b"{}")
+    settings = UsageSettings()
+    config = report_consumer_config(settings)
+    await ensure_durable(
+        js,
+        settings,
+        topology.USAGE_STREAMS,
+        topology.USAGE_STREAM,
+        config,
+        widened_to=subjects.USAGE_REPORTED_ALL,
+    )
+    info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+    assert info.config.filter_subjects == [subjects.USAGE_REPORTED_ALL, subjects.USAGE_REPORTED]
+    assert info.config.opt_start_seq == first.seq
+    assert errors == []
 
 
 async def test_usage_writes_the_budget_bucket_in_atomic_batches(login: Connect) -> None:

@@ -22,7 +22,9 @@ from responders import ask
 from contracts import consumers, ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
+from runtime.durable import ensure_durable
 from usage import Ledger, UsageSettings, create_app, create_engine
+from usage.report_consumer import report_consumer_config
 
 Report = Callable[..., UsageReported]
 
@@ -225,6 +227,106 @@ async def test_reports_on_the_subject_of_before_an_upgrade_are_recorded_too(
         await app.stop()
     info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
     assert info.config.filter_subjects == [subjects.USAGE_REPORTED_ALL, subjects.USAGE_REPORTED]
+
+
+async def _older_usage_left(js: JetStreamContext, ledger: Ledger, report: Report) -> list[int]:
+    """The upgrade hazard: a newer worker's report on its reply's own subject, then an
+    older worker's on the one subject of before, which an older usage service (its
+    consumer takes that subject only) recorded and acked. The older consumer is past
+    the newer report. Returns both reports' tokens."""
+    older = dataclasses.replace(consumers.USAGE, filter_subject=subjects.USAGE_REPORTED, also=())
+    await js.add_consumer(topology.USAGE_STREAM, older.config(ack_wait=2))
+    newer, bare = report(prompt=2, completion=3), report(prompt=5, completion=7)
+    await publish(js, newer)
+    await js.publish(subjects.USAGE_REPORTED, bare.model_dump_json().encode())
+    pull = await js.pull_subscribe_bind(topology.USAGE_CONSUMER, topology.USAGE_STREAM)
+    (message,) = await pull.fetch(1, timeout=5)
+    assert UsageReported.model_validate_json(message.data) == bare
+    assert (await ledger.record(bare)).inserted
+    await message.ack_sync()
+    await pull.unsubscribe()
+    return [newer.usage.total_tokens, bare.usage.total_tokens]
+
+
+async def test_an_upgrade_records_the_reports_the_older_consumer_passed_over(
+    nc: Client,
+    js: JetStreamContext,
+    report: Report,
+    ledger: Ledger,
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    tokens = await _older_usage_left(js, ledger, report)
+    app = create_app(_settings(nats_url, database_url, tmp_path), ledger=ledger)
+    await app.start()
+    try:
+        later = report(prompt=11, completion=13)
+        last = await publish(js, later)
+        await eventually(lambda: consumed_through(js, last))
+        alice = await totals(nc, "alice")
+    finally:
+        await app.stop()
+    # Each report once: the one passed over recorded, the bare one redelivered not twice.
+    assert alice.totals.requests == 3
+    assert alice.totals.total_tokens == sum(tokens) + later.usage.total_tokens
+    # The next start updates the replacement (its start position kept) and goes on.
+    app = create_app(_settings(nats_url, database_url, tmp_path), ledger=ledger)
+    await app.start()
+    try:
+        last = await publish(js, report(prompt=1, completion=1))
+        await eventually(lambda: consumed_through(js, last))
+        assert (await totals(nc, "alice")).totals.requests == 4
+    finally:
+        await app.stop()
+    info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+    assert info.config.filter_subjects == [subjects.USAGE_REPORTED_ALL, subjects.USAGE_REPORTED]
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_usage_services_upgrading_at_once_keep_the_reports_passed_over(
+    nc: Client,
+    js: JetStreamContext,
+    report: Report,
+    ledger: Ledger,
+    nats_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    tokens = await _older_usage_left(js, ledger, report)
+    settings = _settings(nats_url, database_url, tmp_path)
+    # Two instances replace the older consumer at once, each on its own connection (their
+    # topology step: in one process, their database migrations would share alembic's
+    # globals), then one of them consumes.
+    clients = [await nats.connect(nats_url) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(
+                ensure_durable(
+                    client.jetstream(),
+                    settings,
+                    topology.USAGE_STREAMS,
+                    topology.USAGE_STREAM,
+                    report_consumer_config(settings),
+                    widened_to=subjects.USAGE_REPORTED_ALL,
+                )
+                for client in clients
+            )
+        )
+    finally:
+        for client in clients:
+            await client.close()
+    app = create_app(settings, ledger=ledger)
+    await app.start()
+    try:
+        later = report(prompt=11, completion=13)
+        last = await publish(js, later)
+        await eventually(lambda: consumed_through(js, last))
+        alice = await totals(nc, "alice")
+    finally:
+        await app.stop()
+    assert alice.totals.requests == 3
+    assert alice.totals.total_tokens == sum(tokens) + later.usage.total_tokens
 
 
 async def test_ping(service: None, nc: Client) -> None:

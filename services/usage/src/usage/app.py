@@ -9,7 +9,7 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from contracts import topology
+from contracts import subjects, topology
 from runtime import eventloop
 from runtime.broker import create_broker, jetstream
 from runtime.config_errors import settings_or_exit
@@ -49,7 +49,19 @@ def create_app(
 
     async def ensure_topology(js: JetStreamContext) -> None:
         config = report_consumer_config(settings)
-        await ensure_durable(js, settings, topology.USAGE_STREAMS, topology.USAGE_STREAM, config)
+        # The consumer of an older version (the one subject of before only) is replaced,
+        # not widened in place: reports a newer worker stored on the reply's own subject
+        # behind its position would never be delivered. The replacement redelivers the
+        # reports settled since its ack floor; the ledger records each attempt once
+        # (unique attempt_id, insert on conflict do nothing: `Ledger.record_many`).
+        await ensure_durable(
+            js,
+            settings,
+            topology.USAGE_STREAMS,
+            topology.USAGE_STREAM,
+            config,
+            widened_to=subjects.USAGE_REPORTED_ALL,
+        )
 
     async def restore_topology() -> None:
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
