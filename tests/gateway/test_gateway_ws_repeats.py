@@ -162,3 +162,36 @@ async def test_a_repeat_of_a_final_reply_the_stream_holds_gets_its_events_with_t
     joined = "".join(f["content"] for _, f in sorted(held.items()) if f["type"] == "token")
     assert joined == answer
     assert len(worker.requests) == 1
+
+
+async def test_a_repeat_of_a_reply_stored_final_before_its_end_is_published_follows_it(
+    gateway_url: str, backends: Any, worker: Any, js: Any, settings: Any
+) -> None:
+    # Memory stores a reply final a moment before its worker publishes its end (or a
+    # redelivery publishes it again). A client that saw part of it and sends the message
+    # again then is given the reply's events from the stream and its end when it comes,
+    # not the stored text as a token below its part (the text twice over).
+    await topology.ensure_streams(js, settings.model_copy(update={"dedupe_window_seconds": 0.2}))
+    worker.hold = asyncio.Event()
+    frame = {"type": "message", "conversation_id": "wsend", "content": "e f g", "id": "m-5"}
+    reply = ids.reply_id("wsend", "m-5")
+    async with _ws(gateway_url) as first:
+        await first.send(json.dumps(frame))
+        seen: list[dict[str, Any]] = []
+        while not any(f.get("type") == "status" for f in seen):
+            seen.append(await _recv(first))
+        answer = "echo: e f g"  # what the fake worker answers
+        stored = _stored(reply, "assistant").model_copy(update={"content": answer})
+        backends.add_conversation("wsend", (_stored("m-5", "user"), stored))
+        await asyncio.sleep(0.5)  # past the window: memory tells it is answered
+        async with _ws(gateway_url) as second:
+            await second.send(json.dumps(frame))
+            replayed = await _first_of(second, reply)
+            worker.hold.set()
+            started = [f for f in seen if f.get("message_id") == reply]
+            live = await _until_done(first, reply, started)
+            again = await _until_done(second, reply, [replayed])
+    assert again == live  # the reply's own events, its ids, from its start to its end
+    joined = "".join(f["content"] for f in again if f["type"] == "token")
+    assert joined == answer
+    assert len(worker.requests) == 1

@@ -151,11 +151,10 @@ async def reply_from_stream(
     js: JetStreamContext, sub: Submission, *, timeout: float
 ) -> list[RelayedEvent] | None:
     """A final reply's events as the events stream holds them, with their ids (a client
-    that saw some of them joins the text once): None when the stream no longer holds
-    its message's echo (aged out, or the stream was made anew) or its end.
-
-    Raises TimeoutError when the stream's answer stopped short of its newest event: the
-    reply is not told from memory then (the client holding some of it asks again)."""
+    that saw some of them joins the text once), up to its end; the empty list when the
+    stream holds its message's echo but not the reply's end yet (memory stored it final
+    a moment before its worker publishes the end, or before a redelivery publishes it
+    again); None when the stream no longer holds the echo (aged out, or made anew)."""
     upto = await last_sequence(js, sub.conversation_id)
     replay = StreamReplay(js, sub.conversation_id, 0, upto, timeout=timeout)
     echoed = False
@@ -173,11 +172,9 @@ async def reply_from_stream(
                     events.append(event)
                     if event.terminal:
                         return events
-        if replay.cut_short:
-            raise TimeoutError("the events stream stopped answering")
     finally:
         await replay.close()
-    return None
+    return [] if echoed else None
 
 
 async def stored_reply_events(

@@ -307,8 +307,14 @@ class WsSession:
             # Answered before: its events as the stream holds them (the client may hold
             # some: their ids tell), else that answer as memory holds it.
             # (The feed is closed when that fails: the client is told, the socket stays.)
-            for answer in await attached(feed, self._answered(sub, message.answered)):
+            answers = await attached(feed, self._answered(sub, message.answered))
+            for answer in answers:
                 await self._send(answer)
+            if not answers:
+                # Its end is not in the stream yet: its events from its start, then
+                # live (its end comes from its worker, or a redelivery of it).
+                feed = feed or await self._refollow(conversation_id)
+                feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
         elif sub.duplicate and feed is None and not sub.unanswered:
             # Being generated: its events from its start, then live, on this socket.
             feed = await self._refollow(conversation_id)
@@ -318,7 +324,8 @@ class WsSession:
 
     async def _answered(self, sub: Submission, answer: StoredMessage) -> list[str]:
         """The frames of a final reply sent again: from the events stream while it holds
-        them all (the ids the client saw), else synthesized from memory's answer."""
+        them all (the ids the client saw), else synthesized from memory's answer; none
+        when the stream holds its message but not yet the reply's end (follow it)."""
         gateway = self._gateway
         try:
             timeout = gateway.settings.rpc_timeout_seconds
@@ -330,7 +337,7 @@ class WsSession:
                 503, "service_unavailable", "the events stream did not answer", retryable=True
             ) from None
         if events is not None:
-            return [event.text() for event in events]
+            return [event.text() for event in events]  # [] when its end is yet to come
         stored = await stored_reply_events(gateway, sub, answer)
         return [to_json(event).decode() for event in stored]
 
