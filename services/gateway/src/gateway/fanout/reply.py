@@ -154,7 +154,10 @@ async def reply_from_stream(
     that saw some of them joins the text once), up to its end; the empty list when the
     stream holds its message's echo but not the reply's end yet (memory stored it final
     a moment before its worker publishes the end, or before a redelivery publishes it
-    again); None when the stream no longer holds the echo (aged out, or made anew)."""
+    again); None when the stream no longer holds the echo (aged out, or made anew).
+
+    Raises TimeoutError when the stream's answer stopped short of its newest event: the
+    reply is not told from memory then (the client holding some of it asks again)."""
     upto = await last_sequence(js, sub.conversation_id)
     replay = StreamReplay(js, sub.conversation_id, 0, upto, timeout=timeout)
     echoed = False
@@ -172,6 +175,8 @@ async def reply_from_stream(
                     events.append(event)
                     if event.terminal:
                         return events
+        if replay.cut_short:
+            raise TimeoutError("the events stream stopped answering")
     finally:
         await replay.close()
     return [] if echoed else None

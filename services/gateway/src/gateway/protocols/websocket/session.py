@@ -15,7 +15,7 @@ from contracts.rpc import StoredMessage
 from gateway.errors import ApiError, describe_validation_errors
 from gateway.fanout.feed import ConversationGone, EventFeed, ReplayFilter, attached
 from gateway.fanout.presence import ClientSignals
-from gateway.fanout.reply import reply_from_stream, stored_reply_events
+from gateway.fanout.reply import reply_filter, reply_from_stream, stored_reply_events
 from gateway.fanout.resume import check_access, prepare_resume
 from gateway.intake import pipeline, tree
 from gateway.intake.cancel import cancel_generation
@@ -308,19 +308,25 @@ class WsSession:
             # some: their ids tell), else that answer as memory holds it.
             # (The feed is closed when that fails: the client is told, the socket stays.)
             answers = await attached(feed, self._answered(sub, message.answered))
-            for answer in answers:
-                await self._send(answer)
+            await attached(feed, self._send_all(answers))
             if not answers:
                 # Its end is not in the stream yet: its events from its start, then
                 # live (its end comes from its worker, or a redelivery of it).
-                feed = feed or await self._refollow(conversation_id)
-                feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
+                if feed is None:
+                    feed = await self._refollow(conversation_id)
+                    feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
+                else:
+                    feed.replay_after(0, reply_filter(sub.reply_id))
         elif sub.duplicate and feed is None and not sub.unanswered:
             # Being generated: its events from its start, then live, on this socket.
             feed = await self._refollow(conversation_id)
             feed.replay_after(0, self._replay_of(conversation_id, sub.reply_id))
         if feed is not None:
             self._follow(feed)
+
+    async def _send_all(self, frames: list[str]) -> None:
+        for frame in frames:
+            await self._send(frame)
 
     async def _answered(self, sub: Submission, answer: StoredMessage) -> list[str]:
         """The frames of a final reply sent again: from the events stream while it holds
