@@ -38,12 +38,6 @@ def test_two_minutes_of_kills_under_load_lose_and_double_nothing() -> None:
     )
     table = done.stdout
     assert _row(table, "**doubled**") == "0", table
-    lost = [line for line in table.splitlines() if line.startswith("lost: ")]
-    unbilled = [line for line in lost if line.endswith("is not in the ledger")]
-    if lost and lost == unbilled:
-        # Known and open (issue 14): now and then an answer a client saw whole is billed
-        # nowhere after a kill (about one in 15,000 answers). Every other loss fails.
-        pytest.xfail(f"known: answers missing from the ledger: {unbilled}")
     assert done.returncode == 0, f"{table}\n{done.stderr[-4000:]}"
     assert "chaos: nothing lost, nothing doubled" in table, table
     assert _row(table, "**lost**") == "0", table
