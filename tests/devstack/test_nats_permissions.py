@@ -34,11 +34,10 @@ from devstack.ports import free_port
 from gateway.intake.budget import BudgetWatch
 from inference.reply_log import read_reply_log
 from inference.usage_reports import read_usage_reports
-from runtime.durable import ensure_durable
 from runtime.kv_watch import BucketWatch
 from usage import UsageSettings
+from usage.app import ensure_report_topology
 from usage.budget import allow_atomic_batches
-from usage.report_consumer import report_consumer_config
 
 # Starts nats-server itself.
 pytestmark = pytest.mark.nats
@@ -594,16 +593,7 @@ async def test_usage_replaces_the_consumer_of_an_older_version(login: Connect) -
     await js.add_consumer(topology.USAGE_STREAM, older.config(ack_wait=30))
     first = await inference.jetstream().publish(subjects.usage_reported("c1", "r1"), b"{}")
     await inference.jetstream().publish(subjects.USAGE_REPORTED, b"{}")
-    settings = UsageSettings()
-    config = report_consumer_config(settings)
-    await ensure_durable(
-        js,
-        settings,
-        topology.USAGE_STREAMS,
-        topology.USAGE_STREAM,
-        config,
-        widened_to=subjects.USAGE_REPORTED_ALL,
-    )
+    await ensure_report_topology(js, UsageSettings())
     info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
     assert info.config.filter_subjects == [subjects.USAGE_REPORTED_ALL, subjects.USAGE_REPORTED]
     assert info.config.opt_start_seq == first.seq

@@ -22,9 +22,8 @@ from responders import ask
 from contracts import consumers, ids, subjects, topology
 from contracts.events import UsageRecorded, UsageReported
 from contracts.rpc import Pong, UsageTotalsReply, UsageTotalsRequest
-from runtime.durable import ensure_durable
 from usage import Ledger, UsageSettings, create_app, create_engine
-from usage.report_consumer import report_consumer_config
+from usage.app import ensure_report_topology
 
 Report = Callable[..., UsageReported]
 
@@ -301,17 +300,7 @@ async def test_usage_services_upgrading_at_once_keep_the_reports_passed_over(
     clients = [await nats.connect(nats_url) for _ in range(2)]
     try:
         await asyncio.gather(
-            *(
-                ensure_durable(
-                    client.jetstream(),
-                    settings,
-                    topology.USAGE_STREAMS,
-                    topology.USAGE_STREAM,
-                    report_consumer_config(settings),
-                    widened_to=subjects.USAGE_REPORTED_ALL,
-                )
-                for client in clients
-            )
+            *(ensure_report_topology(client.jetstream(), settings) for client in clients)
         )
     finally:
         for client in clients:

@@ -36,6 +36,24 @@ _GRACEFUL_SECONDS = 10.0
 _EXIT_POLL_SECONDS = 0.5
 
 
+async def ensure_report_topology(js: JetStreamContext, settings: UsageSettings) -> None:
+    """Usage's streams and its durable consumer of the usage reports.
+
+    The consumer of an older version (the one subject of before only) is replaced, not
+    widened in place: reports a newer worker stored on the reply's own subject behind
+    its position would never be delivered. The replacement redelivers the reports
+    settled since its ack floor; the ledger records each attempt once (unique
+    attempt_id, insert on conflict do nothing: `Ledger.record_many`)."""
+    await ensure_durable(
+        js,
+        settings,
+        topology.USAGE_STREAMS,
+        topology.USAGE_STREAM,
+        report_consumer_config(settings),
+        widened_to=subjects.USAGE_REPORTED_ALL,
+    )
+
+
 def create_app(
     settings: UsageSettings,
     *,
@@ -48,20 +66,7 @@ def create_app(
     ledger = ledger or Ledger(create_engine(settings.database()), prices=settings.price_table())
 
     async def ensure_topology(js: JetStreamContext) -> None:
-        config = report_consumer_config(settings)
-        # The consumer of an older version (the one subject of before only) is replaced,
-        # not widened in place: reports a newer worker stored on the reply's own subject
-        # behind its position would never be delivered. The replacement redelivers the
-        # reports settled since its ack floor; the ledger records each attempt once
-        # (unique attempt_id, insert on conflict do nothing: `Ledger.record_many`).
-        await ensure_durable(
-            js,
-            settings,
-            topology.USAGE_STREAMS,
-            topology.USAGE_STREAM,
-            config,
-            widened_to=subjects.USAGE_REPORTED_ALL,
-        )
+        await ensure_report_topology(js, settings)
 
     async def restore_topology() -> None:
         # After a nats-server restart: LIVECHAT_EVENTS is memory storage and is lost;
