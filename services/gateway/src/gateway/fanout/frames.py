@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.events import CONVERSATION_EVENT, ConversationEvent
+from pydantic_core import to_json
+
+from contracts.events import CONVERSATION_EVENT, ConversationEvent, TokenEvent
 
 __all__ = ["RelayedEvent", "parse_event"]
 
 # Fields clients never see: the wire version, and the ones we put first ourselves.
 _HIDDEN: set[str] = {"schema_version", "type", "conversation_id"}
+
+
+# A token's JSON: the event id, the conversation, the reply, the text (a JSON string).
+_TOKEN = b'{"type":"token","event_id":%d,"conversation_id":"%s","message_id":"%s","content":%s}'
 
 
 class RelayedEvent:
@@ -52,9 +58,19 @@ class RelayedEvent:
 
     def json(self) -> bytes:
         if self._json is None:
+            event = self.event
+            if type(event) is TokenEvent:
+                # Most events: their two fields written around the text's own JSON
+                # string, byte for byte what the model's serializer gives (half its cost).
+                self._json = _TOKEN % (
+                    self.seq,
+                    self.conversation_id.encode(),
+                    event.message_id.encode(),
+                    to_json(event.content),
+                )
+                return self._json
             # One Rust call for the fields, then our three in front; ids are
             # [A-Za-z0-9_-] and the type a literal, so nothing needs escaping.
-            event = self.event
             # The model's serializer itself: BaseModel.model_dump_json adds
             # Python overhead that doubles the cost of this per-event call.
             rest = event.__pydantic_serializer__.to_json(event, exclude=_HIDDEN, exclude_none=True)

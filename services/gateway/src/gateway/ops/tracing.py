@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.context import get_current
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span
@@ -72,5 +73,8 @@ def redact_span_credentials(span: Span | None, scope: dict[str, Any]) -> None:
 
 def trace_headers(headers: dict[str, str]) -> dict[str, str]:
     """`headers` plus the current trace context (`traceparent`), when a span is active."""
-    inject(headers)
+    # An empty context (tracing off: no span, no baggage) injects nothing; the
+    # propagators' walk to find that out was a share of every message's publish.
+    if get_current():
+        inject(headers)
     return headers
