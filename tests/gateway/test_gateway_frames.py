@@ -65,3 +65,17 @@ def test_other_events_keep_their_fields_in_order_without_the_unset():
         b'{"type":"error","event_id":8,"conversation_id":"c1","code":"boom",'
         b'"message":"no","retryable":true}'
     )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b'{"schema_version":1,"type":"nope","message_id":"r1"}',
+        b'{"schema_version":1,"type":"token","message_id":"r1","content":"x","extra":1}',
+        b'{"schema_version":1,"type":"token","message_id":"bad id","content":"x"}',
+    ],
+)
+def test_a_malformed_event_is_refused(data: bytes):
+    with pytest.raises(ValueError):
+        parse_event(1, "c1", data)
