@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from groq import AsyncGroq
+from groq import AsyncGroq, omit
 
 from inference.providers.asyncio_net import legacy_asyncio_http_client
 from inference.providers.base import ProviderRequest
@@ -34,17 +34,20 @@ class GroqProvider(OpenAIStyleProvider[AsyncGroq]):
         self, request: ProviderRequest, messages: list[ChatMessage], max_tokens: int | None
     ) -> AsyncIterator[ResponseBody]:
         # The SDK's streaming response: its request, errors and close, but the body
-        # is read by the relay (no SDK model per chunk). The messages and options go in
-        # `extra_body` (see `sdk_body`).
+        # is read by the relay (no SDK model per chunk). The model, messages and options
+        # go in `extra_body` (see `sdk_body`).
         # Function calling (the OpenAI endpoint's `tools`) as OpenAI's format has it.
         body = sdk_body(
             messages,
+            request.model,
             max_completion_tokens=max_tokens,
             temperature=request.temperature,
             **tool_options(request),
         )
-        async with self._client.chat.completions.with_streaming_response.create(
-            model=request.model, messages=(), stream=True, extra_body=body
+        create = self._client.chat.completions.with_streaming_response.create
+        # `model` and `messages` are in the body, left out of the typed parameters.
+        async with create(  # type: ignore[call-overload]
+            model=omit, messages=omit, stream=True, extra_body=body
         ) as response:
             yield response.http_response
 

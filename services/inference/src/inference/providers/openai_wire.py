@@ -185,16 +185,20 @@ def _tool_choice(choice: ToolChoice) -> object:
     return choice.mode
 
 
-def sdk_body(messages: list[ChatMessage], **options: object) -> dict[str, object]:
-    """The request's messages and its options that are set (not None), for the SDK's
-    `extra_body`, which it sends as they are.
+def sdk_body(messages: list[ChatMessage], model: str, **options: object) -> dict[str, object]:
+    """The request's model, messages and options that are set (not None), for the SDK's
+    `extra_body`, which it sends as they are (the typed `model` and `messages` are then
+    left out: `omit`).
 
     Given as `messages`, they would go through the SDK's transform of typed parameters,
     which walks every message through its union of message types: milliseconds per
     message, most of a worker's CPU per answer with a long history, for plain strings
-    it sends unchanged. `extra_body` replaces the body's fields of the same name.
+    it sends unchanged. The same for `model`: its type, a union of `str` with a literal
+    of every known model name, is hashed value by value several times per request (a
+    tenth of the SDK's CPU per request, for a string sent unchanged). `extra_body`
+    replaces the body's fields of the same name.
     """
-    body: dict[str, object] = {"messages": messages}
+    body: dict[str, object] = {"model": model, "messages": messages}
     body.update((name, value) for name, value in options.items() if value is not None)
     return body
 
