@@ -62,7 +62,11 @@ class _History:
         `settings.redis_url` is set."""
         if given is not None:
             return cls(given, None, None)
-        repository = SqlConversationRepository(database, history_max=settings.history_max)
+        repository = SqlConversationRepository(
+            database,
+            history_max=settings.history_max,
+            context_cache=settings.context_cache_conversations,
+        )
         if not settings.redis_url:
             return cls(repository, repository, None)
         redis = connect_redis(settings.redis_url, timeout=settings.cache_timeout_seconds)

@@ -39,6 +39,10 @@ class MemorySettings(LivechatSettings):
     # overlap database round trips (PostgreSQL); on SQLite more only add thread hops
     # (the bench showed no difference between 4 and 32).
     rpc_concurrency: int = Field(default=8, ge=1)
+    # Conversations whose messages this process keeps to answer the context requests
+    # without the history query (checked against the conversation's revision; kept up
+    # to date by this process's writes). 0: none.
+    context_cache_conversations: int = Field(default=1000, ge=0)
     # Unset: no cache. Each conversation's recent window, read-through, updated on write.
     redis_url: str | None = None
     redis_key_prefix: str = "livechat:memory:"

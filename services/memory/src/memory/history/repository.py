@@ -68,6 +68,7 @@ from memory.history.database import sqlite_reader
 from memory.history.pages import newest_within_bytes
 from memory.history.read_state import mark_read, read_by, unread_count
 from memory.history.search import ExchangeSearch, query_terms
+from memory.history.snapshots import Snapshot, Snapshots, WriteLog, context_from
 from memory.history.statements import (
     FINAL_STATUSES,
     REPLY_PREFIX,
@@ -95,6 +96,13 @@ _read_state: Table = ReadState.__table__  # type: ignore[assignment]
 _members: Table = ConversationMember.__table__  # type: ignore[assignment]
 T = TypeVar("T")
 
+# Conversations of more messages, or more characters, are not kept in a snapshot (their
+# context is read with the history query); the characters of all snapshots at most.
+SNAPSHOT_MESSAGES = 400
+SNAPSHOT_CHARS = 64_000_000
+# Ids of conversations found too large for a snapshot, remembered at most.
+_LARGE_REMEMBERED = 10_000
+
 
 class SqlConversationRepository:
     """Implements `memory.history.store.ConversationStore`.
@@ -105,13 +113,23 @@ class SqlConversationRepository:
     `close` releases it.
     """
 
-    def __init__(self, engine: AsyncEngine, *, history_max: int = 0) -> None:
-        """`history_max`: messages kept per conversation, the oldest pruned (0: all)."""
+    def __init__(
+        self, engine: AsyncEngine, *, history_max: int = 0, context_cache: int = 1000
+    ) -> None:
+        """`history_max`: messages kept per conversation, the oldest pruned (0: all).
+        `context_cache`: conversations whose snapshot this process keeps for the context
+        reads (`memory.history.snapshots`; 0: none)."""
         self._engine = engine
         self._insert = dialect_insert(engine)
         self._sql = Statements(self._insert, history_max=history_max)
         self._search = ExchangeSearch(engine.dialect.name)
         self._reader = sqlite_reader(engine)
+        self._snapshots = (
+            Snapshots(conversations=context_cache, messages=SNAPSHOT_MESSAGES, chars=SNAPSHOT_CHARS)
+            if context_cache > 0
+            else None
+        )
+        self._large: set[str] = set()  # conversations too large for a snapshot
 
     def close(self) -> None:
         """Close the connections of the SQLite reader (the engine stays the caller's)."""
@@ -155,13 +173,20 @@ class SqlConversationRepository:
         # In order, in one transaction: one commit (one log sync) for the whole batch.
         # On a SQLite file, in one thread hop on the blocking engine (aiosqlite makes a
         # hop of each step of each statement).
+        log = WriteLog()
+
         def write(conn: Connection) -> list[StoreOutcome]:
-            return write_events(conn, self._sql, events)
+            return write_events(conn, self._sql, events, log)
 
         if self._reader is not None:
-            return await asyncio.to_thread(_write_with, self._reader, write)
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(write)
+            outcomes = await asyncio.to_thread(_write_with, self._reader, write)
+        else:
+            async with self._engine.begin() as conn:
+                outcomes = await conn.run_sync(write)
+        # Committed: the snapshots the batch found up to date follow it.
+        if self._snapshots is not None:
+            self._snapshots.apply(log)
+        return outcomes
 
     # --- conversation writes (request-reply; committed before the reply) -------------
 
@@ -243,6 +268,7 @@ class SqlConversationRepository:
                 conn, and_(c.id == request.conversation_id, c.user_id == request.user_id), now
             )
             if gone:
+                self._forget(gone)
                 return ConversationDeleteReply(deleted=True)
             # Deleted before by the same user: a repeated request succeeds again.
             again = await conn.scalar(
@@ -301,7 +327,14 @@ class SqlConversationRepository:
         ).scalar_subquery()
         async with self._engine.begin() as conn:
             # The activity is checked again in the delete: one that just woke up stays.
-            return await self._delete(conn, and_(c.id.in_(oldest), c.updated_at < idle_since), now)
+            gone = await self._delete(conn, and_(c.id.in_(oldest), c.updated_at < idle_since), now)
+        self._forget(gone)
+        return gone
+
+    def _forget(self, conversation_ids: Sequence[str]) -> None:
+        # Deleted: their snapshots could not match again (no row), the memory goes now.
+        if self._snapshots is not None:
+            self._snapshots.forget_all(conversation_ids)
 
     async def forget_deletions(self, before: datetime) -> int:
         """Drop the markers of conversations deleted before `before`; how many."""
@@ -344,9 +377,14 @@ class SqlConversationRepository:
     # --- reads ----------------------------------------------------------------------
 
     async def context(self, request: ContextRequest, max_messages: int) -> ContextReply:
+        limit = min(request.limit, max_messages)
+        if self._snapshots is not None and request.conversation_id not in self._large:
+            # The conversation's revision, and the context from its snapshot.
+            found = await self._read(lambda conn: self._snapshot_context(conn, request, limit))
+            if found is not None:
+                return found
         # One statement (one round trip, one driver hop): the conversation, the reply
         # if already final, and the history joined to it row by row.
-        limit = min(request.limit, max_messages)
         params: dict[str, Any] = {
             "conversation_id": request.conversation_id,
             "user_id": request.user_id,
@@ -393,6 +431,42 @@ class SqlConversationRepository:
                 _stored(first, REPLY_PREFIX) if first[REPLY_PREFIX + "id"] is not None else None
             ),
         )
+
+    def _snapshot_context(
+        self, conn: Connection, request: ContextRequest, limit: int
+    ) -> ContextReply | None:
+        """The context from the conversation's snapshot at its current revision (read
+        first when missing or older); None when the conversation is too large for one."""
+        assert self._snapshots is not None
+        conversation_id = request.conversation_id
+        params = {"conversation_id": conversation_id}
+        version = conn.execute(self._sql.version, params).first()
+        if version is None or version.user_id != request.user_id:
+            return ContextReply()  # unknown, or another user's conversation
+        snapshot = self._snapshots.get(conversation_id, version.revision, version.created_at)
+        if snapshot is None:
+            # Read after the revision: the label is never newer than the messages.
+            most = self._snapshots.max_messages
+            rows = conn.execute(self._sql.all_messages, params | {"limit": most + 1}).all()
+            if len(rows) > most:
+                if len(self._large) >= _LARGE_REMEMBERED:
+                    self._large.clear()
+                self._large.add(conversation_id)
+                return None
+            messages = {row.id: dict(row._mapping) for row in rows}
+            users = [m["id"] for m in messages.values() if m["role"] == "user"]
+            snapshot = Snapshot(
+                revision=version.revision,
+                created_at=version.created_at,
+                user_id=version.user_id,
+                system_prompt=version.system_prompt,
+                active_message_id=version.active_message_id,
+                messages=messages,
+                images=read_refs(conn, conversation_id, users),
+                chars=sum(len(m["content"]) for m in messages.values()),
+            )
+            self._snapshots.keep(conversation_id, snapshot)
+        return context_from(snapshot, request, limit)
 
     async def window(self, conversation_id: str, size: int) -> CachedWindow | None:
         """What the cache holds of a conversation: its row, totals and newest messages."""

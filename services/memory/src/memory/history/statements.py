@@ -109,8 +109,9 @@ class Statements:
             .on_conflict_do_nothing(index_elements=["id"])
         )
         ids: Any = bindparam("ids", expanding=True)
-        # ids (a list) -> (id, user_id, NULL, active_message_id, its created_at) of those
-        # that exist and (id, NULL, deleted_at, NULL, NULL) of those deleted.
+        # ids (a list) -> (id, user_id, NULL, active_message_id, its created_at, revision,
+        # created_at, system_prompt) of those that exist and (id, NULL, deleted_at, NULL...)
+        # of those deleted.
         tip_at = (
             select(m.created_at)
             .where(m.conversation_id == c.id, m.id == c.active_message_id)
@@ -123,6 +124,9 @@ class Statements:
                 type_coerce(null(), UtcDateTime()).label("deleted_at"),
                 c.active_message_id,
                 type_coerce(tip_at, UtcDateTime()).label("tip_at"),
+                c.revision,
+                c.created_at,
+                c.system_prompt,
             ).where(c.id.in_(ids)),
             select(
                 d.id,
@@ -130,6 +134,9 @@ class Statements:
                 d.deleted_at,
                 type_coerce(null(), String()).label("active_message_id"),
                 type_coerce(null(), UtcDateTime()).label("tip_at"),
+                type_coerce(null(), Integer()).label("revision"),
+                type_coerce(null(), UtcDateTime()).label("created_at"),
+                type_coerce(null(), Text()).label("system_prompt"),
             ).where(d.id.in_(ids)),
         )
         # conversation_id, id -> the message's parent and time (a late message's place).
@@ -143,11 +150,17 @@ class Statements:
             .values(parent_id=bindparam("parent"))
         )
         written = (m.conversation_id, m.id)
-        # messages rows -> the keys of the user messages inserted (not already held).
+        # (Text: the expression language does not correlate a subquery of RETURNING.)
+        images: Any = literal_column(
+            "EXISTS (SELECT 1 FROM attachments WHERE attachments.conversation_id = "
+            "messages.conversation_id AND attachments.message_id = messages.id)"
+        )
+        # messages rows -> the keys of the user messages inserted (not already held), and
+        # whether they have images.
         self.insert_users: Executable = (
             insert(_messages)
             .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
-            .returning(*written)
+            .returning(*written, images.label("has_images"))
         )
         upsert = insert(_messages)
         # messages rows -> the keys of the assistant messages written (none replaces a
@@ -169,6 +182,13 @@ class Statements:
             )
             .values(parent_id=bindparam("reply_id"))
         )
+        # conversation_id (rows) -> the revision moved up (parents moved by a repeated
+        # event that stored nothing: the change is seen by every cache).
+        self.bump: Executable = (
+            update(_conversations)
+            .where(c.id == bindparam("conversation_id"))
+            .values(revision=c.revision + 1)
+        )
         at = bindparam("at", type_=UtcDateTime())
         title: Any = bindparam("title", type_=String())
         # conversation_id, at, title, system_prompt, active (rows) -> updated_at
@@ -188,6 +208,16 @@ class Statements:
                     bindparam("active", type_=String()), c.active_message_id
                 ),
             )
+        )
+        # conversation_id -> the conversation's revision and what a snapshot keeps of it.
+        self.version: Executable = select(
+            c.revision, c.created_at, c.user_id, c.system_prompt, c.active_message_id
+        ).where(c.id == bindparam("conversation_id", type_=String()))
+        # conversation_id, limit -> its messages (`limit` at most, in no order).
+        self.all_messages: Executable = (
+            select(_messages)
+            .where(m.conversation_id == bindparam("conversation_id", type_=String()))
+            .limit(bindparam("limit", type_=Integer()))
         )
         self.context: Executable = _context()
         self.context_without_history: Executable = _context(with_history=False)

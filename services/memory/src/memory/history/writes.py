@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
+from memory.history.snapshots import WriteLog
 from memory.history.statements import Statements
 from memory.history.store import StoreOutcome
 from memory.history.titles import derive_title
@@ -35,15 +36,16 @@ log = logging.getLogger("memory.history.repository")
 
 
 def write_events(
-    conn: Connection, sql: Statements, events: Sequence[ChatEvent]
+    conn: Connection, sql: Statements, events: Sequence[ChatEvent], changes: WriteLog | None = None
 ) -> list[StoreOutcome]:
-    """Store `events` in order on `conn` (inside the caller's transaction).
+    """Store `events` in order on `conn` (inside the caller's transaction); what they
+    changed is added to `changes` (for `memory.history.snapshots`, once committed).
 
     Blocking: on a SQLite file the repository runs it whole in one worker thread, on
     the async engine through `run_sync`."""
     outcomes: list[StoreOutcome] = []
     for round_ in _rounds(events):
-        outcomes += _write_round(conn, sql, round_)
+        outcomes += _write_round(conn, sql, round_, changes if changes is not None else WriteLog())
     return outcomes
 
 
@@ -77,7 +79,9 @@ class _Touch:
             self.system_prompt = system_prompt
 
 
-def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> list[StoreOutcome]:
+def _write_round(
+    conn: Connection, sql: Statements, events: list[ChatEvent], changes: WriteLog
+) -> list[StoreOutcome]:
     # 1. Create the conversations that do not exist yet, each from its first event here
     #    (a write first: on SQLite it takes the write lock at once, where a read first
     #    could fail on a concurrent writer's commit instead of waiting).
@@ -99,8 +103,17 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
             tips[row.id] = (
                 None if row.active_message_id is None else (row.active_message_id, row.tip_at)
             )
+            changes.base(
+                row.id,
+                row.revision,
+                row.created_at,
+                row.user_id,
+                row.system_prompt,
+                row.active_message_id,
+            )
         else:
             deleted[row.id] = row.deleted_at
+            changes.drop([row.id])
 
     def stale(event: ChatEvent) -> bool:
         deleted_at = deleted.get(event.conversation_id)
@@ -168,15 +181,22 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
             )
     written: set[tuple[str, str]] = set()
     if users:
-        rows = conn.execute(sql.insert_users, users)
-        written.update((row.conversation_id, row.id) for row in rows)
+        inserted = conn.execute(sql.insert_users, users).all()
+        written.update((row.conversation_id, row.id) for row in inserted)
+        changes.rows([u for u in users if (u["conversation_id"], u["id"]) in written])
+        # Their images are read with the message (their store is another table).
+        changes.drop({row.conversation_id for row in inserted if row.has_images})
     if replies:
         rows = conn.execute(sql.upsert_assistants, replies)
-        written.update((row.conversation_id, row.id) for row in rows)
+        keys = {(row.conversation_id, row.id) for row in rows}
+        written |= keys
+        changes.rows([r for r in replies if (r["conversation_id"], r["id"]) in keys])
     if followed:
         conn.execute(sql.follow_reply, followed)
+        changes.follow(followed)
     if reparented:
         conn.execute(sql.reparent, reparented)
+        changes.reparent(reparented)
 
     # 3. Move each touched conversation's activity forward (once per conversation).
     touches: dict[str, _Touch] = {}
@@ -208,24 +228,30 @@ def _write_round(conn: Connection, sql: Statements, events: list[ChatEvent]) -> 
         else:
             touch.add(at, title, prompt)
     if touches:
-        conn.execute(
-            sql.touch,
-            [
-                {
-                    "conversation_id": conversation_id,
-                    "at": touch.at,
-                    "title": touch.title,
-                    "system_prompt": touch.system_prompt,
-                    "active": moved.get(conversation_id),
-                }
-                for conversation_id, touch in touches.items()
-            ],
-        )
+        touched = [
+            {
+                "conversation_id": conversation_id,
+                "at": touch.at,
+                "title": touch.title,
+                "system_prompt": touch.system_prompt,
+                "active": moved.get(conversation_id),
+            }
+            for conversation_id, touch in touches.items()
+        ]
+        conn.execute(sql.touch, touched)
+        changes.touch(touched)
         if sql.prune is not None:
             # 4. Beyond LIVECHAT_HISTORY_MAX, the oldest messages go, in the same
             #    transaction. A redelivered old event stored again is the oldest, and
             #    goes again: the outcome is the same however often it comes.
             conn.execute(sql.prune, [{"conversation_id": cid} for cid in touches])
+            changes.drop(touches)
+    # Parents moved by events that stored nothing (a repeated reply): the revision
+    # moves all the same, so that no cache keeps the tree as it was.
+    untouched = {row["in_conversation"] for row in [*followed, *reparented]} - touches.keys()
+    if untouched:
+        conn.execute(sql.bump, [{"conversation_id": cid} for cid in sorted(untouched)])
+        changes.bump(untouched)
     return outcomes
 
 
