@@ -121,7 +121,11 @@ class SqlConversationRepository:
         reads (`memory.history.snapshots`; 0: none)."""
         self._engine = engine
         self._insert = dialect_insert(engine)
-        self._sql = Statements(self._insert, history_max=history_max)
+        self._sql = Statements(
+            self._insert,
+            history_max=history_max,
+            read_first=engine.dialect.name == "postgresql",
+        )
         self._search = ExchangeSearch(engine.dialect.name)
         self._reader = sqlite_reader(engine)
         self._snapshots = (

@@ -69,8 +69,11 @@ _REPLACEABLE = (
 class Statements:
     """Parameters are named after the columns; see each attribute for the extra ones."""
 
-    def __init__(self, insert: Any, *, history_max: int = 0) -> None:
+    def __init__(self, insert: Any, *, history_max: int = 0, read_first: bool = False) -> None:
+        """`read_first`: the writes read the conversations before claiming the missing
+        ones (PostgreSQL; on SQLite the claim, a write, takes the write lock first)."""
         c, m, d = _conversations.c, _messages.c, _deleted.c
+        self.read_first = read_first
         # conversation_id -> its messages beyond the newest `history_max` deleted
         # (LIVECHAT_HISTORY_MAX); None when every message is kept.
         self.prune: Executable | None = None

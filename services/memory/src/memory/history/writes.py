@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 
 from contracts.events import ChatEvent, GenerationFailed, GenerationFinished, UserMessageAccepted
 from memory.history.snapshots import WriteLog
@@ -82,22 +82,40 @@ class _Touch:
 def _write_round(
     conn: Connection, sql: Statements, events: list[ChatEvent], changes: WriteLog
 ) -> list[StoreOutcome]:
-    # 1. Create the conversations that do not exist yet, each from its first event here
-    #    (a write first: on SQLite it takes the write lock at once, where a read first
-    #    could fail on a concurrent writer's commit instead of waiting).
+    # 1. Create the conversations that do not exist yet, each from its first event here.
+    #    On SQLite a write first: it takes the write lock at once, where a read first
+    #    could fail on a concurrent writer's commit instead of waiting. On PostgreSQL the
+    #    conversations are read first and only those missing are claimed (then read):
+    #    most events go to conversations that exist.
     #    A deleted conversation comes back only through an event newer than its deletion.
-    claims: dict[str, dict[str, Any]] = {}
+    firsts: dict[str, ChatEvent] = {}  # each conversation's first event here
+    fresh: dict[str, datetime] = {}  # and its newest event's time
     for event in events:
-        claim = claims.get(event.conversation_id)
-        if claim is None:
-            claims[event.conversation_id] = _conversation_row(event)
-        else:
-            claim["fresh_at"] = max(claim["fresh_at"], event.created_at)
-    conn.execute(sql.claim, list(claims.values()))
+        conversation_id = event.conversation_id
+        if conversation_id not in firsts:
+            firsts[conversation_id] = event
+            fresh[conversation_id] = event.created_at
+        elif fresh[conversation_id] < event.created_at:
+            fresh[conversation_id] = event.created_at
+
+    def claim(ids: list[str]) -> None:
+        conn.execute(sql.claim, [_conversation_row(firsts[cid], fresh[cid]) for cid in ids])
+
+    found: list[Row[Any]]
+    if sql.read_first:
+        found = list(conn.execute(sql.owners, {"ids": list(firsts)}))
+        held = {row.id for row in found if row.deleted_at is None}
+        missing = [cid for cid in firsts if cid not in held]
+        if missing:
+            claim(missing)
+            found += conn.execute(sql.owners, {"ids": missing}).all()
+    else:
+        claim(list(firsts))
+        found = list(conn.execute(sql.owners, {"ids": list(firsts)}))
     owners: dict[str, str] = {}
     deleted: dict[str, datetime] = {}
     tips: dict[str, _Tip | None] = {}  # the end of each active branch
-    for row in conn.execute(sql.owners, {"ids": list(claims)}):
+    for row in found:
         if row.deleted_at is None:
             owners[row.id] = row.user_id
             tips[row.id] = (
@@ -218,11 +236,13 @@ def _write_round(
             outcomes.append(StoreOutcome.DUPLICATE)
             continue
         outcomes.append(StoreOutcome.STORED)
+        touch = touches.get(event.conversation_id)
         if isinstance(event, UserMessageAccepted):
-            at, title, prompt = event.created_at, _title(event), _prompt(event)
+            # The first title only is used: derived only while none is.
+            at, prompt = event.created_at, _prompt(event)
+            title = _title(event) if touch is None or touch.title is None else None
         else:
             at, title, prompt = event.finished_at, None, None
-        touch = touches.get(event.conversation_id)
         if touch is None:
             touches[event.conversation_id] = _Touch(at, title, prompt)
         else:
@@ -294,7 +314,7 @@ def _place_late(
     return None, child
 
 
-def _conversation_row(event: ChatEvent) -> dict[str, Any]:
+def _conversation_row(event: ChatEvent, fresh_at: datetime) -> dict[str, Any]:
     # Normally a user message creates it; a reply first covers a reordered redelivery.
     return {
         "id": event.conversation_id,
@@ -303,7 +323,7 @@ def _conversation_row(event: ChatEvent) -> dict[str, Any]:
         "system_prompt": _prompt(event) if isinstance(event, UserMessageAccepted) else None,
         "created_at": event.created_at,
         "updated_at": event.created_at,
-        "fresh_at": event.created_at,
+        "fresh_at": fresh_at,
     }
 
 
