@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy import event as sql_event
-from sqlalchemy import func, inspect, select, text
 
 from contracts import ids
 from contracts.events import UsageRecorded, UsageReported
@@ -115,9 +115,16 @@ async def test_totals_since_a_time(ledger: Ledger, report: Report) -> None:
 
 
 def _commits(ledger: Ledger) -> list[None]:
-    """One item per transaction the ledger's engine commits from now on."""
+    """One item per transaction the ledger's engine commits from now on: a commit, or a
+    statement run in autocommit (PostgreSQL's batch statement, a transaction of its own)."""
     commits: list[None] = []
     sql_event.listen(ledger.writer, "commit", lambda _: commits.append(None))
+
+    def executed(connection: Connection, *_: object) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            commits.append(None)
+
+    sql_event.listen(ledger.writer, "before_cursor_execute", executed)
     return commits
 
 

@@ -27,6 +27,7 @@ from contracts.rpc import UsageExportReply, UsageGroupBy, UsageTotals, UsageTota
 from runtime.sql import blocking_sqlite, dialect_insert
 from usage.entries import ENTRY_COLUMNS, Row, entry_json, entry_of
 from usage.marks import PendingMarks, Round
+from usage.pg_batch import PgBatchWriter
 from usage.prices import PriceTable
 from usage.tables import DailyRow, LedgerRow
 
@@ -90,6 +91,8 @@ class Ledger:
     ) -> None:
         self.engine = engine
         self._blocking = blocking_sqlite(engine)
+        # PostgreSQL: a batch is one statement (`usage.pg_batch`).
+        self._pg = PgBatchWriter(engine) if engine.dialect.name == "postgresql" else None
         self._clock = clock
         self._prices = prices or PriceTable({})
         # Rows whose analytics copies are out, marked by the next transaction.
@@ -157,7 +160,12 @@ class Ledger:
             return (inserted, *self._complete(connection, events, rows, inserted, attempts))
 
         try:
-            inserted, days, stored, published = await self._transaction(write)
+            if self._pg is not None:
+                inserted, days, stored, published = await self._record_pg(
+                    events, rows, attempts, marked, recorded_at
+                )
+            else:
+                inserted, days, stored, published = await self._transaction(write)
         except BaseException:
             if marking is not None:
                 self._put_back(marking)
@@ -173,6 +181,48 @@ class Ledger:
             attempt = event.attempt_id
             results.append(Recorded(stored[attempt], first, day_total, attempt in published))
         return results
+
+    async def _record_pg(
+        self,
+        events: Sequence[UsageReported],
+        rows: list[dict[str, Any]],
+        attempts: list[str],
+        marked: list[str] | None,
+        recorded_at: datetime,
+    ) -> tuple[set[str], dict[tuple[str, str], int], dict[str, Row], set[str]]:
+        """`record_many`'s write on PostgreSQL: the batch in one statement, then (a
+        redelivery only) the entries and day totals it did not write, read after it."""
+        firsts: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            firsts.setdefault(row["attempt_id"], row)  # a repeated report counts once
+        assert self._pg is not None
+        written = await self._pg.write(
+            list(firsts.values()),
+            [utc_day(row["occurred_at"]) for row in firsts.values()],
+            recorded_at=recorded_at,
+            marked=marked or [],
+        )
+        stored: dict[str, Row] = {attempt: firsts[attempt] for attempt in written.inserted}
+        days = written.days
+        published: set[str] = set()
+        if self._missing(events, days, stored, attempts):
+            async with self.engine.connect() as connection:
+                await connection.run_sync(
+                    lambda sync: self._read_rest(sync, events, days, stored, attempts, published)
+                )
+        return set(written.inserted), days, stored, published
+
+    @staticmethod
+    def _missing(
+        events: Sequence[UsageReported],
+        days: dict[tuple[str, str], int],
+        stored: dict[str, Row],
+        attempts: list[str],
+    ) -> bool:
+        """Whether some entry or day total of the batch was not written by it."""
+        return any(a not in stored for a in attempts) or any(
+            (e.user_id, utc_day(e.occurred_at)) not in days for e in events
+        )
 
     async def _transaction(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction: on the blocking SQLite engine in one thread hop,
@@ -224,6 +274,22 @@ class Ledger:
             ]
             for total in connection.execute(self._add_daily, increments):
                 days[(total.user_id, total.day)] = int(total.total_tokens)
+        published: set[str] = set()
+        self._read_rest(connection, events, days, stored, attempts, published)
+        return days, stored, published
+
+    def _read_rest(
+        self,
+        connection: Connection,
+        events: Sequence[UsageReported],
+        days: dict[tuple[str, str], int],
+        stored: dict[str, Row],
+        attempts: list[str],
+        published: set[str],
+    ) -> None:
+        """Into `days`, `stored` and `published`: the day totals of the batch's users
+        that the batch did not raise, and the entries it did not insert (recorded
+        before: a redelivery), the ones already published noted."""
         wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
         if wanted:
             query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
@@ -231,13 +297,11 @@ class Ledger:
                 days.setdefault((total.user_id, total.day), int(total.total_tokens))
         # Recorded before (a redelivery): the entry first stored, unchanged.
         held = [attempt for attempt in attempts if attempt not in stored]
-        published: set[str] = set()
         if held:
             for found in connection.execute(self._select, {"attempts": held}):
                 stored[found.attempt_id] = dict(found._mapping)
                 if found.published_at is not None:
                     published.add(found.attempt_id)
-        return days, stored, published
 
     async def mark_published(self, attempts: Sequence[str]) -> None:
         """Note that these entries' analytics copies are on the stream, in a transaction

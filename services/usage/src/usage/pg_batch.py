@@ -1,0 +1,126 @@
+"""A batch of ledger rows recorded on PostgreSQL in one statement (one round trip).
+
+The statement takes the batch as one array per column (`unnest`): its text is the
+same whatever the batch's size, so the driver prepares it once per connection,
+where a multi-row VALUES list is a new statement (prepared anew, with a codec per
+parameter) for every batch size. It inserts the rows (ON CONFLICT DO NOTHING: each
+attempt once), adds the tokens of those inserted to their users' day totals, and
+marks the rows of earlier batches whose analytics copies went out
+(`published_at`), all in its own implicit transaction: the whole batch or nothing,
+with no BEGIN and COMMIT round trips around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["BatchOutcome", "PgBatchWriter"]
+
+# (column, PostgreSQL type of its array); `recorded_at` is one value for the batch.
+_COLUMNS = (
+    ("attempt_id", "text"),
+    ("message_id", "text"),
+    ("conversation_id", "text"),
+    ("user_id", "text"),
+    ("model", "text"),
+    ("provider", "text"),
+    ("provider_model", "text"),
+    ("estimated", "boolean"),
+    ("outcome", "text"),
+    ("time_to_first_token_ms", "float8"),
+    ("duration_ms", "float8"),
+    ("occurred_at", "timestamptz"),
+    ("cost_usd", "float8"),
+    ("prompt_tokens", "int4"),
+    ("completion_tokens", "int4"),
+    ("total_tokens", "int4"),
+)
+_NAMES = [name for name, _ in _COLUMNS]
+_DAY = len(_COLUMNS) + 1  # parameter of the rows' UTC days
+_RECORDED_AT = _DAY + 1
+_MARKED = _RECORDED_AT + 1
+
+
+def _statement() -> str:
+    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_COLUMNS, 1))
+    names = ", ".join(_NAMES)
+    batch_names = ", ".join(f"b.{name}" for name in _NAMES)
+    # The day totals grow by the rows inserted only, in one lock order (user, day).
+    return f"""
+WITH batch AS (
+    SELECT * FROM unnest({arrays}, ${_DAY}::text[]) AS b({names}, day)
+),
+marked AS (
+    UPDATE usage_ledger SET published_at = ${_RECORDED_AT}
+    WHERE attempt_id = ANY(${_MARKED}::text[]) AND published_at IS NULL
+),
+inserted AS (
+    INSERT INTO usage_ledger ({names}, recorded_at)
+    SELECT {batch_names}, ${_RECORDED_AT} FROM batch b
+    ON CONFLICT (attempt_id) DO NOTHING
+    RETURNING attempt_id
+),
+added AS (
+    INSERT INTO usage_daily (user_id, day, total_tokens)
+    SELECT b.user_id, b.day, sum(b.total_tokens)
+    FROM inserted i JOIN batch b ON b.attempt_id = i.attempt_id
+    GROUP BY b.user_id, b.day
+    ORDER BY b.user_id, b.day
+    ON CONFLICT (user_id, day)
+    DO UPDATE SET total_tokens = usage_daily.total_tokens + excluded.total_tokens
+    RETURNING user_id, day, total_tokens
+)
+SELECT attempt_id, NULL::text, NULL::text, NULL::bigint FROM inserted
+UNION ALL
+SELECT NULL::text, user_id, day, total_tokens FROM added
+"""
+
+
+_STATEMENT = _statement()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    # The attempts this statement inserted.
+    inserted: set[str]
+    # The day totals it raised, by (user, day), as committed.
+    days: dict[tuple[str, str], int]
+
+
+class PgBatchWriter:
+    """Runs the statement on `engine`'s pool, each on a connection in autocommit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def write(
+        self,
+        rows: Sequence[dict[str, Any]],
+        days: Sequence[str],
+        *,
+        recorded_at: datetime,
+        marked: Sequence[str],
+    ) -> BatchOutcome:
+        """Insert `rows` (one per attempt: a repeat would count its tokens twice), each
+        on its UTC day of `days`; raise the day totals by those inserted; mark `marked`
+        published at `recorded_at`."""
+        params: list[Any] = [[row[name] for row in rows] for name in _NAMES]
+        params.append(list(days))
+        params.append(recorded_at)
+        params.append(list(marked))
+        async with self._engine.connect() as connection:
+            result = await connection.exec_driver_sql(_STATEMENT, tuple(params))
+            found: list[tuple[Any, ...]] = [tuple(row) for row in result]
+        inserted: set[str] = set()
+        totals: dict[tuple[str, str], int] = {}
+        for attempt, user, day, total in found:
+            if attempt is not None:
+                inserted.add(attempt)
+            else:
+                totals[(user, day)] = int(total)
+        return BatchOutcome(inserted, totals)
