@@ -66,7 +66,7 @@ class DailyTotals:
         latest: dict[str, int] = {}
         for result in results:
             row = result.row
-            key = budget_key(row["user_id"], utc_day(row["occurred_at"]))
+            key = budget_key(row["user_id"], result.day or utc_day(row["occurred_at"]))
             latest[key] = max(latest.get(key, 0), result.day_total)
         async with self._lock:
             todo = {key: total for key, total in latest.items() if self._above(key, total)}

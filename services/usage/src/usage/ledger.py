@@ -61,6 +61,8 @@ class Recorded:
     day_total: int = 0
     # Its analytics copy was published already (`Ledger.mark_published`).
     published: bool = False
+    # The entry's UTC day (YYYY-MM-DD), that of `day_total`.
+    day: str = ""
     _entry: UsageRecorded | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -142,6 +144,8 @@ class Ledger:
         """`record` for each report, in one transaction (all of them or none)."""
         recorded_at = _as_utc(self._clock())
         rows = [_row_values(event, recorded_at, self._prices) for event in events]
+        # Each row's (user, UTC day): its day total's key, worked out once.
+        keys = [(row["user_id"], utc_day(row["occurred_at"])) for row in rows]
         attempts = list(dict.fromkeys(event.attempt_id for event in events))
         # The rows waiting for their published mark get it in this transaction.
         marking = self._take_marks()
@@ -157,12 +161,12 @@ class Ledger:
                 # Before the held rows are read: a redelivered report of a row
                 # marked here is not republished.
                 connection.execute(self._mark_published, {"attempts": marked, "at": recorded_at})
-            return (inserted, *self._complete(connection, events, rows, inserted, attempts))
+            return (inserted, *self._complete(connection, keys, rows, inserted, attempts))
 
         try:
             if self._pg is not None:
                 inserted, days, stored, published = await self._record_pg(
-                    events, rows, attempts, marked, recorded_at
+                    keys, rows, attempts, marked, recorded_at
                 )
             else:
                 inserted, days, stored, published = await self._transaction(write)
@@ -173,18 +177,20 @@ class Ledger:
         if marking is not None:
             marking.settle()
         results = []
-        for event in events:
+        for event, key in zip(events, keys, strict=True):
             # A report repeated within the batch: only its first copy inserted the row.
-            first = event.attempt_id in inserted
-            inserted.discard(event.attempt_id)
-            day_total = days.get((event.user_id, utc_day(event.occurred_at)), 0)
             attempt = event.attempt_id
-            results.append(Recorded(stored[attempt], first, day_total, attempt in published))
+            first = attempt in inserted
+            inserted.discard(attempt)
+            day_total = days.get(key, 0)
+            results.append(
+                Recorded(stored[attempt], first, day_total, attempt in published, key[1])
+            )
         return results
 
     async def _record_pg(
         self,
-        events: Sequence[UsageReported],
+        keys: list[tuple[str, str]],
         rows: list[dict[str, Any]],
         attempts: list[str],
         marked: list[str] | None,
@@ -192,37 +198,35 @@ class Ledger:
     ) -> tuple[set[str], dict[tuple[str, str], int], dict[str, Row], set[str]]:
         """`record_many`'s write on PostgreSQL: the batch in one statement, then (a
         redelivery only) the entries and day totals it did not write, read after it."""
-        firsts: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            firsts.setdefault(row["attempt_id"], row)  # a repeated report counts once
+        firsts: dict[str, tuple[dict[str, Any], str]] = {}
+        for row, (_, day) in zip(rows, keys, strict=True):
+            firsts.setdefault(row["attempt_id"], (row, day))  # a repeat counts once
         assert self._pg is not None
         written = await self._pg.write(
-            list(firsts.values()),
-            [utc_day(row["occurred_at"]) for row in firsts.values()],
+            [row for row, _ in firsts.values()],
+            [day for _, day in firsts.values()],
             recorded_at=recorded_at,
             marked=marked or [],
         )
-        stored: dict[str, Row] = {attempt: firsts[attempt] for attempt in written.inserted}
+        stored: dict[str, Row] = {attempt: firsts[attempt][0] for attempt in written.inserted}
         days = written.days
         published: set[str] = set()
-        if self._missing(events, days, stored, attempts):
+        if self._missing(keys, days, stored, attempts):
             async with self.engine.connect() as connection:
                 await connection.run_sync(
-                    lambda sync: self._read_rest(sync, events, days, stored, attempts, published)
+                    lambda sync: self._read_rest(sync, keys, days, stored, attempts, published)
                 )
         return set(written.inserted), days, stored, published
 
     @staticmethod
     def _missing(
-        events: Sequence[UsageReported],
+        keys: list[tuple[str, str]],
         days: dict[tuple[str, str], int],
         stored: dict[str, Row],
         attempts: list[str],
     ) -> bool:
         """Whether some entry or day total of the batch was not written by it."""
-        return any(a not in stored for a in attempts) or any(
-            (e.user_id, utc_day(e.occurred_at)) not in days for e in events
-        )
+        return any(a not in stored for a in attempts) or any(k not in days for k in keys)
 
     async def _transaction(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction: on the blocking SQLite engine in one thread hop,
@@ -247,7 +251,7 @@ class Ledger:
     def _complete(
         self,
         connection: Connection,
-        events: Sequence[UsageReported],
+        keys: list[tuple[str, str]],
         rows: list[dict[str, Any]],
         inserted: set[str],
         attempts: list[str],
@@ -261,10 +265,9 @@ class Ledger:
         # The daily totals grow in the same transaction, by the rows inserted only.
         added: dict[tuple[str, str], int] = {}
         counted = set(inserted)
-        for row in rows:
+        for row, key in zip(rows, keys, strict=True):
             if row["attempt_id"] in counted:
                 counted.discard(row["attempt_id"])  # repeated within the batch
-                key = (row["user_id"], utc_day(row["occurred_at"]))
                 added[key] = added.get(key, 0) + row["total_tokens"]
         days: dict[tuple[str, str], int] = {}
         if added:
@@ -275,13 +278,13 @@ class Ledger:
             for total in connection.execute(self._add_daily, increments):
                 days[(total.user_id, total.day)] = int(total.total_tokens)
         published: set[str] = set()
-        self._read_rest(connection, events, days, stored, attempts, published)
+        self._read_rest(connection, keys, days, stored, attempts, published)
         return days, stored, published
 
     def _read_rest(
         self,
         connection: Connection,
-        events: Sequence[UsageReported],
+        keys: list[tuple[str, str]],
         days: dict[tuple[str, str], int],
         stored: dict[str, Row],
         attempts: list[str],
@@ -290,7 +293,7 @@ class Ledger:
         """Into `days`, `stored` and `published`: the day totals of the batch's users
         that the batch did not raise, and the entries it did not insert (recorded
         before: a redelivery), the ones already published noted."""
-        wanted = {(e.user_id, utc_day(e.occurred_at)) for e in events} - days.keys()
+        wanted = set(keys) - days.keys()
         if wanted:
             query = {"users": [u for u, _ in wanted], "days": [d for _, d in wanted]}
             for total in connection.execute(self._select_daily, query):
@@ -307,6 +310,9 @@ class Ledger:
         """Note that these entries' analytics copies are on the stream, in a transaction
         of its own."""
         if not attempts:
+            return
+        if self._pg is not None:
+            await self._pg.write([], [], recorded_at=_as_utc(self._clock()), marked=attempts)
             return
         params = {"attempts": list(attempts), "at": self._clock()}
         await self._transaction(lambda connection: connection.execute(self._mark_published, params))
