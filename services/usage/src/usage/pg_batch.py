@@ -1,13 +1,14 @@
 """A batch of ledger rows recorded on PostgreSQL in one statement (one round trip).
 
-The statement takes the batch as one array per column (`unnest`): its text is the
-same whatever the batch's size, so the driver prepares it once per connection,
-where a multi-row VALUES list is a new statement (prepared anew, with a codec per
-parameter) for every batch size. It inserts the rows (ON CONFLICT DO NOTHING: each
-attempt once), adds the tokens of those inserted to their users' day totals, and
-marks the rows of earlier batches whose analytics copies went out
-(`published_at`), all in its own implicit transaction: the whole batch or nothing,
-with no BEGIN and COMMIT round trips around it.
+The statement takes the batch as one JSON array of its rows (`json_to_recordset`):
+its text is the same whatever the batch's size, so the driver prepares it once per
+connection, where a multi-row VALUES list is a new statement (prepared anew, with a
+codec per parameter) for every batch size; and the rows are encoded in one call
+(pydantic-core), not value by value by the driver. It inserts the rows (ON
+CONFLICT DO NOTHING: each attempt once), adds the tokens of those inserted to
+their users' day totals, and marks the rows of earlier batches whose analytics
+copies went out (`published_at`), all in its own implicit transaction: the whole
+batch or nothing, with no BEGIN and COMMIT round trips around it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["BatchOutcome", "PgBatchWriter"]
 
-# (column, PostgreSQL type of its array); `recorded_at` is one value for the batch.
+# The columns of a ledger row the statement inserts, with their PostgreSQL types
+# (JSON keeps floats exact: the shortest repr that reads back as the same double).
 _COLUMNS = (
     ("attempt_id", "text"),
     ("message_id", "text"),
@@ -35,42 +38,40 @@ _COLUMNS = (
     ("time_to_first_token_ms", "float8"),
     ("duration_ms", "float8"),
     ("occurred_at", "timestamptz"),
+    ("recorded_at", "timestamptz"),
     ("cost_usd", "float8"),
     ("prompt_tokens", "int4"),
     ("completion_tokens", "int4"),
     ("total_tokens", "int4"),
 )
-_NAMES = [name for name, _ in _COLUMNS]
-_DAY = len(_COLUMNS) + 1  # parameter of the rows' UTC days
-_RECORDED_AT = _DAY + 1
-_MARKED = _RECORDED_AT + 1
+# Each row's UTC day, under a key no column has.
+_DAY = "_day"
 
 
 def _statement() -> str:
-    arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_COLUMNS, 1))
-    names = ", ".join(_NAMES)
-    batch_names = ", ".join(f"b.{name}" for name in _NAMES)
+    names = ", ".join(name for name, _ in _COLUMNS)
+    typed = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
     # The day totals grow by the rows inserted only, in one lock order (user, day).
     return f"""
 WITH batch AS (
-    SELECT * FROM unnest({arrays}, ${_DAY}::text[]) AS b({names}, day)
+    SELECT * FROM json_to_recordset($1::json) AS b({typed}, {_DAY} text)
 ),
 marked AS (
-    UPDATE usage_ledger SET published_at = ${_RECORDED_AT}
-    WHERE attempt_id = ANY(${_MARKED}::text[]) AND published_at IS NULL
+    UPDATE usage_ledger SET published_at = $2
+    WHERE attempt_id = ANY($3::text[]) AND published_at IS NULL
 ),
 inserted AS (
-    INSERT INTO usage_ledger ({names}, recorded_at)
-    SELECT {batch_names}, ${_RECORDED_AT} FROM batch b
+    INSERT INTO usage_ledger ({names})
+    SELECT {names} FROM batch
     ON CONFLICT (attempt_id) DO NOTHING
     RETURNING attempt_id
 ),
 added AS (
     INSERT INTO usage_daily (user_id, day, total_tokens)
-    SELECT b.user_id, b.day, sum(b.total_tokens)
+    SELECT b.user_id, b.{_DAY}, sum(b.total_tokens)
     FROM inserted i JOIN batch b ON b.attempt_id = i.attempt_id
-    GROUP BY b.user_id, b.day
-    ORDER BY b.user_id, b.day
+    GROUP BY b.user_id, b.{_DAY}
+    ORDER BY b.user_id, b.{_DAY}
     ON CONFLICT (user_id, day)
     DO UPDATE SET total_tokens = usage_daily.total_tokens + excluded.total_tokens
     RETURNING user_id, day, total_tokens
@@ -109,12 +110,10 @@ class PgBatchWriter:
         """Insert `rows` (one per attempt: a repeat would count its tokens twice), each
         on its UTC day of `days`; raise the day totals by those inserted; mark `marked`
         published at `recorded_at`."""
-        params: list[Any] = [[row[name] for row in rows] for name in _NAMES]
-        params.append(list(days))
-        params.append(recorded_at)
-        params.append(list(marked))
+        batch = to_json([{**row, _DAY: day} for row, day in zip(rows, days, strict=True)])
+        params = (batch.decode(), recorded_at, list(marked))
         async with self._engine.connect() as connection:
-            result = await connection.exec_driver_sql(_STATEMENT, tuple(params))
+            result = await connection.exec_driver_sql(_STATEMENT, params)
             found: list[tuple[Any, ...]] = [tuple(row) for row in result]
         inserted: set[str] = set()
         totals: dict[tuple[str, str], int] = {}
