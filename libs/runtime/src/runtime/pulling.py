@@ -138,8 +138,13 @@ class PullLoop:
                         else:
                             messages = await subscription.fetch(1, timeout=self._wait)
                     elif self._fill:
-                        first = await subscription.fetch(self._batch, timeout=self._wait)
-                        messages = await self._filled(subscription, first)
+                        # What the consumer holds now (a backlog: a full batch at once),
+                        # else idle: a pull that waits for the first, then fills.
+                        messages = await self._queued(subscription, self._batch)
+                        if not messages:
+                            idle = True
+                            continue
+                        messages = await self._filled(subscription, messages)
                     else:
                         messages = await subscription.fetch(self._batch, timeout=self._wait)
                 except TimeoutError:  # nothing came (nats-py's errors subclass it)
@@ -185,8 +190,8 @@ class PullLoop:
         )
         while needed > 0:
             try:
-                message = await subscription._sub.next_msg(
-                    timeout=deadline - loop.time() + _FILL_GRACE_SECONDS
+                message = await _next_message(
+                    subscription, deadline - loop.time() + _FILL_GRACE_SECONDS
                 )
             except TimeoutError:
                 break  # its end went missing: what came is handed on
@@ -220,7 +225,7 @@ class PullLoop:
         )
         while len(messages) < wanted:
             try:
-                message = await subscription._sub.next_msg(timeout=self._wait)
+                message = await _next_message(subscription, self._wait)
             except TimeoutError:
                 break  # the answer went missing (a reconnect): what came is handed on
             status = JetStreamContext.is_status_msg(message)
@@ -235,6 +240,19 @@ class PullLoop:
         if not batch.cancelled() and (error := batch.exception()) is not None:
             # Its unsettled messages are redelivered after the ack wait.
             log.error("a batch from %s failed (%s)", self._durable, type(error).__name__)
+
+
+async def _next_message(subscription: JetStreamContext.PullSubscription, timeout: float) -> Msg:
+    """The subscription's next message: taken from its queue when one is there (nats-py's
+    next_msg costs two tasks and a uuid per message: a batch of hundreds arrives at
+    once), else waited for up to `timeout` seconds (TimeoutError)."""
+    sub = subscription._sub
+    pending = sub._pending_queue
+    if pending.empty():
+        return await sub.next_msg(timeout=timeout)
+    message = pending.get_nowait()
+    sub._pending_size -= len(message.data)
+    return message
 
 
 def _pending_after(messages: list[Msg]) -> int:
