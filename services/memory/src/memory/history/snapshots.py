@@ -36,28 +36,11 @@ from typing import Any
 from contracts.attachments import AttachmentRef
 from contracts.events import ContextMessage, Usage
 from contracts.rpc import ContextReply, ContextRequest, ReplyError, StoredMessage
-from memory.history.statements import FINAL_STATUSES
+from memory.history.statements import FINAL_STATUSES, REPLACEABLE
 
 __all__ = ["Snapshot", "Snapshots", "WriteLog", "context_from"]
 
 logger = logging.getLogger(__name__)
-
-# The columns an assistant message's repeat may replace (`Statements.upsert_assistants`).
-_REPLACEABLE = (
-    "content",
-    "status",
-    "created_at",
-    "model",
-    "provider",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "reply_to",
-    "finish_reason",
-    "error_code",
-    "error_message",
-    "error_retryable",
-)
 
 
 @dataclass(slots=True)
@@ -84,7 +67,7 @@ class Snapshot:
             self.chars += len(row["content"])
             return
         self.chars += len(row["content"]) - len(held["content"])
-        for column in _REPLACEABLE:
+        for column in REPLACEABLE:
             if column in row:
                 held[column] = row[column]
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from memory.history.tables import Conversation, DeletedConversation, Message
 from runtime.sql import UtcDateTime
 
-__all__ = ["FINAL_STATUSES", "REPLY_PREFIX", "Statements"]
+__all__ = ["FINAL_STATUSES", "REPLACEABLE", "REPLY_PREFIX", "Statements"]
 
 FINAL_STATUSES = ("complete", "cancelled", "interrupted", "failed")
 
@@ -49,7 +49,7 @@ _messages: Table = Message.__table__  # type: ignore[assignment]
 _deleted: Table = DeletedConversation.__table__  # type: ignore[assignment]
 _MESSAGE_KEY = ["conversation_id", "id"]
 # An assistant message may replace a stored one only while that one is not final.
-_REPLACEABLE = (
+REPLACEABLE = (
     "content",
     "status",
     "created_at",
@@ -170,7 +170,7 @@ class Statements:
         # final one).
         self.upsert_assistants: Executable = upsert.on_conflict_do_update(
             index_elements=_MESSAGE_KEY,
-            set_={column: upsert.excluded[column] for column in _REPLACEABLE},
+            set_={column: upsert.excluded[column] for column in REPLACEABLE},
             # Constants in the SQL text: an executemany takes no list parameter.
             where=m.status.not_in([literal_column(f"'{status}'") for status in FINAL_STATUSES]),
         ).returning(*written)
