@@ -23,7 +23,7 @@ from contracts.rpc import (
     ConversationUpdateRequest,
 )
 from memory import SqlConversationRepository
-from memory.history.snapshots import Snapshot
+from memory.history.snapshots import Snapshot, Snapshots, WriteLog
 from memory.history.store import StoreOutcome
 
 
@@ -282,3 +282,49 @@ async def test_a_failure_to_follow_a_write_forgets_the_snapshots(
     ]
     monkeypatch.undo()
     assert await twins.same(ask("r2", "q2")) == [["one", "two"]]
+
+
+async def test_a_conversation_back_after_its_deletion_is_never_answered_from_before(
+    engine: AsyncEngine, twins: Twins
+) -> None:
+    # Back with the same creation time and its revision counted again from the start:
+    # a snapshot of the deleted conversation held by another replica must not match.
+    first = user_message("c1", "q1", "secret", seconds=0)
+    await twins.store(first)
+    assert contents(await twins.cached.context(ask("r2", "q2"), 20)) == ["secret"]
+    held = twins.cached._snapshots
+    assert held is not None and len(held) == 1
+    deleted_at = datetime.now(UTC)
+    later = deleted_at + timedelta(seconds=1)
+    other = SqlConversationRepository(engine)
+    try:
+        delete = ConversationDeleteRequest(user_id="alice", conversation_id="c1")
+        assert (await other.delete_conversation(delete, deleted_at)).deleted
+        # The first message delivered again with a reply finished after the deletion.
+        reply = finished("c1", "r1", "q1", "kept", seconds=1)
+        await other.store_events([first, reply.model_copy(update={"created_at": later})])
+    finally:
+        other.close()
+    async with engine.connect() as conn:
+        found = await conn.execute(twins.cached._sql.version, {"conversation_id": "c1"})
+        now = found.one()
+    stale = held._held["c1"]
+    assert (now.revision, now.created_at) == (stale.revision, stale.created_at)
+    # The message older than the deletion stays deleted; the reply after it is kept.
+    assert await twins.same(ask("r2", "q2")) == [["kept"]]
+
+
+def test_the_snapshots_keep_within_their_characters_as_writes_grow_them() -> None:
+    held = Snapshots(conversations=10, messages=100, chars=100)
+    created = datetime(2025, 1, 1, tzinfo=UTC)
+    for conversation in ("c1", "c2"):
+        held.keep(conversation, Snapshot(1, created, "alice", None, None, {}))
+    for conversation in ("c1", "c2"):
+        log = WriteLog()
+        log.base(conversation, 1, created, "alice", None, None)
+        message = {"conversation_id": conversation, "id": "m1", "role": "user"}
+        log.rows([{**message, "parent_id": None, "content": "x" * 60}])
+        held.apply(log)
+    # 120 characters written into snapshots allowed 100 in all: the oldest went.
+    assert len(held) == 1
+    assert held.get("c2", 1, created) is not None

@@ -440,13 +440,19 @@ class SqlConversationRepository:
         self, conn: Connection, request: ContextRequest, limit: int
     ) -> ContextReply | None:
         """The context from the conversation's snapshot at its current revision (read
-        first when missing or older); None when the conversation is too large for one."""
+        first when missing or older); None when the conversation is too large for one, or
+        is back after a deletion (the history query answers those)."""
         assert self._snapshots is not None
         conversation_id = request.conversation_id
         params = {"conversation_id": conversation_id}
         version = conn.execute(self._sql.version, params).first()
         if version is None or version.user_id != request.user_id:
             return ContextReply()  # unknown, or another user's conversation
+        if version.deleted:
+            # Back after a deletion: another replica may hold a snapshot of the deleted
+            # conversation whose label the new revisions reach. The history query.
+            self._snapshots.forget(conversation_id)
+            return None
         snapshot = self._snapshots.get(conversation_id, version.revision, version.created_at)
         if snapshot is None:
             # Read after the revision: the label is never newer than the messages.

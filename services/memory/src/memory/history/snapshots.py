@@ -57,6 +57,9 @@ class Snapshot:
     # The images of its user messages that have some.
     images: dict[str, tuple[AttachmentRef, ...]] = field(default_factory=dict)
     chars: int = 0
+    # Its characters as `Snapshots` counted them when it was kept: writes applied in
+    # place grow `chars`, and the total is settled when it is kept again.
+    counted: int = 0
 
     def put(self, row: Mapping[str, Any]) -> None:
         """A message written (inserted, or an assistant message's repeat that replaced a
@@ -101,13 +104,14 @@ class Snapshots:
         if len(snapshot.messages) > self.max_messages or snapshot.chars > self._max_chars:
             return
         self._held[conversation_id] = snapshot
-        self._chars += snapshot.chars
+        snapshot.counted = snapshot.chars
+        self._chars += snapshot.counted
         self._trim()
 
     def forget(self, conversation_id: str) -> None:
         snapshot = self._held.pop(conversation_id, None)
         if snapshot is not None:
-            self._chars -= snapshot.chars
+            self._chars -= snapshot.counted
 
     def forget_all(self, conversation_ids: Iterable[str]) -> None:
         for conversation_id in conversation_ids:
@@ -116,7 +120,7 @@ class Snapshots:
     def _trim(self) -> None:
         while self._held and (len(self._held) > self._most or self._chars > self._max_chars):
             _, oldest = self._held.popitem(last=False)
-            self._chars -= oldest.chars
+            self._chars -= oldest.counted
 
     def apply(self, log: WriteLog) -> None:
         """The changes of a committed transaction (in the order it made them)."""
@@ -163,11 +167,12 @@ class Snapshots:
                             ):
                                 message["parent_id"] = row["reply_id"]
             elif op == "reparent":
+                # Late messages moved into place (rare): read again. Applied to a
+                # snapshot whose read already saw this write, a `follow` after it could
+                # move a child twice.
                 for row in args[0]:
-                    if (snapshot := live.get(row["in_conversation"])) is not None:
-                        child = snapshot.messages.get(row["child"])
-                        if child is not None:
-                            child["parent_id"] = row["parent"]
+                    live.pop(row["in_conversation"], None)
+                    self.forget(row["in_conversation"])
             elif op == "touch":
                 for row in args[0]:
                     if (snapshot := live.get(row["conversation_id"])) is not None:

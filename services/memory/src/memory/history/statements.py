@@ -213,8 +213,15 @@ class Statements:
             )
         )
         # conversation_id -> the conversation's revision and what a snapshot keeps of it.
+        # `deleted`: it was deleted before and is back (the deletion's marker is kept):
+        # its revision started again, so an older snapshot's label could match.
         self.version: Executable = select(
-            c.revision, c.created_at, c.user_id, c.system_prompt, c.active_message_id
+            c.revision,
+            c.created_at,
+            c.user_id,
+            c.system_prompt,
+            c.active_message_id,
+            exists().where(_deleted.c.id == c.id).label("deleted"),
         ).where(c.id == bindparam("conversation_id", type_=String()))
         # conversation_id, limit -> its messages (`limit` at most, in no order).
         self.all_messages: Executable = (
