@@ -251,6 +251,7 @@ async def _next_message(subscription: JetStreamContext.PullSubscription, timeout
     if pending.empty():
         return await sub.next_msg(timeout=timeout)
     message = pending.get_nowait()
+    pending.task_done()  # as next_msg does: a drain's join waits for it
     sub._pending_size -= len(message.data)
     return message
 
