@@ -328,3 +328,13 @@ def test_the_snapshots_keep_within_their_characters_as_writes_grow_them() -> Non
     # 120 characters written into snapshots allowed 100 in all: the oldest went.
     assert len(held) == 1
     assert held.get("c2", 1, created) is not None
+
+
+async def test_several_late_messages_of_one_batch_keep_their_order(twins: Twins) -> None:
+    # A consumer restarted mid-stream: m5..m8 redelivered together after m9.. were stored.
+    def numbered(n: int) -> UserMessageAccepted:
+        return user_message("c1", f"m{n}", f"say {n}", seconds=n)
+
+    await twins.store(*(numbered(n) for n in (0, 1, 2, 3, 4, 9, 10)))
+    await twins.store(*(numbered(n) for n in (5, 6, 7, 8)))
+    assert await twins.same(ask("r", "q11")) == [[f"say {n}" for n in range(11)]]

@@ -17,7 +17,7 @@ stored, so quick messages still make one branch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,7 +146,8 @@ def _write_round(
     users: list[dict[str, Any]] = []
     replies: list[dict[str, Any]] = []
     followed: list[dict[str, Any]] = []  # replies the user messages sent meanwhile follow
-    reparented: list[dict[str, Any]] = []  # messages a late message comes before
+    # Stored messages a late message comes before -> its id (their new parent).
+    reparents: dict[tuple[str, str], str] = {}
     moved: dict[str, str] = {}  # the new ends of active branches
     pending: dict[tuple[str, str], dict[str, Any]] = {}  # this round's rows
     for event in allowed:
@@ -161,7 +162,9 @@ def _write_round(
             else:
                 # Stored late (a redelivery after later ones): in the active branch at
                 # its time, before the messages sent after it.
-                parent, child = _place_late(conn, sql, pending, conversation_id, tip[0], event)
+                parent, child = _place_late(
+                    conn, sql, pending, reparents, conversation_id, tip[0], event
+                )
                 message["parent_id"] = parent
                 pending[key] = message
                 if child is not None:
@@ -169,13 +172,8 @@ def _write_round(
                     if later is not None:
                         later["parent_id"] = event.message_id
                     else:
-                        reparented.append(
-                            {
-                                "in_conversation": conversation_id,
-                                "child": child,
-                                "parent": event.message_id,
-                            }
-                        )
+                        # The next late message of this round finds it moved.
+                        reparents[(conversation_id, child)] = event.message_id
                 users.append(message)
                 continue
             users.append(message)
@@ -197,6 +195,10 @@ def _write_round(
                     "reply_id": event.message_id,
                 }
             )
+    reparented = [
+        {"in_conversation": conversation_id, "child": child, "parent": parent}
+        for (conversation_id, child), parent in reparents.items()
+    ]
     written: set[tuple[str, str]] = set()
     if users:
         inserted = conn.execute(sql.insert_users, users).all()
@@ -282,6 +284,7 @@ def _place_late(
     conn: Connection,
     sql: Statements,
     pending: dict[tuple[str, str], dict[str, Any]],
+    reparents: Mapping[tuple[str, str], str],
     conversation_id: str,
     tip: str,
     event: UserMessageAccepted,
@@ -295,7 +298,11 @@ def _place_late(
             return held["parent_id"], held["created_at"]
         found = conn.execute(sql.placed, {"conversation_id": conversation_id, "id": message_id})
         stored = found.first()
-        return None if stored is None else (stored.parent_id, stored.created_at)
+        if stored is None:
+            return None
+        # Moved under an earlier late message of this round: not written yet.
+        parent = reparents.get((conversation_id, message_id), stored.parent_id)
+        return parent, stored.created_at
 
     if lookup(event.message_id) is not None:
         return None, None  # held already: a repeat, nothing moves
