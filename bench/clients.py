@@ -11,9 +11,9 @@ import asyncio
 import json
 import time
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 
+from bench.http import HttpError, LeanClient
 from bench.stats import StreamTiming
 
 __all__ = ["ANSWER_TIMEOUT", "MODEL", "TokenClock", "sse_answer", "ws_answer"]
@@ -75,7 +75,7 @@ def _message(text: str, model: str, max_tokens: int | None) -> dict[str, object]
 
 
 async def sse_answer(
-    client: httpx.AsyncClient,
+    client: LeanClient,
     conversation_id: str,
     text: str,
     *,
@@ -114,7 +114,7 @@ async def sse_answer(
                             timing.error = "error event"
                             return timing
         timing.error = "stream ended before done"
-    except (TimeoutError, httpx.HTTPError) as exc:
+    except (TimeoutError, HttpError, OSError) as exc:
         timing.error = type(exc).__name__
     return timing
 

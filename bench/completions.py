@@ -11,9 +11,8 @@ import json
 import re
 import time
 
-import httpx
-
 from bench.clients import ANSWER_TIMEOUT, TokenClock
+from bench.http import HttpError, LeanClient
 from bench.provider import PATH
 from bench.stats import StreamTiming
 
@@ -32,7 +31,7 @@ def _content(frame: bytes) -> str:
 
 
 async def completion_answer(
-    client: httpx.AsyncClient,
+    client: LeanClient,
     label: str,
     text: str,
     *,
@@ -72,6 +71,6 @@ async def completion_answer(
                         if frame.startswith(_DATA) and _CONTENT.search(frame):
                             clock.token(now, _content(frame), keep_text=keep_text)
         timing.error = "stream ended before [DONE]"
-    except (TimeoutError, httpx.HTTPError) as exc:
+    except (TimeoutError, HttpError, OSError) as exc:
         timing.error = type(exc).__name__
     return timing

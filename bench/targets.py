@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.clients import ANSWER_TIMEOUT, sse_answer, ws_answer
+from bench.clients import sse_answer, ws_answer
 from bench.completions import completion_answer
+from bench.http import LeanClient
 from bench.stats import StreamTiming
 from bench.through import Answer
 
@@ -34,9 +34,8 @@ class Endpoints:
     provider_model: str  # the model id livechat sends the provider (LIVECHAT_OPENAI_MODEL)
 
 
-def _client(base_url: str, count: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=count + 8, max_keepalive_connections=count + 8)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=ANSWER_TIMEOUT)
+def _client(base_url: str, count: int) -> LeanClient:
+    return LeanClient(base_url, max_connections=count + 8)
 
 
 @contextlib.asynccontextmanager

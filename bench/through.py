@@ -9,10 +9,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.clients import ANSWER_TIMEOUT, sse_answer, ws_answer
+from bench.clients import sse_answer, ws_answer
+from bench.http import LeanClient
 from bench.stats import StreamTiming
 from bench.system import ws_url
 from bench.workload import prompt, stagger
@@ -38,11 +38,9 @@ class Conversations:
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[list[Answer]]:
         """An answer function per conversation: even ones SSE, odd ones WebSocket."""
-        limits = httpx.Limits(max_connections=self.count + 8, max_keepalive_connections=self.count)
-        timeout = httpx.Timeout(ANSWER_TIMEOUT)
         async with contextlib.AsyncExitStack() as exits:
             client = await exits.enter_async_context(
-                httpx.AsyncClient(base_url=self._stack.gateway_url, limits=limits, timeout=timeout)
+                LeanClient(self._stack.gateway_url, max_connections=self.count + 8)
             )
             sockets: dict[int, ClientConnection] = {}
             url = ws_url(self._stack)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 from openai import AsyncOpenAI
 
 from bench.completions import completion_answer
+from bench.http import LeanClient
 from bench.provider import answer_text, running_provider
 
 
 async def _through_the_bench_client(url: str) -> None:
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with LeanClient(url, max_connections=1) as client:
         whole = await completion_answer(client, "direct", "hi", model="m", keep_text=True)
         short = await completion_answer(
             client, "direct", "hi", model="m", max_tokens=2, keep_text=True
