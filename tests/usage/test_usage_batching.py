@@ -210,3 +210,47 @@ async def test_reports_trickling_in_within_the_fetch_wait_share_one_batch(
     finally:
         await app.stop()
         await engine.dispose()
+
+
+async def test_a_backlog_is_not_held_back_by_the_wait_for_the_next_batch_to_mark_it(
+    nc: Client, nats_url: str, sqlite_url: str, tmp_path: Path, report: Report
+) -> None:
+    # A batch's entries are marked published by the next batch's transaction, or by one
+    # of their own after twice the fetch wait (here 6 s). With every batch in hand
+    # waiting for that, no next batch could be pulled: a backlog went a round of
+    # batches per 6 s. Marked at once then, 15 batches take well under one such wait.
+    settings = UsageSettings(
+        nats_url=nats_url,
+        data_dir=tmp_path / "data",
+        database_url=sqlite_url,
+        usage_fetch_batch=4,
+        usage_fetch_wait_seconds=3.0,
+    )
+    js = nc.jetstream()
+    await topology.ensure_streams(js, settings)
+    for n in range(1, 61):
+        event = report(prompt=n, completion=0)
+        ack = await js.publish(
+            subjects.usage_reported(event.conversation_id, event.message_id),
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+        )
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    ledger = CountingLedger(engine)
+    app = create_app(settings, ledger=ledger)
+    await app.start()
+    try:
+        started = asyncio.get_running_loop().time()
+        acked = 0
+        async with asyncio.timeout(60):
+            while acked < ack.seq:  # every report of the backlog acked
+                await asyncio.sleep(0.05)
+                info = await js.consumer_info(topology.USAGE_STREAM, topology.USAGE_CONSUMER)
+                acked = info.ack_floor.stream_seq
+        took = asyncio.get_running_loop().time() - started
+        assert len(ledger.batch_sizes) >= 5  # the backlog went in several rounds of batches
+        assert took < 6.0, f"the backlog took {took:.1f} s"
+    finally:
+        await app.stop()
+        await engine.dispose()

@@ -317,16 +317,23 @@ class Ledger:
         params = {"attempts": list(attempts), "at": self._clock()}
         await self._transaction(lambda connection: connection.execute(self._mark_published, params))
 
-    async def published(self, attempts: Sequence[str], *, within: float) -> None:
+    async def published(
+        self, attempts: Sequence[str], *, within: float, now: bool = False
+    ) -> None:
         """Note that these entries' analytics copies are on the stream; returns once a
         committed transaction marked them, else raises its error. That is the next
         `record_many`'s (one commit for both) or, when none starts within `within`
-        seconds, one of their own."""
+        seconds, one of their own; with `now` (the caller knows no `record_many` can
+        come: every batch it holds waits here), one of their own at once."""
         if not attempts:
             return
         done = self._pending.add(attempts)
         self._mark_within = within
-        if self._flush_timer is None:
+        if now:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            self._flush_marks()
+        elif self._flush_timer is None:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(within, self._flush_marks)
         # Shared by everyone in the round: a cancelled waiter leaves it to the others.

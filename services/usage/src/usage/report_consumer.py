@@ -67,6 +67,7 @@ class ReportConsumer:
         # batch whose transaction marks this one's entries published.
         self._mark_within = 2 * settings.usage_fetch_wait_seconds
         self._republisher: Republisher | None = None
+        self._marking = 0  # batches waiting for their entries to be marked published
         self._consumer: BatchConsumer[UsageReported, Recorded] = BatchConsumer(
             decode=UsageReported.model_validate_json,
             invalid=ValidationError,
@@ -162,10 +163,17 @@ class ReportConsumer:
             for result, error in zip(recorded, errors, strict=True)
             if error is None and not result.published
         ]
+        # Marked by the next batch's transaction (one commit per batch), or by one of
+        # their own when none comes soon; the reports are acked after it. When every
+        # batch in hand waits for its marks, no next batch can be pulled (its slot is
+        # taken by a waiter): marked at once, not after `mark_within` (under a backlog
+        # that wait held the whole pipeline still once per round).
+        attempts = list(dict.fromkeys(fresh))
+        self._marking += bool(attempts)
         try:
-            # Marked by the next batch's transaction (one commit per batch), or by one
-            # of their own when none comes soon; the reports are acked after it.
-            await self._ledger.published(list(dict.fromkeys(fresh)), within=self._mark_within)
+            await self._ledger.published(
+                attempts, within=self._mark_within, now=self._marking >= _DEPTH
+            )
         except Exception as exc:
             # Published but not marked: the reports come back, and are republished
             # (JetStream drops them within its window).
@@ -173,6 +181,8 @@ class ReportConsumer:
                 error if error is not None or r.published else exc
                 for r, error in zip(recorded, errors, strict=True)
             ]
+        finally:
+            self._marking -= bool(attempts)
         return errors
 
 
