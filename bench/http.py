@@ -31,6 +31,12 @@ class HttpError(Exception):
     """The connection failed or the server's response could not be parsed."""
 
 
+class _ClosedUnread(HttpError):
+    """A kept-alive connection turned out closed before any byte of the response: the
+    server closed it while it was idle (its keep-alive timeout), so it never took the
+    request, which may be sent again on a new connection."""
+
+
 class LeanResponse:
     """One response: its status, then its body chunks (`aiter_raw`) or all of it."""
 
@@ -67,6 +73,7 @@ class _Connection:
         self.headers_done = False
         self.keep_alive = False
         self.complete = False
+        self.answered = False  # a byte of the current response came
 
     # httptools' callbacks
     def on_headers_complete(self) -> None:
@@ -83,15 +90,26 @@ class _Connection:
     async def request(self, head: bytes, body: bytes) -> LeanResponse:
         self._parser = httptools.HttpResponseParser(self)
         self.body, self.headers_done, self.keep_alive, self.complete = [], False, False, False
-        self._writer.write(head + body)
-        while not self.headers_done:
-            await self.feed()
+        self.answered = False
+        try:
+            self._writer.write(head + body)
+            while not self.headers_done:
+                await self.feed()
+        except (ConnectionResetError, BrokenPipeError) as error:
+            if self.answered:
+                raise HttpError(f"connection lost: {error}") from error
+            raise _ClosedUnread(f"closed before any response: {error}") from error
+        except OSError as error:
+            raise HttpError(f"connection failed: {error}") from error
         return LeanResponse(self, self._parser.get_status_code())
 
     async def feed(self) -> None:
         data = await self._reader.read(_READ)
         if not data:
+            if not self.answered:
+                raise _ClosedUnread("the server closed the connection before any response")
             raise HttpError("the server closed the connection")
+        self.answered = True
         assert self._parser is not None
         try:
             self._parser.feed_data(data)
@@ -132,9 +150,11 @@ class LeanClient:
         self._host = url.hostname
         self._port = url.port or 80
         self._prefix = url.path.rstrip("/")
-        self._authority = url.netloc.encode()
+        self._authority = url.netloc
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()  # every connection, idle or in use
+        self._closed = False
 
     async def __aenter__(self) -> LeanClient:
         return self
@@ -143,9 +163,12 @@ class LeanClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
+        """Close every connection, those of streams still being read too."""
+        self._closed = True
+        self._idle = []
+        for connection in self._open:
             connection.close()
+        self._open.clear()
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -153,15 +176,18 @@ class LeanClient:
         method: str,
         path: str,
         *,
-        json: object,
+        json: object,  # named as httpx names it: the body, sent as JSON
         headers: dict[str, str] | None = None,
     ) -> AsyncIterator[LeanResponse]:
-        """Send the request; the response, read within the block. Connection errors
-        raise `HttpError` (or OSError), as a response that cannot be parsed does."""
+        """Send the request; the response, read within the block (leaving it reads the
+        rest of the response for at most a second, so that the connection is used
+        again). A failed connection or a response that cannot be parsed raise
+        `HttpError`; the request is sent again only when a kept-alive connection
+        turns out closed before any byte of its response."""
         body = _dumps(json)
         lines = [
             f"{method} {self._prefix}{path} HTTP/1.1",
-            f"Host: {self._authority.decode()}",
+            f"Host: {self._authority}",
             "Content-Type: application/json",
             f"Content-Length: {len(body)}",
         ]
@@ -173,21 +199,25 @@ class LeanClient:
             try:
                 try:
                     response = await connection.request(head, body)
-                except (HttpError, OSError) as error:
+                except _ClosedUnread:
                     if not kept:
-                        raise HttpError(f"request failed: {error}") from error
-                    # A kept-alive connection the server closed meanwhile (its idle
-                    # timeout): once more on a new one, as any HTTP client does.
-                    connection.close()
-                    connection, kept = await self._connection(new=True)
+                        raise
+                    # Closed by the server while idle: once more on a new connection,
+                    # as any HTTP client does.
+                    self._discard(connection)
+                    connection, _ = await self._connection(new=True)
                     response = await connection.request(head, body)
                 yield response
                 reusable = await connection.finish()
             finally:
-                if reusable:
+                if reusable and not self._closed:
                     self._idle.append(connection)
                 else:
-                    connection.close()
+                    self._discard(connection)
+
+    def _discard(self, connection: _Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
 
     async def _connection(self, *, new: bool = False) -> tuple[_Connection, bool]:
         """A connection, and whether it was kept from an earlier request."""
@@ -195,12 +225,14 @@ class LeanClient:
             connection = self._idle.pop()
             if connection.open:
                 return connection, True
-            connection.close()
+            self._discard(connection)
         try:
             reader, writer = await asyncio.open_connection(self._host, self._port)
         except OSError as error:
             raise HttpError(f"cannot connect: {error}") from error
-        return _Connection(reader, writer), False
+        connection = _Connection(reader, writer)
+        self._open.add(connection)
+        return connection, False
 
 
 def _dumps(value: object) -> bytes:

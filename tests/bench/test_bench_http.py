@@ -13,12 +13,14 @@ from bench.http import HttpError, LeanClient
 
 
 class _Server:
-    """Answers each POST with its JSON body echoed in three chunks (or a 404 with a
-    body for /missing); `close_after` closes each connection after its response."""
+    """Answers each POST with its JSON body echoed in three chunks (a 404 with a body
+    for /missing, bytes that are no HTTP for /garbled); `close_after` closes each
+    connection after its response."""
 
     def __init__(self, *, close_after: bool = False) -> None:
         self.close_after = close_after
         self.connections = 0
+        self.requests = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -31,7 +33,10 @@ class _Server:
                     if name.lower() == b"content-length":
                         length = int(value)
                 body = await reader.readexactly(length)
-                if path == b"/missing":
+                self.requests += 1
+                if path == b"/garbled":
+                    writer.write(b"nonsense\r\n\r\n")
+                elif path == b"/missing":
                     writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 7\r\n\r\nmissing")
                 else:
                     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -104,3 +109,22 @@ async def test_a_server_that_is_not_there_is_an_http_error() -> None:
     async with LeanClient(f"http://127.0.0.1:{port}", max_connections=1) as client:
         with pytest.raises(HttpError):
             await _post(client, {})
+
+
+async def test_a_stream_left_by_an_error_does_not_give_its_connection_to_the_next() -> None:
+    server = _Server()
+    async with _serving(server) as url, LeanClient(url, max_connections=1) as client:
+        with pytest.raises(RuntimeError):
+            async with client.stream("POST", "/echo", json="abcdef"):
+                raise RuntimeError("the caller failed mid-response")
+        assert await _post(client, "x") == (200, b'"x"!')
+    assert server.connections == 2
+
+
+async def test_a_garbled_response_is_an_error_and_the_request_is_not_sent_again() -> None:
+    server = _Server()
+    async with _serving(server) as url, LeanClient(url, max_connections=1) as client:
+        assert await _post(client, 1) == (200, b"1!")
+        with pytest.raises(HttpError):
+            await _post(client, 2, "/garbled")  # on the kept-alive connection
+    assert server.requests == 2
