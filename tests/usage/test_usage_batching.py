@@ -10,6 +10,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
 from contracts import ids, subjects, topology
@@ -48,6 +51,15 @@ class RefusingLedger(Ledger):
         return await super().record_many(events)
 
 
+async def _publish(js: JetStreamContext, event: UsageReported) -> PubAck:
+    """A usage report as the worker publishes it (its attempt's id deduplicates it)."""
+    return await js.publish(
+        subjects.usage_reported(event.conversation_id, event.message_id),
+        event.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
+    )
+
+
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[Client]:
     client = await nats.connect(nats_url)
@@ -72,11 +84,7 @@ async def test_a_refused_report_in_a_batch_does_not_hold_up_the_others(
     events = [report(prompt=n, completion=0) for n in range(1, 21)]
     # Published before usage starts: it finds them all waiting and takes them in batches.
     for event in events:
-        await js.publish(
-            subjects.usage_reported(event.conversation_id, event.message_id),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
-        )
+        await _publish(js, event)
     engine = create_engine(sqlite_url)
     await migrate(engine)
     ledger = RefusingLedger(engine, refused=events[4].attempt_id)
@@ -144,11 +152,7 @@ async def test_an_idle_consumer_asks_for_work_rarely_and_still_takes_it(
         assert 1 <= len(pulls) <= 4
 
         event = report(prompt=7, completion=0)
-        await nc.jetstream().publish(
-            subjects.usage_reported(event.conversation_id, event.message_id),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
-        )
+        await _publish(nc.jetstream(), event)
         request = UsageTotalsRequest(user_id="alice").model_dump_json().encode()
         async with asyncio.timeout(30):
             while True:
@@ -193,11 +197,7 @@ async def test_reports_trickling_in_within_the_fetch_wait_share_one_batch(
         js = nc.jetstream()
         for n in range(1, 6):
             event = report(prompt=n, completion=0)
-            await js.publish(
-                subjects.usage_reported(event.conversation_id, event.message_id),
-                event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
-            )
+            await _publish(js, event)
             await asyncio.sleep(0.02)
         request = UsageTotalsRequest(user_id="alice").model_dump_json().encode()
         async with asyncio.timeout(30):
@@ -231,11 +231,7 @@ async def test_a_backlog_is_not_held_back_by_the_wait_for_the_next_batch_to_mark
     await topology.ensure_streams(js, settings)
     for n in range(1, 61):
         event = report(prompt=n, completion=0)
-        ack = await js.publish(
-            subjects.usage_reported(event.conversation_id, event.message_id),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": ids.msg_id("usage", event.attempt_id)},
-        )
+        ack = await _publish(js, event)
     engine = create_engine(sqlite_url)
     await migrate(engine)
     ledger = CountingLedger(engine)
@@ -260,6 +256,11 @@ async def test_a_backlog_is_not_held_back_by_the_wait_for_the_next_batch_to_mark
             await acked(ack.seq)  # and every report of the backlog in the end
         assert len(ledger.batch_sizes) >= 5  # the backlog went in several rounds of batches
         assert took < 12.0, f"the backlog but its last batches took {took:.1f} s"
+        async with engine.connect() as conn:
+            marked = await conn.scalar(
+                text("SELECT count(*) FROM usage_ledger WHERE published_at IS NOT NULL")
+            )
+        assert marked == 60  # each acked report's entry marked published first
     finally:
         await app.stop()
         await engine.dispose()

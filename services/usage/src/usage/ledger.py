@@ -317,9 +317,7 @@ class Ledger:
         params = {"attempts": list(attempts), "at": self._clock()}
         await self._transaction(lambda connection: connection.execute(self._mark_published, params))
 
-    async def published(
-        self, attempts: Sequence[str], *, within: float, now: bool = False
-    ) -> None:
+    async def published(self, attempts: Sequence[str], *, within: float, now: bool = False) -> None:
         """Note that these entries' analytics copies are on the stream; returns once a
         committed transaction marked them, else raises its error. That is the next
         `record_many`'s (one commit for both) or, when none starts within `within`

@@ -37,7 +37,9 @@ __all__ = ["ReportConsumer", "report_consumer_config"]
 log = logging.getLogger(__name__)
 
 # Pulls in hand at once: the next pull and the republishing of one batch overlap
-# the commit of another. Well under the consumer's max_ack_pending in reports.
+# the commit of another. Well under the consumer's max_ack_pending in reports. The
+# pull loop takes no next batch while this many are in hand: `_republish` counts on
+# it (when they all wait for their marks, none can come to carry them).
 _DEPTH = 3
 # Failed publishes redeliver their report; a busy batch's publishes merely wait
 # their turn, so this is generous (well under the ack wait).
