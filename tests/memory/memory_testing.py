@@ -79,6 +79,19 @@ def finished(
     )
 
 
+def edit(message: str, content: str, parent: str | None, *, seconds: float) -> UserMessageAccepted:
+    """A user message of c1 sent as an edit: a new branch under `parent` (None: a root)."""
+    event = user_message("c1", message, content, seconds=seconds)
+    return event.model_copy(update={"parent_id": parent, "root": parent is None})
+
+
+def again(reply: str, question: str, content: str, *, seconds: float) -> GenerationFinished:
+    """A regenerated reply of c1 to `question`."""
+    return finished("c1", reply, question, content, seconds=seconds).model_copy(
+        update={"regenerated": True}
+    )
+
+
 def failed(
     conversation: str,
     reply: str,

@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from memory_testing import at, failed, finished, user_message
+from memory_testing import again, at, edit, failed, finished, user_message
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.events import ChatEvent, GenerationFinished, UserMessageAccepted
+from contracts.events import ChatEvent, UserMessageAccepted
 from contracts.rpc import (
     ContextReply,
     ContextRequest,
@@ -34,17 +34,6 @@ def ask(reply: str, question: str, conversation: str = "c1", **more: object) -> 
         reply_id=reply,
         user_message_id=question,
         **more,  # type: ignore[arg-type]
-    )
-
-
-def edit(message: str, content: str, parent: str | None, *, seconds: float) -> UserMessageAccepted:
-    event = user_message("c1", message, content, seconds=seconds)
-    return event.model_copy(update={"parent_id": parent, "root": parent is None})
-
-
-def again(reply: str, question: str, content: str, *, seconds: float) -> GenerationFinished:
-    return finished("c1", reply, question, content, seconds=seconds).model_copy(
-        update={"regenerated": True}
     )
 
 

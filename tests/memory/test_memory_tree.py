@@ -7,9 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from memory_testing import finished, user_message
+from memory_testing import again, edit, finished, user_message
 
-from contracts.events import GenerationFinished, UserMessageAccepted
 from contracts.rpc import (
     ContextRequest,
     ConversationGetRequest,
@@ -39,17 +38,6 @@ async def store(
         if keys:
             await client.delete(*keys)
         await client.aclose()
-
-
-def edit(message: str, content: str, parent: str | None, *, seconds: float) -> UserMessageAccepted:
-    event = user_message("c1", message, content, seconds=seconds)
-    return event.model_copy(update={"parent_id": parent, "root": parent is None})
-
-
-def again(reply: str, question: str, content: str, *, seconds: float) -> GenerationFinished:
-    return finished("c1", reply, question, content, seconds=seconds).model_copy(
-        update={"regenerated": True}
-    )
 
 
 async def branch(store: ConversationStore) -> list[tuple[str, str | None, Siblings | None]]:

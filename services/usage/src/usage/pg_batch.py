@@ -21,28 +21,25 @@ from typing import Any
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from usage.tables import LedgerRow
+
 __all__ = ["BatchOutcome", "PgBatchWriter"]
 
-# The columns of a ledger row the statement inserts, with their PostgreSQL types
-# (JSON keeps floats exact: the shortest repr that reads back as the same double).
-_COLUMNS = (
-    ("attempt_id", "text"),
-    ("message_id", "text"),
-    ("conversation_id", "text"),
-    ("user_id", "text"),
-    ("model", "text"),
-    ("provider", "text"),
-    ("provider_model", "text"),
-    ("estimated", "boolean"),
-    ("outcome", "text"),
-    ("time_to_first_token_ms", "float8"),
-    ("duration_ms", "float8"),
-    ("occurred_at", "timestamptz"),
-    ("recorded_at", "timestamptz"),
-    ("cost_usd", "float8"),
-    ("prompt_tokens", "int4"),
-    ("completion_tokens", "int4"),
-    ("total_tokens", "int4"),
+# The columns of a ledger row the statement inserts (all but the published mark, set
+# later), with their PostgreSQL types from the table's own (JSON keeps floats exact:
+# the shortest repr that reads back as the same double).
+_PG_TYPES: dict[type, str] = {
+    str: "text",
+    int: "int4",
+    bool: "boolean",
+    float: "float8",
+    datetime: "timestamptz",
+}
+_COLUMNS = tuple(
+    # (a decorated type, e.g. UtcDateTime, by the type it stores)
+    (column.name, _PG_TYPES[getattr(column.type, "impl", column.type).python_type])
+    for column in LedgerRow.__table__.columns
+    if column.name != "published_at"
 )
 # Each row's UTC day, under a key no column has.
 _DAY = "_day"

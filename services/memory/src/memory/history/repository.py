@@ -38,7 +38,6 @@ from contracts.events import (
     ContextMessage,
     GenerationFailed,
     GenerationFinished,
-    Usage,
     UserMessageAccepted,
 )
 from contracts.rpc import (
@@ -59,7 +58,6 @@ from contracts.rpc import (
     MembersRequest,
     ReadMarkReply,
     ReadMarkRequest,
-    ReplyError,
     StoredMessage,
 )
 from memory.attachments.store import read_refs
@@ -67,6 +65,7 @@ from memory.history.branches import branch_end, children_of, with_siblings
 from memory.history.database import sqlite_reader
 from memory.history.pages import newest_within_bytes
 from memory.history.read_state import mark_read, read_by, unread_count
+from memory.history.rows import stored_message
 from memory.history.search import ExchangeSearch, query_terms
 from memory.history.snapshots import Snapshot, Snapshots, WriteLog, context_from
 from memory.history.statements import (
@@ -432,7 +431,9 @@ class SqlConversationRepository:
                 if limit > 0 and row.role is not None
             ),
             existing_reply=(
-                _stored(first, REPLY_PREFIX) if first[REPLY_PREFIX + "id"] is not None else None
+                stored_message(first, REPLY_PREFIX)
+                if first[REPLY_PREFIX + "id"] is not None
+                else None
             ),
         )
 
@@ -577,7 +578,7 @@ def _branch(
     params = {"conversation_id": conversation_id, "before": before, "limit": limit}
     statement = _branch_statement(before is not None, limit is not None)
     rows = conn.execute(statement, params).all()
-    newest = [_stored(row._mapping) for row in rows]
+    newest = [stored_message(row._mapping) for row in rows]
     if limit is None:
         return tuple(reversed(newest)), False
     page = tuple(reversed(newest[:limit]))
@@ -774,45 +775,11 @@ def _page(
         ).where(or_(m.created_at < a.created_at, and_(m.created_at == a.created_at, m.id < a.id)))
     if limit is None:
         rows = (conn.execute(query.order_by(m.created_at, m.id))).all()
-        return tuple(_stored(row._mapping) for row in rows), False
+        return tuple(stored_message(row._mapping) for row in rows), False
     newest = (conn.execute(query.order_by(m.created_at.desc(), m.id.desc()).limit(limit + 1))).all()
-    page = tuple(_stored(row._mapping) for row in reversed(newest[:limit]))
+    page = tuple(stored_message(row._mapping) for row in reversed(newest[:limit]))
     bounded = newest_within_bytes(page)
     return bounded, len(newest) > limit or len(bounded) < len(page)
-
-
-def _stored(row: Mapping[Any, Any], prefix: str = "") -> StoredMessage:
-    def get(name: str) -> Any:
-        return row[prefix + name]
-
-    usage = None
-    if get("total_tokens") is not None:
-        usage = Usage(
-            prompt_tokens=get("prompt_tokens") or 0,
-            completion_tokens=get("completion_tokens") or 0,
-            total_tokens=get("total_tokens"),
-        )
-    error = None
-    if get("error_code") is not None:
-        error = ReplyError(
-            code=get("error_code"),
-            message=get("error_message") or "",
-            retryable=bool(get("error_retryable")),
-        )
-    return StoredMessage(
-        id=get("id"),
-        role=get("role"),
-        content=get("content"),
-        status=get("status"),
-        created_at=get("created_at"),
-        user_id=row.get(prefix + "user_id"),
-        parent_id=get("parent_id"),
-        model=get("model"),
-        provider=get("provider"),
-        usage=usage,
-        finish_reason=get("finish_reason"),
-        error=error,
-    )
 
 
 def _prompt(value: str | None) -> str | None:

@@ -30,12 +30,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from contracts.attachments import AttachmentRef
-from contracts.events import ContextMessage, Usage
-from contracts.rpc import ContextReply, ContextRequest, ReplyError, StoredMessage
+from contracts.events import ContextMessage
+from contracts.rpc import ContextReply, ContextRequest
+from memory.history.rows import stored_message
 from memory.history.statements import FINAL_STATUSES, REPLACEABLE
 
 __all__ = ["Snapshot", "Snapshots", "WriteLog", "context_from"]
@@ -277,37 +278,4 @@ def context_from(snapshot: Snapshot, request: ContextRequest, limit: int) -> Con
         ]
     return ContextReply(
         system_prompt=snapshot.system_prompt, messages=tuple(history), existing_reply=existing
-    )
-
-
-def stored_message(row: Mapping[str, Any]) -> StoredMessage:
-    """A message's columns as a `StoredMessage` (as the repository reads one)."""
-    usage = None
-    if row.get("total_tokens") is not None:
-        usage = Usage(
-            prompt_tokens=row.get("prompt_tokens") or 0,
-            completion_tokens=row.get("completion_tokens") or 0,
-            total_tokens=row["total_tokens"],
-        )
-    error = None
-    if row.get("error_code") is not None:
-        error = ReplyError(
-            code=row["error_code"],
-            message=row.get("error_message") or "",
-            retryable=bool(row.get("error_retryable")),
-        )
-    created_at: datetime = row["created_at"]
-    return StoredMessage(
-        id=row["id"],
-        role=row["role"],
-        content=row["content"],
-        status=row["status"],
-        created_at=created_at.astimezone(UTC),
-        user_id=row.get("user_id"),
-        parent_id=row.get("parent_id"),
-        model=row.get("model"),
-        provider=row.get("provider"),
-        usage=usage,
-        finish_reason=row.get("finish_reason"),
-        error=error,
     )

@@ -43,9 +43,10 @@ def write_events(
 
     Blocking: on a SQLite file the repository runs it whole in one worker thread, on
     the async engine through `run_sync`."""
+    log = changes if changes is not None else WriteLog()
     outcomes: list[StoreOutcome] = []
     for round_ in _rounds(events):
-        outcomes += _write_round(conn, sql, round_, changes if changes is not None else WriteLog())
+        outcomes += _write_round(conn, sql, round_, log)
     return outcomes
 
 
